@@ -1,0 +1,329 @@
+"""Array backends: NumPy on the CPU, CuPy on a GPU, array_api_strict as the CPU stand-in for a foreign device.
+
+Op code is written once against the array API standard (NumPy >= 2, CuPy through array-api-compat and
+array_api_strict all provide it). What the standard lacks lives here and nowhere else:
+
+- scatter-add (the gradient of embedding lookups and integer-array indexing),
+- erf (exact GELU; NumPy has none, SciPy and CuPy do),
+- integer-array indexing mixed with slices (NumPy semantics; the standard only allows a restricted form),
+- random numbers (dropout masks, initialisation) and host <-> device transfer.
+
+Selecting a backend, strongest first: ``Graph(backend=...)``, ``use_backend(...)`` / ``set_backend(...)``,
+the ``GRAPHDIFF_BACKEND`` environment variable, else ``"numpy"``.
+"""
+import contextlib
+import os
+import threading
+
+import numpy as np
+
+from .errors import BackendUnavailable
+
+BACKENDS = ("numpy", "cupy", "array_api_strict")
+FLOAT_DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "int32", "int64", "bool")
+
+# Array API functions the ops use, copied onto each Backend so that `F.exp(x)` is one attribute lookup.
+_STANDARD = (
+    "abs", "all", "any", "arange", "argmax", "asarray", "astype", "broadcast_to", "clip", "concat",
+    "cos", "equal", "exp", "expand_dims", "full", "greater", "greater_equal", "isfinite", "isnan",
+    "less", "less_equal", "log", "log1p", "logical_and", "logical_not", "matmul", "matrix_transpose",
+    "max", "maximum", "mean", "min", "minimum", "not_equal", "ones", "ones_like", "permute_dims", "reshape", "sign",
+    "sin", "sqrt", "squeeze", "stack", "sum", "take", "tanh", "where", "zeros", "zeros_like",
+)
+
+
+def unbroadcast(F, g, shape):
+    """Sum g (an array or a Node) down to `shape`, undoing NumPy broadcasting: the exact VJP of broadcast_to."""
+    shape = tuple(shape)
+    if tuple(g.shape) == shape:
+        return g
+    lead = len(g.shape) - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + k for k, n in enumerate(shape) if n == 1 and g.shape[lead + k] != 1)
+    if axes:
+        g = F.sum(g, axis=axes, keepdims=False)
+    return F.reshape(g, shape) if tuple(g.shape) != shape else g
+
+
+def normalize_index(idx):
+    """Return idx as a tuple of ints, slices, None, Ellipsis and int NumPy arrays (one Ellipsis at most)."""
+    if not isinstance(idx, tuple):
+        idx = (idx,)
+    out = []
+    for k in idx:
+        if isinstance(k, (bool, np.bool_)):
+            raise TypeError(f"boolean scalar index {k!r} is not supported; use gd.where for masking")
+        if isinstance(k, (int, np.integer)):
+            out.append(int(k))
+        elif k is None or k is Ellipsis or isinstance(k, slice):
+            out.append(k)
+        elif isinstance(k, (list, np.ndarray)):
+            a = np.asarray(k)
+            if a.dtype == np.bool_:
+                raise TypeError("boolean-mask indexing gives a data-dependent shape; use gd.where instead")
+            if not np.issubdtype(a.dtype, np.integer):
+                raise TypeError(f"index arrays must hold integers, got dtype {a.dtype}")
+            out.append(a.astype(np.int64))
+        else:
+            raise TypeError(f"unsupported index {k!r} of type {type(k).__name__}; "
+                            "use ints, slices, None, ... or integer NumPy arrays")
+    if sum(k is Ellipsis for k in out) > 1:
+        raise TypeError("an index can only have a single ellipsis ('...')")
+    return tuple(out)
+
+
+def _has_array(idx):
+    return any(isinstance(k, np.ndarray) for k in idx)
+
+
+class Backend:
+    """One array library and the few extras the ops need beyond the standard. Ops receive it as `F`."""
+
+    name = "base"
+
+    def __init__(self, xp):
+        self.xp = xp
+        for fname in _STANDARD:
+            setattr(self, fname, getattr(xp, fname))
+        self.dtypes = {d: getattr(xp, d) for d in DTYPES}
+        self.transpose = xp.permute_dims
+
+    def __repr__(self):
+        return f"<graphdiff backend {self.name!r}>"
+
+    # --- the standard, under the names VJP rules use for arrays and Nodes alike ----------------
+    def unbroadcast(self, g, shape):
+        return unbroadcast(self, g, shape)
+
+    def getitem(self, x, idx):
+        """x[idx] with NumPy semantics; idx comes from normalize_index."""
+        return x[self._index(idx, x.ndim)]
+
+    def _index(self, idx, ndim):
+        # the standard wants every axis indexed: close a short index with an Ellipsis as NumPy does implicitly
+        if Ellipsis not in idx:
+            idx = idx + (Ellipsis,)
+        return tuple(self.xp.asarray(k) if isinstance(k, np.ndarray) else k for k in idx)
+
+    def index_add(self, shape, idx, g):
+        """zeros(shape) with g added at x[idx] (repeated integer indices add up): the VJP of getitem."""
+        z = self.xp.zeros(shape, dtype=g.dtype)
+        if not _has_array(idx):
+            z[self._index(idx, len(shape))] = g
+            return z
+        return self._scatter(z, idx, g)
+
+    def _scatter(self, z, idx, g):
+        raise NotImplementedError
+
+    def astype_like(self, x, like):
+        """x cast to the dtype of `like` (a no-op when they agree)."""
+        return x if x.dtype == like.dtype else self.astype(x, like.dtype)
+
+    def one_hot(self, ids, n, dtype):
+        """(..., n) array that is 1 where the last index equals ids."""
+        return self.astype(self.equal(self.expand_dims(ids, axis=-1), self.arange(n, dtype=ids.dtype)),
+                           dtype)
+
+    def erf(self, x):
+        raise NotImplementedError
+
+    # --- host <-> device ----------------------------------------------------------------------
+    def from_host(self, value, dtype):
+        """Move a NumPy array (or Python number) to this backend with the given dtype name."""
+        return self.xp.asarray(np.asarray(value, dtype=dtype))
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+    def rng(self, seed=None):
+        """A random generator on this backend: .uniform(shape, dtype) and .normal(shape, dtype)."""
+        return _HostRNG(self, seed)
+
+    def dtype_name(self, x):
+        """'float32', 'int64', ... for an array of this backend."""
+        for name, dt in self.dtypes.items():
+            if x.dtype == dt:
+                return name
+        raise TypeError(f"unsupported dtype {x.dtype}; graphdiff uses {', '.join(DTYPES)}")
+
+
+class _HostRNG:
+    """Draws on the host with NumPy's PCG64, then moves the numbers over: reproducible on every backend."""
+
+    def __init__(self, backend, seed):
+        self.backend = backend
+        self.gen = np.random.default_rng(seed)
+
+    def uniform(self, shape, dtype):
+        return self.backend.from_host(self.gen.random(shape), dtype)
+
+    def normal(self, shape, dtype):
+        return self.backend.from_host(self.gen.standard_normal(shape), dtype)
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+
+    def __init__(self):
+        # NumPy >= 2's main namespace is an array API namespace; using it directly skips a wrapper layer
+        super().__init__(np)
+        self.transpose = np.transpose
+
+    def getitem(self, x, idx):
+        return x[idx]
+
+    def _scatter(self, z, idx, g):
+        np.add.at(z, idx, g)
+        return z
+
+    def from_host(self, value, dtype):
+        return np.asarray(value, dtype=dtype)
+
+    def erf(self, x):
+        from scipy.special import erf
+        return erf(x)
+
+
+class StrictBackend(Backend):
+    """array_api_strict: fails on any call outside the standard, so the CuPy path stays honest in CI."""
+
+    name = "array_api_strict"
+
+    def getitem(self, x, idx):
+        if _has_array(idx) and not all(isinstance(k, (int, np.ndarray)) for k in idx):
+            # the standard allows integer arrays only beside integers; NumPy semantics via the host
+            return self.from_host(np.asarray(x)[idx], self.dtype_name(x))
+        return x[self._index(idx, x.ndim)]
+
+    def _scatter(self, z, idx, g):
+        host = np.asarray(z).copy()
+        np.add.at(host, idx, np.asarray(g))
+        return self.from_host(host, self.dtype_name(z))
+
+    def take(self, x, ids, axis):
+        return self.xp.take(x, ids, axis=axis)
+
+    def erf(self, x):
+        from scipy.special import erf
+        return self.from_host(erf(np.asarray(x)), self.dtype_name(x))
+
+
+class CupyBackend(Backend):
+    name = "cupy"
+
+    def __init__(self):
+        try:
+            import cupy
+        except ImportError as e:
+            raise BackendUnavailable(
+                "backend 'cupy' needs CuPy and a CUDA GPU, and CuPy is not installed: "
+                "pip install 'graphdiff[gpu]' (CUDA 12.x), or use backend='numpy'") from e
+        try:
+            n = cupy.cuda.runtime.getDeviceCount()
+        except Exception as e:  # CUDARuntimeError without a driver, for one
+            raise BackendUnavailable(
+                f"backend 'cupy' needs a CUDA GPU, and CuPy found none ({type(e).__name__}: {e}); "
+                "use backend='numpy' on this machine") from e
+        if n < 1:
+            raise BackendUnavailable("backend 'cupy' needs a CUDA GPU, and CuPy found none; "
+                                     "use backend='numpy' on this machine")
+        import array_api_compat
+        self.cupy = cupy
+        super().__init__(array_api_compat.array_namespace(cupy.empty(0)))
+
+    def getitem(self, x, idx):
+        return x[tuple(self.cupy.asarray(k) if isinstance(k, np.ndarray) else k for k in idx)]
+
+    def _scatter(self, z, idx, g):
+        import cupyx
+        cupyx.scatter_add(z, tuple(self.cupy.asarray(k) if isinstance(k, np.ndarray) else k
+                                   for k in idx), g)
+        return z
+
+    def from_host(self, value, dtype):
+        return self.cupy.asarray(np.asarray(value, dtype=dtype))
+
+    def to_numpy(self, x):
+        return self.cupy.asnumpy(x)
+
+    def erf(self, x):
+        from cupyx.scipy.special import erf
+        return erf(x)
+
+
+_FACTORIES = {"numpy": NumpyBackend, "cupy": CupyBackend, "array_api_strict": None}
+_instances = {}
+_lock = threading.Lock()
+_state = threading.local()
+_default = [None]   # set_backend's choice; None means "read GRAPHDIFF_BACKEND"
+
+
+def get_backend(name=None):
+    """The Backend for `name` (a Backend passes through); None means the current default."""
+    if isinstance(name, Backend):
+        return name
+    if name is None:
+        name = current_backend_name()
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    with _lock:
+        if name not in _instances:
+            if name == "array_api_strict":
+                try:
+                    import array_api_strict
+                except ImportError as e:
+                    raise BackendUnavailable("backend 'array_api_strict' needs the array-api-strict "
+                                             "package: pip install 'graphdiff[test]'") from e
+                _instances[name] = StrictBackend(array_api_strict)
+            else:
+                _instances[name] = _FACTORIES[name]()
+        return _instances[name]
+
+
+def current_backend_name():
+    """Name of the backend a new Graph gets: use_backend > set_backend > $GRAPHDIFF_BACKEND > numpy."""
+    stack = getattr(_state, "stack", None)
+    if stack:
+        return stack[-1]
+    if _default[0] is not None:
+        return _default[0]
+    env = os.environ.get("GRAPHDIFF_BACKEND", "").strip()
+    if env and env not in BACKENDS:
+        raise ValueError(f"GRAPHDIFF_BACKEND={env!r} is not a backend; choose one of {', '.join(BACKENDS)}")
+    return env or "numpy"
+
+
+def set_backend(name):
+    """Make `name` the default backend of new graphs (checked now: CuPy without a GPU raises here)."""
+    if name is not None:
+        get_backend(name)
+    _default[0] = name
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Within the block, new graphs use backend `name`."""
+    get_backend(name)
+    stack = _state.__dict__.setdefault("stack", [])
+    stack.append(name)
+    try:
+        yield get_backend(name)
+    finally:
+        stack.pop()
+
+
+def to_numpy(x):
+    """A NumPy array from any backend's array, a Node's value, or a number."""
+    from .graph import Node
+    if isinstance(x, Node):
+        if x.value is None:
+            raise ValueError(f"node '{x.name}' has no value yet; run g.forward first")
+        return x.graph.backend.to_numpy(x.value)
+    if isinstance(x, np.ndarray) or np.isscalar(x):
+        return np.asarray(x)
+    mod = type(x).__module__.split(".")[0]
+    if mod == "cupy":
+        return get_backend("cupy").to_numpy(x)
+    return np.asarray(x)

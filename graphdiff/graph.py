@@ -1,0 +1,454 @@
+"""Graph and Node: building a computation graph, naming, scopes, leaves, and shape/dtype checks at build time.
+
+A Graph is a list of Nodes in creation order. Every op node refers only to nodes that existed before it,
+so creation order is always a valid topological order; autodiff.py still sorts the part an output needs
+(iteratively), which is what the lecture's algorithm does and what lets forward skip unneeded nodes.
+"""
+import contextlib
+import difflib
+
+import numpy as np
+
+from . import autodiff
+from .backend import FLOAT_DTYPES, DTYPES, get_backend
+from .errors import DTypeError, GraphError, ShapeError
+
+_SHORT = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "bool"}
+
+
+def describe(shape, dtype):
+    """'f32[4,8]': the compact shape text used in messages and diagrams."""
+    return f"{_SHORT.get(dtype, dtype)}[{','.join(str(n) for n in shape)}]"
+
+
+def is_float(dtype):
+    return dtype in FLOAT_DTYPES
+
+
+def _ops():
+    from . import ops
+    return ops
+
+
+class Node:
+    """One vertex of a Graph: a leaf (input, param, constant) or the result of an op on earlier nodes.
+
+    Attributes:
+        name: unique within the graph, including the scope ("block0/attn/qk").
+        op: the op's name ("matmul"), None for leaves.  attrs: the op's static arguments (axis=...).
+        inputs: tuple of Nodes, one per input slot (x*x has the same node twice).
+        shape, dtype: fixed when the node is built ("float32", "int64", ...).
+        kind: "input", "param", "constant" or "op".  scope: the name scope it was built in.
+        value: the array computed by the last forward (or held by a leaf).  grad: set by backward.
+        index: position in graph.nodes (creation order).
+    """
+
+    __slots__ = ("graph", "name", "op", "_op", "attrs", "inputs", "shape", "dtype", "kind", "scope",
+                 "_value", "grad", "index", "requires_grad", "__weakref__")
+
+    # NumPy must not turn `array * node` into an object array: defer to Node's reflected operators
+    __array_ufunc__ = None
+
+    def __init__(self, graph, name, kind, shape, dtype, spec=None, inputs=(), attrs=None, scope=""):
+        self.graph = graph
+        self.name = name
+        self.kind = kind
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self._op = spec
+        self.op = spec.name if spec is not None else None
+        self.inputs = tuple(inputs)
+        self.attrs = attrs if attrs is not None else {}
+        self.scope = scope
+        self._value = None
+        self.grad = None
+        self.index = len(graph.nodes)
+        self.requires_grad = kind == "param"
+
+    # --- values --------------------------------------------------------------------------------
+    @property
+    def value(self):
+        return self._value
+
+    @value.setter
+    def value(self, new):
+        if self.kind == "constant":
+            raise GraphError(f"constant '{self.name}' cannot change; make it g.param or g.input instead")
+        if self.kind == "op":
+            raise GraphError(f"'{self.name}' is computed by {self.op}; only inputs and params take values")
+        self._value = self.graph._to_backend(self, new)
+        self.graph._version += 1
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def numpy(self):
+        """The value as a NumPy array (copied from the GPU if needed)."""
+        from .backend import to_numpy
+        return to_numpy(self)
+
+    def item(self):
+        """The value of a one-element node as a Python number."""
+        return self.numpy().item()
+
+    def __repr__(self):
+        what = self.kind if self.op is None else self.op
+        return f"<Node '{self.name}' {what} {describe(self.shape, self.dtype)}>"
+
+    def __bool__(self):
+        raise GraphError(f"the truth value of node '{self.name}' is not known while building the graph; "
+                         "use gd.where(cond, a, b) for a data-dependent choice")
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError(f"len() of 0-d node '{self.name}'")
+        return self.shape[0]
+
+    def __iter__(self):
+        raise TypeError(f"node '{self.name}' is not iterable; index it (x[i]) or use gd.stack/concat")
+
+    # --- operators: each adds a node to this node's graph ---------------------------------------
+    def __add__(self, o): return _ops().add(self, o)
+    def __radd__(self, o): return _ops().add(o, self)
+    def __sub__(self, o): return _ops().subtract(self, o)
+    def __rsub__(self, o): return _ops().subtract(o, self)
+    def __mul__(self, o): return _ops().multiply(self, o)
+    def __rmul__(self, o): return _ops().multiply(o, self)
+    def __truediv__(self, o): return _ops().divide(self, o)
+    def __rtruediv__(self, o): return _ops().divide(o, self)
+    def __pow__(self, o): return _ops().power(self, o)
+    def __rpow__(self, o): return _ops().power(o, self)
+    def __matmul__(self, o): return _ops().matmul(self, o)
+    def __rmatmul__(self, o): return _ops().matmul(o, self)
+    def __neg__(self): return _ops().negative(self)
+    def __pos__(self): return self
+    def __abs__(self): return _ops().abs(self)
+    def __gt__(self, o): return _ops().greater(self, o)
+    def __lt__(self, o): return _ops().less(self, o)
+    def __ge__(self, o): return _ops().greater_equal(self, o)
+    def __le__(self, o): return _ops().less_equal(self, o)
+    __hash__ = object.__hash__   # nodes are dict keys (feeds, grads); == stays identity
+
+    def __getitem__(self, idx): return _ops().getitem(self, idx)
+
+    @property
+    def T(self):
+        return _ops().transpose(self)
+
+    @property
+    def mT(self):
+        return _ops().matrix_transpose(self)
+
+    # NumPy-style methods
+    def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
+    def reshape(self, *shape): return _ops().reshape(self, shape[0] if len(shape) == 1 else shape)
+    def transpose(self, *axes): return _ops().transpose(self, (axes[0] if len(axes) == 1 else axes) or None)
+    def astype(self, dtype): return _ops().astype(self, dtype)
+    def exp(self): return _ops().exp(self)
+    def log(self): return _ops().log(self)
+    def tanh(self): return _ops().tanh(self)
+    def relu(self): return _ops().relu(self)
+    def sigmoid(self): return _ops().sigmoid(self)
+
+
+class Graph:
+    """A computation graph: leaves, op nodes, name scopes, and the forward and backward passes.
+
+    Args:
+        backend: "numpy", "cupy" or "array_api_strict"; None uses gd.use_backend / gd.set_backend /
+            $GRAPHDIFF_BACKEND / "numpy", in that order.
+        dtype: "float32" or "float64": the dtype of params, constants and float inputs.
+        eager: compute each node's value as it is added (micrograd-style interactive use).
+        seed: seeds the graph's random numbers (dropout masks).
+        check_finite: raise NonFiniteError naming the first node that produces NaN or Inf.
+    """
+
+    def __init__(self, backend=None, dtype="float32", eager=False, seed=None, check_finite=False):
+        if dtype not in FLOAT_DTYPES:
+            raise DTypeError(f"Graph dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
+        self.backend = get_backend(backend)
+        self.dtype = dtype
+        self.eager = eager
+        self.check_finite = check_finite
+        self.training = True
+        self.nodes = []
+        self._by_name = {}
+        self._counters = {}
+        self._scope = []
+        self._cache = {}          # topological orders and backward plans; cleared when a node is added
+        self._version = 0         # bumped when a leaf's value changes
+        self._fwd_version = 0     # _version at the last forward
+        self._with_grad = []      # nodes whose .grad the last backward set
+        self.rng = self.backend.rng(seed)
+
+    def __repr__(self):
+        return f"<Graph {len(self.nodes)} nodes, backend={self.backend.name}, dtype={self.dtype}>"
+
+    def __len__(self):
+        return len(self.nodes)
+
+    def seed(self, seed):
+        """Restart the graph's random numbers (dropout masks) from `seed`."""
+        self.rng = self.backend.rng(seed)
+
+    # --- names and scopes ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def scope(self, name):
+        """Nodes built inside get names prefixed by the scope: with g.scope("block0/attn"): ..."""
+        if not isinstance(name, str) or not name.strip("/"):
+            raise GraphError(f"scope name must be a non-empty string, got {name!r}")
+        self._scope.append(name.strip("/"))
+        try:
+            yield self
+        finally:
+            self._scope.pop()
+
+    @property
+    def current_scope(self):
+        return "/".join(self._scope)
+
+    def _full(self, name):
+        s = self.current_scope
+        return f"{s}/{name}" if s else name
+
+    def _unique(self, base):
+        if base not in self._by_name:
+            return base
+        k = self._counters.get(base, 0)
+        while True:
+            k += 1
+            cand = f"{base}_{k}"
+            if cand not in self._by_name:
+                self._counters[base] = k
+                return cand
+
+    def _leaf_name(self, kind, name):
+        if not isinstance(name, str) or not name:
+            raise GraphError(f"a {kind} needs a non-empty string name, got {name!r}")
+        full = self._full(name)
+        if full in self._by_name:
+            raise GraphError(f"name '{full}' is already used by {self._by_name[full]!r}; "
+                             f"{kind}s are fed and saved by name, so give this one another name or scope")
+        return full
+
+    def node(self, name):
+        """The node called `name` (its full, scoped name)."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            near = difflib.get_close_matches(name, list(self._by_name), n=3)
+            hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
+            raise GraphError(f"no node named {name!r} in this graph{hint}") from None
+
+    def __getitem__(self, name):
+        return self.node(name)
+
+    def params(self):
+        """The trainable leaves, in creation order."""
+        return [n for n in self.nodes if n.kind == "param"]
+
+    def inputs(self):
+        """The placeholders fed at run time, in creation order."""
+        return [n for n in self.nodes if n.kind == "input"]
+
+    # --- leaves ------------------------------------------------------------------------------------
+    def input(self, name, shape, dtype=None, requires_grad=False):
+        """A placeholder fed at run time.
+
+        Args:
+            name: feed key (scoped by the current scope).
+            shape: fixed shape, e.g. (B, T) for token ids.
+            dtype: defaults to the graph's float dtype; "int64"/"int32" for ids, "bool" for masks.
+            requires_grad: also compute d y / d input in backward (float inputs only).
+        """
+        dtype = self.dtype if dtype is None else _dtype_name(dtype)
+        full = self._leaf_name("input", name)
+        shape = _check_shape(shape, full)
+        if requires_grad and not is_float(dtype):
+            raise DTypeError(f"input '{full}' has dtype {dtype}: integer and bool inputs have no gradient; "
+                             "drop requires_grad=True (ids reach gradients through gd.embedding)")
+        node = self._register(Node(self, full, "input", shape, dtype, scope=self.current_scope))
+        node.requires_grad = requires_grad
+        return node
+
+    def param(self, name, value, dtype=None):
+        """A trainable leaf holding `value` (NumPy array, list or number); cast to the graph's dtype."""
+        full = self._leaf_name("param", name)
+        arr = np.asarray(value)
+        dtype = self.dtype if dtype is None else _dtype_name(dtype)
+        if not is_float(dtype) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise DTypeError(f"param '{full}' must hold floating-point numbers, got {arr.dtype} / {dtype}")
+        node = Node(self, full, "param", arr.shape, dtype, scope=self.current_scope)
+        node._value = self.backend.from_host(arr, dtype)
+        return self._register(node)
+
+    def constant(self, value, name=None, dtype=None):
+        """A non-trainable leaf. Python numbers and arrays given to ops are wrapped in one automatically."""
+        host = self.backend.to_numpy(value) if _is_device_array(value) else np.asarray(value)
+        if dtype is None:
+            dtype = {"b": "bool", "i": "int64", "u": "int64", "f": self.dtype}.get(host.dtype.kind)
+            if dtype is None:
+                raise DTypeError(f"constant {name or ''} of dtype {host.dtype} is not supported; "
+                                 f"use one of {', '.join(DTYPES)}")
+        dtype = _dtype_name(dtype)
+        full = self._unique(self._full(name or "const"))
+        node = Node(self, full, "constant", host.shape, dtype, scope=self.current_scope)
+        node._value = self.backend.from_host(host, dtype)
+        return self._register(node)
+
+    def _register(self, node):
+        self.nodes.append(node)
+        self._by_name[node.name] = node
+        if self._cache:
+            self._cache.clear()
+        return node
+
+    def _to_backend(self, node, value):
+        """Check a feed or assigned value against the node's shape and dtype and move it to the device."""
+        B = self.backend
+        if _is_backend_array(value, B):
+            shape, vdt = tuple(value.shape), B.dtype_name(value)
+        else:
+            value = np.asarray(value) if not hasattr(value, "__cuda_array_interface__") else B.to_numpy(value)
+            shape, vdt = value.shape, str(value.dtype)
+        if shape != node.shape:
+            raise ShapeError(f"{node.kind} '{node.name}' expects shape {node.shape} "
+                             f"({describe(node.shape, node.dtype)}), got an array of shape {shape}; "
+                             "reshape the data or build the graph for this shape")
+        want_int = not is_float(node.dtype)
+        if want_int and vdt != node.dtype and not (node.dtype.startswith("int") and vdt.startswith(("int", "uint"))):
+            raise DTypeError(f"{node.kind} '{node.name}' holds {node.dtype}, got {vdt} data; "
+                             f"pass integer ids (np.asarray(ids, dtype=np.int64))" if node.dtype != "bool"
+                             else f"{node.kind} '{node.name}' is a bool mask, got {vdt} data")
+        if not want_int and not (vdt.startswith(("float", "int", "uint")) or vdt == "bool"):
+            raise DTypeError(f"{node.kind} '{node.name}' holds {node.dtype}, got {vdt} data")
+        if _is_backend_array(value, B):
+            return value if vdt == node.dtype else B.astype(value, B.dtypes[node.dtype])
+        return B.from_host(value, node.dtype)
+
+    def _wrap(self, x, slot_kind):
+        """A constant node for a Python number or array given to an op in a slot of this kind."""
+        kind = np.asarray(x).dtype.kind if not _is_device_array(x) else None
+        if slot_kind == "int" and kind is not None and kind not in "iu":
+            raise DTypeError(f"expected integer ids, got {np.asarray(x).dtype} data; "
+                             "pass np.asarray(ids, dtype=np.int64)")
+        if slot_kind == "float" and kind is not None and kind in "biuf":
+            return self.constant(x, dtype=self.dtype)   # x * 2 means x * 2.0 in the graph's dtype
+        return self.constant(x)
+
+    # --- op nodes ---------------------------------------------------------------------------------
+    def _add(self, spec, inputs, attrs, name=None):
+        """Build one op node: check dtypes and shapes now, so mistakes surface where they are made."""
+        full = self._unique(self._full(name or spec.name))
+        kinds = spec.slot_kinds(len(inputs))
+        for i, (x, want) in enumerate(zip(inputs, kinds)):
+            if want == "any":
+                continue
+            ok = (is_float(x.dtype) if want == "float" else
+                  x.dtype.startswith("int") if want == "int" else x.dtype == "bool")
+            if not ok:
+                raise DTypeError(_dtype_message(spec.name, full, i, x, want))
+        dtype = spec.dtype(*[x.dtype for x in inputs], **attrs) if spec.dtype else _promote(inputs, self.dtype)
+        try:
+            shape = tuple(spec.shape(*[x.shape for x in inputs], **attrs))
+        except ShapeError as e:
+            ins = ", ".join(f"{x.name!r} {describe(x.shape, x.dtype)}" for x in inputs)
+            raise ShapeError(f"{spec.name} '{full}': {e} (inputs: {ins})") from None
+        node = Node(self, full, "op", shape, dtype, spec=spec, inputs=inputs, attrs=attrs,
+                    scope=self.current_scope)
+        self._register(node)
+        if self.eager and all(x._value is not None for x in inputs):
+            autodiff.compute(node, self.backend, resample=True)
+            if self.check_finite:
+                autodiff.check_value(node, self.backend)
+        return node
+
+    # --- running ----------------------------------------------------------------------------------
+    def forward(self, feeds=None, outputs=None, *, check_finite=None, resample=True):
+        """Compute the value of every node the outputs need (all nodes when outputs is None).
+
+        Args:
+            feeds: {input Node or name: array}; inputs not fed keep their last value.
+            outputs: a Node or a list of Nodes.
+            check_finite: raise NonFiniteError at the first node that produces NaN/Inf (default:
+                the graph's check_finite).
+            resample: draw new dropout masks (False keeps the last ones, as gradcheck needs).
+        Returns:
+            the output's value (or a list of values); None when outputs is None.
+        """
+        return autodiff.forward(self, feeds, outputs, check_finite=check_finite, resample=resample)
+
+    def backward(self, y, variant="children", seed=None, trace=None, wrt=None, retain_grads=False,
+                 check_finite=None):
+        """Reverse-mode gradients of y; sets .grad on params (and on wrt / requires_grad inputs).
+
+        Args:
+            y: a scalar node, or any node with seed= (its cotangent, same shape).
+            variant: "children" (Version A: each node sums over its children) or "parents"
+                (Version B: each node increments its parents' adjoints).
+            trace: a list (or callable) receiving Final, Contribution and Freed events in order.
+            wrt: nodes to differentiate with respect to (default: params and requires_grad inputs).
+            retain_grads: also keep .grad on every intermediate node (for drawing the graph).
+        Returns:
+            {node: gradient} for the wrt nodes.
+        """
+        return autodiff.backward(self, y, variant=variant, seed=seed, trace=trace, wrt=wrt,
+                                 retain_grads=retain_grads, check_finite=check_finite)
+
+    def zero_grad(self):
+        for n in self._with_grad:
+            n.grad = None
+        self._with_grad = []
+
+
+def _promote(inputs, default):
+    floats = [x.dtype for x in inputs if is_float(x.dtype)]
+    if not floats:
+        return default
+    return "float64" if "float64" in floats else "float32"
+
+
+def _dtype_message(opname, full, i, x, want):
+    what = {"float": "a float", "int": "an integer", "bool": "a bool"}[want]
+    fix = {"float": f"cast it with gd.astype({x.name!r} node, 'float32')",
+           "int": "build ids with g.input(name, shape, dtype='int64') or pass an integer array",
+           "bool": "pass a comparison such as x > 0 or a bool array"}[want]
+    return (f"{opname} '{full}': input {i} ('{x.name}', {describe(x.shape, x.dtype)}) must be {what} "
+            f"node; {fix}")
+
+
+def _dtype_name(dtype):
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in DTYPES:
+        raise DTypeError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+    return name
+
+
+def _check_shape(shape, name):
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        shape = tuple(int(n) for n in shape)
+    except (TypeError, ValueError):
+        raise ShapeError(f"'{name}': shape must be a tuple of ints, got {shape!r}") from None
+    if any(n < 0 for n in shape):
+        raise ShapeError(f"'{name}': shape {shape} has a negative size")
+    return shape
+
+
+def _is_device_array(x):
+    """A CuPy or array_api_strict array (not NumPy)."""
+    return hasattr(x, "__array_namespace__") and not isinstance(x, (np.ndarray, np.generic))
+
+
+def _is_backend_array(x, backend):
+    if isinstance(x, (np.ndarray, np.generic)):
+        return backend.name == "numpy"
+    return _is_device_array(x) and backend.name != "numpy"

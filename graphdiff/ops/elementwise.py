@@ -1,0 +1,352 @@
+"""Elementwise ops with NumPy broadcasting; every VJP un-broadcasts to its input's shape."""
+import math
+
+from . import apply, broadcast_shapes, op, same_shape
+
+__all__ = ["add", "subtract", "multiply", "divide", "power", "negative", "exp", "log", "sqrt", "tanh",
+           "sigmoid", "relu", "gelu", "abs", "erf", "maximum", "minimum", "where", "astype", "greater",
+           "less", "greater_equal", "less_equal", "equal"]
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+# --- binary arithmetic ------------------------------------------------------------------------------
+@op("add", arity=2)
+class Add:
+    """a + b"""
+    shape = broadcast_shapes
+
+    def forward(F, a, b):
+        return a + b
+
+    def vjp(F, i, g, xs, out):
+        return F.unbroadcast(g, xs[i].shape)
+
+
+@op("subtract", arity=2)
+class Subtract:
+    """a - b"""
+    shape = broadcast_shapes
+
+    def forward(F, a, b):
+        return a - b
+
+    def vjp(F, i, g, xs, out):
+        return F.unbroadcast(g if i == 0 else -g, xs[i].shape)
+
+
+@op("multiply", arity=2)
+class Multiply:
+    """a * b"""
+    shape = broadcast_shapes
+
+    def forward(F, a, b):
+        return a * b
+
+    def vjp(F, i, g, xs, out):                    # d(ab) = b da + a db
+        return F.unbroadcast(g * xs[1 - i], xs[i].shape)
+
+
+@op("divide", arity=2)
+class Divide:
+    """a / b"""
+    shape = broadcast_shapes
+
+    def forward(F, a, b):
+        return a / b
+
+    def vjp(F, i, g, xs, out):                    # d(a/b) = da / b - (a/b) db / b
+        a, b = xs
+        return F.unbroadcast(g / b if i == 0 else -g * out / b, xs[i].shape)
+
+
+@op("power", arity=2)
+class Power:
+    """a ** b"""
+    shape = broadcast_shapes
+
+    def forward(F, a, b):
+        return a ** b
+
+    def vjp(F, i, g, xs, out):                    # d(a^b) = b a^(b-1) da + a^b log(a) db
+        a, b = xs
+        if i == 0:
+            return F.unbroadcast(g * b * a ** (b - 1.0), a.shape)
+        return F.unbroadcast(g * out * F.log(a), b.shape)
+
+
+@op("maximum", arity=2)
+class Maximum:
+    """elementwise max(a, b); a tie sends half the gradient to each side (as PyTorch does)"""
+    shape = broadcast_shapes
+
+    def forward(F, a, b):
+        return F.maximum(a, b)
+
+    def vjp(F, i, g, xs, out):
+        a, b = xs
+        win = a > b if i == 0 else b > a
+        share = F.where(F.equal(a, b), g * 0.5, F.zeros_like(g))
+        return F.unbroadcast(F.where(win, g, share), xs[i].shape)
+
+
+@op("minimum", arity=2)
+class Minimum:
+    """elementwise min(a, b); a tie sends half the gradient to each side"""
+    shape = broadcast_shapes
+
+    def forward(F, a, b):
+        return F.minimum(a, b)
+
+    def vjp(F, i, g, xs, out):
+        a, b = xs
+        win = a < b if i == 0 else b < a
+        share = F.where(F.equal(a, b), g * 0.5, F.zeros_like(g))
+        return F.unbroadcast(F.where(win, g, share), xs[i].shape)
+
+
+# --- unary ------------------------------------------------------------------------------------------
+@op("negative")
+class Negative:
+    """-x"""
+    shape = same_shape
+
+    def forward(F, x):
+        return -x
+
+    def vjp(F, i, g, xs, out):
+        return -g
+
+
+@op("exp")
+class Exp:
+    """e^x"""
+    shape = same_shape
+
+    def forward(F, x):
+        return F.exp(x)
+
+    def vjp(F, i, g, xs, out):
+        return g * out
+
+
+@op("log")
+class Log:
+    """natural log"""
+    shape = same_shape
+
+    def forward(F, x):
+        return F.log(x)
+
+    def vjp(F, i, g, xs, out):
+        return g / xs[0]
+
+
+@op("sqrt")
+class Sqrt:
+    """square root"""
+    shape = same_shape
+
+    def forward(F, x):
+        return F.sqrt(x)
+
+    def vjp(F, i, g, xs, out):
+        return g * 0.5 / out
+
+
+@op("tanh")
+class Tanh:
+    """tanh x"""
+    shape = same_shape
+
+    def forward(F, x):
+        return F.tanh(x)
+
+    def vjp(F, i, g, xs, out):
+        return g * (1.0 - out * out)
+
+
+@op("sigmoid")
+class Sigmoid:
+    """1 / (1 + e^-x), computed without overflow for large |x|"""
+    shape = same_shape
+
+    def forward(F, x):
+        e = F.exp(-F.abs(x))
+        return F.where(x >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+    def vjp(F, i, g, xs, out):
+        return g * out * (1.0 - out)
+
+
+@op("relu")
+class Relu:
+    """max(x, 0); the gradient at 0 is 0"""
+    shape = same_shape
+
+    def forward(F, x):
+        return F.where(x > 0.0, x, F.zeros_like(x))
+
+    def vjp(F, i, g, xs, out):
+        return F.where(xs[0] > 0.0, g, F.zeros_like(g))
+
+
+@op("abs")
+class Abs:
+    """|x|; the gradient at 0 is 0"""
+    shape = same_shape
+
+    def forward(F, x):
+        return F.abs(x)
+
+    def vjp(F, i, g, xs, out):
+        return g * F.sign(xs[0])
+
+
+@op("erf")
+class Erf:
+    """the error function, 2/sqrt(pi) * integral_0^x e^(-t^2) dt"""
+    shape = same_shape
+
+    def forward(F, x):
+        return F.erf(x)
+
+    def vjp(F, i, g, xs, out):
+        x = xs[0]
+        return g * (2.0 / math.sqrt(math.pi)) * F.exp(-x * x)
+
+
+@op("gelu")
+class Gelu:
+    """x * Phi(x) (approximate="none") or PyTorch's tanh approximation (approximate="tanh")"""
+    shape = same_shape
+
+    def forward(F, x, approximate="none"):
+        if approximate == "tanh":
+            return 0.5 * x * (1.0 + F.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
+        return 0.5 * x * (1.0 + F.erf(x * _INV_SQRT_2))
+
+    def vjp(F, i, g, xs, out, approximate="none"):
+        x = xs[0]
+        if approximate == "tanh":
+            t = F.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
+            dt = _SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x) * (1.0 - t * t)
+            return g * (0.5 * (1.0 + t) + 0.5 * x * dt)
+        cdf = 0.5 * (1.0 + F.erf(x * _INV_SQRT_2))
+        pdf = F.exp(-0.5 * x * x) * _INV_SQRT_2PI
+        return g * (cdf + x * pdf)
+
+
+# --- selection, casts, comparisons --------------------------------------------------------------------
+@op("where", arity=3, slots=("bool", "float", "float"))
+class Where:
+    """cond ? a : b, elementwise with broadcasting"""
+    shape = broadcast_shapes
+
+    def forward(F, cond, a, b):
+        return F.where(cond, a, b)
+
+    def vjp(F, i, g, xs, out):
+        cond = xs[0]
+        z = F.zeros_like(g)
+        picked = F.where(cond, g, z) if i == 1 else F.where(cond, z, g)
+        return F.unbroadcast(picked, xs[i].shape)
+
+
+@op("astype", slots="any")
+class Astype:
+    """x cast to another dtype; differentiable between float dtypes"""
+    shape = same_shape
+
+    def dtype(x_dtype, dtype):
+        return dtype
+
+    def forward(F, x, dtype):
+        return F.astype(x, F.dtypes[dtype])
+
+    def vjp(F, i, g, xs, out, dtype):
+        return F.astype_like(g, xs[0])
+
+
+def _compare(name, fn_name, doc):
+    @op(name, arity=2, slots="any", differentiable=False)
+    class Compare:
+        __doc__ = doc
+        shape = broadcast_shapes
+
+        def dtype(a, b):
+            return "bool"
+
+        def forward(F, a, b):
+            return getattr(F, fn_name)(a, b)
+    return Compare
+
+
+_compare("greater", "greater", "a > b (bool, no gradient)")
+_compare("less", "less", "a < b (bool, no gradient)")
+_compare("greater_equal", "greater_equal", "a >= b (bool, no gradient)")
+_compare("less_equal", "less_equal", "a <= b (bool, no gradient)")
+_compare("equal", "equal", "a == b (bool, no gradient)")
+
+
+# --- public functions ---------------------------------------------------------------------------------
+def _binary(spec_name):
+    from . import REGISTRY
+    spec = REGISTRY[spec_name]
+
+    def fn(a, b, name=None):
+        return apply(spec, (a, b), name=name)
+    fn.__name__ = spec_name
+    fn.__doc__ = f"{spec.doc}. Args: a, b: Nodes, arrays or numbers (broadcast). name: optional node name."
+    return fn
+
+
+def _unary(spec_name):
+    from . import REGISTRY
+    spec = REGISTRY[spec_name]
+
+    def fn(x, name=None):
+        return apply(spec, (x,), name=name)
+    fn.__name__ = spec_name
+    fn.__doc__ = f"{spec.doc}. Args: x: a Node. name: optional node name."
+    return fn
+
+
+add, subtract, multiply, divide, power, maximum, minimum = map(
+    _binary, ["add", "subtract", "multiply", "divide", "power", "maximum", "minimum"])
+greater, less, greater_equal, less_equal, equal = map(
+    _binary, ["greater", "less", "greater_equal", "less_equal", "equal"])
+negative, exp, log, sqrt, tanh, sigmoid, relu, abs, erf = map(
+    _unary, ["negative", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs", "erf"])
+
+
+def gelu(x, approximate="none", name=None):
+    """Gaussian error linear unit, PyTorch's meaning.
+
+    Args:
+        x: a float Node.
+        approximate: "none" (x * Phi(x), exact with erf) or "tanh" (the GPT-2 approximation).
+    """
+    from . import REGISTRY
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return apply(REGISTRY["gelu"], (x,), {"approximate": approximate}, name)
+
+
+def where(cond, a, b, name=None):
+    """cond ? a : b elementwise. Args: cond: a bool Node or array; a, b: float Nodes, arrays or numbers."""
+    from . import REGISTRY
+    return apply(REGISTRY["where"], (cond, a, b), name=name)
+
+
+def astype(x, dtype, name=None):
+    """x cast to dtype ("float32", "float64", "int64", "int32", "bool")."""
+    from . import REGISTRY
+    from ..graph import _dtype_name
+    dtype = _dtype_name(dtype)
+    if x.dtype == dtype:
+        return x
+    return apply(REGISTRY["astype"], (x,), {"dtype": dtype}, name)
+

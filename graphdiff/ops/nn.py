@@ -1,0 +1,222 @@
+"""Neural-network ops: softmax, log_softmax, cross_entropy, layer_norm, embedding, dropout."""
+from . import REGISTRY, apply, norm_axis, op, same_shape
+from ..errors import ShapeError
+
+__all__ = ["softmax", "log_softmax", "cross_entropy", "layer_norm", "embedding", "dropout"]
+
+
+def _axis_shape(shape, axis):
+    if not shape:
+        raise ShapeError("needs at least one axis")
+    norm_axis(axis, len(shape))
+    return shape
+
+
+def _logsumexp(F, x, axis):
+    m = F.max(x, axis=axis, keepdims=True)
+    return m + F.log(F.sum(F.exp(x - m), axis=axis, keepdims=True))
+
+
+@op("softmax")
+class Softmax:
+    """exp(x) / sum(exp(x)) along axis"""
+    shape = _axis_shape
+
+    def forward(F, x, axis=-1):
+        e = F.exp(x - F.max(x, axis=axis, keepdims=True))
+        return e / F.sum(e, axis=axis, keepdims=True)
+
+    def vjp(F, i, g, xs, out, axis=-1):           # J^T g = s * (g - <g, s>)
+        return out * (g - F.sum(g * out, axis=axis, keepdims=True))
+
+
+@op("log_softmax")
+class LogSoftmax:
+    """x - logsumexp(x) along axis"""
+    shape = _axis_shape
+
+    def forward(F, x, axis=-1):
+        return x - _logsumexp(F, x, axis)
+
+    def vjp(F, i, g, xs, out, axis=-1):
+        return g - F.exp(out) * F.sum(g, axis=axis, keepdims=True)
+
+
+def _ce_shape(logits, ids, ignore_index=None):
+    if len(logits) < 1 or tuple(logits[:-1]) != tuple(ids):
+        raise ShapeError(f"logits {logits} and ids {ids} do not fit: ids must have the shape of logits "
+                         f"without its last (class) axis, here {tuple(logits[:-1])}")
+    return ()
+
+
+def _keep(F, ids, ignore_index):
+    if ignore_index is None:
+        return F.ones_like(ids) > 0
+    return F.not_equal(ids, ignore_index)
+
+
+@op("cross_entropy", arity=2, slots=("float", "int"))
+class CrossEntropy:
+    """mean over kept targets of -log softmax(logits)[id]; ids equal to ignore_index are left out"""
+    shape = _ce_shape
+
+    def forward(F, logits, ids, ignore_index=None):
+        V = logits.shape[-1]
+        keep = _keep(F, ids, ignore_index)
+        bad = F.logical_and(keep, F.logical_not(F.logical_and(ids >= 0, ids < V)))
+        if bool(F.any(bad)):
+            raise ValueError(f"target ids must lie in [0, {V}) or equal ignore_index={ignore_index}; "
+                             f"found {_first(F, ids, bad)}")
+        logp = logits - _logsumexp(F, logits, -1)
+        picked = F.sum(logp * F.one_hot(ids, V, logits.dtype), axis=-1)
+        w = F.astype_like(keep, logits)
+        return -F.sum(picked * w) / F.sum(w)
+
+    def vjp(F, i, g, xs, out, ignore_index=None):  # (softmax - onehot) / kept, on kept rows
+        logits, ids = xs
+        V = logits.shape[-1]
+        w = F.astype_like(_keep(F, ids, ignore_index), logits)
+        p = F.exp(logits - _logsumexp(F, logits, -1))
+        scale = F.reshape(w, w.shape + (1,)) * (g / F.sum(w))
+        return (p - F.one_hot(ids, V, logits.dtype)) * scale
+
+
+def _first(F, ids, bad):
+    import numpy as np
+    host_ids, host_bad = np.asarray(F.to_numpy(ids)), np.asarray(F.to_numpy(bad))
+    return f"id {int(host_ids[host_bad][0])} at position {tuple(int(k) for k in np.argwhere(host_bad)[0])}"
+
+
+def _ln_shape(x, gamma, beta, eps=1e-5):
+    if not x:
+        raise ShapeError("layer_norm needs at least one axis")
+    C = x[-1]
+    for nm, s in (("gamma", gamma), ("beta", beta)):
+        if tuple(s) != (C,):
+            raise ShapeError(f"{nm} has shape {s}, expected ({C},) to match the last axis of x{x}")
+    return x
+
+
+@op("layer_norm", arity=3)
+class LayerNorm:
+    """(x - mean) / sqrt(var + eps) * gamma + beta over the last axis (biased variance, as PyTorch)"""
+    shape = _ln_shape
+
+    def forward(F, x, gamma, beta, eps=1e-5):
+        xhat, _ = _normalize(F, x, eps)
+        return xhat * gamma + beta
+
+    def vjp(F, i, g, xs, out, eps=1e-5):
+        x, gamma, beta = xs
+        if i == 2:
+            return F.unbroadcast(g, beta.shape)
+        xhat, rstd = _normalize(F, x, eps)
+        if i == 1:
+            return F.unbroadcast(g * xhat, gamma.shape)
+        d = g * gamma                                  # dL/dxhat
+        return rstd * (d - F.mean(d, axis=-1, keepdims=True) - xhat * F.mean(d * xhat, axis=-1, keepdims=True))
+
+
+def _normalize(F, x, eps):
+    xc = x - F.mean(x, axis=-1, keepdims=True)
+    rstd = 1.0 / F.sqrt(F.mean(xc * xc, axis=-1, keepdims=True) + eps)
+    return xc * rstd, rstd
+
+
+def _embedding_shape(table, ids):
+    if len(table) != 2:
+        raise ShapeError(f"table must be 2-d (rows, features), got shape {table}")
+    return tuple(ids) + (table[1],)
+
+
+@op("embedding", arity=2, slots=("float", "int"))
+class Embedding:
+    """table[ids]: one row per id"""
+    shape = _embedding_shape
+
+    def forward(F, table, ids):
+        V, C = table.shape
+        flat = F.reshape(ids, (-1,))
+        if flat.shape[0] and (bool(F.any(flat < 0)) or bool(F.any(flat >= V))):
+            bad = (flat < 0) | (flat >= V)
+            raise ValueError(f"ids must lie in [0, {V}) for a table of {V} rows; found {_first(F, flat, bad)}")
+        return F.reshape(F.take(table, flat, axis=0), tuple(ids.shape) + (C,))
+
+    def vjp(F, i, g, xs, out):                    # rows used twice get both gradients
+        table, ids = xs
+        C = table.shape[1]
+        return F.index_add(table.shape, (F.reshape(ids, (-1,)),), F.reshape(g, (-1, C)))
+
+
+def _mask_shape(shape, dtype, p):
+    return shape
+
+
+@op("dropout_mask", arity=0, random=True, differentiable=False)
+class DropoutMask:
+    """keep / (1 - p) with keep ~ Bernoulli(1 - p) while training; ones in eval mode"""
+    shape = _mask_shape
+
+    def dtype(shape, dtype, p):
+        return dtype
+
+    def forward(F, shape, dtype, p, ctx):
+        if not ctx.training:
+            return F.ones(shape, dtype=F.dtypes[dtype])
+        u = ctx.rng.uniform(shape, dtype)
+        return F.where(u >= p, F.full(shape, 1.0 / (1.0 - p), dtype=F.dtypes[dtype]),
+                       F.zeros(shape, dtype=F.dtypes[dtype]))
+
+
+# --- public functions ---------------------------------------------------------------------------------
+def softmax(x, axis=-1, name=None):
+    """Softmax along axis (default last). Args: x: a float Node."""
+    return apply(REGISTRY["softmax"], (x,), {"axis": int(axis)}, name)
+
+
+def log_softmax(x, axis=-1, name=None):
+    """log(softmax(x)) along axis, computed stably."""
+    return apply(REGISTRY["log_softmax"], (x,), {"axis": int(axis)}, name)
+
+
+def cross_entropy(logits, ids, ignore_index=None, name=None):
+    """Mean negative log-likelihood of integer targets.
+
+    Args:
+        logits: (..., V) float Node of unnormalised scores.
+        ids: (...) integer Node or array of target ids in [0, V).
+        ignore_index: targets equal to it (e.g. the <pad> id) are left out of the mean.
+    """
+    return apply(REGISTRY["cross_entropy"], (logits, ids),
+                 {"ignore_index": None if ignore_index is None else int(ignore_index)}, name)
+
+
+def layer_norm(x, gamma, beta, eps=1e-5, name=None):
+    """Layer normalisation over the last axis.
+
+    Args:
+        x: (..., C) float Node.  gamma, beta: (C,) scale and shift.  eps: added to the variance.
+    """
+    return apply(REGISTRY["layer_norm"], (x, gamma, beta), {"eps": float(eps)}, name)
+
+
+def embedding(table, ids, name=None):
+    """Rows of table picked by ids. Args: table: (V, C) float Node; ids: (...) integer Node or array.
+    Returns (..., C)."""
+    return apply(REGISTRY["embedding"], (table, ids), name=name)
+
+
+def dropout(x, p, name=None):
+    """Zero each element with probability p while the graph is training, scaling the rest by 1/(1-p).
+
+    A new mask is drawn at each forward from the graph's rng (g.seed(...) to repeat); with
+    g.training = False the mask is all ones, so one graph serves training and evaluation.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    if p == 0.0:
+        return x
+    g = x.graph
+    mask = g._add(REGISTRY["dropout_mask"], (), {"shape": x.shape, "dtype": x.dtype, "p": float(p)},
+                  (name or "dropout") + "_mask")
+    return apply(REGISTRY["multiply"], (x, mask), name=name or "dropout")

@@ -1,0 +1,295 @@
+"""Ops that move elements around: reshape, transpose, broadcast_to, concat, stack, getitem, and matmul."""
+import numpy as np
+
+from . import REGISTRY, apply, norm_axis, op
+from ..backend import normalize_index
+from ..errors import ShapeError
+
+__all__ = ["reshape", "transpose", "matrix_transpose", "broadcast_to", "expand_dims", "concat", "stack",
+           "getitem", "index_add", "matmul"]
+
+
+# --- reshape / transpose / broadcast ----------------------------------------------------------------
+def _reshape_shape(shape, newshape):
+    return newshape
+
+
+@op("reshape")
+class Reshape:
+    """x with a new shape of the same size"""
+    shape = _reshape_shape
+
+    def forward(F, x, newshape):
+        return F.reshape(x, newshape)
+
+    def vjp(F, i, g, xs, out, newshape):
+        return F.reshape(g, xs[0].shape)
+
+
+def _transpose_shape(shape, axes):
+    return tuple(shape[a] for a in axes)
+
+
+@op("transpose")
+class Transpose:
+    """x with its axes permuted"""
+    shape = _transpose_shape
+
+    def forward(F, x, axes):
+        return F.transpose(x, axes)
+
+    def vjp(F, i, g, xs, out, axes):
+        return F.transpose(g, tuple(int(k) for k in np.argsort(axes)))
+
+
+def _broadcast_shape(shape, newshape):
+    lead = len(newshape) - len(shape)
+    if lead < 0 or any(n != 1 and n != m for n, m in zip(shape, newshape[lead:])):
+        raise ShapeError(f"cannot broadcast {shape} to {newshape}; each axis must be equal or 1")
+    return newshape
+
+
+@op("broadcast_to")
+class BroadcastTo:
+    """x repeated along size-1 and new leading axes"""
+    shape = _broadcast_shape
+
+    def forward(F, x, newshape):
+        return F.broadcast_to(x, newshape)
+
+    def vjp(F, i, g, xs, out, newshape):
+        return F.unbroadcast(g, xs[0].shape)
+
+
+# --- concat / stack -----------------------------------------------------------------------------------
+def _concat_shape(*shapes, axis):
+    first = shapes[0]
+    if not first:
+        raise ShapeError("cannot concatenate 0-d inputs; use stack")
+    ax = norm_axis(axis, len(first))[0]
+    for s in shapes[1:]:
+        if len(s) != len(first) or any(n != m for k, (n, m) in enumerate(zip(s, first)) if k != ax):
+            raise ShapeError(f"shapes {', '.join(str(t) for t in shapes)} differ outside axis {axis}; "
+                             "all axes but the concatenated one must match")
+    return first[:ax] + (sum(s[ax] for s in shapes),) + first[ax + 1:]
+
+
+@op("concat", arity=None)
+class Concat:
+    """inputs joined along an existing axis"""
+    shape = _concat_shape
+
+    def forward(F, *xs, axis):
+        return F.concat(xs, axis=axis)
+
+    def vjp(F, i, g, xs, out, axis):
+        ax = norm_axis(axis, len(out.shape))[0]
+        start = 0
+        for x in xs[:i]:
+            start += x.shape[ax]
+        return F.getitem(g, (slice(None),) * ax + (slice(start, start + xs[i].shape[ax]),))
+
+
+def _stack_shape(*shapes, axis):
+    if any(s != shapes[0] for s in shapes):
+        raise ShapeError(f"stack needs equal shapes, got {', '.join(str(s) for s in shapes)}")
+    ax = norm_axis(axis, len(shapes[0]) + 1)[0]
+    return shapes[0][:ax] + (len(shapes),) + shapes[0][ax:]
+
+
+@op("stack", arity=None)
+class Stack:
+    """inputs joined along a new axis"""
+    shape = _stack_shape
+
+    def forward(F, *xs, axis):
+        return F.stack(xs, axis=axis)
+
+    def vjp(F, i, g, xs, out, axis):
+        ax = norm_axis(axis, len(out.shape))[0]
+        return F.getitem(g, (slice(None),) * ax + (i,))
+
+
+# --- indexing -------------------------------------------------------------------------------------------
+def _index_shape(shape, idx):
+    try:
+        return np.broadcast_to(np.empty((), dtype=np.bool_), shape)[idx].shape
+    except IndexError as e:
+        raise ShapeError(f"index {_show_index(idx)} does not fit shape {shape}: {e}") from None
+
+
+def _show_index(idx):
+    parts = []
+    for k in idx:
+        if isinstance(k, slice):
+            parts.append(":".join("" if v is None else str(v) for v in (k.start, k.stop, k.step)).rstrip(":")
+                         or ":")
+        elif k is Ellipsis:
+            parts.append("...")
+        elif isinstance(k, np.ndarray):
+            parts.append(f"int[{','.join(map(str, k.shape))}]")
+        else:
+            parts.append(str(k))
+    return "[" + ", ".join(parts) + "]"
+
+
+@op("getitem")
+class GetItem:
+    """x[idx] with ints, slices, None, ... and integer arrays (NumPy semantics)"""
+    shape = _index_shape
+
+    def forward(F, x, idx):
+        return F.getitem(x, idx)
+
+    def vjp(F, i, g, xs, out, idx):            # repeated integer indices add up
+        return F.index_add(xs[0].shape, idx, g)
+
+
+def _index_add_shape(g_shape, shape, idx):
+    want = _index_shape(shape, idx)
+    if tuple(g_shape) != tuple(want):
+        raise ShapeError(f"values of shape {g_shape} do not fit x{_show_index(idx)} of shape {want}")
+    return shape
+
+
+@op("index_add")
+class IndexAdd:
+    """zeros(shape) with g added at [idx]: the adjoint of getitem"""
+    shape = _index_add_shape
+
+    def forward(F, g, shape, idx):
+        return F.index_add(shape, idx, g)
+
+    def vjp(F, i, g, xs, out, shape, idx):
+        return F.getitem(g, idx)
+
+
+# --- matmul ------------------------------------------------------------------------------------------------
+def _matmul_shape(a, b):
+    if not a or not b:
+        raise ShapeError("matmul needs inputs with at least one axis; use multiply for scalars")
+    a2 = (1,) + a if len(a) == 1 else a
+    b2 = b + (1,) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
+        raise ShapeError(f"a{a} @ b{b}: inner dims differ ({a2[-1]} != {b2[-2]}); "
+                         f"b needs shape ({a2[-1]}, ...) or a needs (..., {b2[-2]})")
+    from . import broadcast_shapes
+    batch = broadcast_shapes(a2[:-2], b2[:-2]) if (a2[:-2] or b2[:-2]) else ()
+    return batch + a2[-2:-1] * (len(a) > 1) + b2[-1:] * (len(b) > 1)
+
+
+@op("matmul", arity=2)
+class Matmul:
+    """a @ b (NumPy semantics: 1-d operands, broadcast batch axes)"""
+    shape = _matmul_shape
+
+    def forward(F, a, b):
+        return F.matmul(a, b)
+
+    def vjp(F, i, g, xs, out):                    # dA = dC B^T, dB = A^T dC (on the 2-d view)
+        a, b = xs
+        a2 = F.reshape(a, (1,) + a.shape) if len(a.shape) == 1 else a
+        b2 = F.reshape(b, b.shape + (1,)) if len(b.shape) == 1 else b
+        if len(a.shape) == 1 or len(b.shape) == 1:
+            g = F.reshape(g, tuple(g.shape[:len(g.shape) - (len(a.shape) > 1) - (len(b.shape) > 1)])
+                          + a2.shape[-2:-1] + b2.shape[-1:])
+        if i == 0:
+            return F.reshape(F.unbroadcast(F.matmul(g, F.matrix_transpose(b2)), a2.shape), a.shape)
+        return F.reshape(F.unbroadcast(F.matmul(F.matrix_transpose(a2), g), b2.shape), b.shape)
+
+
+# --- public functions ----------------------------------------------------------------------------------------
+def reshape(x, shape, name=None):
+    """x with a new shape; one entry may be -1. Args: x: a Node; shape: a tuple of ints."""
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(n) for n in shape)
+    size = int(np.prod(x.shape, dtype=np.int64))
+    if shape.count(-1) > 1:
+        raise ShapeError(f"reshape '{x.name}': only one -1 allowed in {shape}")
+    if -1 in shape:
+        rest = int(np.prod([n for n in shape if n != -1], dtype=np.int64))
+        if rest == 0 or size % rest:
+            raise ShapeError(f"reshape '{x.name}': cannot infer -1 in {shape} for {size} elements "
+                             f"(input shape {x.shape})")
+        shape = tuple(size // rest if n == -1 else n for n in shape)
+    if int(np.prod(shape, dtype=np.int64)) != size:
+        raise ShapeError(f"reshape '{x.name}': input shape {x.shape} has {size} elements, "
+                         f"shape {shape} has {int(np.prod(shape, dtype=np.int64))}; sizes must match")
+    if shape == x.shape:
+        return x
+    return apply(REGISTRY["reshape"], (x,), {"newshape": shape}, name)
+
+
+def transpose(x, axes=None, name=None):
+    """x with axes permuted (reversed when axes is None, as x.T)."""
+    nd = len(x.shape)
+    axes = tuple(range(nd))[::-1] if axes is None else tuple(int(a) % nd if nd else int(a) for a in axes)
+    if sorted(axes) != list(range(nd)):
+        raise ShapeError(f"transpose '{x.name}': axes {axes} are not a permutation of range({nd})")
+    if axes == tuple(range(nd)):
+        return x
+    return apply(REGISTRY["transpose"], (x,), {"axes": axes}, name)
+
+
+def matrix_transpose(x, name=None):
+    """Swap the last two axes (x.mT)."""
+    nd = len(x.shape)
+    if nd < 2:
+        raise ShapeError(f"matrix_transpose '{x.name}': needs at least 2 axes, got shape {x.shape}")
+    return transpose(x, tuple(range(nd - 2)) + (nd - 1, nd - 2), name)
+
+
+def broadcast_to(x, shape, name=None):
+    """x broadcast to shape."""
+    shape = tuple(int(n) for n in shape)
+    if shape == x.shape:
+        return x
+    return apply(REGISTRY["broadcast_to"], (x,), {"newshape": shape}, name)
+
+
+def expand_dims(x, axis, name=None):
+    """x with a new size-1 axis at `axis`."""
+    nd = len(x.shape) + 1
+    if not -nd <= axis < nd:
+        raise ShapeError(f"expand_dims '{x.name}': axis {axis} out of range for result with {nd} axes")
+    ax = axis % nd
+    return reshape(x, x.shape[:ax] + (1,) + x.shape[ax:], name)
+
+
+def concat(xs, axis=0, name=None):
+    """Join nodes along an existing axis. Args: xs: a list of Nodes; axis: int."""
+    xs = list(xs)
+    if not xs:
+        raise ValueError("concat needs at least one input")
+    return apply(REGISTRY["concat"], xs, {"axis": int(axis)}, name)
+
+
+def stack(xs, axis=0, name=None):
+    """Join equal-shaped nodes along a new axis. Args: xs: a list of Nodes; axis: int."""
+    xs = list(xs)
+    if not xs:
+        raise ValueError("stack needs at least one input")
+    return apply(REGISTRY["stack"], xs, {"axis": int(axis)}, name)
+
+
+def getitem(x, idx, name=None):
+    """x[idx]: ints, slices, None, ... and integer arrays (NumPy semantics, repeated indices add grads)."""
+    from ..graph import Node
+    raw = idx if isinstance(idx, tuple) else (idx,)
+    if any(isinstance(k, Node) for k in raw):
+        raise TypeError(f"getitem '{x.name}': indexing with a Node is not supported; "
+                        "use gd.embedding(table, ids) to gather rows by integer ids")
+    try:
+        idx = normalize_index(idx)
+    except TypeError as e:
+        raise TypeError(f"getitem '{x.name}': {e}") from None
+    return apply(REGISTRY["getitem"], (x,), {"idx": idx}, name)
+
+
+def index_add(g, shape, idx, name=None):
+    """zeros(shape) with g added at [idx] (the adjoint of getitem)."""
+    return apply(REGISTRY["index_add"], (g,), {"shape": tuple(shape), "idx": normalize_index(idx)}, name)
+
+
+def matmul(a, b, name=None):
+    """a @ b with NumPy semantics. Args: a (..., n, k), b (..., k, m); 1-d operands allowed."""
+    return apply(REGISTRY["matmul"], (a, b), name=name)
