@@ -73,8 +73,33 @@ def normalize_index(idx):
     return tuple(out)
 
 
+def canonical_index(idx, shape):
+    """idx (from normalize_index) spelled out for an array of `shape`: one entry per axis, no Ellipsis,
+    slices clamped to the axis. NumPy means the same by the short form; the array API standard only
+    specifies this explicit one (array_api_strict rejects out-of-range slice stops, for one)."""
+    n_axes = sum(1 for k in idx if k is not None and k is not Ellipsis)
+    if n_axes > len(shape):
+        return idx                          # too many indices: let the shape rule report it
+    out, axis = [], 0
+    for k in idx:
+        if k is Ellipsis:
+            fill = len(shape) - n_axes
+            out.extend([slice(None)] * fill)
+            axis += fill
+        elif k is None:
+            out.append(None)
+        else:
+            if isinstance(k, slice):
+                start, stop, step = k.indices(shape[axis])
+                k = slice(start, None if step < 0 and stop < 0 else stop, step)
+            out.append(k)
+            axis += 1
+    out.extend([slice(None)] * (len(shape) - axis))
+    return tuple(out)
+
+
 def _has_array(idx):
-    return any(isinstance(k, np.ndarray) for k in idx)
+    return not all(k is None or isinstance(k, (int, slice)) for k in idx)
 
 
 class Backend:
@@ -97,22 +122,26 @@ class Backend:
         return unbroadcast(self, g, shape)
 
     def getitem(self, x, idx):
-        """x[idx] with NumPy semantics; idx comes from normalize_index."""
-        return x[self._index(idx, x.ndim)]
-
-    def _index(self, idx, ndim):
-        # the standard wants every axis indexed: close a short index with an Ellipsis as NumPy does implicitly
-        if Ellipsis not in idx:
-            idx = idx + (Ellipsis,)
-        return tuple(self.xp.asarray(k) if isinstance(k, np.ndarray) else k for k in idx)
+        """x[idx] with NumPy semantics; idx comes from canonical_index (slices, ints, None, int arrays)."""
+        return x[idx]
 
     def index_add(self, shape, idx, g):
         """zeros(shape) with g added at x[idx] (repeated integer indices add up): the VJP of getitem."""
         z = self.xp.zeros(shape, dtype=g.dtype)
-        if not _has_array(idx):
-            z[self._index(idx, len(shape))] = g
-            return z
-        return self._scatter(z, idx, g)
+        if _has_array(idx):
+            return self._scatter(z, idx, g)
+        if None in idx:                 # setitem takes no new axes: drop them from g and the index
+            keep, pos = [], 0
+            for k in idx:
+                if k is None:
+                    pos += 1
+                elif isinstance(k, slice):
+                    keep.append(pos)
+                    pos += 1
+            g = self.reshape(g, tuple(g.shape[p] for p in keep))
+            idx = tuple(k for k in idx if k is not None)
+        z[idx] = g
+        return z
 
     def _scatter(self, z, idx, g):
         raise NotImplementedError
@@ -192,15 +221,19 @@ class StrictBackend(Backend):
     name = "array_api_strict"
 
     def getitem(self, x, idx):
-        if _has_array(idx) and not all(isinstance(k, (int, np.ndarray)) for k in idx):
-            # the standard allows integer arrays only beside integers; NumPy semantics via the host
-            return self.from_host(np.asarray(x)[idx], self.dtype_name(x))
-        return x[self._index(idx, x.ndim)]
+        if _has_array(idx):
+            # the standard's integer-array indexing is narrower than NumPy's: NumPy semantics via the host
+            return self.from_host(np.asarray(x)[self._host(idx)], self.dtype_name(x))
+        return x[idx]
 
     def _scatter(self, z, idx, g):
         host = np.asarray(z).copy()
-        np.add.at(host, idx, np.asarray(g))
+        np.add.at(host, self._host(idx), np.asarray(g))
         return self.from_host(host, self.dtype_name(z))
+
+    @staticmethod
+    def _host(idx):
+        return tuple(k if k is None or isinstance(k, (int, slice, np.ndarray)) else np.asarray(k) for k in idx)
 
     def take(self, x, ids, axis):
         return self.xp.take(x, ids, axis=axis)

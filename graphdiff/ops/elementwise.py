@@ -284,11 +284,11 @@ def _compare(name, fn_name, doc):
     return Compare
 
 
-_compare("greater", "greater", "a > b (bool, no gradient)")
-_compare("less", "less", "a < b (bool, no gradient)")
-_compare("greater_equal", "greater_equal", "a >= b (bool, no gradient)")
-_compare("less_equal", "less_equal", "a <= b (bool, no gradient)")
-_compare("equal", "equal", "a == b (bool, no gradient)")
+_compare("greater", "greater", "a > b (bool)")
+_compare("less", "less", "a < b (bool)")
+_compare("greater_equal", "greater_equal", "a >= b (bool)")
+_compare("less_equal", "less_equal", "a <= b (bool)")
+_compare("equal", "equal", "a == b (bool)")
 
 
 # --- public functions ---------------------------------------------------------------------------------

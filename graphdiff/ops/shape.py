@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import REGISTRY, apply, norm_axis, op
-from ..backend import normalize_index
+from ..backend import canonical_index, normalize_index
 from ..errors import ShapeError
 
 __all__ = ["reshape", "transpose", "matrix_transpose", "broadcast_to", "expand_dims", "concat", "stack",
@@ -87,7 +87,9 @@ class Concat:
         start = 0
         for x in xs[:i]:
             start += x.shape[ax]
-        return F.getitem(g, (slice(None),) * ax + (slice(start, start + xs[i].shape[ax]),))
+        idx = [slice(None)] * len(out.shape)
+        idx[ax] = slice(start, start + xs[i].shape[ax])
+        return F.getitem(g, tuple(idx))
 
 
 def _stack_shape(*shapes, axis):
@@ -107,7 +109,7 @@ class Stack:
 
     def vjp(F, i, g, xs, out, axis):
         ax = norm_axis(axis, len(out.shape))[0]
-        return F.getitem(g, (slice(None),) * ax + (i,))
+        return F.getitem(g, (slice(None),) * ax + (i,) + (slice(None),) * (len(out.shape) - ax - 1))
 
 
 # --- indexing -------------------------------------------------------------------------------------------
@@ -279,7 +281,7 @@ def getitem(x, idx, name=None):
         raise TypeError(f"getitem '{x.name}': indexing with a Node is not supported; "
                         "use gd.embedding(table, ids) to gather rows by integer ids")
     try:
-        idx = normalize_index(idx)
+        idx = canonical_index(normalize_index(idx), x.shape)
     except TypeError as e:
         raise TypeError(f"getitem '{x.name}': {e}") from None
     return apply(REGISTRY["getitem"], (x,), {"idx": idx}, name)
@@ -287,7 +289,9 @@ def getitem(x, idx, name=None):
 
 def index_add(g, shape, idx, name=None):
     """zeros(shape) with g added at [idx] (the adjoint of getitem)."""
-    return apply(REGISTRY["index_add"], (g,), {"shape": tuple(shape), "idx": normalize_index(idx)}, name)
+    shape = tuple(int(n) for n in shape)
+    idx = canonical_index(normalize_index(idx), shape)
+    return apply(REGISTRY["index_add"], (g,), {"shape": shape, "idx": idx}, name)
 
 
 def matmul(a, b, name=None):

@@ -1,0 +1,69 @@
+"""The `graphdiff` command (also `python -m graphdiff`).
+
+Each subcommand lives in its own module, imported only when it runs, so `graphdiff demo` never loads
+graphviz or matplotlib. A module provides `add_arguments(parser)` and `run(args) -> exit code`.
+"""
+import argparse
+import importlib
+import sys
+
+# name: (module, one-line help)
+COMMANDS = {
+    "demo": ("graphdiff.demo", "build a small graph, run both backward variants, print the gradients"),
+    "ops": ("graphdiff.demo", "list the registered ops"),
+    "render": ("viz.cli", "render a built-in example graph to DOT/SVG"),
+    "compare": ("viz.cli", "compare the two backward variants on an example graph, write a stepper page"),
+    "train": ("graphdiff.lm.cli", "train a GPT or RNN language model"),
+    "generate": ("graphdiff.lm.cli", "generate text from a checkpoint"),
+    "growth": ("viz.growth", "measure RNN-LM vs Transformer-LM graph growth with sequence length"),
+}
+
+
+def add_backend_argument(parser):
+    """--backend for every command that computes."""
+    parser.add_argument("--backend", choices=("numpy", "cupy", "array_api_strict"), default=None,
+                        help="array backend (default: $GRAPHDIFF_BACKEND or numpy)")
+
+
+def _top_parser():
+    p = argparse.ArgumentParser(prog="graphdiff", description="Autodiff on an explicit computation graph.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    return p
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        args, _ = _top_parser().parse_known_args(argv)
+        if args.version:
+            from . import __version__
+            print(__version__)
+            return 0
+        _top_parser().print_help()
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    name, rest = argv[0], argv[1:]
+    module_name, help_ = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        print(f"graphdiff {name}: not available ({e})", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog=f"graphdiff {name}", description=help_)
+    getattr(module, f"add_{name}_arguments")(parser)
+    args = parser.parse_args(rest)
+    if getattr(args, "backend", None):
+        from .backend import set_backend
+        from .errors import BackendUnavailable
+        try:
+            set_backend(args.backend)
+        except BackendUnavailable as e:
+            print(f"graphdiff {name}: {e}", file=sys.stderr)
+            return 2
+    return getattr(module, f"run_{name}")(args) or 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""Generation: greedy decoding and ancestral sampling (temperature, top-k), by full recompute of the prefix
+or incrementally with a KV cache (GPT) / the carried hidden state (RNN-LM).
+
+The KV cache holds, per layer, the keys and values of the past positions in fixed (B, nh, block_size-1, hs)
+arrays; one "step" graph (built once) attends from the new token to them through an additive mask
+(0 where a key is filled, NEG where not), so its logits equal the full recompute's (exp(NEG) is exactly 0).
+Past block_size tokens the context slides, and each step recomputes the last block_size tokens.
+"""
+import numpy as np
+
+from ..backend import to_numpy
+from .gpt import NEG
+
+
+def _pick(logits, rng, greedy, temperature, top_k):
+    """Next id from (V,) host logits: argmax, or a sample from softmax(logits / temperature) kept to top_k."""
+    if greedy or temperature == 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / temperature
+    if top_k:
+        kth = np.sort(z)[-min(top_k, len(z))]
+        z = np.where(z < kth, -np.inf, z)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    return int(rng.choice(len(p), p=p))
+
+
+class Decoder:
+    """Next-token logits for a growing sequence (batch of 1), with or without a cache.
+
+    Args:
+        model: a GPT or RNNLM (set to eval mode).  use_cache: KV cache / carried state, else recompute.
+    """
+
+    def __init__(self, model, use_cache=True):
+        self.model = model.eval()
+        self.use_cache = use_cache
+        self.F = model.backend
+        self.ids = []
+
+    def start(self, ids):
+        """Feed the prompt ids; returns the logits (V,) after its last token (host float64 array)."""
+        if not ids:
+            raise ValueError("the prompt is empty; give at least one character or token")
+        self.ids = list(ids)
+        if not self.use_cache:
+            return self._full()
+        if self.model.kind == "rnn":
+            self.h = self.F.zeros((1, self.model.config["n_hidden"]), dtype=self.F.dtypes[self.model.dtype])
+            for t in ids:
+                out = self._rnn_step(t)
+            return out
+        return self._prefill()
+
+    def push(self, token):
+        """Append one token; returns the logits (V,) for the position after it."""
+        self.ids.append(int(token))
+        if not self.use_cache:
+            return self._full()
+        if self.model.kind == "rnn":
+            return self._rnn_step(token)
+        T = self.model.config["block_size"]
+        if self.n >= T:                        # the cache is full: slide the window by recomputing
+            return self._prefill()
+        return self._gpt_step(token)
+
+    # --- full recompute -------------------------------------------------------------------------
+    def _context(self):
+        if self.model.kind == "gpt":
+            return self.ids[-self.model.config["block_size"]:]
+        return self.ids
+
+    def _full(self):
+        ctx = np.asarray([self._context()], dtype=np.int64)
+        logits = self.model.forward_logits(ctx)
+        return to_numpy(logits)[0, -1].astype(np.float64)
+
+    # --- GPT with a KV cache -------------------------------------------------------------------
+    def _prefill(self):
+        m, F = self.model, self.F
+        cfg = m.config
+        T, nh, L = cfg["block_size"], cfg["n_head"], cfg["n_layer"]
+        P, hs = T - 1, cfg["n_embd"] // nh
+        ctx = self.ids[-T:]
+        # the cache keeps at most P positions: prefill all but the last token, then one cached step
+        head, last = ctx[:-1], ctx[-1]
+        dt = F.dtypes[m.dtype]
+        self.k = [F.zeros((1, nh, P, hs), dtype=dt) for _ in range(L)]
+        self.v = [F.zeros((1, nh, P, hs), dtype=dt) for _ in range(L)]
+        self.n = 0
+        if head:
+            n = len(head)
+            prog = m.programs(("logits", 1, n))
+            names = [f"k.{l}" for l in range(L)] + [f"v.{l}" for l in range(L)]
+            outs = prog.run({"idx": np.asarray([head], dtype=np.int64),
+                             "key_mask": np.ones((1, n), dtype=bool)}, names)
+            for l in range(L):
+                self.k[l][:, :, :n, :] = outs[l]
+                self.v[l][:, :, :n, :] = outs[L + l]
+            self.n = n
+        return self._gpt_step(last)
+
+    def _gpt_step(self, token):
+        m = self.model
+        cfg = m.config
+        L, P = cfg["n_layer"], cfg["block_size"] - 1
+        prog = m.programs(("step", 1))
+        bias = np.full((1, 1, 1, P + 1), NEG)
+        bias[..., :self.n] = 0.0
+        bias[..., P] = 0.0                                     # the new token sees itself
+        feeds = {"idx": np.asarray([[token]], dtype=np.int64), "pos": np.asarray([self.n], dtype=np.int64),
+                 "bias": bias}
+        for l in range(L):
+            feeds[f"past_k.{l}"], feeds[f"past_v.{l}"] = self.k[l], self.v[l]
+        names = ["logits"] + [f"k.{l}" for l in range(L)] + [f"v.{l}" for l in range(L)]
+        outs = prog.run(feeds, names)
+        if self.n < P:
+            for l in range(L):
+                self.k[l][:, :, self.n:self.n + 1, :] = outs[1 + l]
+                self.v[l][:, :, self.n:self.n + 1, :] = outs[1 + L + l]
+        self.n += 1
+        return to_numpy(outs[0])[0, -1].astype(np.float64)
+
+    # --- RNN-LM with the carried hidden state ---------------------------------------------------
+    def _rnn_step(self, token):
+        prog = self.model.programs(("step", 1))
+        logits, self.h = prog.run({"idx": np.asarray([[token]], dtype=np.int64), "h": self.h}, ("logits", "h"))
+        return to_numpy(logits)[0, -1].astype(np.float64)
+
+
+def generate(model, prompt_ids, max_new_tokens, greedy=False, temperature=1.0, top_k=None, seed=0,
+             use_cache=True):
+    """Continue prompt_ids by max_new_tokens tokens. Returns the list of new ids.
+
+    Args:
+        greedy: always take the most likely token; else sample (ancestral sampling) with temperature
+            and top_k from a NumPy generator seeded with `seed`.
+        use_cache: KV cache (GPT) / carried hidden state (RNN); False recomputes the whole prefix.
+    """
+    rng = np.random.default_rng(seed)
+    dec = Decoder(model, use_cache)
+    logits = dec.start(list(prompt_ids))
+    out = []
+    for _ in range(max_new_tokens):
+        nxt = _pick(logits, rng, greedy, temperature, top_k)
+        out.append(nxt)
+        if len(out) == max_new_tokens:
+            break
+        logits = dec.push(nxt)
+    return out

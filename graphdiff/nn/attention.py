@@ -1,0 +1,105 @@
+"""Causal multi-head self-attention (with a key padding mask and a KV cache) and the transformer block."""
+import math
+
+import numpy as np
+
+from .. import ops
+from . import init
+from .layers import Dropout, LayerNorm, Linear, MLP
+from .module import Module
+
+# masked scores: exp(NEG - max) is exactly 0 in float32 and float64, as PyTorch's masked_fill(-inf), and a
+# finite value keeps a fully masked row finite
+NEG = -1e9
+
+
+class CausalSelfAttention(Module):
+    """Multi-head attention where position t sees positions <= t (and no padded keys).
+
+    Parameters (GPT-2 names): c_attn (C -> 3C: q, k, v), c_proj (C -> C).
+    """
+
+    def __init__(self, n_embd, n_head, dropout=0.0, std=0.02, proj_std=None, rng=None, backend=None,
+                 dtype="float32"):
+        super().__init__(backend, dtype)
+        if n_embd % n_head:
+            raise ValueError(f"n_embd={n_embd} must be divisible by n_head={n_head}")
+        rng = init.as_rng(rng)
+        kw = dict(backend=backend, dtype=dtype)
+        self.n_embd, self.n_head = n_embd, n_head
+        self.c_attn = Linear(n_embd, 3 * n_embd, std=std, rng=rng, **kw)
+        self.c_proj = Linear(n_embd, n_embd, std=std if proj_std is None else proj_std, rng=rng, **kw)
+        self.attn_drop = Dropout(dropout, **kw)
+        self.resid_drop = Dropout(dropout, **kw)
+
+    def forward(self, x, key_mask=None, past=None, cache_out=None):
+        """Args:
+            x: (B, T, C).  key_mask: (B, T) bool Node, True for real tokens, False for <pad> (or None).
+            past: (past_k, past_v, past_bias) for incremental decoding: (B, nh, P, hs) keys and values of
+                earlier positions and a (B, 1, 1, P + T) float additive mask (0 where visible, NEG not);
+                then T must be 1 and no causal mask is needed inside the new tokens.
+            cache_out: a list; (k, v) of this call, each (B, nh, T, hs), is appended (for the KV cache).
+        Returns (B, T, C).
+        """
+        g = x.graph
+        B, T, C = x.shape
+        nh = self.n_head
+        hs = C // nh
+        qkv = self.c_attn(x)                                        # (B, T, 3C)
+        qkv = ops.reshape(qkv, (B, T, 3, nh, hs))                   # (B, T, 3, nh, hs)
+        q = ops.transpose(qkv[:, :, 0], (0, 2, 1, 3), name="q")     # (B, nh, T, hs)
+        k = ops.transpose(qkv[:, :, 1], (0, 2, 1, 3), name="k")     # (B, nh, T, hs)
+        v = ops.transpose(qkv[:, :, 2], (0, 2, 1, 3), name="v")     # (B, nh, T, hs)
+        if cache_out is not None:
+            cache_out.append((k, v))
+        if past is not None:
+            past_k, past_v, past_bias = past
+            if T != 1:
+                raise ValueError(f"attention with a KV cache takes one new token at a time, got T={T}")
+            k = ops.concat([past_k, k], axis=2)                     # (B, nh, P+1, hs)
+            v = ops.concat([past_v, v], axis=2)                     # (B, nh, P+1, hs)
+        att = ops.matmul(q, ops.matrix_transpose(k), name="qk") * (1.0 / math.sqrt(hs))  # (B, nh, T, S)
+        if past is not None:
+            att = att + past_bias                                   # (B, nh, 1, P+1)
+        else:
+            if key_mask is not None:
+                kb = ops.where(key_mask, 0.0, NEG, name="key_bias")                   # (B, T)
+                att = att + ops.reshape(kb, (B, 1, 1, T))                              # (B, nh, T, T)
+            causal = g.constant(np.tril(np.ones((T, T), dtype=bool)), name="causal")           # (T, T)
+            att = ops.where(causal, att, NEG, name="causal_mask")  # (B, nh, T, T)
+        att = ops.softmax(att, axis=-1, name="attn")
+        att = self.attn_drop(att)
+        y = ops.matmul(att, v, name="av")                           # (B, nh, T, hs)
+        y = ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (B, T, C))  # (B, T, C): heads side by side
+        return self.resid_drop(self.c_proj(y))
+
+    def extra_repr(self):
+        return f"n_embd={self.n_embd}, n_head={self.n_head}"
+
+
+class Block(Module):
+    """Transformer block. norm="pre" (GPT-2): x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+    norm="post" (the original Transformer): ln_1(x + attn(x)), then ln_2(x + mlp(x))."""
+
+    def __init__(self, n_embd, n_head, dropout=0.0, norm="pre", mlp_ratio=4, std=0.02, proj_std=None,
+                 rng=None, backend=None, dtype="float32"):
+        super().__init__(backend, dtype)
+        if norm not in ("pre", "post"):
+            raise ValueError(f"norm must be 'pre' (Pre-LN) or 'post' (Post-LN), got {norm!r}")
+        rng = init.as_rng(rng)
+        kw = dict(backend=backend, dtype=dtype)
+        self.norm = norm
+        self.ln_1 = LayerNorm(n_embd, **kw)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout, std=std, proj_std=proj_std, rng=rng, **kw)
+        self.ln_2 = LayerNorm(n_embd, **kw)
+        self.mlp = MLP(n_embd, mlp_ratio * n_embd, dropout, std=std, proj_std=proj_std, rng=rng, **kw)
+
+    def forward(self, x, key_mask=None, past=None, cache_out=None):   # (B, T, C) -> (B, T, C)
+        if self.norm == "pre":
+            x = x + self.attn(self.ln_1(x), key_mask, past, cache_out)
+            return x + self.mlp(self.ln_2(x))
+        x = self.ln_1(x + self.attn(x, key_mask, past, cache_out))
+        return self.ln_2(x + self.mlp(x))
+
+    def extra_repr(self):
+        return f"norm={self.norm!r}"

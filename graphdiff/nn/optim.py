@@ -1,0 +1,144 @@
+"""Optimizers (SGD with momentum, AdamW), gradient clipping, and the warm-up + cosine schedule.
+
+Updates use only array-API arithmetic on `Parameter.data` / `.grad`, so they run on every backend. Each
+step replaces p.data with a new array (see module.py on how graphs pick it up).
+"""
+import math
+
+import numpy as np
+
+from ..backend import to_numpy
+
+
+def _named(params):
+    from .module import Module
+    if isinstance(params, Module):
+        return list(params.named_parameters())
+    params = list(params)
+    if params and not isinstance(params[0], tuple):
+        return [(str(k), p) for k, p in enumerate(params)]
+    return params
+
+
+class Optimizer:
+    """Base: holds (name, Parameter) pairs, lr, the step count and per-parameter state arrays."""
+
+    state_names = ()
+
+    def __init__(self, params, lr):
+        self.params = _named(params)
+        self.lr = lr
+        self.t = 0
+        self.state = {name: {} for name, _ in self.params}
+
+    def zero_grad(self):
+        for _, p in self.params:
+            p.grad = None
+
+    def step(self):
+        self.t += 1
+        for name, p in self.params:
+            if p.grad is None:
+                continue
+            p.data = self.update(p, p.grad, self.state[name])
+
+    def state_dict(self):
+        """{'t': step, 'lr': lr, '<state>.<param name>': NumPy array}."""
+        out = {"t": self.t, "lr": self.lr}
+        for name, st in self.state.items():
+            for k, v in st.items():
+                out[f"{k}.{name}"] = np.array(to_numpy(v))
+        return out
+
+    def load_state_dict(self, state):
+        self.t = int(state["t"])
+        self.lr = float(state["lr"])
+        by_name = dict(self.params)
+        for name in by_name:
+            self.state[name] = {}
+            for k in self.state_names:
+                key = f"{k}.{name}"
+                if key in state:
+                    p = by_name[name]
+                    self.state[name][k] = _to(p, state[key])
+        return self
+
+
+def _to(p, host):
+    """A host array as an array like p.data (same backend and dtype)."""
+    xp = _xp(p.data)
+    arr = xp.asarray(np.asarray(host)) if xp is not np else np.array(host)
+    return xp.astype(arr, p.data.dtype) if arr.dtype != p.data.dtype else arr
+
+
+class SGD(Optimizer):
+    """p -= lr * (g + weight_decay * p) with heavy-ball momentum: v = momentum * v + g (PyTorch's form)."""
+
+    state_names = ("momentum_buffer",)
+
+    def __init__(self, params, lr=0.1, momentum=0.0, weight_decay=0.0):
+        super().__init__(params, lr)
+        self.momentum, self.weight_decay = momentum, weight_decay
+
+    def update(self, p, g, st):
+        if self.weight_decay:
+            g = g + self.weight_decay * p.data
+        if self.momentum:
+            buf = st.get("momentum_buffer")
+            buf = g if buf is None else self.momentum * buf + g
+            st["momentum_buffer"] = buf
+            g = buf
+        return p.data - self.lr * g
+
+
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), PyTorch's defaults and update order."""
+
+    state_names = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(params, lr)
+        self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
+
+    def update(self, p, g, st):
+        b1, b2 = self.betas
+        m = st.get("exp_avg")
+        v = st.get("exp_avg_sq")
+        m = (1 - b1) * g if m is None else b1 * m + (1 - b1) * g
+        v = (1 - b2) * (g * g) if v is None else b2 * v + (1 - b2) * (g * g)
+        st["exp_avg"], st["exp_avg_sq"] = m, v
+        xp = _xp(p.data)
+        data = p.data * (1 - self.lr * self.weight_decay) if self.weight_decay else p.data
+        step_size = self.lr / (1 - b1 ** self.t)
+        denom = xp.sqrt(v) / math.sqrt(1 - b2 ** self.t) + self.eps
+        return data - step_size * (m / denom)
+
+
+def _xp(a):
+    return a.__array_namespace__() if hasattr(a, "__array_namespace__") else np
+
+
+def clip_grad_norm(params, max_norm):
+    """Scale all gradients so that their global L2 norm is at most max_norm. Returns the norm before."""
+    grads = [p.grad for _, p in _named(params) if p.grad is not None]
+    if not grads:
+        return 0.0
+    xp = _xp(grads[0])
+    total = math.sqrt(sum(float(xp.sum(g * g)) for g in grads))
+    if total > max_norm:
+        scale = max_norm / (total + 1e-6)
+        for _, p in _named(params):
+            if p.grad is not None:
+                p.grad = p.grad * scale
+    return total
+
+
+def warmup_cosine(step, lr, warmup, total, min_lr=0.0):
+    """Learning rate at `step` (0-based): linear warm-up to lr over `warmup` steps, then a cosine decay to
+    min_lr at `total` steps, then min_lr."""
+    if warmup and step < warmup:
+        return lr * (step + 1) / warmup
+    if step >= total:
+        return min_lr
+    frac = (step - warmup) / max(1, total - warmup)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * frac))
