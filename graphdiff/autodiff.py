@@ -206,11 +206,14 @@ def _plan(graph, y, wrt):
     needs = bytearray(N)
     for n in targets:
         needs[n.index] = 1
+    floats = ("float32", "float64")
     for n in order:                         # forward sweep: a node needs a gradient if an input does
         spec = n._op
-        if (spec is not None and not needs[n.index] and spec.differentiable
-                and n.dtype in ("float32", "float64") and any(needs[p.index] for p in n.inputs)):
-            needs[n.index] = 1
+        if spec is not None and spec.differentiable and not needs[n.index] and n.dtype in floats:
+            for p in n.inputs:
+                if needs[p.index]:
+                    needs[n.index] = 1
+                    break
     live = bytearray(N)                     # backward sweep: ... and if it leads to y
     live[y.index] = needs[y.index]
     for u in reversed(order):
@@ -323,7 +326,7 @@ def _children(F, y, seed, plan, kept, emit, check):
             gv = None
             for u, i in children[vi]:
                 ui = u.index
-                c = u._op.vjp(F, i, adj[ui], tuple(p._value for p in u.inputs), u._value, **u.attrs)
+                c = u._op.vjp(F, i, adj[ui], [p._value for p in u.inputs], u._value, **u.attrs)
                 if c.shape != v.shape:
                     _bad_vjp(u, i, v, c)
                 if check:
@@ -358,7 +361,7 @@ def _parents(F, y, seed, plan, kept, emit, check):
         slots = edges.get(ui)
         if slots:
             vjp, attrs, out = u._op.vjp, u.attrs, u._value
-            xs = tuple(p._value for p in u.inputs)
+            xs = [p._value for p in u.inputs]
             for i, p in slots:
                 c = vjp(F, i, gu, xs, out, **attrs)
                 if c.shape != p.shape:

@@ -182,6 +182,7 @@ class Graph:
         self._by_name = {}
         self._counters = {}
         self._scope = []
+        self.current_scope = ""   # "block0/attn" inside g.scope("block0"), g.scope("attn")
         self._cache = {}          # topological orders and backward plans; cleared when a node is added
         self._version = 0         # bumped when a leaf's value changes
         self._fwd_version = 0     # _version at the last forward
@@ -205,14 +206,12 @@ class Graph:
         if not isinstance(name, str) or not name.strip("/"):
             raise GraphError(f"scope name must be a non-empty string, got {name!r}")
         self._scope.append(name.strip("/"))
+        self.current_scope = "/".join(self._scope)
         try:
             yield self
         finally:
             self._scope.pop()
-
-    @property
-    def current_scope(self):
-        return "/".join(self._scope)
+            self.current_scope = "/".join(self._scope)
 
     def _full(self, name):
         s = self.current_scope
@@ -348,11 +347,12 @@ class Graph:
         """Build one op node: check dtypes and shapes now, so mistakes surface where they are made."""
         full = self._unique(self._full(name or spec.name))
         kinds = spec.slot_kinds(len(inputs))
-        for i, (x, want) in enumerate(zip(inputs, kinds)):
-            if want == "any":
-                continue
-            ok = (is_float(x.dtype) if want == "float" else
-                  x.dtype.startswith("int") if want == "int" else x.dtype == "bool")
+        for i, x in enumerate(inputs):
+            want = kinds[i]
+            if want == "float":
+                ok = x.dtype in FLOAT_DTYPES
+            else:
+                ok = want == "any" or (x.dtype.startswith("int") if want == "int" else x.dtype == "bool")
             if not ok:
                 raise DTypeError(_dtype_message(spec.name, full, i, x, want))
         dtype = spec.dtype(*[x.dtype for x in inputs], **attrs) if spec.dtype else _promote(inputs, self.dtype)

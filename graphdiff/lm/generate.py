@@ -142,6 +142,7 @@ def generate(model, prompt_ids, max_new_tokens, greedy=False, temperature=1.0, t
     logits = dec.start(list(prompt_ids))
     out = []
     for _ in range(max_new_tokens):
+        logits[model.pad_id] = -np.inf                         # never generate <pad>
         nxt = _pick(logits, rng, greedy, temperature, top_k)
         out.append(nxt)
         if len(out) == max_new_tokens:

@@ -15,6 +15,7 @@ The registry is explicit: the modules below are imported here, and each op is li
 import builtins
 
 from ..errors import GraphError, ShapeError
+from ..graph import Node
 
 REGISTRY = {}
 
@@ -73,7 +74,6 @@ def op(name, arity=1, slots="float", differentiable=True, random=False):
 
 def apply(spec, args, attrs=None, name=None):
     """Add a node computing spec(*args) to the graph of the Node arguments; numbers become constants."""
-    from ..graph import Node
     graph = None
     for a in args:
         if isinstance(a, Node):

@@ -88,7 +88,7 @@ class Maximum:
     def vjp(F, i, g, xs, out):
         a, b = xs
         win = a > b if i == 0 else b > a
-        share = F.where(F.equal(a, b), g * 0.5, F.zeros_like(g))
+        share = F.where(F.equal(a, b), g * 0.5, 0.0)
         return F.unbroadcast(F.where(win, g, share), xs[i].shape)
 
 
@@ -103,7 +103,7 @@ class Minimum:
     def vjp(F, i, g, xs, out):
         a, b = xs
         win = a < b if i == 0 else b < a
-        share = F.where(F.equal(a, b), g * 0.5, F.zeros_like(g))
+        share = F.where(F.equal(a, b), g * 0.5, 0.0)
         return F.unbroadcast(F.where(win, g, share), xs[i].shape)
 
 
@@ -187,10 +187,10 @@ class Relu:
     shape = same_shape
 
     def forward(F, x):
-        return F.where(x > 0.0, x, F.zeros_like(x))
+        return F.where(x > 0.0, x, 0.0)
 
     def vjp(F, i, g, xs, out):
-        return F.where(xs[0] > 0.0, g, F.zeros_like(g))
+        return F.where(xs[0] > 0.0, g, 0.0)
 
 
 @op("abs")
@@ -250,8 +250,7 @@ class Where:
 
     def vjp(F, i, g, xs, out):
         cond = xs[0]
-        z = F.zeros_like(g)
-        picked = F.where(cond, g, z) if i == 1 else F.where(cond, z, g)
+        picked = F.where(cond, g, 0.0) if i == 1 else F.where(cond, 0.0, g)
         return F.unbroadcast(picked, xs[i].shape)
 
 

@@ -186,10 +186,17 @@ class Matmul:
     shape = _matmul_shape
 
     def forward(F, a, b):
+        if len(b.shape) == 2 and len(a.shape) > 2:   # (..., k) @ (k, m): one 2-d GEMM, not a batched loop
+            return F.reshape(F.matmul(F.reshape(a, (-1, a.shape[-1])), b), tuple(a.shape[:-1]) + b.shape[-1:])
         return F.matmul(a, b)
 
     def vjp(F, i, g, xs, out):                    # dA = dC B^T, dB = A^T dC (on the 2-d view)
         a, b = xs
+        if len(b.shape) == 2 and len(a.shape) > 2:   # fold the batch axes into rows: dB = A2^T dC2
+            if i == 0:
+                return F.matmul(g, F.matrix_transpose(b))
+            k, m = b.shape
+            return F.matmul(F.matrix_transpose(F.reshape(a, (-1, k))), F.reshape(g, (-1, m)))
         a2 = F.reshape(a, (1,) + a.shape) if len(a.shape) == 1 else a
         b2 = F.reshape(b, b.shape + (1,)) if len(b.shape) == 1 else b
         if len(a.shape) == 1 or len(b.shape) == 1:

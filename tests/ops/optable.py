@@ -232,8 +232,8 @@ def draw_cross_entropy(data):
     ignore = data.draw(st.sampled_from([None, 0, -100]))
     if ignore is not None:
         drop = rng.random(lead) < 0.3
-        drop.flat[0] = False                      # keep at least one target
         ids = np.where(drop, ignore, ids)
+        ids.flat[0] = 1 if ignore == 0 else 0     # keep at least one target (all ignored gives 0/0 = nan)
     return [values(rng, lead + (V,), "wide"), ids], {"ignore_index": ignore}
 
 

@@ -21,6 +21,7 @@ def build(spec, backend, data):
               for k, a in enumerate(arrays)]
     y = spec.gd(*leaves, **attrs)
     g.forward(outputs=y)
+    assert y.dtype == "bool" or np.all(np.isfinite(gd.to_numpy(y.value))), f"{spec.id}: draw left the domain"
     seed = None
     if y.shape != () and spec.grad:
         seed = np.random.default_rng(1).standard_normal(y.shape)

@@ -1,0 +1,227 @@
+"""autodiff.py: topological order, forward, both backward variants on random DAGs, trace events, depth."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import graphdiff as gd
+
+torch = pytest.importorskip("torch")
+
+LEAF_SHAPES = [(3, 4), (4,), (1, 4), (3, 1), ()]
+UNARY = {"tanh": (gd.tanh, torch.tanh), "sigmoid": (gd.sigmoid, torch.sigmoid),
+         "neg": (lambda x: -x, lambda x: -x), "square": (lambda x: x * x, lambda x: x * x),
+         "mean_last": (lambda x: gd.mean(x, axis=-1, keepdims=True) if x.shape else x,
+                       lambda x: x.mean(dim=-1, keepdim=True) if x.ndim else x)}
+BINARY = {"add": (lambda a, b: a + b, lambda a, b: a + b), "sub": (lambda a, b: a - b, lambda a, b: a - b),
+          "mul": (lambda a, b: a * b, lambda a, b: a * b),
+          "div": (lambda a, b: a / (1.0 + b * b), lambda a, b: a / (1.0 + b * b))}
+
+
+@st.composite
+def dags(draw):
+    """A random program: leaves of broadcastable shapes, then ops reading any earlier node (the same node
+    twice allowed, so x*x and shared subexpressions appear), then y = sum of every node's sum."""
+    leaves = draw(st.lists(st.sampled_from(LEAF_SHAPES), min_size=1, max_size=4))
+    prog, n = [], len(leaves)
+    for _ in range(draw(st.integers(1, 12))):
+        if draw(st.booleans()):
+            prog.append((draw(st.sampled_from(sorted(UNARY))), (draw(st.integers(0, n - 1)),)))
+        else:
+            a, b = draw(st.integers(0, n - 1)), draw(st.integers(0, n - 1))
+            prog.append((draw(st.sampled_from(sorted(BINARY))), (a, b)))
+        n += 1
+    return leaves, prog, draw(st.integers(0, 2**31))
+
+
+def build_gd(leaves, prog, seed, backend="numpy"):
+    rng = np.random.default_rng(seed)
+    g = gd.Graph(backend=backend, dtype="float64")
+    pool = [g.param(f"p{k}", rng.standard_normal(s)) for k, s in enumerate(leaves)]
+    for name, args in prog:
+        fn = (UNARY[name] if len(args) == 1 else BINARY[name])[0]
+        pool.append(fn(*[pool[a] for a in args]))
+    y = gd.add_n([gd.sum(p) * (0.5 + 0.1 * k) for k, p in enumerate(pool)])
+    g.forward(outputs=y)
+    return g, pool[:len(leaves)], y
+
+
+def build_torch(leaves, prog, seed):
+    rng = np.random.default_rng(seed)
+    params = [torch.tensor(rng.standard_normal(s), requires_grad=True) for s in leaves]
+    pool = list(params)
+    for name, args in prog:
+        fn = (UNARY[name] if len(args) == 1 else BINARY[name])[1]
+        pool.append(fn(*[pool[a] for a in args]))
+    y = sum(p.sum() * (0.5 + 0.1 * k) for k, p in enumerate(pool))
+    y.backward()
+    return y, [p.grad.numpy() for p in params]
+
+
+def grads(g, y, variant):
+    return [gd.to_numpy(v).copy() for v in g.backward(y, variant=variant).values()]
+
+
+@settings(max_examples=60)
+@given(dag=dags())
+def test_random_dags_variants_agree_and_match_pytorch(dag, backend):
+    g, params, y = build_gd(*dag, backend=backend)
+    a, b = grads(g, y, "children"), grads(g, y, "parents")
+    ty, tgrads = build_torch(*dag)
+    np.testing.assert_allclose(gd.to_numpy(y.value), ty.item(), rtol=1e-12)
+    for ga, gb, gt in zip(a, b, tgrads):
+        np.testing.assert_allclose(ga, gb, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(ga, gt, rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=15)
+@given(dag=dags())
+def test_random_dags_match_finite_differences(dag):
+    g, params, y = build_gd(*dag)
+    for variant in gd.VARIANTS:
+        gd.gradcheck(y, wrt=params, variant=variant, rtol=1e-6, atol=1e-7)
+
+
+def hand_graph():
+    g = gd.Graph(dtype="float64")
+    a = g.param("a", 1.5)
+    b = a + a
+    c = b * b
+    g.forward(outputs=c)
+    return g, a, b, c
+
+
+@pytest.mark.parametrize("variant", gd.VARIANTS)
+def test_trace_of_b_eq_a_plus_a_c_eq_b_times_b(variant):
+    g, a, b, c = hand_graph()
+    events = []
+    g.backward(c, variant=variant, trace=events)
+    assert float(gd.to_numpy(a.grad)) == pytest.approx(8 * 1.5)    # c = 4a^2
+    contribs = [e for e in events if e.kind == "contribution"]
+    assert [(e.child.name, e.slot, e.parent.name) for e in contribs] == [
+        ("multiply", 0, "add"), ("multiply", 1, "add"), ("add", 0, "a"), ("add", 1, "a")]
+    assert [e.first for e in contribs] == [True, False, True, False]
+    assert [e.node.name for e in events if e.kind == "final"] == ["multiply", "add", "a"]
+    assert [e.node.name for e in events if e.kind == "freed"] == ["multiply", "add"]   # a keeps its grad
+
+
+def test_variants_differ_in_adjoint_lifetimes():
+    """One node `a` reused by n later nodes: children (pull) keeps every consumer's adjoint until `a` pulls
+    from them all; parents (push) folds each into d[a] at once and frees it."""
+    n = 5
+    g = gd.Graph(dtype="float64")
+    x = g.param("x", 0.3)
+    a = gd.tanh(x)
+    h = a
+    for _ in range(n):
+        h = gd.tanh(h) * a
+    g.forward(outputs=h)
+
+    def run(variant):
+        live, top, events = set(), 0, []
+        g.backward(h, variant=variant, trace=events)
+        for e in events:
+            if e.kind == "contribution" and e.first:
+                live.add(e.parent)
+            elif e.kind == "final":
+                live.add(e.node)
+            elif e.kind == "freed":
+                live.discard(e.node)
+            top = max(top, len(live))
+        assert not live - {x}                 # everything but the param's gradient was freed
+        return top, sum(e.kind == "contribution" for e in events)
+
+    (peak_a, calls_a), (peak_b, calls_b) = run("children"), run("parents")
+    assert calls_a == calls_b == 3 * n + 1   # per step: mul -> tanh, mul -> a, tanh -> h; then a -> x
+    assert peak_a >= n + 1 > 3 >= peak_b
+
+
+def test_forward_computes_only_what_outputs_need():
+    g = gd.Graph()
+    x = g.input("x", (2,))
+    a = gd.exp(x)
+    b = gd.log(x)                        # not needed for a
+    g.forward({x: np.ones(2)}, outputs=a)
+    assert a.value is not None and b.value is None
+    assert gd.topological_order(g, [a]) == [x, a]
+
+
+def test_topological_order_is_cached_and_invalidated():
+    g = gd.Graph()
+    x = g.param("x", 1.0)
+    y = gd.tanh(x)
+    first = gd.topological_order(g, [y])
+    assert gd.topological_order(g, [y]) is first
+    gd.exp(y)                             # adding a node clears the cache
+    assert gd.topological_order(g, [y]) is not first
+    assert gd.topological_order(g, [y]) == first
+
+
+def test_grad_is_overwritten_not_accumulated():
+    g = gd.Graph(dtype="float64")
+    w = g.param("w", 2.0)
+    y = w * w
+    g.forward(outputs=y)
+    g.backward(y)
+    g.backward(y)
+    assert float(gd.to_numpy(w.grad)) == 4.0
+
+
+def test_params_y_does_not_depend_on_get_zero_grads_and_retain_grads():
+    g = gd.Graph(dtype="float64")
+    w, unused = g.param("w", 3.0), g.param("unused", np.ones(2))
+    h = gd.tanh(w)
+    y = h * 2.0
+    g.forward(outputs=y)
+    g.backward(y, retain_grads=True)
+    np.testing.assert_array_equal(gd.to_numpy(unused.grad), np.zeros(2))
+    assert float(gd.to_numpy(h.grad)) == 2.0
+    g.backward(y)                                # without retain_grads intermediate grads are cleared
+    assert h.grad is None
+
+
+def test_seed_for_non_scalar_output_and_grad_of_input():
+    g = gd.Graph(dtype="float64")
+    x = g.input("x", (3,), requires_grad=True)
+    y = x * x
+    g.forward({x: np.array([1.0, 2.0, 3.0])})
+    got = g.backward(y, seed=np.array([1.0, 0.0, 2.0]))
+    np.testing.assert_allclose(gd.to_numpy(got[x]), [2.0, 0.0, 12.0])
+
+
+def test_param_assignment_is_used_by_next_forward():
+    g = gd.Graph(dtype="float64")
+    w = g.param("w", np.ones(2))
+    y = gd.sum(w * 3.0)
+    assert float(gd.to_numpy(g.forward(outputs=y))) == 6.0
+    w.value = np.array([1.0, 2.0])
+    assert float(gd.to_numpy(g.forward(outputs=y))) == 9.0
+
+
+def test_eager_mode_computes_as_it_builds():
+    g = gd.Graph(eager=True, dtype="float64")
+    a = g.param("a", 2.0)
+    b = a * 3.0 + 1.0
+    assert float(gd.to_numpy(b.value)) == 7.0
+    g.backward(b)
+    assert float(gd.to_numpy(a.grad)) == 3.0
+
+
+@pytest.mark.slow
+def test_chain_of_a_million_nodes_runs_both_variants():
+    """No recursion anywhere: a 1,000,000-node chain runs forward and both backward variants."""
+    n = 1_000_000
+    g = gd.Graph(dtype="float64")
+    x = g.param("x", 0.5)
+    h = x
+    for _ in range(n - 1):
+        h = gd.tanh(h)
+    assert len(g.nodes) == n
+    g.forward(outputs=h)
+    v, d = 0.5, 1.0                         # the chain rule by hand: prod of (1 - tanh^2)
+    for _ in range(n - 1):
+        v = np.tanh(v)
+        d *= 1.0 - v * v
+    assert float(gd.to_numpy(h.value)) == pytest.approx(v, rel=1e-9)
+    for variant in gd.VARIANTS:
+        g.backward(h, variant=variant)
+        assert float(gd.to_numpy(x.grad)) == pytest.approx(d, rel=1e-9)
