@@ -80,7 +80,6 @@ def test_checkpoint_from_another_model_says_so(tmp_path):
         load_checkpoint(str(tmp_path / "plain.npz"))
 
 
-@pytest.mark.slow
 def test_cli_train_resume_generate(tmp_path, capsys):
     corpus = tmp_path / "c.txt"
     corpus.write_text(TEXT)
