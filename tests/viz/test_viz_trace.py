@@ -106,3 +106,19 @@ def test_report_and_diagram_on_each_cpu_backend(backend_name):
     g.backward(c, retain_grads=True)
     assert "grad 24.0000" in viz.to_dot(c).source
     assert len(viz.trace_frames(g, c, "parents")) == 3
+
+
+def test_stepper_page_is_self_contained_and_escapes_names(tmp_path):
+    from .viz_helpers import need_renderer
+    need_renderer("graphviz-pure")
+    g = gd.Graph(dtype="float64")
+    a = g.param('</script><b>"a"</b> \\ é', 2.0)
+    y = gd.multiply(a, a, name="y</script>")
+    g.forward(outputs=y)
+    page = viz.render_trace(g, y, tmp_path / "t", renderer="graphviz-pure", repeats=1,
+                            title="</script> & <title>")
+    text = open(page, encoding="utf-8").read()
+    assert text.count("</script>") == 1 and "<script src" not in text and "http" not in text.split("<svg")[0]
+    assert "&lt;/script&gt; &amp; &lt;title&gt;" in text
+    assert sorted(p.name for p in (tmp_path / "t" / "children").iterdir()) == ["step_001.svg", "step_002.svg"]
+    assert (tmp_path / "t" / "report.json").exists()

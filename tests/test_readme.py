@@ -1,0 +1,41 @@
+"""The README's two commands, the CI script and the examples stay true."""
+import pathlib
+import re
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def readme_commands():
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Two commands on a fresh machine", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", section)
+
+
+def test_readme_gives_exactly_two_commands():
+    cmds = readme_commands()
+    assert len(cmds) == 2 and all("\n" not in c for c in cmds)
+    assert "pip install -e ." in cmds[0] and "pytest" in cmds[1]
+
+
+def test_ci_runs_the_readme_test_command_and_fails_on_no_tests():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert readme_commands()[1] in ci.splitlines()
+    assert '"$rc" -eq 5' in ci
+
+
+def run_example(name):
+    return subprocess.run([sys.executable, str(ROOT / "examples" / name)], capture_output=True, text=True,
+                          check=True, cwd=ROOT).stdout
+
+
+def test_lecture_mlp_example_agrees_with_its_hand_written_backward():
+    out = run_example("lecture_mlp.py")
+    assert "all gradients agree" in out
+
+
+def test_scalar_graph_example_reproduces_micrograd_numbers():
+    out = run_example("scalar_graph.py")
+    assert "g = 24.7041" in out
+    assert out.count("dg/da = 138.8338, dg/db = 645.5773") == 2
