@@ -18,7 +18,7 @@ UPDATE = os.environ.get("GRAPHDIFF_UPDATE_GOLDEN") == "1"
 
 
 def check_golden(name, text):
-    path = GOLDEN / f"{name}.gv"
+    path = GOLDEN / f"{name}.dot"       # not .gv: the repo ignores *.gv (render outputs)
     if UPDATE:
         path.write_text(text, encoding="utf-8")
     assert path.exists(), f"no golden file {path}; run with GRAPHDIFF_UPDATE_GOLDEN=1 to write it"

@@ -1,0 +1,73 @@
+"""`graphdiff render NAME --out DIR` and `graphdiff compare NAME --out DIR` on the built-in example graphs."""
+import sys
+from pathlib import Path
+
+from .gallery import EXAMPLES, build
+
+
+def add_render_arguments(parser):
+    from graphdiff.cli import add_backend_argument
+    add_backend_argument(parser)
+    parser.add_argument("name", choices=sorted(EXAMPLES), help="example graph")
+    parser.add_argument("--out", default=".", help="folder for NAME.gv and NAME.<format> (default: .)")
+    parser.add_argument("--format", choices=("svg", "png", "pdf"), default="svg")
+    parser.add_argument("--rankdir", choices=("LR", "TB", "RL", "BT"), default=None)
+    parser.add_argument("--clusters", choices=("nested", "top", "none"), default="nested")
+    parser.add_argument("--collapse", type=int, default=None, help="draw scopes at this depth as one box each")
+    parser.add_argument("--legend", action="store_true", help="add a colour legend")
+    parser.add_argument("--max-nodes", type=int, default=300, help="collapse scopes past this many nodes")
+    parser.add_argument("--renderer", default="auto", help="auto (system dot, else graphviz-pure), dot, "
+                        "graphviz-pure, or a program path")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_render(args):
+    """Build the example, run forward and backward (keeping every gradient), write the DOT and the picture."""
+    from .dot import RenderError, render, to_dot
+    g, y = build(args.name, seed=args.seed)
+    g.backward(y, retain_grads=True)
+    dot = to_dot(y, rankdir=args.rankdir, clusters=args.clusters, collapse=args.collapse, legend=args.legend,
+                 max_nodes=args.max_nodes)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    gv = out / f"{args.name}.gv"
+    gv.write_text(dot.source, encoding="utf-8")
+    print(f"wrote {gv}")
+    try:
+        print(f"wrote {render(dot, out / args.name, args.format, renderer=args.renderer)}")
+    except RenderError as e:
+        print(f"graphdiff render: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_compare_arguments(parser):
+    from graphdiff.cli import add_backend_argument
+    add_backend_argument(parser)
+    parser.add_argument("name", choices=sorted(EXAMPLES), help="example graph")
+    parser.add_argument("--out", default=".", help="folder for the report and the stepper page (default: .)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed backward runs per variant")
+    parser.add_argument("--renderer", default="auto", help="auto, dot, graphviz-pure, or a program path")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_compare(args):
+    """Print the two variants' table; write NAME-report.json and the stepper page NAME-trace/trace.html."""
+    from .dot import RenderError
+    from .trace import compare_variants, render_trace
+    g, y = build(args.name, seed=args.seed)
+    report = compare_variants(g, y, repeats=args.repeats)
+    print(report.table())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    js = out / f"{args.name}-report.json"
+    js.write_text(report.to_json(), encoding="utf-8")
+    print(f"wrote {js}")
+    try:
+        page = render_trace(g, y, out / f"{args.name}-trace", renderer=args.renderer, repeats=args.repeats,
+                            title=f"graphdiff compare {args.name}: backward step by step")
+    except RenderError as e:
+        print(f"graphdiff compare: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {page}")
+    return 0

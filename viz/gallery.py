@@ -1,0 +1,97 @@
+"""Built-in example graphs for `graphdiff render NAME` and `graphdiff compare NAME`.
+
+Each builder returns (graph, output) with the forward pass done, so the diagram shows values.
+"""
+import numpy as np
+
+import graphdiff as gd
+
+
+def scalar(seed=0):
+    """micrograd's expression: L = (a*b + c) * f, with a=2, b=-3, c=10, f=-2 (float64 scalars)."""
+    g = gd.Graph(dtype="float64")
+    a = g.param("a", 2.0)
+    b = g.param("b", -3.0)
+    c = g.param("c", 10.0)
+    e = gd.multiply(a, b, name="e")
+    d = gd.add(e, c, name="d")
+    f = g.param("f", -2.0)
+    L = gd.multiply(d, f, name="L")
+    g.forward(outputs=L)
+    return g, L
+
+
+def mlp(seed=0, d=4, h=3, k=3):
+    """The lecture MLP: a = alpha x, z = sigmoid(a), b = beta z, y_hat = softmax(b), J = -sum(y log y_hat).
+
+    Args:
+        d, h, k: input size, hidden size, number of classes (x: (d,), alpha: (h, d), beta: (k, h)).
+    """
+    rng = np.random.default_rng(seed)
+    g = gd.Graph(dtype="float64")
+    x = g.input("x", shape=(d,))
+    y = g.input("y", shape=(k,))                               # one-hot target
+    alpha = g.param("alpha", rng.standard_normal((h, d)) * 0.5)
+    beta = g.param("beta", rng.standard_normal((k, h)) * 0.5)
+    a = gd.matmul(alpha, x, name="a")                          # (h,)
+    z = gd.sigmoid(a, name="z")                                # (h,)
+    b = gd.matmul(beta, z, name="b")                           # (k,)
+    y_hat = gd.softmax(b, name="y_hat")                        # (k,)
+    J = gd.negative(gd.sum(y * gd.log(y_hat, name="log_y_hat"), name="sum"), name="J")
+    g.forward({x: rng.standard_normal(d), y: np.eye(k)[1]}, outputs=J)
+    return g, J
+
+
+def transformer(seed=0, T=4, C=8, hidden=16):
+    """One pre-LN transformer block on a (T, C) sequence, then loss = mean(out^2).
+
+    x -> x + proj(causal_attention(ln1(x))) -> ... + mlp(ln2(...)); each part in its own scope.
+    """
+    rng = np.random.default_rng(seed)
+    g = gd.Graph(dtype="float32")
+    x = g.input("x", shape=(T, C))
+
+    def w(name, *shape):
+        return g.param(name, rng.standard_normal(shape) * (1.0 / np.sqrt(shape[0])))
+
+    with g.scope("block"):
+        with g.scope("ln1"):
+            h = gd.layer_norm(x, g.param("gamma", np.ones(C)), g.param("beta", np.zeros(C)), name="out")
+        with g.scope("attn"):
+            q = gd.matmul(h, w("W_q", C, C), name="q")                       # (T, C)
+            k = gd.matmul(h, w("W_k", C, C), name="k")                       # (T, C)
+            v = gd.matmul(h, w("W_v", C, C), name="v")                       # (T, C)
+            scores = gd.divide(gd.matmul(q, gd.transpose(k, name="kT"), name="qk"),
+                               float(np.sqrt(C)), name="scores")             # (T, T)
+            mask = g.constant(np.tril(np.ones((T, T), dtype=bool)), name="causal_mask")
+            masked = gd.where(mask, scores, -1e9, name="masked")
+            att = gd.softmax(masked, axis=-1, name="att")                    # (T, T)
+            y = gd.matmul(gd.matmul(att, v, name="att_v"), w("W_o", C, C), name="out")
+        x1 = gd.add(x, y, name="resid1")
+        with g.scope("ln2"):
+            h2 = gd.layer_norm(x1, g.param("gamma", np.ones(C)), g.param("beta", np.zeros(C)), name="out")
+        with g.scope("mlp"):
+            fc = gd.add(gd.matmul(h2, w("W_fc", C, hidden), name="fc"), g.param("b_fc", np.zeros(hidden)),
+                        name="fc_b")                                         # (T, hidden)
+            act = gd.gelu(fc, name="gelu")
+            out = gd.matmul(act, w("W_proj", hidden, C), name="proj")        # (T, C)
+        x2 = gd.add(x1, out, name="resid2")
+    loss = gd.mean(x2 * x2, name="loss")
+    g.forward({x: rng.standard_normal((T, C))}, outputs=loss)
+    return g, loss
+
+
+EXAMPLES = {"scalar": scalar, "mlp": mlp, "transformer": transformer}
+
+
+def build(name, seed=0):
+    """(graph, output) of a built-in example, forward done.
+
+    Args:
+        name: one of EXAMPLES ("scalar", "mlp", "transformer").
+    """
+    try:
+        builder = EXAMPLES[name]
+    except KeyError:
+        raise ValueError(f"no example graph {name!r}; choose from {', '.join(EXAMPLES)}") from None
+    return builder(seed=seed)
