@@ -11,7 +11,10 @@ Both variants visit the nodes y depends on in reverse topological order and call
 
 Everything here is a loop over lists: graphs a million nodes deep need no recursion limit.
 """
+from functools import partial
 from typing import NamedTuple
+
+import numpy as np
 
 from .errors import DTypeError, GraphError, NonFiniteError, ShapeError
 
@@ -106,29 +109,85 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True):
         names = ", ".join(f"'{n.name}' {describe(n.shape, n.dtype)}" for n in missing)
         raise GraphError(f"forward: no value for input {names}; pass it in feeds, "
                          f"e.g. g.forward({{'{missing[0].name}': array}})")
-    for n in order:
-        spec = n._op
-        if spec is None:
-            if check:
+    if check:
+        for n in order:
+            if n._op is None:
                 check_value(n, F)
-            continue
-        if spec.random and not resample and n._value is not None:
-            continue
+    scalar_steps = None if check else _forward_steps(graph, order, scalar=True)
+    if scalar_steps is not None:
+        for n in order:                     # leaves as Python floats; op nodes get floats from the kernels
+            if n._op is None and type(n._value) is not float:
+                n._value = float(n._value)
         try:
-            if spec.random:
-                n._value = spec.forward(F, *[p._value for p in n.inputs], ctx=graph, **n.attrs)
-            else:
-                n._value = spec.forward(F, *[p._value for p in n.inputs], **n.attrs)
+            _run(scalar_steps, resample, False, F)
+        except (ArithmeticError, ValueError):   # inf or nan ahead: NumPy's semantics take over
+            scalar_steps = None
+            _as_arrays(order)
+    if scalar_steps is None:
+        steps = _forward_steps(graph, order, scalar=False)
+        try:
+            _run(steps, resample, check, F)
         except GraphError:
             raise
         except Exception as e:
-            raise GraphError(f"forward failed at {_where(n)}: {type(e).__name__}: {e}") from e
-        if check:
-            check_value(n, F)
+            raise GraphError(f"forward failed at {_where(_run.failed)}: {type(e).__name__}: {e}") from e
     graph._fwd_version = graph._version
     if single is None:
         return None
-    return outs[0]._value if single else [o._value for o in outs]
+    return outs[0].value if single else [o.value for o in outs]
+
+
+def _run(steps, resample, check, F):
+    """Compute each step's node from its inputs' values (the forward pass proper)."""
+    for n, fn, ins, random in steps:
+        _run.failed = n
+        if random and not resample and n._value is not None:
+            continue
+        n._value = fn(*[p._value for p in ins])
+        if check:
+            check_value(n, F)
+
+
+def _as_arrays(nodes):
+    """Python-float values (from the scalar kernels) back to NumPy float64 scalars."""
+    for n in nodes:
+        if type(n._value) is float:
+            n._value = np.float64(n._value)
+
+
+def _scalar_graph(graph, order):
+    """True when the fused Python-float kernels can run order: NumPy, float64, every node 0-d, every op
+    with kernels. (NumPy's per-call overhead dominates on such micrograd-style graphs.)"""
+    if graph.backend.name != "numpy":
+        return False
+    for n in order:
+        if n.shape or n.dtype != "float64" or (n._op is not None and n._op.forward_scalar is None):
+            return False
+    return True
+
+
+def _forward_steps(graph, order, scalar):
+    """(node, forward with F and attrs bound, inputs, random) for each op node of order; cached.
+    With scalar=True: the Python-float kernels, or None where the graph cannot use them."""
+    key = ("steps", id(order), scalar)
+    if key in graph._cache:
+        return graph._cache[key]
+    F = graph.backend
+    steps = []
+    if scalar and not _scalar_graph(graph, order):
+        steps = None
+    else:
+        for n in order:
+            spec = n._op
+            if spec is None:
+                continue
+            if scalar:
+                fn = partial(spec.forward_scalar, **n.attrs) if n.attrs else spec.forward_scalar
+            else:
+                fn = partial(spec.forward, F, **(dict(n.attrs, ctx=graph) if spec.random else n.attrs))
+            steps.append((n, fn, n.inputs, spec.random))
+    graph._cache[key] = steps
+    return steps
 
 
 def compute(node, F, resample=True):
@@ -189,14 +248,17 @@ def _ranges(node, F):
 class _Plan:
     """What backward needs for one (y, wrt): the nodes on a path from wrt to y and the edges between."""
 
-    __slots__ = ("order", "active", "edges", "children", "pending", "wrt")
+    __slots__ = ("order", "active", "edges", "children", "pending", "wrt", "scalar")
 
 
-def _plan(graph, y, wrt):
-    key = ("bwd", y.index, None if wrt is None else tuple(n.index for n in wrt))
-    plan = graph._cache.get(key)
-    if plan is not None:
-        return plan
+def _plan(graph, y, wrt, scalar=False):
+    """The backward plan; scalar=True binds the Python-float VJP kernels (None if the graph can't)."""
+    key = ("bwd", y.index, None if wrt is None else tuple(n.index for n in wrt), scalar)
+    if key in graph._cache:
+        return graph._cache[key]
+    if scalar and not _scalar_graph(graph, topological_order(graph, [y])):
+        graph._cache[key] = None
+        return None
     order = topological_order(graph, [y])
     N = len(graph.nodes)
     if wrt is None:
@@ -228,13 +290,18 @@ def _plan(graph, y, wrt):
             continue
         slots = [(i, p) for i, p in enumerate(u.inputs) if live[p.index]]
         if slots:
-            edges[u.index] = slots
+            spec = u._op
+            if scalar:
+                vjp = partial(spec.vjp_scalar, **u.attrs) if u.attrs else spec.vjp_scalar
+            else:
+                vjp = partial(spec.vjp, graph.backend, **u.attrs)
+            edges[u.index] = (vjp, slots)
             pending[u.index] = len(slots)
             for i, p in slots:
-                children.setdefault(p.index, []).append((u, i))
+                children.setdefault(p.index, []).append((u, i, vjp))
     plan = _Plan()
-    plan.order, plan.active, plan.edges, plan.children, plan.pending, plan.wrt = (
-        order, active, edges, children, pending, targets)
+    plan.order, plan.active, plan.edges, plan.children, plan.pending, plan.wrt, plan.scalar = (
+        order, active, edges, children, pending, targets, scalar)
     graph._cache[key] = plan
     return plan
 
@@ -282,12 +349,22 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
         kept.update(n.index for n in plan.active)
     if check:
         _check_grad(F, seed, None, 0, y)
-    if not plan.active:
-        adj = {}
-    elif variant == "children":
-        adj = _children(F, y, seed, plan, kept, emit, check)
-    else:
-        adj = _parents(F, y, seed, plan, kept, emit, check)
+    run = _children if variant == "children" else _parents
+    adj = None
+    fast = None if check or not plan.active else _plan(graph, y, wrt, scalar=True)
+    if fast is not None:
+        events = [] if emit is not None else None   # held back until the run succeeds
+        try:
+            adj = run(F, y, float(seed), fast, kept, None if events is None else events.append, False)
+        except (ArithmeticError, ValueError):       # inf or nan ahead: NumPy's semantics take over
+            adj = None
+            _as_arrays(plan.order)
+        else:
+            for e in events or ():
+                emit(e)
+            adj = {k: np.float64(v) for k, v in adj.items()}
+    if adj is None:
+        adj = run(F, y, seed, plan, kept, emit, check) if plan.active else {}
     for n in graph._with_grad:
         n.grad = None
     holders = list(plan.wrt)
@@ -318,16 +395,17 @@ def _children(F, y, seed, plan, kept, emit, check):
     adj = {}
     pending = dict(plan.pending)
     children = plan.children
+    shapes = not plan.scalar
     for v in reversed(plan.active):
         vi = v.index
         if v is y:
             gv = seed
         else:
             gv = None
-            for u, i in children[vi]:
+            for u, i, vjp in children[vi]:
                 ui = u.index
-                c = u._op.vjp(F, i, adj[ui], [p._value for p in u.inputs], u._value, **u.attrs)
-                if c.shape != v.shape:
+                c = vjp(i, adj[ui], [p._value for p in u.inputs], u._value)
+                if shapes and c.shape != v.shape:
                     _bad_vjp(u, i, v, c)
                 if check:
                     _check_grad(F, c, u, i, v)
@@ -353,18 +431,20 @@ def _parents(F, y, seed, plan, kept, emit, check):
     """Version B: each node pushes (+=) into the adjoints of its inputs."""
     adj = {y.index: seed}
     edges = plan.edges
+    shapes = not plan.scalar
     for u in reversed(plan.active):
         ui = u.index
         gu = adj[ui]
         if emit is not None:
             emit(Final(u))
-        slots = edges.get(ui)
-        if slots:
-            vjp, attrs, out = u._op.vjp, u.attrs, u._value
+        edge = edges.get(ui)
+        if edge is not None:
+            vjp, slots = edge
+            out = u._value
             xs = [p._value for p in u.inputs]
             for i, p in slots:
-                c = vjp(F, i, gu, xs, out, **attrs)
-                if c.shape != p.shape:
+                c = vjp(i, gu, xs, out)
+                if shapes and c.shape != p.shape:
                     _bad_vjp(u, i, p, c)
                 if check:
                     _check_grad(F, c, u, i, p)

@@ -68,7 +68,8 @@ class Node:
     # --- values --------------------------------------------------------------------------------
     @property
     def value(self):
-        return self._value
+        v = self._value
+        return np.float64(v) if type(v) is float else v    # scalar graphs run on Python floats inside
 
     @value.setter
     def value(self, new):

@@ -6,6 +6,11 @@ An op is a class registered with @op. Its functions take the array namespace fir
     forward(F, *inputs, **attrs) -> array
     vjp(F, i, g, inputs, out, **attrs) -> gradient for input slot i
 
+Optionally, `forward_scalar(*inputs, **attrs)` and `vjp_scalar(i, g, inputs, out, **attrs)`: the same
+maths on Python floats, which autodiff uses for float64 graphs whose every node is 0-d (micrograd-style
+scalar graphs), where NumPy's per-call overhead would dominate. A kernel raises ArithmeticError or
+ValueError where NumPy would give inf or nan, and autodiff then reruns the step with forward/vjp.
+
 `F` is a Backend for arrays (numpy, cupy, array_api_strict). A VJP uses only operators and `F.<name>`
 functions that graphdiff also provides as ops, so the same rule can run on Nodes (gradients as graphs).
 `slots` says what each input must be: "float" (default), "int" (ids), "bool" (masks) or "any".
@@ -24,7 +29,7 @@ class OpDef:
     """A registered op. Attributes mirror the class given to @op."""
 
     __slots__ = ("name", "arity", "slots", "shape", "forward", "vjp", "dtype", "differentiable", "random",
-                 "doc", "cls")
+                 "doc", "cls", "forward_scalar", "vjp_scalar")
 
     def __init__(self, name, cls, arity, slots, differentiable, random):
         self.name = name
@@ -38,6 +43,10 @@ class OpDef:
         self.differentiable = differentiable and self.vjp is not None
         self.random = random
         self.doc = (cls.__doc__ or "").strip()
+        # optional fused kernels on Python floats, used when a whole float64 graph is 0-d (scalar graphs);
+        # tests/ops/test_scalar_kernels.py checks them against forward/vjp above
+        self.forward_scalar = cls.__dict__.get("forward_scalar")
+        self.vjp_scalar = cls.__dict__.get("vjp_scalar")
 
     def slot_kinds(self, n):
         if self.arity is not None and n != self.arity:

@@ -24,6 +24,12 @@ class Add:
     def vjp(F, i, g, xs, out):
         return F.unbroadcast(g, xs[i].shape)
 
+    def forward_scalar(a, b):
+        return a + b
+
+    def vjp_scalar(i, g, xs, out):
+        return g
+
 
 @op("subtract", arity=2)
 class Subtract:
@@ -35,6 +41,12 @@ class Subtract:
 
     def vjp(F, i, g, xs, out):
         return F.unbroadcast(g if i == 0 else -g, xs[i].shape)
+
+    def forward_scalar(a, b):
+        return a - b
+
+    def vjp_scalar(i, g, xs, out):
+        return g if i == 0 else -g
 
 
 @op("multiply", arity=2)
@@ -48,6 +60,12 @@ class Multiply:
     def vjp(F, i, g, xs, out):                    # d(ab) = b da + a db
         return F.unbroadcast(g * xs[1 - i], xs[i].shape)
 
+    def forward_scalar(a, b):
+        return a * b
+
+    def vjp_scalar(i, g, xs, out):
+        return g * xs[1 - i]
+
 
 @op("divide", arity=2)
 class Divide:
@@ -60,6 +78,12 @@ class Divide:
     def vjp(F, i, g, xs, out):                    # d(a/b) = da / b - (a/b) db / b
         a, b = xs
         return F.unbroadcast(g / b if i == 0 else -g * out / b, xs[i].shape)
+
+    def forward_scalar(a, b):
+        return a / b
+
+    def vjp_scalar(i, g, xs, out):
+        return g / xs[1] if i == 0 else -g * out / xs[1]
 
 
 @op("power", arity=2)
@@ -76,6 +100,16 @@ class Power:
             return F.unbroadcast(g * b * a ** (b - 1.0), a.shape)
         return F.unbroadcast(g * out * F.log(a), b.shape)
 
+    def forward_scalar(a, b):
+        out = a ** b
+        if type(out) is complex:             # NumPy gives nan for a negative base to a fractional power
+            raise ValueError("complex result")
+        return out
+
+    def vjp_scalar(i, g, xs, out):
+        a, b = xs
+        return g * b * a ** (b - 1.0) if i == 0 else g * out * math.log(a)
+
 
 @op("maximum", arity=2)
 class Maximum:
@@ -90,6 +124,13 @@ class Maximum:
         win = a > b if i == 0 else b > a
         share = F.where(F.equal(a, b), g * 0.5, 0.0)
         return F.unbroadcast(F.where(win, g, share), xs[i].shape)
+
+    def forward_scalar(a, b):
+        return a if a >= b or a != a else b   # a NaN wins, as in NumPy
+
+    def vjp_scalar(i, g, xs, out):
+        a, b = xs if i == 0 else xs[::-1]
+        return g if a > b else 0.5 * g if a == b else 0.0
 
 
 @op("minimum", arity=2)
@@ -106,6 +147,13 @@ class Minimum:
         share = F.where(F.equal(a, b), g * 0.5, 0.0)
         return F.unbroadcast(F.where(win, g, share), xs[i].shape)
 
+    def forward_scalar(a, b):
+        return a if a <= b or a != a else b
+
+    def vjp_scalar(i, g, xs, out):
+        a, b = xs if i == 0 else xs[::-1]
+        return g if a < b else 0.5 * g if a == b else 0.0
+
 
 # --- unary ------------------------------------------------------------------------------------------
 @op("negative")
@@ -117,6 +165,12 @@ class Negative:
         return -x
 
     def vjp(F, i, g, xs, out):
+        return -g
+
+    def forward_scalar(x):
+        return -x
+
+    def vjp_scalar(i, g, xs, out):
         return -g
 
 
@@ -131,6 +185,11 @@ class Exp:
     def vjp(F, i, g, xs, out):
         return g * out
 
+    forward_scalar = math.exp
+
+    def vjp_scalar(i, g, xs, out):
+        return g * out
+
 
 @op("log")
 class Log:
@@ -141,6 +200,11 @@ class Log:
         return F.log(x)
 
     def vjp(F, i, g, xs, out):
+        return g / xs[0]
+
+    forward_scalar = math.log
+
+    def vjp_scalar(i, g, xs, out):
         return g / xs[0]
 
 
@@ -155,6 +219,11 @@ class Sqrt:
     def vjp(F, i, g, xs, out):
         return g * 0.5 / out
 
+    forward_scalar = math.sqrt
+
+    def vjp_scalar(i, g, xs, out):
+        return g * 0.5 / out
+
 
 @op("tanh")
 class Tanh:
@@ -165,6 +234,11 @@ class Tanh:
         return F.tanh(x)
 
     def vjp(F, i, g, xs, out):
+        return g * (1.0 - out * out)
+
+    forward_scalar = math.tanh
+
+    def vjp_scalar(i, g, xs, out):
         return g * (1.0 - out * out)
 
 
@@ -180,6 +254,15 @@ class Sigmoid:
     def vjp(F, i, g, xs, out):
         return g * out * (1.0 - out)
 
+    def forward_scalar(x):
+        if x >= 0.0:
+            return 1.0 / (1.0 + math.exp(-x))
+        e = math.exp(x)
+        return e / (1.0 + e)
+
+    def vjp_scalar(i, g, xs, out):
+        return g * out * (1.0 - out)
+
 
 @op("relu")
 class Relu:
@@ -191,6 +274,12 @@ class Relu:
 
     def vjp(F, i, g, xs, out):
         return F.where(xs[0] > 0.0, g, 0.0)
+
+    def forward_scalar(x):
+        return x if x > 0.0 else 0.0
+
+    def vjp_scalar(i, g, xs, out):
+        return g if xs[0] > 0.0 else 0.0
 
 
 @op("abs")
@@ -204,6 +293,12 @@ class Abs:
     def vjp(F, i, g, xs, out):
         return g * F.sign(xs[0])
 
+    forward_scalar = abs
+
+    def vjp_scalar(i, g, xs, out):
+        x = xs[0]
+        return g if x > 0.0 else -g if x < 0.0 else 0.0 * x   # 0 * nan keeps a NaN, as sign(nan) does
+
 
 @op("erf")
 class Erf:
@@ -216,6 +311,12 @@ class Erf:
     def vjp(F, i, g, xs, out):
         x = xs[0]
         return g * (2.0 / math.sqrt(math.pi)) * F.exp(-x * x)
+
+    forward_scalar = math.erf
+
+    def vjp_scalar(i, g, xs, out):
+        x = xs[0]
+        return g * (2.0 / math.sqrt(math.pi)) * math.exp(-x * x)
 
 
 @op("gelu")
@@ -237,6 +338,19 @@ class Gelu:
         cdf = 0.5 * (1.0 + F.erf(x * _INV_SQRT_2))
         pdf = F.exp(-0.5 * x * x) * _INV_SQRT_2PI
         return g * (cdf + x * pdf)
+
+    def forward_scalar(x, approximate="none"):
+        if approximate == "tanh":
+            return 0.5 * x * (1.0 + math.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
+        return 0.5 * x * (1.0 + math.erf(x * _INV_SQRT_2))
+
+    def vjp_scalar(i, g, xs, out, approximate="none"):
+        x = xs[0]
+        if approximate == "tanh":
+            t = math.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
+            dt = _SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x) * (1.0 - t * t)
+            return g * (0.5 * (1.0 + t) + 0.5 * x * dt)
+        return g * (0.5 * (1.0 + math.erf(x * _INV_SQRT_2)) + x * math.exp(-0.5 * x * x) * _INV_SQRT_2PI)
 
 
 # --- selection, casts, comparisons --------------------------------------------------------------------

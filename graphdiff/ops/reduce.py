@@ -33,6 +33,12 @@ class Sum:
     def vjp(F, i, g, xs, out, axis=None, keepdims=False):
         return _spread(F, g, xs[0].shape, axis, keepdims)
 
+    def forward_scalar(x, axis=None, keepdims=False):      # a 0-d input: nothing to reduce
+        return x
+
+    def vjp_scalar(i, g, xs, out, axis=None, keepdims=False):
+        return g
+
 
 @op("mean")
 class Mean:
@@ -44,6 +50,12 @@ class Mean:
 
     def vjp(F, i, g, xs, out, axis=None, keepdims=False):
         return _spread(F, g, xs[0].shape, axis, keepdims) * (1.0 / _count(xs[0].shape, axis))
+
+    def forward_scalar(x, axis=None, keepdims=False):      # a 0-d input: nothing to reduce
+        return x
+
+    def vjp_scalar(i, g, xs, out, axis=None, keepdims=False):
+        return g
 
 
 @op("max")
@@ -61,6 +73,12 @@ class Max:
         count = F.sum(mask, axis=axis, keepdims=True)
         return _spread(F, g, x.shape, axis, keepdims) * mask / count
 
+    def forward_scalar(x, axis=None, keepdims=False):      # a 0-d input: nothing to reduce
+        return x
+
+    def vjp_scalar(i, g, xs, out, axis=None, keepdims=False):
+        return g
+
 
 @op("add_n", arity=None)
 class AddN:
@@ -75,6 +93,15 @@ class AddN:
 
     def vjp(F, i, g, xs, out):
         return F.unbroadcast(g, xs[i].shape)
+
+    def forward_scalar(*xs):
+        total = xs[0]
+        for x in xs[1:]:
+            total = total + x
+        return total
+
+    def vjp_scalar(i, g, xs, out):
+        return g
 
 
 def _norm_axis_arg(axis):
