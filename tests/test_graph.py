@@ -1,0 +1,94 @@
+"""graph.py: leaves, wrapping, names and scopes, shape/dtype inference, node attributes."""
+import numpy as np
+import pytest
+
+import graphdiff as gd
+
+
+def test_contract_example_builds_and_runs():
+    g = gd.Graph()
+    x = g.input("x", shape=(4, 3))
+    W = g.param("W", np.random.default_rng(0).standard_normal((3, 2)))
+    b = g.param("b", np.zeros(2))
+    c = g.constant(2.0)
+    h = gd.tanh(x @ W + b)
+    loss = gd.mean(h * h * c)
+    assert [n.kind for n in (x, W, c, h)] == ["input", "param", "constant", "op"]
+    assert (h.shape, h.dtype, loss.shape) == ((4, 2), "float32", ())
+    assert h.op == "tanh" and h.inputs[0].op == "add" and W.op is None
+    assert g.params() == [W, b] and g.inputs() == [x]
+    assert g.nodes[0] is x and [n.index for n in g.nodes] == list(range(len(g.nodes)))
+    g.forward({"x": np.ones((4, 3))})
+    g.backward(loss, variant="children")
+    assert W.grad.shape == (3, 2) and W.grad.dtype == np.float32
+
+
+def test_python_numbers_and_arrays_become_constants_in_the_graph_dtype():
+    g = gd.Graph(dtype="float64")
+    x = g.param("x", np.ones(3))
+    y = 2 * x + np.arange(3)                    # int scalar and int array in float slots: float64
+    consts = [n for n in g.nodes if n.kind == "constant"]
+    assert [c.dtype for c in consts] == ["float64", "float64"]
+    assert y.dtype == "float64"
+    np.testing.assert_array_equal(gd.to_numpy(g.forward(outputs=y)), [2.0, 3.0, 4.0])
+
+
+def test_integer_arrays_stay_integer_in_integer_slots():
+    g = gd.Graph()
+    table = g.param("wte", np.eye(4))
+    e = gd.embedding(table, np.array([[0, 3]]))
+    assert e.inputs[1].dtype == "int64" and e.shape == (1, 2, 4)
+
+
+def test_names_are_unique_and_scoped():
+    g = gd.Graph()
+    x = g.param("x", 1.0)
+    a, b = gd.tanh(x), gd.tanh(x)
+    assert (a.name, b.name) == ("tanh", "tanh_1")
+    with g.scope("block0"):
+        with g.scope("attn"):
+            q = gd.exp(x, name="q")
+            W = g.param("W", 1.0)
+        assert g.current_scope == "block0"
+    assert (q.name, q.scope, W.name) == ("block0/attn/q", "block0/attn", "block0/attn/W")
+    assert g["block0/attn/q"] is q and g.current_scope == ""
+
+
+def test_shapes_and_dtypes_inferred_at_build_time():
+    g = gd.Graph()
+    x = g.input("x", (2, 1, 5))
+    w = g.param("w", np.ones((3, 5, 4)))
+    y = x.reshape(2, 1, 1, 5) @ w               # batch axes (2, 1) and (3,) broadcast to (2, 3)
+    assert y.shape == (2, 3, 1, 4)
+    assert gd.sum(y, axis=(0, -1), keepdims=True).shape == (1, 3, 1, 1)
+    with pytest.raises(gd.ShapeError, match=r"shapes \(2,\) and \(3,\) do not broadcast"):
+        x @ w
+    assert (x > 0.0).dtype == "bool"
+    assert gd.astype(x, "float64").dtype == "float64"
+    assert x[..., None, 1:3].shape == (2, 1, 1, 2)
+    assert gd.concat([x, x], axis=-1).shape == (2, 1, 10) and gd.stack([x, x], axis=1).shape == (2, 2, 1, 5)
+    assert x.reshape(-1, 5).shape == (2, 5) and x.T.shape == (5, 1, 2)
+
+
+def test_input_dtypes_and_feeding_ints():
+    g = gd.Graph()
+    ids = g.input("ids", (2, 3), dtype="int64")
+    mask = g.input("mask", (2, 3), dtype=bool)
+    assert (ids.dtype, mask.dtype) == ("int64", "bool")
+    g.forward({ids: np.zeros((2, 3), dtype=np.int32), mask: np.ones((2, 3), dtype=bool)})
+    assert ids.value.dtype == np.int64
+
+
+def test_node_repr_and_numpy_helpers():
+    g = gd.Graph(dtype="float64")
+    w = g.param("w", [1.0, 2.0])
+    assert repr(w) == "<Node 'w' param f64[2]>"
+    np.testing.assert_array_equal(w.numpy(), [1.0, 2.0])
+    assert gd.sum(w).shape == () and len(w) == 2
+
+
+def test_numpy_array_on_the_left_defers_to_node():
+    g = gd.Graph(dtype="float64")
+    w = g.param("w", np.ones(2))
+    y = np.array([2.0, 3.0]) * w
+    assert isinstance(y, gd.Node) and y.op == "multiply"
