@@ -61,7 +61,7 @@ def test_shapes_and_dtypes_inferred_at_build_time():
     y = x.reshape(2, 1, 1, 5) @ w               # batch axes (2, 1) and (3,) broadcast to (2, 3)
     assert y.shape == (2, 3, 1, 4)
     assert gd.sum(y, axis=(0, -1), keepdims=True).shape == (1, 3, 1, 1)
-    with pytest.raises(gd.ShapeError, match=r"shapes \(2,\) and \(3,\) do not broadcast"):
+    with pytest.raises(gd.ShapeError, match=r"a\(2, 1, 5\) @ b\(3, 5, 4\): batch axes \(2,\) and \(3,\) do not broadcast"):
         x @ w
     assert (x > 0.0).dtype == "bool"
     assert gd.astype(x, "float64").dtype == "float64"

@@ -176,7 +176,11 @@ def _matmul_shape(a, b):
         raise ShapeError(f"a{a} @ b{b}: inner dims differ ({a2[-1]} != {b2[-2]}); "
                          f"b needs shape ({a2[-1]}, ...) or a needs (..., {b2[-2]})")
     from . import broadcast_shapes
-    batch = broadcast_shapes(a2[:-2], b2[:-2]) if (a2[:-2] or b2[:-2]) else ()
+    try:
+        batch = broadcast_shapes(a2[:-2], b2[:-2]) if (a2[:-2] or b2[:-2]) else ()
+    except ShapeError:
+        raise ShapeError(f"a{a} @ b{b}: batch axes {a2[:-2]} and {b2[:-2]} do not broadcast; each must be "
+                         "equal or 1 (reshape one, e.g. add a size-1 axis)") from None
     return batch + a2[-2:-1] * (len(a) > 1) + b2[-1:] * (len(b) > 1)
 
 
