@@ -111,6 +111,26 @@ class Power:
         return g * b * a ** (b - 1.0) if i == 0 else g * out * math.log(a)
 
 
+def _greater(x, other):
+    return x > other
+
+
+def _less(x, other):
+    return x < other
+
+
+def _extremum_vjp(F, i, g, xs, wins):
+    """maximum/minimum: all of g where input i strictly wins, half where the two tie, else 0."""
+    x, other = xs[i], xs[1 - i]
+    share = F.where(F.equal(x, other), g * 0.5, 0.0)
+    return F.unbroadcast(F.where(wins(x, other), g, share), x.shape)
+
+
+def _extremum_vjp_scalar(i, g, xs, wins):
+    x, other = xs[i], xs[1 - i]
+    return g if wins(x, other) else 0.5 * g if x == other else 0.0
+
+
 @op("maximum", arity=2)
 class Maximum:
     """elementwise max(a, b); a tie sends half the gradient to each side (as PyTorch does)"""
@@ -120,17 +140,13 @@ class Maximum:
         return F.maximum(a, b)
 
     def vjp(F, i, g, xs, out):
-        a, b = xs
-        win = a > b if i == 0 else b > a
-        share = F.where(F.equal(a, b), g * 0.5, 0.0)
-        return F.unbroadcast(F.where(win, g, share), xs[i].shape)
+        return _extremum_vjp(F, i, g, xs, _greater)
 
     def forward_scalar(a, b):
         return a if a >= b or a != a else b   # a NaN wins, as in NumPy
 
     def vjp_scalar(i, g, xs, out):
-        a, b = xs if i == 0 else xs[::-1]
-        return g if a > b else 0.5 * g if a == b else 0.0
+        return _extremum_vjp_scalar(i, g, xs, _greater)
 
 
 @op("minimum", arity=2)
@@ -142,17 +158,13 @@ class Minimum:
         return F.minimum(a, b)
 
     def vjp(F, i, g, xs, out):
-        a, b = xs
-        win = a < b if i == 0 else b < a
-        share = F.where(F.equal(a, b), g * 0.5, 0.0)
-        return F.unbroadcast(F.where(win, g, share), xs[i].shape)
+        return _extremum_vjp(F, i, g, xs, _less)
 
     def forward_scalar(a, b):
         return a if a <= b or a != a else b
 
     def vjp_scalar(i, g, xs, out):
-        a, b = xs if i == 0 else xs[::-1]
-        return g if a < b else 0.5 * g if a == b else 0.0
+        return _extremum_vjp_scalar(i, g, xs, _less)
 
 
 # --- unary ------------------------------------------------------------------------------------------
