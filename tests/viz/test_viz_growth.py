@@ -1,0 +1,65 @@
+"""viz.growth and `graphdiff growth`: RNN-LM graphs grow linearly, Transformer-LM graphs quadratically."""
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from graphdiff.cli import main
+from viz import growth
+
+
+def second_differences(rows, metric):
+    v = np.array([r[metric] for r in rows])
+    return v[2:] - 2 * v[1:-1] + v[:-2]
+
+
+def test_edge_counts_are_exactly_linear_and_quadratic():
+    rows = growth.measure(10)
+    rnn, tr = second_differences(rows["rnn"][2:], "edges"), second_differences(rows["transformer"][2:], "edges")
+    assert np.all(rnn == 0)                                   # a line
+    assert np.all(tr == tr[0]) and tr[0] > 0                  # a parabola
+    assert all(r["depth"] == rows["transformer"][0]["depth"] for r in rows["transformer"])
+
+
+def run_cli(tmp_path, max_len):
+    out = tmp_path / "growth"
+    assert main(["growth", "--max-len", str(max_len), "--out", str(out)]) == 0
+    return out, json.loads((out / "growth.json").read_text())
+
+
+def check_files(out, data, max_len):
+    assert set(data) == {"config", "rnn", "transformer", "exponents"}
+    for name in ("rnn", "transformer"):
+        assert [r["T"] for r in data[name]] == list(range(1, max_len + 1))
+        assert all(set(r) == {"T", "nodes", "edges", "depth"} for r in data[name])
+        assert set(data["exponents"][name]) == {"nodes", "edges", "depth"}
+    for f in ("growth.png", "growth.svg", "rnn_T4.svg", "transformer_T4.svg"):
+        assert (out / f).stat().st_size > 1000
+    for f in ("growth.svg", "rnn_T4.svg", "transformer_T4.svg"):
+        ET.parse(out / f)                                     # valid XML
+
+
+def test_cli_writes_the_json_and_figures(tmp_path, capsys):
+    out, data = run_cli(tmp_path, 8)
+    check_files(out, data, 8)
+    assert "fitted exponents, transformer" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_fitted_exponents_at_max_len_64(tmp_path):
+    out, data = run_cli(tmp_path, 64)
+    check_files(out, data, 64)
+    rnn, tr = data["exponents"]["rnn"], data["exponents"]["transformer"]
+    assert 0.95 <= rnn["edges"] <= 1.05 and 0.9 <= rnn["depth"] <= 1.05
+    assert 1.75 <= tr["edges"] <= 2.05 and abs(tr["depth"]) < 0.02
+
+
+def test_attention_edges_cross_positions_only():
+    from graphdiff.lm.gpt import GPT
+    from graphdiff.lm.unrolled import unroll
+    u = unroll(GPT(vocab_size=5, block_size=3, n_layer=1, n_head=1, n_embd=2), [1, 2, 3], [2, 3, 4])
+    edges = growth.attention_edges(u.graph)
+    # position t reads the key and the value of each earlier position j < t: 2 edges per pair
+    assert len(edges) == 2 * 3
+    assert all(p.split("/")[0] != c.split("/")[0] for p, c, _ in edges)
