@@ -35,7 +35,7 @@ def test_missing_feed_says_how_to_feed(g):
 
 
 def test_misshaped_feed(g):
-    x = g.input("x", (2, 3))
+    g.input("x", (2, 3))
     with pytest.raises(gd.ShapeError, match=r"input 'x' expects shape \(2, 3\) \(f64\[2,3\]\), got an array of "
                                             r"shape \(3, 2\); reshape the data"):
         g.forward({"x": np.zeros((3, 2))})

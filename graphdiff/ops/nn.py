@@ -1,5 +1,5 @@
 """Neural-network ops: softmax, log_softmax, cross_entropy, layer_norm, embedding, dropout."""
-from . import REGISTRY, apply, norm_axis, op, same_shape
+from . import REGISTRY, apply, norm_axis, op
 from ..errors import ShapeError
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "layer_norm", "embedding", "dropout"]

@@ -125,7 +125,7 @@ def test_awkward_names_render_to_valid_svg(renderer, clusters, tmp_path):
 @pytest.mark.parametrize("renderer", ["graphviz-pure", "dot"])
 def test_render_png_and_paths(renderer, tmp_path):
     need_renderer(renderer)
-    g, y = twice_a()[0], twice_a()[3]
+    y = twice_a()[3]
     out = viz.render(y, tmp_path / "sub" / "c.png", "png", renderer=renderer)
     assert out == str(tmp_path / "sub" / "c.png")
     assert Path(out).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
