@@ -10,7 +10,9 @@ Two workloads that micrograd can express too:
 micrograd builds its graph while computing (forward = build) and sorts it recursively in backward.
 graphdiff builds the graph once and re-runs it, so its steady state is forward + backward on a built
 graph; the first build is reported separately. Times are CPU time per op node (time.process_time, so
-other load on the machine counts less), the median of several repeats, the two engines interleaved.
+other load on the machine counts less), the median of several repeats. Each engine and workload runs in
+a fresh process with Python's garbage collector on, as users run them: in one shared process, the
+collector would walk graphdiff's built graph while micrograd allocates, and slow micrograd unfairly.
 """
 import argparse
 import gc
@@ -132,24 +134,44 @@ def count_micrograd_ops(run_builder):
     return count[0]
 
 
-def compare(name, gd_build, mg_run, repeat):
+WORKLOADS = {"chain": (chain_graphdiff, lambda n: chain_micrograd(n)[0]), "mlp": (mlp_graphdiff, mlp_micrograd)}
+
+
+def measure(engine, workload, size, repeat):
+    """One engine on one workload, in this process: {"op_nodes", "us_per_node" or per variant, "build_us"}."""
+    gd_build, mg_build = WORKLOADS[workload]
+    if engine == "micrograd":
+        run = mg_build(size)
+        ops = count_micrograd_ops(run)
+        return {"op_nodes": ops, "us_per_node": _median_time(run, repeat) / ops * 1e6}
     t = time.process_time()
-    g, y, ops = gd_build()
-    build = time.process_time() - t
+    g, y, ops = gd_build(size)
+    row = {"op_nodes": ops, "build_us_per_node": (time.process_time() - t) / ops * 1e6}
     g.forward(outputs=y)
-    g.backward(y)                        # first run builds the cached order and plan
-    row = {"workload": name, "graphdiff_op_nodes": ops}
-    mg_ops = count_micrograd_ops(mg_run)
-    row["micrograd_op_nodes"] = mg_ops
     for variant in gd.VARIANTS:
+        g.backward(y, variant=variant)   # the first run builds the cached order and plan
+
         def step():
             g.forward(outputs=y)
             g.backward(y, variant=variant)
-        row[f"graphdiff_{variant}_us_per_node"] = _median_time(step, repeat) / ops * 1e6
-        row["micrograd_us_per_node"] = _median_time(mg_run, repeat) / mg_ops * 1e6
-    row["graphdiff_build_us_per_node"] = build / ops * 1e6
+        row[f"{variant}_us_per_node"] = _median_time(step, repeat) / ops * 1e6
+    return row
+
+
+def _subprocess(*args):
+    env = dict(os.environ)
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def compare(workload, size, repeat):
+    mg = _subprocess("--measure", "micrograd", workload, str(size), str(repeat))
+    gdr = _subprocess("--measure", "graphdiff", workload, str(size), str(repeat))
+    row = {"workload": workload, "graphdiff_op_nodes": gdr["op_nodes"], "micrograd_op_nodes": mg["op_nodes"],
+           "micrograd_us_per_node": mg["us_per_node"], "graphdiff_build_us_per_node": gdr["build_us_per_node"]}
     for variant in gd.VARIANTS:
-        row[f"ratio_{variant}"] = row[f"graphdiff_{variant}_us_per_node"] / row["micrograd_us_per_node"]
+        row[f"graphdiff_{variant}_us_per_node"] = gdr[f"{variant}_us_per_node"]
+        row[f"ratio_{variant}"] = gdr[f"{variant}_us_per_node"] / mg["us_per_node"]
     return row
 
 
@@ -183,19 +205,32 @@ def main():
     ap.add_argument("--mlp-points", type=int, default=20)
     ap.add_argument("--chain-million", action="store_true", help="also run the 1,000,000-node chain")
     ap.add_argument("--million-variant", help=argparse.SUPPRESS)
+    ap.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--no-gc", action="store_true",
+                    help="also measure with the garbage collector off in both engines (micrograd allocates "
+                         "an object per node and pays for collections; this shows the engines without them)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     sys.setrecursionlimit(1_000_000)    # micrograd sorts recursively; graphdiff needs no such limit
     if args.million_variant:
         print(json.dumps(million(args.million_variant)))
         return
-    rows = [compare("chain", lambda: chain_graphdiff(args.chain_steps),
-                    chain_micrograd(args.chain_steps)[0], args.repeat),
-            compare("mlp", lambda: mlp_graphdiff(args.mlp_points), mlp_micrograd(args.mlp_points), args.repeat)]
-    print(f"{'workload':9s} {'ops':>7s} {'micrograd':>10s} {'children':>9s} {'parents':>9s} {'build':>7s}"
+    if args.measure:
+        if os.environ.get("GRAPHDIFF_BENCH_NO_GC"):
+            gc.disable()
+        engine, workload, size, repeat = args.measure
+        print(json.dumps(measure(engine, workload, int(size), int(repeat))))
+        return
+    rows = [compare("chain", args.chain_steps, args.repeat), compare("mlp", args.mlp_points, args.repeat)]
+    if args.no_gc:
+        os.environ["GRAPHDIFF_BENCH_NO_GC"] = "1"
+        rows += [dict(compare(w, n, args.repeat), workload=f"{w} (no gc)")
+                 for w, n in (("chain", args.chain_steps), ("mlp", args.mlp_points))]
+        del os.environ["GRAPHDIFF_BENCH_NO_GC"]
+    print(f"{'workload':15s} {'ops':>7s} {'micrograd':>10s} {'children':>9s} {'parents':>9s} {'build':>7s}"
           f" {'ratio A':>8s} {'ratio B':>8s}   (CPU us per op node; ratio = graphdiff / micrograd)")
     for r in rows:
-        print(f"{r['workload']:9s} {r['graphdiff_op_nodes']:7d} {r['micrograd_us_per_node']:10.2f} "
+        print(f"{r['workload']:15s} {r['graphdiff_op_nodes']:7d} {r['micrograd_us_per_node']:10.2f} "
               f"{r['graphdiff_children_us_per_node']:9.2f} {r['graphdiff_parents_us_per_node']:9.2f} "
               f"{r['graphdiff_build_us_per_node']:7.2f} {r['ratio_children']:8.2f} {r['ratio_parents']:8.2f}")
     result = {"scalar": rows}

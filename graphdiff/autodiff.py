@@ -143,7 +143,13 @@ def _run(steps, resample, check, F):
         _run.failed = n
         if random and not resample and n._value is not None:
             continue
-        n._value = fn(*[p._value for p in ins])
+        k = len(ins)                          # spelled out: a list comprehension costs more than the op
+        if k == 2:
+            n._value = fn(ins[0]._value, ins[1]._value)
+        elif k == 1:
+            n._value = fn(ins[0]._value)
+        else:
+            n._value = fn(*[p._value for p in ins])
         if check:
             check_value(n, F)
 
@@ -404,7 +410,7 @@ def _children(F, y, seed, plan, kept, emit, check):
             gv = None
             for u, i, vjp in children[vi]:
                 ui = u.index
-                c = vjp(i, adj[ui], [p._value for p in u.inputs], u._value)
+                c = vjp(i, adj[ui], _values(u.inputs), u._value)
                 if shapes and c.shape != v.shape:
                     _bad_vjp(u, i, v, c)
                 if check:
@@ -441,7 +447,7 @@ def _parents(F, y, seed, plan, kept, emit, check):
         if edge is not None:
             vjp, slots = edge
             out = u._value
-            xs = [p._value for p in u.inputs]
+            xs = _values(u.inputs)
             for i, p in slots:
                 c = vjp(i, gu, xs, out)
                 if shapes and c.shape != p.shape:
@@ -458,6 +464,15 @@ def _parents(F, y, seed, plan, kept, emit, check):
             if emit is not None:
                 emit(Freed(u))
     return adj
+
+
+def _values(ins):
+    k = len(ins)
+    if k == 2:
+        return (ins[0]._value, ins[1]._value)
+    if k == 1:
+        return (ins[0]._value,)
+    return tuple(p._value for p in ins)
 
 
 def _bad_vjp(u, i, p, c):
