@@ -5,6 +5,25 @@ import sys
 from ..cli import add_backend_argument
 
 
+def add_threads_argument(p):
+    p.add_argument("--threads", type=int, default=1,
+                   help="BLAS threads (default 1: the matrices here are small, and busy-waiting BLAS threads "
+                        "run up to 10x slower when the cores are shared; 0 keeps the library default)")
+
+
+def set_threads(n):
+    """Limit the BLAS thread pool (through threadpoolctl, when installed)."""
+    if not n:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print(f"note: --threads {n} needs threadpoolctl (pip install threadpoolctl); using the BLAS default",
+              file=sys.stderr)
+        return
+    threadpool_limits(n)
+
+
 def add_train_arguments(p):
     from .train import TRAIN_DEFAULTS as D
     p.add_argument("--model", choices=("gpt", "rnn"), default="gpt", help="model family (default: gpt)")
@@ -38,6 +57,7 @@ def add_train_arguments(p):
     p.add_argument("--log", default=None, help="append one JSON line per evaluation to this file")
     p.add_argument("--sample-chars", type=int, default=200, help="print a sample of this length at the end")
     p.add_argument("--no-progress", action="store_true")
+    add_threads_argument(p)
     add_backend_argument(p)
 
 
@@ -46,6 +66,7 @@ def run_train(args):
     from . import tokenizers
     from .data import CorpusError, load_corpus
     from .train import Trainer, build_model, check_resume_compatible, load_checkpoint, prepare_data
+    set_threads(args.threads)
     try:
         docs, desc = load_corpus(args.corpus)
     except CorpusError as e:
@@ -66,6 +87,8 @@ def run_train(args):
             if args.tokenizer == "char":
                 tok = tokenizers.CharTokenizer.train("".join(docs))
             else:
+                print(f"training a byte-level BPE tokenizer ({args.bpe_vocab} ids) on the corpus "
+                      "(about 30 s for the default corpus)...", flush=True)
                 tok = tokenizers.ByteBPETokenizer.train("".join(docs), vocab_size=args.bpe_vocab)
             if args.model == "gpt":
                 cfg = dict(vocab_size=tok.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
@@ -84,7 +107,8 @@ def run_train(args):
     print(f"model: {m.kind}, {m.num_parameters():,} parameters, vocab {tok.vocab_size}, "
           f"backend {m.backend.name}, {m.dtype}")
     trainer.fit(time_limit=args.time_limit, checkpoint=args.out, progress=not args.no_progress, log=args.log)
-    print(f"saved {args.out} at step {trainer.step}")
+    tokenizers.save(tok, os.path.join(os.path.dirname(os.path.abspath(args.out)), "tokenizer.json"))
+    print(f"saved {args.out} at step {trainer.step} (and tokenizer.json beside it)")
     if args.sample_chars:
         from .generate import generate
         prompt = tok.encode("\n")
@@ -96,13 +120,14 @@ def run_train(args):
 
 def add_generate_arguments(p):
     p.add_argument("--checkpoint", default="out/ckpt.npz")
-    p.add_argument("--prompt", default="\n")
+    p.add_argument("--prompt", default="\n", help='text to continue ("\\n" and "\\t" allowed)')
     p.add_argument("--max-new-tokens", type=int, default=300)
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole prefix at every step")
+    add_threads_argument(p)
     add_backend_argument(p)
 
 
@@ -111,10 +136,11 @@ def run_generate(args):
     from .generate import generate
     from .tokenizers import TokenizerError
     from .train import load_checkpoint
+    set_threads(args.threads)
     try:
         model, tok, meta, _ = load_checkpoint(args.checkpoint)
-        prompt = tok.encode(args.prompt.encode().decode("unicode_escape") if "\\" in args.prompt
-                            else args.prompt)
+        # "\n" and "\t" typed on a command line mean a newline and a tab
+        prompt = tok.encode(args.prompt.replace("\\n", "\n").replace("\\t", "\t"))
     except (CheckpointError, TokenizerError) as e:
         print(f"graphdiff generate: {e}", file=sys.stderr)
         return 2

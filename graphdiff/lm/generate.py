@@ -5,11 +5,15 @@ The KV cache holds, per layer, the keys and values of the past positions in fixe
 arrays; one "step" graph (built once) attends from the new token to them through an additive mask
 (0 where a key is filled, NEG where not), so its logits equal the full recompute's (exp(NEG) is exactly 0).
 Past block_size tokens the context slides, and each step recomputes the last block_size tokens.
+Full recompute (and the cache's prefill) pads the context with <pad> to a multiple of BUCKET positions, so
+a handful of graphs serve every length; causal masking keeps the padding from changing any real position.
 """
 import numpy as np
 
 from ..backend import to_numpy
 from .gpt import NEG
+
+BUCKET = 16      # full recompute and prefill pad the context to a multiple of this: one graph per bucket
 
 
 def _pick(logits, rng, greedy, temperature, top_k):
@@ -70,10 +74,24 @@ class Decoder:
             return self.ids[-self.model.config["block_size"]:]
         return self.ids
 
+    def _padded(self, ctx):
+        """ctx right-padded with <pad> to a multiple of BUCKET, so a few graphs serve every length (causal
+        attention and the RNN never let a padded position change an earlier one)."""
+        n = len(ctx)
+        Tb = -(-n // BUCKET) * BUCKET
+        if self.model.kind == "gpt":
+            Tb = min(Tb, self.model.config["block_size"])
+        idx = np.full((1, Tb), self.model.pad_id, dtype=np.int64)
+        idx[0, :n] = ctx
+        mask = np.zeros((1, Tb), dtype=bool)
+        mask[0, :n] = True
+        return idx, mask
+
     def _full(self):
-        ctx = np.asarray([self._context()], dtype=np.int64)
-        logits = self.model.forward_logits(ctx)
-        return to_numpy(logits)[0, -1].astype(np.float64)
+        ctx = self._context()
+        idx, mask = self._padded(ctx)
+        logits = self.model.forward_logits(idx, mask)
+        return to_numpy(logits)[0, len(ctx) - 1].astype(np.float64)
 
     # --- GPT with a KV cache -------------------------------------------------------------------
     def _prefill(self):
@@ -90,13 +108,13 @@ class Decoder:
         self.n = 0
         if head:
             n = len(head)
-            prog = m.programs(("logits", 1, n))
+            idx, mask = self._padded(head)
+            prog = m.programs(("logits", 1, idx.shape[1]))
             names = [f"k.{l}" for l in range(L)] + [f"v.{l}" for l in range(L)]
-            outs = prog.run({"idx": np.asarray([head], dtype=np.int64),
-                             "key_mask": np.ones((1, n), dtype=bool)}, names)
+            outs = prog.run({"idx": idx, "key_mask": mask}, names)
             for l in range(L):
-                self.k[l][:, :, :n, :] = outs[l]
-                self.v[l][:, :, :n, :] = outs[L + l]
+                self.k[l][:, :, :n, :] = outs[l][:, :, :n, :]
+                self.v[l][:, :, :n, :] = outs[L + l][:, :, :n, :]
             self.n = n
         return self._gpt_step(last)
 

@@ -1,6 +1,7 @@
 """Training: mini-batch AdamW with warm-up + cosine learning rate, gradient clipping, periodic validation,
 atomic checkpoints that resume exactly (parameters, optimizer moments, step, and both random streams).
 """
+import hashlib
 import json
 import os
 import time
@@ -19,7 +20,7 @@ FORMAT = "graphdiff-lm-checkpoint"
 VERSION = 1
 MODELS = {"gpt": GPT, "rnn": RNNLM}
 
-TRAIN_DEFAULTS = dict(steps=2000, batch_size=16, lr=3e-3, min_lr=3e-4, warmup=50, weight_decay=0.01,
+TRAIN_DEFAULTS = dict(steps=1000, batch_size=16, lr=3e-3, min_lr=3e-4, warmup=50, weight_decay=0.01,
                       grad_clip=1.0, eval_every=100, eval_batches=8, seed=1337)
 
 
@@ -44,6 +45,7 @@ class Trainer:
             raise TypeError(f"unknown training settings {sorted(unknown)}")
         self.hp = dict(TRAIN_DEFAULTS, **hp)
         self.model, self.tokenizer = model, tokenizer
+        self.fingerprint = corpus_fingerprint(train_docs, val_docs)
         T, B = model.config["block_size"], self.hp["batch_size"]
         self.data_rng = np.random.default_rng(self.hp["seed"])
         self.sampler = Sampler(train_docs, T, B, tokenizer.pad_id, self.data_rng)
@@ -144,6 +146,7 @@ class Trainer:
             "format": FORMAT, "version": VERSION,
             "model": {"kind": self.model.kind, "config": self.model.config, "dtype": self.model.dtype},
             "tokenizer": self.tokenizer.to_dict(),
+            "corpus": self.fingerprint,
             "train": {"hp": self.hp, "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed,
                       "optim": {"t": opt["t"], "lr": opt["lr"]},
                       "data_rng": self.data_rng.bit_generator.state,
@@ -159,6 +162,10 @@ class Trainer:
         tr = meta["train"]
         hp = dict(tr["hp"], **overrides)
         trainer = cls(model, tok, train_docs, val_docs, **hp)
+        if meta.get("corpus") != trainer.fingerprint:
+            raise CheckpointError(f"cannot resume {path!r}: it was trained on another corpus "
+                                  f"({meta.get('corpus')}, now {trainer.fingerprint}); resume with the same "
+                                  "--corpus, or start a new run")
         opt_state = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
         opt_state.update(tr["optim"])
         trainer.opt.load_state_dict(opt_state)
@@ -167,6 +174,20 @@ class Trainer:
         _set_rng_state(model.rng, tr["dropout_rng"])
         trainer.history = list(meta.get("history", []))
         return trainer
+
+
+def corpus_fingerprint(train_docs, val_docs):
+    """{'tokens': n, 'sha1': ...} of the tokenized corpus, so a resume on other data is caught."""
+    h = hashlib.sha1()
+    n = 0
+    for part in (train_docs, val_docs):
+        for d in part:
+            a = np.ascontiguousarray(d, dtype=np.int64)
+            h.update(a.tobytes())
+            h.update(b"|")
+            n += len(a)
+        h.update(b"#")
+    return {"tokens": n, "sha1": h.hexdigest()}
 
 
 def _rng_state(engine_rng):

@@ -10,17 +10,17 @@ How parameters are shared between the graphs of one model (a graph per input sha
     Optimizers replace `p.data` with a new array. This works the same on numpy, cupy and
     array_api_strict, and it does not rely on NumPy aliasing (`g.param` copies on CuPy).
 """
-import weakref
-
 import numpy as np
 
 from ..backend import get_backend, to_numpy
 from ..errors import GraphError, ShapeError
 from ..graph import Graph
 
-# per graph: {id(Parameter): param Node}, so a module called twice in one graph (an RNN cell over T steps,
-# tied weights) gets the same node both times
-_BOUND = weakref.WeakKeyDictionary()
+
+def _bound(graph):
+    """{id(Parameter): param Node} of a graph, so a module called twice in one graph (an RNN cell over T
+    steps, tied weights) gets the same node both times. Kept on the graph, so it goes when the graph goes."""
+    return graph.__dict__.setdefault("_nn_params", {})
 
 
 class Parameter:
@@ -146,7 +146,7 @@ class Module:
     def node(self, graph, name):
         """The param node of Parameter `name` in `graph` (created once per graph, bound by identity)."""
         p = self._params[name]
-        bound = _BOUND.setdefault(graph, {})
+        bound = _bound(graph)
         n = bound.get(id(p))
         if n is None:
             # placeholder value without copying: Program binds p.data before each run
@@ -204,7 +204,7 @@ class Program:
         self.graph = graph
         self.inputs = inputs
         self.outputs = outputs
-        bound = _BOUND.get(graph, {})
+        bound = _bound(graph)
         self.bindings = [(bound[id(p)], p) for p in module.parameters() if id(p) in bound]
 
     def run(self, feeds, outputs=("loss",), backward=None, variant="children"):
@@ -217,7 +217,7 @@ class Program:
         """
         g = self.graph
         for node, p in self.bindings:
-            if node._value is not p.data:
+            if node.value is not p.data:      # rebind only after an optimizer step replaced it
                 node.value = p.data
         g.training = self.module.training
         want = [self.outputs[k] for k in outputs]

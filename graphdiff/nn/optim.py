@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..backend import to_numpy
+from ..backend import get_backend, to_numpy
 
 
 def _named(params):
@@ -64,11 +64,16 @@ class Optimizer:
         return self
 
 
+def _backend_of(a):
+    """The graphdiff Backend whose arrays look like `a` (numpy, cupy or array_api_strict)."""
+    mod = type(a).__module__.split(".")[0]
+    return get_backend(mod if mod in ("cupy", "array_api_strict") else "numpy")
+
+
 def _to(p, host):
     """A host array as an array like p.data (same backend and dtype)."""
-    xp = _xp(p.data)
-    arr = xp.asarray(np.asarray(host)) if xp is not np else np.array(host)
-    return xp.astype(arr, p.data.dtype) if arr.dtype != p.data.dtype else arr
+    B = _backend_of(p.data)
+    return B.from_host(np.asarray(host), B.dtype_name(p.data))
 
 
 class SGD(Optimizer):
@@ -115,7 +120,7 @@ class AdamW(Optimizer):
 
 
 def _xp(a):
-    return a.__array_namespace__() if hasattr(a, "__array_namespace__") else np
+    return _backend_of(a).xp
 
 
 def clip_grad_norm(params, max_norm):

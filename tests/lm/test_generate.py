@@ -59,3 +59,13 @@ def test_top_k_and_temperature():
 def test_empty_prompt_is_an_error():
     with pytest.raises(ValueError, match="empty"):
         generate(small("gpt"), [], 3)
+
+
+@pytest.mark.parametrize("kind", ["gpt", "rnn"])
+def test_cached_decoding_on_every_backend(kind, backend):
+    ref = small(kind, dtype="float64")
+    m = small(kind, dtype="float64", backend=backend)
+    a, b = Decoder(ref), Decoder(m)
+    np.testing.assert_allclose(b.start([1, 2, 3]), a.start([1, 2, 3]), rtol=0, atol=1e-12)
+    for t in [4, 5, 6, 7, 8, 9, 10, 11, 12]:
+        np.testing.assert_allclose(b.push(t), a.push(t), rtol=0, atol=1e-12)

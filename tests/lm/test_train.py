@@ -86,7 +86,7 @@ def test_cli_train_resume_generate(tmp_path, capsys):
     ck = str(tmp_path / "ck.npz")
     common = ["--corpus", str(corpus), "--out", ck, "--block-size", "16", "--n-layer", "1", "--n-embd", "16",
               "--batch-size", "4", "--eval-every", "3", "--eval-batches", "1", "--no-progress",
-              "--sample-chars", "20"]
+              "--sample-chars", "20", "--threads", "0"]
     assert main(["train", "--steps", "3"] + common) == 0
     assert main(["train", "--steps", "6", "--resume"] + common) == 0
     out = capsys.readouterr().out
@@ -103,3 +103,11 @@ def test_cli_bad_inputs_exit_2_with_a_message(tmp_path, capsys):
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 truncated")
     assert main(["generate", "--checkpoint", str(tmp_path / "bad.npz")]) == 2
     assert "truncated" in capsys.readouterr().err
+
+
+def test_resume_on_another_corpus_says_so(tmp_path):
+    tr, _, _ = make_trainer()
+    tr.save(str(tmp_path / "ck.npz"))
+    train, val = prepare_data([TEXT.replace("x", "f")], tr.tokenizer)
+    with pytest.raises(CheckpointError, match="another corpus"):
+        Trainer.resume(str(tmp_path / "ck.npz"), train, val)

@@ -67,3 +67,22 @@ def test_warmup_cosine():
     assert lr[60] == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 0.5)))
     assert lr[110] == lr[119] == 0.1
     assert all(a >= b for a, b in zip(lr[9:110], lr[10:110]))
+
+
+@pytest.mark.parametrize("opt_cls", [nn.AdamW, nn.SGD])
+def test_training_steps_agree_on_every_backend(backend, opt_cls):
+    from graphdiff.lm import GPT, make_batch
+    import graphdiff as gd
+    batch = make_batch([[1, 2, 3, 4, 5, 6], [3, 2, 1]], 5, 0)
+    models = [GPT(vocab_size=7, block_size=5, n_layer=1, n_head=2, n_embd=4, dtype="float64", backend=b)
+              for b in ("numpy", backend)]
+    for m in models:
+        opt = opt_cls(m, lr=0.05)
+        for _ in range(3):
+            m.loss(*batch, backward=True)
+            nn.clip_grad_norm(m, 0.5)
+            opt.step()
+        state = opt.state_dict()
+        opt_cls(m, lr=0.05).load_state_dict(state)          # state arrays come back on the model's backend
+    for (n, p), q in zip(models[0].named_parameters(), models[1].parameters()):
+        np.testing.assert_allclose(gd.to_numpy(q.data), p.data, rtol=1e-12, atol=1e-14, err_msg=n)
