@@ -4,6 +4,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -25,8 +27,8 @@ def test_ci_runs_the_readme_test_command_and_fails_on_no_tests():
     assert '"$rc" -eq 5' in ci
 
 
-def run_example(name):
-    return subprocess.run([sys.executable, str(ROOT / "examples" / name)], capture_output=True, text=True,
+def run_example(name, *args):
+    return subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], capture_output=True, text=True,
                           check=True, cwd=ROOT).stdout
 
 
@@ -39,3 +41,22 @@ def test_scalar_graph_example_reproduces_micrograd_numbers():
     out = run_example("scalar_graph.py")
     assert "g = 24.7041" in out
     assert out.count("dg/da = 138.8338, dg/db = 645.5773") == 2
+
+
+def test_module_tape_example_matches_graphdiff():
+    out = run_example("module_tape.py")
+    errs = [float(line.rsplit("=", 1)[1]) for line in out.splitlines() if "max |tape - graphdiff|" in line]
+    assert len(errs) >= 4 and max(errs) < 1e-12
+
+
+def test_pretrain_finetune_example_prints_both_test_errors():
+    out = run_example("pretrain_finetune.py", "--seeds", "1")
+    assert "fine-tuned: test error" in out and "from scratch: test error" in out
+
+
+@pytest.mark.slow
+def test_tiny_gpt_example_trains_and_samples():
+    out = run_example("tiny_gpt.py", "--steps", "60", "--chars", "50000")
+    losses = [float(line.split("val ")[1].split()[0]) for line in out.splitlines() if line.startswith("step ")]
+    assert losses[-1] < losses[0]                          # it learns
+    assert "--- ancestral sampling" in out and "KV cache:" in out

@@ -1,7 +1,8 @@
-"""graphdiff.lm: tokenizers, batching, GPT and RNN language models, training, generation."""
+"""graphdiff.lm: tokenizers, batching, GPT and RNN language models, training, generation, unrolled graphs."""
 from .tokenizers import ByteBPETokenizer, CharTokenizer  # noqa: F401
 from .data import CorpusError, batch_texts, load_corpus, make_batch  # noqa: F401
 from .gpt import GPT  # noqa: F401
 from .rnn import RNNLM  # noqa: F401
 from .train import Trainer, build_model, load_checkpoint  # noqa: F401
 from .generate import Decoder, generate  # noqa: F401
+from .unrolled import Unrolled, graph_stats, unroll  # noqa: F401
