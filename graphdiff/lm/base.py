@@ -20,6 +20,17 @@ class LanguageModel(Module):
         self.rng = self.backend.rng(config.get("seed", 0))   # dropout masks: one stream for all graphs
         self.programs = ProgramCache(self.build_program)
 
+    @classmethod
+    def merge_config(cls, defaults, config):
+        """defaults updated by config; unknown keys and a missing vocab_size are errors."""
+        unknown = set(config) - set(defaults)
+        if unknown:
+            raise TypeError(f"{cls.__name__}: unknown config keys {sorted(unknown)}; known: {sorted(defaults)}")
+        cfg = dict(defaults, **config)
+        if cfg["vocab_size"] is None:
+            raise TypeError(f"{cls.__name__} needs vocab_size")
+        return cfg
+
     def build_program(self, key):
         kind = key[0]
         g = new_graph(self, rng=self.rng)

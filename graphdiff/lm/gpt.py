@@ -41,12 +41,7 @@ class GPT(LanguageModel):
     kind = "gpt"
 
     def __init__(self, backend=None, dtype="float32", **config):
-        unknown = set(config) - set(DEFAULTS)
-        if unknown:
-            raise TypeError(f"GPT: unknown config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-        cfg = dict(DEFAULTS, **config)
-        if cfg["vocab_size"] is None:
-            raise TypeError("GPT needs vocab_size")
+        cfg = self.merge_config(DEFAULTS, config)
         if cfg["pos"] not in ("learned", "sinusoidal"):
             raise ValueError(f"pos must be 'learned' or 'sinusoidal', got {cfg['pos']!r}")
         super().__init__(cfg, backend, dtype)

@@ -21,12 +21,7 @@ class RNNLM(LanguageModel):
     kind = "rnn"
 
     def __init__(self, backend=None, dtype="float32", **config):
-        unknown = set(config) - set(DEFAULTS)
-        if unknown:
-            raise TypeError(f"RNNLM: unknown config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-        cfg = dict(DEFAULTS, **config)
-        if cfg["vocab_size"] is None:
-            raise TypeError("RNNLM needs vocab_size")
+        cfg = self.merge_config(DEFAULTS, config)
         super().__init__(cfg, backend, dtype)
         rng = init.as_rng(cfg["seed"])
         kw = dict(backend=backend, dtype=dtype)
