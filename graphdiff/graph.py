@@ -6,6 +6,7 @@ so creation order is always a valid topological order; autodiff.py still sorts t
 """
 import contextlib
 import difflib
+from operator import attrgetter
 
 import numpy as np
 
@@ -356,9 +357,9 @@ class Graph:
                 ok = want == "any" or (x.dtype.startswith("int") if want == "int" else x.dtype == "bool")
             if not ok:
                 raise DTypeError(_dtype_message(spec.name, full, i, x, want))
-        dtype = spec.dtype(*[x.dtype for x in inputs], **attrs) if spec.dtype else _promote(inputs, self.dtype)
+        dtype = spec.dtype(*map(_DTYPE, inputs), **attrs) if spec.dtype else _promote(inputs, self.dtype)
         try:
-            shape = tuple(spec.shape(*[x.shape for x in inputs], **attrs))
+            shape = tuple(spec.shape(*map(_SHAPE, inputs), **attrs))
         except ShapeError as e:
             ins = ", ".join(f"{x.name!r} {describe(x.shape, x.dtype)}" for x in inputs)
             raise ShapeError(f"{spec.name} '{full}': {e} (inputs: {ins})") from None
@@ -409,11 +410,18 @@ class Graph:
         self._with_grad = []
 
 
+_SHAPE, _DTYPE = attrgetter("shape"), attrgetter("dtype")
+
+
 def _promote(inputs, default):
-    floats = [x.dtype for x in inputs if is_float(x.dtype)]
-    if not floats:
-        return default
-    return "float64" if "float64" in floats else "float32"
+    """float64 if any input is float64, else float32 (the graph's dtype when no input is float)."""
+    seen = None
+    for x in inputs:
+        if x.dtype == "float64":
+            return "float64"
+        if x.dtype == "float32":
+            seen = "float32"
+    return seen or default
 
 
 def _dtype_message(opname, full, i, x, want):

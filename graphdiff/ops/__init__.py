@@ -83,9 +83,11 @@ def op(name, arity=1, slots="float", differentiable=True, random=False):
 
 def apply(spec, args, attrs=None, name=None):
     """Add a node computing spec(*args) to the graph of the Node arguments; numbers become constants."""
-    graph = None
+    graph, wrap = None, False
     for a in args:
-        if isinstance(a, Node):
+        if not isinstance(a, Node):
+            wrap = True
+        else:
             if graph is None:
                 graph = a.graph
             elif a.graph is not graph:
@@ -95,9 +97,10 @@ def apply(spec, args, attrs=None, name=None):
     if graph is None:
         raise GraphError(f"{spec.name} needs at least one Node argument to know its graph; "
                          "wrap numbers with g.constant(...) first")
-    kinds = spec.slot_kinds(len(args))
-    inputs = tuple(a if isinstance(a, Node) else graph._wrap(a, k) for a, k in zip(args, kinds))
-    return graph._add(spec, inputs, attrs or {}, name)
+    if wrap:
+        kinds = spec.slot_kinds(len(args))
+        args = [a if isinstance(a, Node) else graph._wrap(a, k) for a, k in zip(args, kinds)]
+    return graph._add(spec, tuple(args), attrs or {}, name)
 
 
 # --- shape rules shared by many ops ----------------------------------------------------------------
