@@ -137,39 +137,41 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True):
             if n._op is None and type(n._value) is not float:
                 n._value = float(n._value)
         try:
-            _run(scalar_steps, resample, False, F)
+            _run(scalar_steps, resample, False, F, explain=False)
         except (ArithmeticError, ValueError):   # inf or nan ahead: NumPy's semantics take over
             scalar_steps = None
             _as_arrays(order)
     if scalar_steps is None:
-        steps = _forward_steps(graph, order, scalar=False)
-        try:
-            _run(steps, resample, check, F)
-        except GraphError:
-            raise
-        except Exception as e:
-            raise GraphError(f"forward failed at {_where(_run.failed)}: {type(e).__name__}: {e}") from e
+        _run(_forward_steps(graph, order, scalar=False), resample, check, F)
     graph._fwd_version = graph._version
     if single is None:
         return None
     return outs[0].value if single else [o.value for o in outs]
 
 
-def _run(steps, resample, check, F):
-    """Compute each step's node from its inputs' values (the forward pass proper)."""
-    for n, fn, ins, random in steps:
-        _run.failed = n
-        if random and not resample and n._value is not None:
-            continue
-        k = len(ins)                          # spelled out: a list comprehension costs more than the op
-        if k == 2:
-            n._value = fn(ins[0]._value, ins[1]._value)
-        elif k == 1:
-            n._value = fn(ins[0]._value)
-        else:
-            n._value = fn(*[p._value for p in ins])
-        if check:
-            check_value(n, F)
+def _run(steps, resample, check, F, explain=True):
+    """Compute each step's node from its inputs' values (the forward pass proper). explain: turn an
+    exception from an op into a GraphError that names the node (the scalar kernels need the raw one)."""
+    n = None
+    try:
+        for n, fn, ins, random in steps:
+            if random and not resample and n._value is not None:
+                continue
+            k = len(ins)                      # spelled out: a list comprehension costs more than the op
+            if k == 2:
+                n._value = fn(ins[0]._value, ins[1]._value)
+            elif k == 1:
+                n._value = fn(ins[0]._value)
+            else:
+                n._value = fn(*[p._value for p in ins])
+            if check:
+                check_value(n, F)
+    except GraphError:
+        raise
+    except Exception as e:
+        if not explain:
+            raise
+        raise GraphError(f"forward failed at {_where(n)}: {type(e).__name__}: {e}") from e
 
 
 def _as_arrays(nodes):
