@@ -191,6 +191,15 @@ class _HostRNG:
     def normal(self, shape, dtype):
         return self.backend.from_host(self.gen.standard_normal(shape), dtype)
 
+    @property
+    def state(self):
+        """The generator's state as a JSON-able dict (checkpoints save it to resume the same stream)."""
+        return self.gen.bit_generator.state
+
+    @state.setter
+    def state(self, value):
+        self.gen.bit_generator.state = value
+
 
 class NumpyBackend(Backend):
     name = "numpy"

@@ -191,11 +191,11 @@ def corpus_fingerprint(train_docs, val_docs):
 
 
 def _rng_state(engine_rng):
-    return engine_rng.gen.bit_generator.state
+    return engine_rng.state
 
 
 def _set_rng_state(engine_rng, state):
-    engine_rng.gen.bit_generator.state = state
+    engine_rng.state = state
 
 
 def load_checkpoint(path, backend=None, expect_kind=None):
