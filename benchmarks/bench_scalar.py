@@ -10,7 +10,7 @@ Two workloads that micrograd can express too:
 micrograd builds its graph while computing (forward = build) and sorts it recursively in backward.
 graphdiff builds the graph once and re-runs it, so its steady state is forward + backward on a built
 graph; the first build is reported separately. Times are CPU time per op node (time.process_time, so
-other load on the machine counts less), the median of several repeats. Each engine and workload runs in
+other load on the machine counts less), the fastest of several repeats (noise only ever adds time). Each engine and workload runs in
 a fresh process with Python's garbage collector on, as users run them: in one shared process, the
 collector would walk graphdiff's built graph while micrograd allocates, and slow micrograd unfairly.
 """
@@ -19,7 +19,6 @@ import gc
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ def _median_time(fn, repeat):
         t = time.process_time()
         fn()
         times.append(time.process_time() - t)
-    return statistics.median(times)
+    return min(times)           # the least disturbed run: other load only ever adds time
 
 
 # --- the chain -------------------------------------------------------------------------------------------
