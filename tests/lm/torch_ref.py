@@ -1,7 +1,6 @@
 """A PyTorch (float64) re-implementation of graphdiff.lm.GPT used as the test oracle: same weights by name."""
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as TF
 
