@@ -60,3 +60,12 @@ def test_tiny_gpt_example_trains_and_samples():
     losses = [float(line.split("val ")[1].split()[0]) for line in out.splitlines() if line.startswith("step ")]
     assert losses[-1] < losses[0]                          # it learns
     assert "--- ancestral sampling" in out and "KV cache:" in out
+
+
+def test_readme_first_graph_runs_as_written():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## A first graph", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    env = {}
+    exec(compile(block, "README.md", "exec"), env)
+    W = env["W"]
+    assert W.grad.shape == (3, 2) and W.grad.dtype.name == "float64"
