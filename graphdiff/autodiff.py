@@ -217,7 +217,7 @@ def _forward_steps(graph, order, scalar):
     return steps
 
 
-def compute(node, F, resample=True):
+def compute(node, F):
     """Compute one node from its inputs' values (eager mode)."""
     spec = node._op
     kw = {"ctx": node.graph} if spec.random else {}

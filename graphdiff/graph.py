@@ -367,7 +367,7 @@ class Graph:
                     scope=self.current_scope)
         self._register(node)
         if self.eager and all(x._value is not None for x in inputs):
-            autodiff.compute(node, self.backend, resample=True)
+            autodiff.compute(node, self.backend)
             if self.check_finite:
                 autodiff.check_value(node, self.backend)
         return node
