@@ -207,7 +207,6 @@ class NumpyBackend(Backend):
     def __init__(self):
         # NumPy >= 2's main namespace is an array API namespace; using it directly skips a wrapper layer
         super().__init__(np)
-        self.transpose = np.transpose
 
     def getitem(self, x, idx):
         return x[idx]
@@ -243,9 +242,6 @@ class StrictBackend(Backend):
     @staticmethod
     def _host(idx):
         return tuple(k if k is None or isinstance(k, (int, slice, np.ndarray)) else np.asarray(k) for k in idx)
-
-    def take(self, x, ids, axis):
-        return self.xp.take(x, ids, axis=axis)
 
     def erf(self, x):
         from scipy.special import erf

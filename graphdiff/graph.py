@@ -11,7 +11,7 @@ from operator import attrgetter
 import numpy as np
 
 from . import autodiff
-from .backend import FLOAT_DTYPES, DTYPES, get_backend
+from .backend import FLOAT_DTYPES, DTYPES, get_backend, to_numpy
 from .errors import DTypeError, GraphError, ShapeError
 
 _SHORT = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "bool"}
@@ -91,7 +91,6 @@ class Node:
 
     def numpy(self):
         """The value as a NumPy array (copied from the GPU if needed)."""
-        from .backend import to_numpy
         return to_numpy(self)
 
     def item(self):
@@ -292,7 +291,7 @@ class Graph:
 
     def constant(self, value, name=None, dtype=None):
         """A non-trainable leaf. Python numbers and arrays given to ops are wrapped in one automatically."""
-        host = self.backend.to_numpy(value) if _is_device_array(value) else np.asarray(value)
+        host = to_numpy(value) if _is_device_array(value) else np.asarray(value)
         if dtype is None:
             dtype = {"b": "bool", "i": "int64", "u": "int64", "f": self.dtype}.get(host.dtype.kind)
             if dtype is None:
@@ -314,23 +313,25 @@ class Graph:
     def _to_backend(self, node, value):
         """Check a feed or assigned value against the node's shape and dtype and move it to the device."""
         B = self.backend
-        if _is_backend_array(value, B):
-            shape, vdt = tuple(value.shape), B.dtype_name(value)
-        else:
-            value = np.asarray(value) if not hasattr(value, "__cuda_array_interface__") else B.to_numpy(value)
-            shape, vdt = value.shape, str(value.dtype)
+        on_device = _is_backend_array(value, B)
+        if not on_device:                     # NumPy data, lists, numbers, or another backend's array
+            value = to_numpy(value) if _is_device_array(value) else np.asarray(value)
+        shape, vdt = tuple(value.shape), B.dtype_name(value) if on_device else value.dtype.name
         if shape != node.shape:
             raise ShapeError(f"{node.kind} '{node.name}' expects shape {node.shape} "
                              f"({describe(node.shape, node.dtype)}), got an array of shape {shape}; "
                              "reshape the data or build the graph for this shape")
-        want_int = not is_float(node.dtype)
-        if want_int and vdt != node.dtype and not (node.dtype.startswith("int") and vdt.startswith(("int", "uint"))):
-            raise DTypeError(f"{node.kind} '{node.name}' holds {node.dtype}, got {vdt} data; "
-                             f"pass integer ids (np.asarray(ids, dtype=np.int64))" if node.dtype != "bool"
-                             else f"{node.kind} '{node.name}' is a bool mask, got {vdt} data")
-        if not want_int and not (vdt.startswith(("float", "int", "uint")) or vdt == "bool"):
-            raise DTypeError(f"{node.kind} '{node.name}' holds {node.dtype}, got {vdt} data")
-        if _is_backend_array(value, B):
+        numeric = vdt.startswith(("float", "int", "uint"))
+        if is_float(node.dtype):
+            ok, fix = numeric or vdt == "bool", ""
+        elif node.dtype == "bool":
+            ok, fix = vdt == "bool", ""
+        else:
+            ok, fix = vdt.startswith(("int", "uint")), "; pass integer ids (np.asarray(ids, dtype=np.int64))"
+        if not ok:
+            what = "is a bool mask" if node.dtype == "bool" else f"holds {node.dtype}"
+            raise DTypeError(f"{node.kind} '{node.name}' {what}, got {vdt} data{fix}")
+        if on_device:
             return value if vdt == node.dtype else B.astype(value, B.dtypes[node.dtype])
         return B.from_host(value, node.dtype)
 
