@@ -142,11 +142,29 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True):
             scalar_steps = None
             _as_arrays(order)
     if scalar_steps is None:
-        _run(_forward_steps(graph, order, scalar=False), resample, check, F)
-    graph._fwd_version = graph._version
+        try:
+            _run(_forward_steps(graph, order, scalar=False), resample, check, F)
+        except BaseException:
+            _stamp_run(graph, order, failed=True)   # some values are new, some old: none is current
+            raise
+    _stamp_run(graph, order)
     if single is None:
         return None
     return outs[0].value if single else [o.value for o in outs]
+
+
+def _stamp_run(graph, order, failed=False):
+    """Stamp the op nodes a forward run computed with the newest stamp among the leaves it read (-1 when
+    the run failed), so that backward can prove every value it reads is current (see _check_current)."""
+    key = ("stamp", id(order))
+    idx = graph._cache.get(key)
+    if idx is None:
+        leaves = np.fromiter((n.index for n in order if n._op is None), dtype=np.int64)
+        ops = np.fromiter((n.index for n in order if n._op is not None), dtype=np.int64)
+        idx = graph._cache[key] = (leaves, ops)
+    leaves, ops = idx
+    stamps = graph._stamps
+    stamps[ops] = -1 if failed else (stamps[leaves].max() if len(leaves) else 0)
 
 
 def _run(steps, resample, check, F, explain=True):
@@ -240,6 +258,7 @@ def _feed(graph, feeds):
             hint = f"assign {node.name}.value = ... instead" if node.kind == "param" else "feed an input instead"
             raise GraphError(f"forward: '{node.name}' is a {node.kind}, not an input; {hint}")
         node._value = graph._to_backend(node, value)
+        graph._stamp_leaf(node)
 
 
 def _where(n):
@@ -275,7 +294,7 @@ def _ranges(node, F):
 class _Plan:
     """What backward needs for one (y, wrt): the nodes on a path from wrt to y and the edges between."""
 
-    __slots__ = ("order", "active", "edges", "children", "pending", "wrt", "scalar")
+    __slots__ = ("order", "active", "edges", "children", "pending", "wrt", "scalar", "src", "dst")
 
 
 @_bulk
@@ -290,7 +309,7 @@ def _plan(graph, y, wrt, scalar=False):
     order = topological_order(graph, [y])
     N = len(graph.nodes)
     if wrt is None:
-        targets = [n for n in graph.nodes if n.kind == "param" or (n.kind == "input" and n.requires_grad)]
+        targets = [n for n in graph.nodes if n._op is None and n.requires_grad]
     else:
         targets = list(dict.fromkeys(wrt))
     needs = bytearray(N)
@@ -330,6 +349,9 @@ def _plan(graph, y, wrt, scalar=False):
     plan = _Plan()
     plan.order, plan.active, plan.edges, plan.children, plan.pending, plan.wrt, plan.scalar = (
         order, active, edges, children, pending, targets, scalar)
+    # every edge (p -> u) among the values y was computed from, in topological order of u
+    plan.src = np.fromiter((p.index for u in order for p in u.inputs), dtype=np.int64)
+    plan.dst = np.fromiter((u.index for u in order for _ in u.inputs), dtype=np.int64)
     graph._cache[key] = plan
     return plan
 
@@ -356,9 +378,6 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
     F = graph.backend
     if y._value is None:
         raise GraphError(f"backward: '{y.name}' has no value; run g.forward(feeds) first")
-    if graph._version != graph._fwd_version:
-        raise GraphError("backward: an input or param value changed after the last forward, so the stored "
-                         "values are stale; run g.forward(...) again first")
     if seed is None:
         if y.shape != ():
             raise GraphError(f"backward: '{y.name}' has shape {y.shape}; pass seed= (an array of that shape) "
@@ -369,9 +388,7 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
     check = graph.check_finite if check_finite is None else check_finite
     fast = None if check else _plan(graph, y, wrt, scalar=True)      # None unless a scalar graph
     plan = fast or _plan(graph, y, wrt)
-    for n in plan.order:
-        if n._value is None:
-            raise GraphError(f"backward: '{n.name}' has no value; run g.forward(...) with y among the outputs")
+    _check_current(graph, y, plan)
     emit = None if trace is None else (trace.append if hasattr(trace, "append") else trace)
     kept = set(n.index for n in plan.wrt)
     if retain_grads:
@@ -408,6 +425,30 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
     return {n: n.grad for n in plan.wrt}
 
 
+def _check_current(graph, y, plan):
+    """Raise unless every value backward will read comes from the current feeds and params: no value may
+    be older than one of its inputs' (an input fed or a param assigned since, or an input recomputed by a
+    later forward for other outputs), and no value may be missing or left by a failed forward."""
+    stamps = graph._stamps
+    bad = np.flatnonzero((stamps[plan.src] > stamps[plan.dst]) | (stamps[plan.dst] < 0))
+    if len(bad) == 0:
+        for n in plan.order:                # leaves and input-less ops: no edge says they have a value
+            if n._value is None:
+                raise GraphError(f"backward: '{n.name}' has no value; run g.forward(...) first")
+        return
+    nodes = graph.nodes
+    u, p = nodes[plan.dst[bad[0]]], nodes[plan.src[bad[0]]]
+    if u._value is None or stamps[u.index] < 0:
+        why = "has no value" if u._value is None else "was left half-computed by a forward that failed"
+    else:
+        since = {"input": "was fed a new value", "param": "was assigned a new value"}.get(
+            p.kind, "was recomputed by a later forward (for other outputs)")
+        why = f"is stale: its input '{p.name}' {since} after it was computed"
+    who = f"'{u.name}' ({u.op})" + ("" if u is y else f", which '{y.name}' depends on,")
+    raise GraphError(f"backward: {who} {why}; run g.forward(feeds, outputs={y.name!r}) again right "
+                     "before backward")
+
+
 def _seed_value(graph, y, seed):
     from .graph import _is_backend_array
     F = graph.backend
@@ -425,6 +466,7 @@ def _children(F, y, seed, plan, kept, emit, check):
     pending = dict(plan.pending)
     children = plan.children
     shapes = not plan.scalar
+    xs = {}                                 # a child's input values, gathered once for all its edges
     for v in reversed(plan.active):
         vi = v.index
         if v is y:
@@ -433,7 +475,10 @@ def _children(F, y, seed, plan, kept, emit, check):
             gv = None
             for u, i, vjp in children[vi]:
                 ui = u.index
-                c = vjp(i, adj[ui], _values(u.inputs), u._value)
+                ins = xs.get(ui)
+                if ins is None:
+                    ins = xs[ui] = _values(u.inputs)
+                c = vjp(i, adj[ui], ins, u._value)
                 if shapes and c.shape != v.shape:
                     _bad_vjp(u, i, v, c)
                 if check:
@@ -442,10 +487,12 @@ def _children(F, y, seed, plan, kept, emit, check):
                     emit(Contribution(u, i, v, gv is None))
                 gv = c if gv is None else gv + c
                 pending[ui] -= 1
-                if not pending[ui] and ui not in kept:
-                    del adj[ui]
-                    if emit is not None:
-                        emit(Freed(u))
+                if not pending[ui]:
+                    del xs[ui]
+                    if ui not in kept:
+                        del adj[ui]
+                        if emit is not None:
+                            emit(Freed(u))
         adj[vi] = gv
         if emit is not None:
             emit(Final(v))

@@ -146,6 +146,10 @@ class Backend:
     def _scatter(self, z, idx, g):
         raise NotImplementedError
 
+    def copy(self, x):
+        """A new array with x's values (feeds and assigned values are copied: graph state is owned)."""
+        return self.xp.asarray(x, copy=True)
+
     def astype_like(self, x, like):
         """x cast to the dtype of `like` (a no-op when they agree)."""
         return x if x.dtype == like.dtype else self.astype(x, like.dtype)
@@ -161,7 +165,7 @@ class Backend:
     # --- host <-> device ----------------------------------------------------------------------
     def from_host(self, value, dtype):
         """Move a NumPy array (or Python number) to this backend with the given dtype name."""
-        return self.xp.asarray(np.asarray(value, dtype=dtype))
+        return self.xp.asarray(np.asarray(value, dtype=dtype), copy=True)
 
     def to_numpy(self, x):
         return np.asarray(x)
@@ -216,7 +220,7 @@ class NumpyBackend(Backend):
         return z
 
     def from_host(self, value, dtype):
-        return np.asarray(value, dtype=dtype)
+        return np.array(value, dtype=dtype)     # always a copy, as a transfer to a device would be
 
     def erf(self, x):
         from scipy.special import erf

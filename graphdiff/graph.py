@@ -6,6 +6,7 @@ so creation order is always a valid topological order; autodiff.py still sorts t
 """
 import contextlib
 import difflib
+import operator
 from operator import attrgetter
 
 import numpy as np
@@ -45,7 +46,7 @@ class Node:
     """
 
     __slots__ = ("graph", "name", "op", "_op", "attrs", "inputs", "shape", "dtype", "kind", "scope",
-                 "_value", "grad", "index", "requires_grad", "__weakref__")
+                 "_value", "grad", "index", "_requires_grad", "__weakref__")
 
     # NumPy must not turn `array * node` into an object array: defer to Node's reflected operators
     __array_ufunc__ = None
@@ -64,7 +65,7 @@ class Node:
         self._value = None
         self.grad = None
         self.index = len(graph.nodes)
-        self.requires_grad = kind == "param"
+        self._requires_grad = kind == "param"
 
     # --- values --------------------------------------------------------------------------------
     @property
@@ -79,7 +80,27 @@ class Node:
         if self.kind == "op":
             raise GraphError(f"'{self.name}' is computed by {self.op}; only inputs and params take values")
         self._value = self.graph._to_backend(self, new)
-        self.graph._version += 1
+        self.graph._stamp_leaf(self)
+
+    @property
+    def requires_grad(self):
+        """Whether backward computes this leaf's gradient by default (params: True; inputs: False)."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        flag = bool(flag)
+        if flag == self._requires_grad:
+            return
+        if self.kind not in ("input", "param"):
+            raise GraphError(f"requires_grad is set on inputs and params; '{self.name}' is a {self.kind}"
+                             + (f" computed by {self.op}" if self.op else "")
+                             + "; pass wrt=[...] to backward to get other gradients")
+        if flag and not is_float(self.dtype):
+            raise DTypeError(f"{self.kind} '{self.name}' has dtype {self.dtype}: integer and bool leaves have "
+                             "no gradient; ids reach gradients through gd.embedding")
+        self._requires_grad = flag
+        self.graph._cache.clear()          # backward plans chose their targets from the old flags
 
     @property
     def ndim(self):
@@ -185,8 +206,11 @@ class Graph:
         self._scope = []
         self.current_scope = ""   # "block0/attn" inside g.scope("block0"), g.scope("attn")
         self._cache = {}          # topological orders and backward plans; cleared when a node is added
-        self._version = 0         # bumped when a leaf's value changes
-        self._fwd_version = 0     # _version at the last forward
+        # value stamps, one per node: a leaf's is the clock when its value was set (constants: 0), an op
+        # node's the newest leaf stamp its forward run saw (-1: no value, or a run that failed). A value
+        # is current when no input's stamp is newer than its own (autodiff checks that before backward).
+        self._clock = 0
+        self._stamps = np.full(64, -1, dtype=np.int64)
         self._with_grad = []      # nodes whose .grad the last backward set
         self.rng = self.backend.rng(seed)
 
@@ -281,17 +305,17 @@ class Graph:
     def param(self, name, value, dtype=None):
         """A trainable leaf holding `value` (NumPy array, list or number); cast to the graph's dtype."""
         full = self._leaf_name("param", name)
-        arr = np.asarray(value)
+        arr = _host_array(value, f"param '{full}'")
         dtype = self.dtype if dtype is None else _dtype_name(dtype)
-        if not is_float(dtype) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        if not is_float(dtype):
             raise DTypeError(f"param '{full}' must hold floating-point numbers, got {arr.dtype} / {dtype}")
         node = Node(self, full, "param", arr.shape, dtype, scope=self.current_scope)
-        node._value = self.backend.from_host(arr, dtype)
+        node._value = self.backend.from_host(arr, dtype)      # a copy: the caller's array stays theirs
         return self._register(node)
 
     def constant(self, value, name=None, dtype=None):
         """A non-trainable leaf. Python numbers and arrays given to ops are wrapped in one automatically."""
-        host = to_numpy(value) if _is_device_array(value) else np.asarray(value)
+        host = _host_array(value, f"constant {name!r}" if name else "a constant")
         if dtype is None:
             dtype = {"b": "bool", "i": "int64", "u": "int64", "f": self.dtype}.get(host.dtype.kind)
             if dtype is None:
@@ -306,33 +330,43 @@ class Graph:
     def _register(self, node):
         self.nodes.append(node)
         self._by_name[node.name] = node
+        if node.index >= len(self._stamps):
+            self._stamps = np.concatenate([self._stamps, np.full(len(self._stamps), -1, dtype=np.int64)])
+        if node.kind == "constant":
+            self._stamps[node.index] = 0
+        elif node._value is not None:
+            self._stamp_leaf(node)
         if self._cache:
             self._cache.clear()
         return node
 
+    def _stamp_leaf(self, node):
+        """node (an input or param) just got a new value: newer than every value computed so far."""
+        self._clock += 1
+        self._stamps[node.index] = self._clock
+
     def _to_backend(self, node, value):
-        """Check a feed or assigned value against the node's shape and dtype and move it to the device."""
+        """A copy of a feed or assigned value on this graph's backend, checked against the node's shape
+        and dtype (the copy means later changes to the caller's array cannot reach graph state)."""
         B = self.backend
+        what = f"{node.kind} '{node.name}'"
         on_device = _is_backend_array(value, B)
-        if not on_device:                     # NumPy data, lists, numbers, or another backend's array
-            value = to_numpy(value) if _is_device_array(value) else np.asarray(value)
-        shape, vdt = tuple(value.shape), B.dtype_name(value) if on_device else value.dtype.name
-        if shape != node.shape:
-            raise ShapeError(f"{node.kind} '{node.name}' expects shape {node.shape} "
-                             f"({describe(node.shape, node.dtype)}), got an array of shape {shape}; "
-                             "reshape the data or build the graph for this shape")
-        numeric = vdt.startswith(("float", "int", "uint"))
-        if is_float(node.dtype):
-            ok, fix = numeric or vdt == "bool", ""
-        elif node.dtype == "bool":
-            ok, fix = vdt == "bool", ""
-        else:
-            ok, fix = vdt.startswith(("int", "uint")), "; pass integer ids (np.asarray(ids, dtype=np.int64))"
-        if not ok:
-            what = "is a bool mask" if node.dtype == "bool" else f"holds {node.dtype}"
-            raise DTypeError(f"{node.kind} '{node.name}' {what}, got {vdt} data{fix}")
         if on_device:
-            return value if vdt == node.dtype else B.astype(value, B.dtypes[node.dtype])
+            shape, kind = tuple(value.shape), np.dtype(B.dtype_name(value)).kind
+        else:                                 # NumPy data, lists, numbers, or another backend's array
+            value = _host_array(value, what)
+            shape, kind = value.shape, value.dtype.kind
+        if shape != node.shape:
+            raise ShapeError(f"{what} expects shape {node.shape} ({describe(node.shape, node.dtype)}), got "
+                             f"an array of shape {shape}; reshape the data or build the graph for this shape")
+        accepts = {"f": "biuf", "b": "b"}.get(np.dtype(node.dtype).kind, "iu")
+        if kind not in accepts:
+            fix = "; pass integer ids (np.asarray(ids, dtype=np.int64))" if accepts == "iu" else ""
+            held = "is a bool mask" if node.dtype == "bool" else f"holds {node.dtype}"
+            got = B.dtype_name(value) if on_device else value.dtype.name
+            raise DTypeError(f"{what} {held}, got {got} data{fix}")
+        if on_device:
+            return B.astype(value, B.dtypes[node.dtype]) if B.dtype_name(value) != node.dtype else B.copy(value)
         return B.from_host(value, node.dtype)
 
     def _wrap(self, x, slot_kind):
@@ -366,11 +400,15 @@ class Graph:
             raise ShapeError(f"{spec.name} '{full}': {e} (inputs: {ins})") from None
         node = Node(self, full, "op", shape, dtype, spec=spec, inputs=inputs, attrs=attrs,
                     scope=self.current_scope)
-        self._register(node)
-        if self.eager and all(x._value is not None for x in inputs):
+        eager = self.eager and all(x._value is not None for x in inputs)
+        if eager:                             # computed before it joins the graph: a failed op leaves no node
             autodiff.compute(node, self.backend)
             if self.check_finite:
                 autodiff.check_value(node, self.backend)
+        self._register(node)
+        if eager:
+            stamps = self._stamps
+            stamps[node.index] = max((stamps[x.index] for x in inputs), default=0)
         return node
 
     # --- running ----------------------------------------------------------------------------------
@@ -442,15 +480,33 @@ def _dtype_name(dtype):
 
 
 def _check_shape(shape, name):
+    """shape as a tuple of non-negative ints; 2.5 or "3" is an error, not a truncation."""
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
     try:
-        shape = tuple(int(n) for n in shape)
-    except (TypeError, ValueError):
+        shape = tuple(operator.index(n) for n in shape)
+    except TypeError:
         raise ShapeError(f"'{name}': shape must be a tuple of ints, got {shape!r}") from None
     if any(n < 0 for n in shape):
         raise ShapeError(f"'{name}': shape {shape} has a negative size")
     return shape
+
+
+_KINDS = {"U": "text", "S": "bytes", "O": "Python objects", "c": "complex numbers", "M": "datetimes",
+          "m": "timedeltas", "V": "structured records"}
+
+
+def _host_array(value, what):
+    """value as a NumPy array of numbers or bools, or a typed error naming `what` (the node it is for)."""
+    try:
+        host = to_numpy(value) if _is_device_array(value) else np.asarray(value)
+    except ValueError as e:                   # nested lists of different lengths
+        raise ShapeError(f"{what}: the data is ragged ({e}); every row must have the same length, "
+                         "so pad them (graphdiff.lm.data.make_batch pads token ids)") from None
+    if host.dtype.kind not in "biuf":
+        raise DTypeError(f"{what}: got {host.dtype} data ({_KINDS.get(host.dtype.kind, host.dtype.kind)}); "
+                         "feed real numbers or bools as a NumPy array, e.g. np.asarray(x, dtype=np.float32)")
+    return host
 
 
 def _is_device_array(x):

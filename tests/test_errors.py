@@ -169,7 +169,9 @@ def test_stale_values_after_assignment(g):
     y = w * w
     g.forward(outputs=y)
     w.value = 3.0
-    with pytest.raises(gd.GraphError, match=r"changed after the last forward.*run g.forward\(\.\.\.\) again"):
+    with pytest.raises(gd.GraphError, match=r"'multiply' \(multiply\) is stale: its input 'w' was assigned a new "
+                                             r"value after it was computed; run g.forward\(feeds, outputs='multiply'\) "
+                                             r"again right before backward"):
         g.backward(y)
 
 
