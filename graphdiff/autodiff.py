@@ -450,14 +450,7 @@ def _check_current(graph, y, plan):
 
 
 def _seed_value(graph, y, seed):
-    from .graph import _is_backend_array
-    F = graph.backend
-    if not _is_backend_array(seed, F):
-        seed = F.from_host(seed, y.dtype)
-    if tuple(seed.shape) != y.shape:
-        raise ShapeError(f"backward: seed has shape {tuple(seed.shape)}, '{y.name}' has shape {y.shape}; "
-                         "they must match")
-    return seed
+    return graph._to_backend(y, seed, what=f"backward: the seed for '{y.name}'")
 
 
 def _children(F, y, seed, plan, kept, emit, check):

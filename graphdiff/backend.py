@@ -60,6 +60,8 @@ def normalize_index(idx):
             out.append(k)
         elif isinstance(k, (list, np.ndarray)):
             a = np.asarray(k)
+            if isinstance(k, list) and a.size == 0:
+                a = a.astype(np.int64)          # x[[]]: NumPy reads an empty list as an empty int index
             if a.dtype == np.bool_:
                 raise TypeError("boolean-mask indexing gives a data-dependent shape; use gd.where instead")
             if not np.issubdtype(a.dtype, np.integer):

@@ -345,14 +345,18 @@ class Graph:
         self._clock += 1
         self._stamps[node.index] = self._clock
 
-    def _to_backend(self, node, value):
-        """A copy of a feed or assigned value on this graph's backend, checked against the node's shape
-        and dtype (the copy means later changes to the caller's array cannot reach graph state)."""
+    def _to_backend(self, node, value, what=None):
+        """A copy of a feed or assigned value (or a backward seed) on this graph's backend, checked against
+        the node's shape and dtype (the copy means later changes to the caller's array cannot reach graph
+        state). what: how messages name the value (default: the node)."""
         B = self.backend
-        what = f"{node.kind} '{node.name}'"
-        on_device = _is_backend_array(value, B)
+        what = what or f"{node.kind} '{node.name}'"
+        on_device = not isinstance(value, (np.ndarray, np.generic)) and _is_backend_array(value, B)
         if on_device:
-            shape, kind = tuple(value.shape), np.dtype(B.dtype_name(value)).kind
+            try:
+                shape, kind = tuple(value.shape), np.dtype(B.dtype_name(value)).kind
+            except TypeError as e:
+                raise DTypeError(f"{what}: {e}") from None
         else:                                 # NumPy data, lists, numbers, or another backend's array
             value = _host_array(value, what)
             shape, kind = value.shape, value.dtype.kind
@@ -479,14 +483,19 @@ def _dtype_name(dtype):
     return name
 
 
-def _check_shape(shape, name):
-    """shape as a tuple of non-negative ints; 2.5 or "3" is an error, not a truncation."""
-    if isinstance(shape, (int, np.integer)):
-        shape = (shape,)
+def as_ints(values, what):
+    """values (an int or a sequence of ints) as a tuple of Python ints. Like NumPy, 2.5 or 2.0 or "3" is
+    an error, not a truncation: ShapeError naming `what` ("reshape 'x': shape")."""
+    if isinstance(values, (int, np.integer)):
+        values = (values,)
     try:
-        shape = tuple(operator.index(n) for n in shape)
+        return tuple(operator.index(n) for n in values)
     except TypeError:
-        raise ShapeError(f"'{name}': shape must be a tuple of ints, got {shape!r}") from None
+        raise ShapeError(f"{what} must be a tuple of ints, got {values!r}") from None
+
+
+def _check_shape(shape, name):
+    shape = as_ints(shape, f"'{name}': shape")
     if any(n < 0 for n in shape):
         raise ShapeError(f"'{name}': shape {shape} has a negative size")
     return shape
@@ -500,8 +509,9 @@ def _host_array(value, what):
     """value as a NumPy array of numbers or bools, or a typed error naming `what` (the node it is for)."""
     try:
         host = to_numpy(value) if _is_device_array(value) else np.asarray(value)
-    except ValueError as e:                   # nested lists of different lengths
-        raise ShapeError(f"{what}: the data is ragged ({e}); every row must have the same length, "
+    except ValueError:                        # nested lists of different lengths
+        raise ShapeError(f"{what}: the data is ragged (nested lists of different lengths); every row must "
+                         "have the same length, "
                          "so pad them (graphdiff.lm.data.make_batch pads token ids)") from None
     if host.dtype.kind not in "biuf":
         raise DTypeError(f"{what}: got {host.dtype} data ({_KINDS.get(host.dtype.kind, host.dtype.kind)}); "

@@ -81,6 +81,63 @@ def test_random_dags_match_finite_differences(dag):
         gd.gradcheck(y, wrt=params, variant=variant, rtol=1e-6, atol=1e-7)
 
 
+ACTIONS = st.sampled_from(["feed+forward y", "feed+forward z", "forward y", "forward z", "assign"])
+
+
+@settings(max_examples=40)
+@given(dag=dags(), actions=st.lists(st.tuples(ACTIONS, st.integers(0, 3)), max_size=6), data=st.data())
+def test_random_dags_never_mix_states(dag, actions, data, backend):
+    """Partial forwards, new feeds, param assignment and in-place changes to the caller's arrays, in any
+    order: backward either raises a GraphError (exactly when a feed or assignment came after the last
+    forward of y) or gives the gradients of a fresh graph built from the current values."""
+    leaves, prog, seed = dag
+    g, params, y = build_gd(leaves, prog, seed, backend=backend)
+    rng = np.random.default_rng(seed + 1)
+    x = g.input("x", leaves[0], requires_grad=True)      # an input feeding every node that reads p0
+    y = y + gd.sum(gd.tanh(x) * params[0])
+    z = gd.sum(gd.sigmoid(x)) + gd.sum(params[-1] * 2.0)
+    current = {p.name: rng.standard_normal(p.shape) for p in params}
+    for p in params:
+        p.value = current[p.name]
+    X = rng.standard_normal(x.shape)
+    current["x"] = X.copy()
+    g.forward({x: X}, outputs=y)
+    stale = False
+    for action, k in actions:
+        if action.startswith("feed"):
+            X = rng.standard_normal(x.shape)
+            current["x"] = X.copy()
+            g.forward({x: X}, outputs=y if action.endswith("y") else z)
+            stale = action.endswith("z")
+        elif action.startswith("forward"):
+            g.forward(outputs=y if action.endswith("y") else z)
+            stale = stale and action.endswith("z")
+        else:
+            p = params[k % len(params)]
+            new = rng.standard_normal(p.shape)
+            current[p.name] = new.copy()
+            p.value = new
+            new += 100.0                                  # the caller reuses its buffer: no effect
+            stale = True
+        X += 100.0                                        # likewise the fed batch's buffer
+    if stale:
+        with pytest.raises(gd.GraphError, match=r"is stale|run g.forward"):
+            g.backward(y, variant=data.draw(st.sampled_from(gd.VARIANTS)))
+        return
+    # the oracle: a fresh graph with the same structure and the current values, forward then backward
+    f, fparams, fy = build_gd(leaves, prog, seed, backend=backend)
+    fx = f.input("x", leaves[0], requires_grad=True)
+    fy = fy + gd.sum(gd.tanh(fx) * fparams[0])
+    for p in fparams:
+        p.value = current[p.name]
+    f.forward({fx: current["x"]}, outputs=fy)
+    want = [gd.to_numpy(v).copy() for v in f.backward(fy).values()]
+    for variant in gd.VARIANTS:
+        got = [gd.to_numpy(v).copy() for v in g.backward(y, variant=variant).values()]
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
 def hand_graph():
     g = gd.Graph(dtype="float64")
     a = g.param("a", 1.5)

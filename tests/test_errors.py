@@ -72,7 +72,8 @@ def test_seed_of_wrong_shape(g):
     x = g.param("x", np.ones(3))
     y = x * 2.0
     g.forward(outputs=y)
-    with pytest.raises(gd.ShapeError, match=r"seed has shape \(2,\), 'multiply' has shape \(3,\)"):
+    with pytest.raises(gd.ShapeError, match=r"the seed for 'multiply' expects shape \(3,\) \(f64\[3\]\), got an "
+                                            r"array of shape \(2,\)"):
         g.backward(y, seed=np.ones(2))
 
 

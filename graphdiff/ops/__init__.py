@@ -20,7 +20,7 @@ The registry is explicit: the modules below are imported here, and each op is li
 import builtins
 
 from ..errors import GraphError, ShapeError
-from ..graph import Node
+from ..graph import Node, as_ints  # noqa: F401  (as_ints: for the shape ops)
 
 REGISTRY = {}
 
@@ -125,10 +125,10 @@ def norm_axis(axis, ndim):
     """axis (None, int or tuple) as a sorted tuple of non-negative ints; ShapeError if out of range."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = as_ints(axis, "axis")
     out = []
     for a in axes:
-        if not isinstance(a, int) or not -ndim <= a < ndim:
+        if not -ndim <= a < ndim:
             raise ShapeError(f"axis {a} is out of range for a {ndim}-d input")
         out.append(a % ndim)
     if len(set(out)) != len(out):

@@ -95,10 +95,11 @@ class Power:
         return a ** b
 
     def vjp(F, i, g, xs, out):                    # d(a^b) = b a^(b-1) da + a^b log(a) db
-        a, b = xs
-        if i == 0:
-            return F.unbroadcast(g * b * a ** (b - 1.0), a.shape)
-        return F.unbroadcast(g * out * F.log(a), b.shape)
+        a, b = xs                                  # limits as PyTorch takes them: 0 where b = 0 (da)
+        if i == 0:                                 # and where a = 0 <= b (db), not 0*inf = nan
+            return F.unbroadcast(F.where(b == 0.0, 0.0, g * b * a ** (b - 1.0)), a.shape)
+        at_zero = F.logical_and(a == 0.0, b >= 0.0)
+        return F.unbroadcast(F.where(at_zero, 0.0, g * out * F.log(F.where(a == 0.0, 1.0, a))), b.shape)
 
     def forward_scalar(a, b):
         out = a ** b
@@ -108,7 +109,9 @@ class Power:
 
     def vjp_scalar(i, g, xs, out):
         a, b = xs
-        return g * b * a ** (b - 1.0) if i == 0 else g * out * math.log(a)
+        if i == 0:
+            return 0.0 if b == 0.0 else g * b * a ** (b - 1.0)
+        return 0.0 if a == 0.0 and b >= 0.0 else g * out * math.log(a)
 
 
 def _greater(x, other):
@@ -278,20 +281,22 @@ class Sigmoid:
 
 @op("relu")
 class Relu:
-    """max(x, 0); the gradient at 0 is 0"""
+    """max(x, 0); the gradient at 0 is 0; NaN stays NaN (as in NumPy and PyTorch)"""
     shape = same_shape
 
     def forward(F, x):
-        return F.where(x > 0.0, x, 0.0)
+        return F.where(x < 0.0, 0.0, x)         # not x > 0 ? x : 0, which would turn NaN into 0
 
     def vjp(F, i, g, xs, out):
-        return F.where(xs[0] > 0.0, g, 0.0)
+        return F.where(out <= 0.0, 0.0, g)
 
     def forward_scalar(x):
+        if x != x:
+            raise ValueError("nan")             # NaN ahead: the array path keeps NumPy's semantics
         return x if x > 0.0 else 0.0
 
     def vjp_scalar(i, g, xs, out):
-        return g if xs[0] > 0.0 else 0.0
+        return g if out > 0.0 else 0.0
 
 
 @op("abs")

@@ -1,6 +1,8 @@
 """Neural-network ops: softmax, log_softmax, cross_entropy, layer_norm, embedding, dropout."""
+import numpy as np
+
 from . import REGISTRY, apply, norm_axis, op
-from ..errors import ShapeError
+from ..errors import DTypeError, ShapeError
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "layer_norm", "embedding", "dropout"]
 
@@ -187,8 +189,12 @@ def cross_entropy(logits, ids, ignore_index=None, name=None):
         ids: (...) integer Node or array of target ids in [0, V).
         ignore_index: targets equal to it (e.g. the <pad> id) are left out of the mean.
     """
-    return apply(REGISTRY["cross_entropy"], (logits, ids),
-                 {"ignore_index": None if ignore_index is None else int(ignore_index)}, name)
+    if ignore_index is not None:
+        if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)):
+            raise DTypeError(f"cross_entropy: ignore_index must be an integer id (such as the <pad> id), "
+                             f"got {ignore_index!r}")
+        ignore_index = int(ignore_index)
+    return apply(REGISTRY["cross_entropy"], (logits, ids), {"ignore_index": ignore_index}, name)
 
 
 def layer_norm(x, gamma, beta, eps=1e-5, name=None):

@@ -1,5 +1,7 @@
 """Reductions (sum, mean, max over axes) and the n-ary sum add_n."""
-from . import REGISTRY, apply, broadcast_shapes, norm_axis, op, reduced_shape
+import numpy as np
+
+from . import REGISTRY, apply, as_ints, broadcast_shapes, norm_axis, op, reduced_shape
 
 __all__ = ["sum", "mean", "max", "add_n"]
 
@@ -49,7 +51,8 @@ class Mean:
         return F.mean(x, axis=axis, keepdims=keepdims)
 
     def vjp(F, i, g, xs, out, axis=None, keepdims=False):
-        return _spread(F, g, xs[0].shape, axis, keepdims) * (1.0 / _count(xs[0].shape, axis))
+        n = _count(xs[0].shape, axis)           # 0 for an empty axis: the gradient is empty too
+        return _spread(F, g, xs[0].shape, axis, keepdims) * (1.0 / n if n else 0.0)
 
     def forward_scalar(x, axis=None, keepdims=False):      # a 0-d input: nothing to reduce
         return x
@@ -105,9 +108,10 @@ class AddN:
 
 
 def _norm_axis_arg(axis):
-    if axis is None or isinstance(axis, int):
-        return axis
-    return tuple(int(a) for a in axis)
+    if axis is None:
+        return None
+    axes = as_ints(axis, "axis")
+    return axes[0] if isinstance(axis, (int, np.integer)) else axes
 
 
 def _reduction(spec_name, doc):

@@ -1,7 +1,7 @@
 """Ops that move elements around: reshape, transpose, broadcast_to, concat, stack, getitem, and matmul."""
 import numpy as np
 
-from . import REGISTRY, apply, norm_axis, op
+from . import REGISTRY, apply, as_ints, norm_axis, op
 from ..backend import canonical_index, normalize_index
 from ..errors import ShapeError
 
@@ -214,7 +214,7 @@ class Matmul:
 # --- public functions ----------------------------------------------------------------------------------------
 def reshape(x, shape, name=None):
     """x with a new shape; one entry may be -1. Args: x: a Node; shape: a tuple of ints."""
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(n) for n in shape)
+    shape = as_ints(shape, f"reshape '{x.name}': shape")
     size = int(np.prod(x.shape, dtype=np.int64))
     if shape.count(-1) > 1:
         raise ShapeError(f"reshape '{x.name}': only one -1 allowed in {shape}")
@@ -235,9 +235,11 @@ def reshape(x, shape, name=None):
 def transpose(x, axes=None, name=None):
     """x with axes permuted (reversed when axes is None, as x.T)."""
     nd = len(x.shape)
-    axes = tuple(range(nd))[::-1] if axes is None else tuple(int(a) % nd if nd else int(a) for a in axes)
+    given = tuple(range(nd))[::-1] if axes is None else as_ints(axes, f"transpose '{x.name}': axes")
+    axes = tuple(a % nd if -nd <= a < nd else a for a in given)
     if sorted(axes) != list(range(nd)):
-        raise ShapeError(f"transpose '{x.name}': axes {axes} are not a permutation of range({nd})")
+        raise ShapeError(f"transpose '{x.name}': axes {given} are not a permutation of the axes of shape "
+                         f"{x.shape}; give each of {tuple(range(nd))} once (negative counts from the end)")
     if axes == tuple(range(nd)):
         return x
     return apply(REGISTRY["transpose"], (x,), {"axes": axes}, name)
@@ -253,7 +255,7 @@ def matrix_transpose(x, name=None):
 
 def broadcast_to(x, shape, name=None):
     """x broadcast to shape."""
-    shape = tuple(int(n) for n in shape)
+    shape = as_ints(shape, f"broadcast_to '{x.name}': shape")
     if shape == x.shape:
         return x
     return apply(REGISTRY["broadcast_to"], (x,), {"newshape": shape}, name)
@@ -273,7 +275,7 @@ def concat(xs, axis=0, name=None):
     xs = list(xs)
     if not xs:
         raise ValueError("concat needs at least one input")
-    return apply(REGISTRY["concat"], xs, {"axis": int(axis)}, name)
+    return apply(REGISTRY["concat"], xs, {"axis": as_ints(axis, "concat: axis")[0]}, name)
 
 
 def stack(xs, axis=0, name=None):
@@ -281,12 +283,12 @@ def stack(xs, axis=0, name=None):
     xs = list(xs)
     if not xs:
         raise ValueError("stack needs at least one input")
-    return apply(REGISTRY["stack"], xs, {"axis": int(axis)}, name)
+    return apply(REGISTRY["stack"], xs, {"axis": as_ints(axis, "stack: axis")[0]}, name)
 
 
 def getitem(x, idx, name=None):
     """x[idx]: ints, slices, None, ... and integer arrays (NumPy semantics, repeated indices add grads)."""
-    from ..graph import Node
+    from ..graph import Node, describe
     raw = idx if isinstance(idx, tuple) else (idx,)
     if any(isinstance(k, Node) for k in raw):
         raise TypeError(f"getitem '{x.name}': indexing with a Node is not supported; "
@@ -295,12 +297,14 @@ def getitem(x, idx, name=None):
         idx = canonical_index(normalize_index(idx), x.shape)
     except TypeError as e:
         raise TypeError(f"getitem '{x.name}': {e}") from None
+    except ValueError as e:                   # x[::0]
+        raise ShapeError(f"getitem '{x.name}' {describe(x.shape, x.dtype)}: {e}; use a non-zero step") from None
     return apply(REGISTRY["getitem"], (x,), {"idx": idx}, name)
 
 
 def index_add(g, shape, idx, name=None):
     """zeros(shape) with g added at [idx] (the adjoint of getitem)."""
-    shape = tuple(int(n) for n in shape)
+    shape = as_ints(shape, f"index_add '{g.name}': shape")
     idx = canonical_index(normalize_index(idx), shape)
     return apply(REGISTRY["index_add"], (g,), {"shape": shape, "idx": idx}, name)
 

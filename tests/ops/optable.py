@@ -359,3 +359,28 @@ OPS = [
     OpSpec("less_equal", draw_compare, lambda a, b: a <= b, binary(lambda t: t.le), grad=False),
     OpSpec("equal", draw_compare, gd.equal, binary(lambda t: t.eq), grad=False),
 ]
+
+
+# --- edge cases: fixed inputs where the maths has a limit, an empty axis or a NaN -----------------------
+# (each checked in both variants against PyTorch, NaN where PyTorch has NaN; finite differences do not
+# apply at a kink or on an empty array)
+@dataclass
+class EdgeCase:
+    id: str
+    arrays: list                  # float64 leaf values
+    gd: object                    # (*nodes) -> Node
+    torch: object                 # (*tensors) -> tensor
+
+
+EDGE_CASES = [
+    EdgeCase("power_base0_exp0_and_2", [np.array([0.0, 0.0, 2.0]), np.array([0.0, 2.0, 0.0])],
+             lambda p, q: p ** q, lambda p, q: p ** q),
+    EdgeCase("power_base0_exp_half_and_3", [np.array([0.0, 0.0]), np.array([0.5, 3.0])],
+             lambda p, q: p ** q, lambda p, q: p ** q),
+    EdgeCase("power_negative_base_int_exp", [np.array([-2.0, -0.5]), np.array([2.0, 3.0])],
+             lambda p, q: p ** q, lambda p, q: p ** q),
+    EdgeCase("relu_nan_zero", [np.array([np.nan, -1.0, 0.0, 2.0])], gd.relu, lambda x: x.relu()),
+    EdgeCase("mean_empty_axis", [np.zeros((2, 0))], lambda x: gd.mean(x, axis=1), lambda x: x.mean(dim=1)),
+    EdgeCase("mean_empty_all", [np.zeros((0, 3))], lambda x: gd.mean(x, axis=0), lambda x: x.mean(dim=0)),
+    EdgeCase("sum_empty_axis", [np.zeros((2, 0))], lambda x: gd.sum(x, axis=1), lambda x: x.sum(dim=1)),
+]

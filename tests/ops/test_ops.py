@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 import graphdiff as gd
 
-from .optable import OPS
+from .optable import EDGE_CASES, OPS
 
 torch = pytest.importorskip("torch")
 SPECS = [pytest.param(s, id=s.id) for s in OPS]
@@ -89,3 +89,24 @@ def test_matches_pytorch(spec, backend, data):
             if n.kind == "param":
                 np.testing.assert_allclose(got[n.name], t.grad.numpy(), rtol=1e-9, atol=1e-12,
                                            err_msg=f"{spec.id} {variant}: d/d{n.name}")
+
+
+@pytest.mark.parametrize("case", EDGE_CASES, ids=lambda c: c.id)
+def test_edge_cases_match_pytorch(case, backend):
+    """Limits (0 ** 0), NaN inputs and empty axes: values and both variants' gradients as PyTorch has them."""
+    g = gd.Graph(backend=backend, dtype="float64")
+    leaves = [g.param(f"x{k}", a) for k, a in enumerate(case.arrays)]
+    y = case.gd(*leaves)
+    ts = [torch.tensor(a, requires_grad=True) for a in case.arrays]
+    out = case.torch(*ts)
+    seed = np.linspace(1.0, 2.0, int(np.prod(y.shape))).reshape(y.shape)
+    out.backward(torch.tensor(seed))
+    with np.errstate(all="ignore"):
+        g.forward(outputs=y)
+        np.testing.assert_allclose(gd.to_numpy(y.value), out.detach().numpy(), rtol=1e-12, equal_nan=True)
+        for variant in gd.VARIANTS:
+            got = g.backward(y, variant=variant, seed=seed)
+            for n, t in zip(leaves, ts):
+                assert got[n].shape == t.shape
+                np.testing.assert_allclose(gd.to_numpy(got[n]), t.grad.numpy(), rtol=1e-12, equal_nan=True,
+                                           err_msg=f"{case.id} {variant}: d/d{n.name}")
