@@ -5,6 +5,8 @@ graphviz or matplotlib. A module provides `add_arguments(parser)` and `run(args)
 """
 import argparse
 import importlib
+import os
+import signal
 import sys
 
 # name: (module, one-line help)
@@ -42,8 +44,14 @@ def main(argv=None):
             from . import __version__
             print(__version__)
             return 0
-        _top_parser().print_help()
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        if argv and argv[0] in ("-h", "--help"):
+            _top_parser().print_help()
+            return 0
+        _top_parser().print_usage(sys.stderr)
+        what = f"unknown command {argv[0]!r}" if argv else "a command is required"
+        print(f"graphdiff: {what}; choose one of {', '.join(COMMANDS)} (graphdiff --help describes them)",
+              file=sys.stderr)
+        return 2
     name, rest = argv[0], argv[1:]
     module_name, help_ = COMMANDS[name]
     try:
@@ -62,7 +70,13 @@ def main(argv=None):
         except BackendUnavailable as e:
             print(f"graphdiff {name}: {e}", file=sys.stderr)
             return 2
-    return getattr(module, f"run_{name}")(args) or 0
+    try:
+        return getattr(module, f"run_{name}")(args) or 0
+    except BrokenPipeError:
+        # the reader went away (`graphdiff ops | head -3`): stop quietly, as a killed-by-SIGPIPE tool does;
+        # stdout now points at /dev/null so the interpreter's final flush cannot complain either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

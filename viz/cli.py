@@ -24,20 +24,23 @@ def add_render_arguments(parser):
 def run_render(args):
     """Build the example, run forward and backward (keeping every gradient), write the DOT and the picture."""
     from .dot import RenderError, render, to_dot
+    if not check_out_folder(args.out, "render"):
+        return 2
     g, y = build(args.name, seed=args.seed)
     g.backward(y, retain_grads=True)
     dot = to_dot(y, rankdir=args.rankdir, clusters=args.clusters, collapse=args.collapse, legend=args.legend,
                  max_nodes=args.max_nodes)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     gv = out / f"{args.name}.gv"
-    gv.write_text(dot.source, encoding="utf-8")
-    print(f"wrote {gv}")
     try:
+        gv.write_text(dot.source, encoding="utf-8")
+        print(f"wrote {gv}")
         print(f"wrote {render(dot, out / args.name, args.format, renderer=args.renderer)}")
     except RenderError as e:
         print(f"graphdiff render: {e}", file=sys.stderr)
         return 1
+    except OSError as e:
+        return write_failed("render", args.out, e)
     return 0
 
 
@@ -55,19 +58,39 @@ def run_compare(args):
     """Print the two variants' table; write NAME-report.json and the stepper page NAME-trace/trace.html."""
     from .dot import RenderError
     from .trace import compare_variants, render_trace
+    if not check_out_folder(args.out, "compare"):
+        return 2
     g, y = build(args.name, seed=args.seed)
     report = compare_variants(g, y, repeats=args.repeats)
     print(report.table())
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     js = out / f"{args.name}-report.json"
-    js.write_text(report.to_json(), encoding="utf-8")
-    print(f"wrote {js}")
     try:
+        js.write_text(report.to_json(), encoding="utf-8")
+        print(f"wrote {js}")
         page = render_trace(g, y, out / f"{args.name}-trace", renderer=args.renderer, repeats=args.repeats,
                             title=f"graphdiff compare {args.name}: backward step by step")
     except RenderError as e:
         print(f"graphdiff compare: {e}", file=sys.stderr)
         return 1
+    except OSError as e:
+        return write_failed("compare", args.out, e)
     print(f"wrote {page}")
     return 0
+
+
+def check_out_folder(folder, command):
+    """Create the --out folder and prove it takes files, before any work; False after one line on stderr."""
+    from graphdiff.nn.serialization import OutputError, check_writable
+    try:
+        check_writable(folder, "--out folder", folder=True)
+    except OutputError as e:
+        print(f"graphdiff {command}: {e}", file=sys.stderr)
+        return False
+    return True
+
+
+def write_failed(command, folder, e):
+    print(f"graphdiff {command}: cannot write into --out {folder!r}: {e.strerror or e}; choose a writable folder",
+          file=sys.stderr)
+    return 2

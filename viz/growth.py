@@ -134,15 +134,20 @@ def run_growth(args):
     if args.max_len < 2:
         print("graphdiff growth: --max-len must be at least 2 to fit a slope")
         return 2
-    os.makedirs(args.out, exist_ok=True)
+    from .cli import check_out_folder, write_failed
+    if not check_out_folder(args.out, "growth"):
+        return 2
     t0 = time.perf_counter()
     rows = measure(args.max_len)
     result = {"config": {**CONFIG, "max_len": args.max_len, "fit": f"log-log least squares over "
                          f"T >= {max(2, math.ceil(CONFIG['fit_from'] * args.max_len))}"},
               "rnn": rows["rnn"], "transformer": rows["transformer"],
               "exponents": {name: fit(rows[name]) for name in ("rnn", "transformer")}}
-    with open(os.path.join(args.out, "growth.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    try:
+        with open(os.path.join(args.out, "growth.json"), "w") as f:
+            json.dump(result, f, indent=1)
+    except OSError as e:
+        return write_failed("growth", args.out, e)
     print(f"{'T':>4s} | {'RNN nodes':>9s} {'edges':>7s} {'depth':>6s} | {'Transformer nodes':>17s} {'edges':>7s} "
           f"{'depth':>6s}")
     for r, s in zip(result["rnn"], result["transformer"]):
@@ -153,10 +158,13 @@ def run_growth(args):
         k = result["exponents"][name]
         print(f"fitted exponents, {name:11s}: nodes T^{k['nodes']:.2f}, edges T^{k['edges']:.2f}, "
               f"depth T^{k['depth']:.2f}")
-    plot(result, [os.path.join(args.out, "growth.png"), os.path.join(args.out, "growth.svg")])
     written = ["growth.json", "growth.png", "growth.svg"]
-    for kind in ("rnn", "transformer"):
-        path = render_small(kind, args.render_len, os.path.join(args.out, f"{kind}_T{args.render_len}"))
-        written.append(os.path.basename(path))
+    try:
+        plot(result, [os.path.join(args.out, "growth.png"), os.path.join(args.out, "growth.svg")])
+        for kind in ("rnn", "transformer"):
+            path = render_small(kind, args.render_len, os.path.join(args.out, f"{kind}_T{args.render_len}"))
+            written.append(os.path.basename(path))
+    except OSError as e:
+        return write_failed("growth", args.out, e)
     print(f"wrote {', '.join(os.path.join(args.out, w) for w in written)} in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -7,7 +7,10 @@ contribution (or, for y, from its seed) until it is freed; the peak of that set 
 """
 import html
 import json
+import os
+import shutil
 import statistics
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -388,23 +391,49 @@ def render_trace(graph, y, out_dir, *, variants=VARIANTS, renderer="auto", repea
         the path of the HTML page (str). Prev/Next buttons and the arrow keys (Home/End) move the step.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     report = compare_variants(graph, y, variants=variants, repeats=repeats)
-    (out / "report.json").write_text(report.to_json(), encoding="utf-8")
-    data = {"variants": []}
-    for v in variants:
-        frames = trace_frames(graph, y, v, captions=False, **options)
-        folder = out / v
-        folder.mkdir(exist_ok=True)
-        shown = []
-        for f in frames:
-            svg = pipe(f.dot.source, "svg", renderer).decode("utf-8")
-            (folder / f"step_{f.step + 1:03d}.svg").write_text(svg, encoding="utf-8")
-            shown.append({"caption": f.caption, "svg": _inline_svg(svg)})
-        data["variants"].append({"name": v, "about": ABOUT[v], "frames": shown})
-    page = out / "trace.html"
-    page.write_text(_page(title or f"Backward step by step: '{y.name}'", data, report), encoding="utf-8")
-    return str(page)
+    # build everything in a temporary folder beside out_dir and move it into place at the end, so a failure
+    # leaves the previous output (or none), never a half-written one
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".tmp-{out.name}-"))
+    try:
+        _write(tmp / "report.json", report.to_json())
+        data = {"variants": []}
+        for v in variants:
+            frames = trace_frames(graph, y, v, captions=False, **options)
+            folder = tmp / v
+            folder.mkdir()
+            shown = []
+            for f in frames:
+                svg = pipe(f.dot.source, "svg", renderer).decode("utf-8")
+                _write(folder / f"step_{f.step + 1:03d}.svg", svg)
+                shown.append({"caption": f.caption, "svg": _inline_svg(svg)})
+            data["variants"].append({"name": v, "about": ABOUT[v], "frames": shown})
+        _write(tmp / "trace.html", _page(title or f"Backward step by step: '{y.name}'", data, report))
+        os.chmod(tmp, 0o777 & ~_umask())              # mkdtemp makes 0700; a plain mkdir follows the umask
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".tmp-{out.name}-old-"))
+            out.rename(old / out.name)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return str(out / "trace.html")
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write(path, text):
+    """Write text as UTF-8; any str will do: characters UTF-8 cannot hold (a lone surrogate in a node
+    name) are written as their backslash escape instead of failing half-way through the output."""
+    path.write_bytes(text.encode("utf-8", "backslashreplace"))
 
 
 def _inline_svg(svg):

@@ -1,5 +1,6 @@
 """graphdiff.lm: tokenizers, batching, GPT and RNN language models, training, generation, unrolled graphs."""
-from .tokenizers import ByteBPETokenizer, CharTokenizer  # noqa: F401
+from ..nn.serialization import CheckpointError  # noqa: F401
+from .tokenizers import ByteBPETokenizer, CharTokenizer, TokenizerError  # noqa: F401
 from .data import CorpusError, batch_texts, load_corpus, make_batch  # noqa: F401
 from .gpt import GPT  # noqa: F401
 from .rnn import RNNLM  # noqa: F401

@@ -1,4 +1,5 @@
 """`graphdiff train` and `graphdiff generate`."""
+import argparse
 import os
 import sys
 
@@ -24,88 +25,140 @@ def set_threads(n):
     threadpool_limits(n)
 
 
+def _number(kind, lo, what):
+    """An argparse type: a `kind` (int or float) >= lo; argparse turns the ValueError into one line, exit 2."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if not value >= lo:          # also refuses NaN
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+    return parse
+
+
+def _nonempty(text):
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty: give at least one character to continue")
+    return text
+
+
+POSITIVE, COUNT = _number(int, 1, "a positive integer"), _number(int, 0, "a count (0 or more)")
+NONNEG = _number(float, 0.0, "a number >= 0")
+
+# the model and data settings; None on the command line means "not given": a fresh run uses these, a
+# resumed run the checkpoint's (and giving a different value is an error: the model cannot change)
+MODEL_DEFAULTS = dict(model="gpt", tokenizer="char", bpe_vocab=512, block_size=128, n_layer=4, n_head=4,
+                      n_embd=128, n_hidden=256, dropout=0.0, norm="pre", pos="learned", dtype="float32")
+
+
 def add_train_arguments(p):
-    from .train import TRAIN_DEFAULTS as D
-    p.add_argument("--model", choices=("gpt", "rnn"), default="gpt", help="model family (default: gpt)")
+    from .train import TRAIN_DEFAULTS
+    D = dict(MODEL_DEFAULTS, **TRAIN_DEFAULTS)
+
+    def arg(flag, default_key=None, **kw):
+        key = default_key or flag[2:].replace("-", "_")
+        help_ = kw.pop("help", "")
+        p.add_argument(flag, default=None, help=f"{help_} (default {D[key]}; on --resume: the checkpoint's)".strip(),
+                       **kw)
+    arg("--model", choices=("gpt", "rnn"), help="model family")
     p.add_argument("--corpus", default=None,
                    help="UTF-8 text file (default: the Python standard library's own source, offline)")
-    p.add_argument("--tokenizer", choices=("char", "bpe"), default="char")
-    p.add_argument("--bpe-vocab", type=int, default=512, help="byte-level BPE vocabulary size")
-    p.add_argument("--block-size", type=int, default=128, help="context length T")
-    p.add_argument("--batch-size", type=int, default=D["batch_size"])
-    p.add_argument("--n-layer", type=int, default=4)
-    p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--n-embd", type=int, default=128, help="GPT width C / RNN embedding size")
-    p.add_argument("--n-hidden", type=int, default=256, help="RNN hidden size")
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--norm", choices=("pre", "post"), default="pre", help="Pre-LN or Post-LN blocks")
-    p.add_argument("--pos", choices=("learned", "sinusoidal"), default="learned")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--steps", type=int, default=D["steps"])
-    p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--lr", type=float, default=D["lr"])
-    p.add_argument("--min-lr", type=float, default=D["min_lr"])
-    p.add_argument("--warmup", type=int, default=D["warmup"])
-    p.add_argument("--weight-decay", type=float, default=D["weight_decay"])
-    p.add_argument("--grad-clip", type=float, default=D["grad_clip"])
-    p.add_argument("--eval-every", type=int, default=D["eval_every"])
-    p.add_argument("--eval-batches", type=int, default=D["eval_batches"])
-    p.add_argument("--seed", type=int, default=D["seed"])
+    arg("--tokenizer", choices=("char", "bpe"))
+    arg("--bpe-vocab", type=_number(int, 257, "at least 257 (256 bytes + <pad>)"),
+        help="byte-level BPE vocabulary size")
+    arg("--block-size", type=POSITIVE, help="context length T")
+    arg("--batch-size", type=POSITIVE)
+    arg("--n-layer", type=POSITIVE)
+    arg("--n-head", type=POSITIVE)
+    arg("--n-embd", type=POSITIVE, help="GPT width C / RNN embedding size")
+    arg("--n-hidden", type=POSITIVE, help="RNN hidden size")
+    arg("--dropout", type=NONNEG)
+    arg("--norm", choices=("pre", "post"), help="Pre-LN or Post-LN blocks")
+    arg("--pos", choices=("learned", "sinusoidal"))
+    arg("--dtype", choices=("float32", "float64"))
+    arg("--steps", type=COUNT)
+    p.add_argument("--time-limit", type=NONNEG, default=None, help="stop after this many seconds")
+    arg("--lr", type=NONNEG)
+    arg("--min-lr", type=NONNEG)
+    arg("--warmup", type=COUNT)
+    arg("--weight-decay", type=NONNEG)
+    arg("--grad-clip", type=NONNEG)
+    arg("--eval-every", type=POSITIVE)
+    arg("--eval-batches", type=POSITIVE)
+    arg("--seed", type=COUNT)
     p.add_argument("--out", default="out/ckpt.npz", help="checkpoint path (.npz; a .json copy of the "
-                   "metadata is written beside it)")
+                   "metadata is written beside it, and <name>.lock while a run writes it)")
     p.add_argument("--resume", action="store_true", help="continue from --out")
     p.add_argument("--log", default=None, help="append one JSON line per evaluation to this file")
-    p.add_argument("--sample-chars", type=int, default=200, help="print a sample of this length at the end")
+    p.add_argument("--sample-chars", type=COUNT, default=200, help="print a sample of this length at the end")
     p.add_argument("--no-progress", action="store_true")
     add_threads_argument(p)
     add_backend_argument(p)
 
 
 def run_train(args):
-    from ..nn.serialization import CheckpointError
-    from . import tokenizers
-    from .data import CorpusError, load_corpus
-    from .train import Trainer, build_model, check_resume_compatible, load_checkpoint, prepare_data
+    """Check the outputs, take the checkpoint's lock, then train (fresh or resumed) and save."""
+    from ..nn.serialization import CheckpointError, OutputError, check_writable
+    from .data import CorpusError
+    from .tokenizers import TokenizerError
+    from .train import checkpoint_lock
     set_threads(args.threads)
     try:
-        docs, desc = load_corpus(args.corpus)
-    except CorpusError as e:
+        check_writable(args.out, "checkpoint (--out)")
+        if args.log:
+            check_writable(args.log, "log (--log)")
+        with checkpoint_lock(args.out):
+            return _train(args)
+    except (CheckpointError, CorpusError, TokenizerError, OutputError) as e:
         print(f"graphdiff train: {e}", file=sys.stderr)
         return 2
+
+
+def _train(args):
+    from . import tokenizers
+    from .data import load_corpus
+    from .train import (TRAIN_DEFAULTS, Trainer, build_model, check_resume_settings, load_checkpoint,
+                        prepare_data)
+    docs, desc = load_corpus(args.corpus)
     print(f"corpus: {desc}")
-    hp = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup,
-              weight_decay=args.weight_decay, grad_clip=args.grad_clip, eval_every=args.eval_every,
-              eval_batches=args.eval_batches, seed=args.seed)
-    try:
-        if args.resume:
-            _, tok, meta, _ = load_checkpoint(args.out)
-            check_resume_compatible(meta, args.model, args.out)
-            train, val = prepare_data(docs, tok)
-            trainer = Trainer.resume(args.out, train, val, steps=args.steps)
-            print(f"resumed {args.out} at step {trainer.step}")
+    given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
+    if args.resume:
+        _, tok, meta, _ = load_checkpoint(args.out)
+        check_resume_settings(meta, args.out, **{k: getattr(args, k) for k in MODEL_DEFAULTS},
+                              batch_size=args.batch_size, seed=args.seed)
+        train, val = prepare_data(docs, tok)
+        trainer = Trainer.resume(args.out, train, val, **given)
+        for k, (old, new) in trainer.changed.items():
+            print(f"graphdiff train: warning: resuming with --{k.replace('_', '-')} {new} (the checkpoint "
+                  f"used {old})", file=sys.stderr)
+        print(f"resumed {args.out} at step {trainer.step}")
+    else:
+        a = argparse.Namespace(**{k: v if v is not None else MODEL_DEFAULTS.get(k) for k, v in vars(args).items()})
+        if a.tokenizer == "char":
+            tok = tokenizers.CharTokenizer.train("".join(docs))
         else:
-            if args.tokenizer == "char":
-                tok = tokenizers.CharTokenizer.train("".join(docs))
-            else:
-                print(f"training a byte-level BPE tokenizer ({args.bpe_vocab} ids) on the corpus "
-                      "(about 30 s for the default corpus)...", flush=True)
-                tok = tokenizers.ByteBPETokenizer.train("".join(docs), vocab_size=args.bpe_vocab)
-            if args.model == "gpt":
-                cfg = dict(vocab_size=tok.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
-                           n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout, norm=args.norm,
-                           pos=args.pos, pad_id=tok.pad_id, seed=args.seed)
-            else:
-                cfg = dict(vocab_size=tok.vocab_size, block_size=args.block_size, n_embd=args.n_embd,
-                           n_hidden=args.n_hidden, pad_id=tok.pad_id, seed=args.seed)
-            model = build_model(args.model, cfg, dtype=args.dtype)
-            train, val = prepare_data(docs, tok)
-            trainer = Trainer(model, tok, train, val, **hp)
-    except (CheckpointError, CorpusError, ValueError) as e:
-        print(f"graphdiff train: {e}", file=sys.stderr)
-        return 2
+            print(f"training a byte-level BPE tokenizer ({a.bpe_vocab} ids) on the corpus "
+                  "(about 30 s for the default corpus)...", flush=True)
+            tok = tokenizers.ByteBPETokenizer.train("".join(docs), vocab_size=a.bpe_vocab)
+        seed = given.get("seed", TRAIN_DEFAULTS["seed"])
+        if a.model == "gpt":
+            cfg = dict(vocab_size=tok.vocab_size, block_size=a.block_size, n_layer=a.n_layer, n_head=a.n_head,
+                       n_embd=a.n_embd, dropout=a.dropout, norm=a.norm, pos=a.pos, pad_id=tok.pad_id, seed=seed)
+        else:
+            cfg = dict(vocab_size=tok.vocab_size, block_size=a.block_size, n_embd=a.n_embd,
+                       n_hidden=a.n_hidden, pad_id=tok.pad_id, seed=seed)
+        try:
+            model = build_model(a.model, cfg, dtype=a.dtype)
+        except ValueError as e:                  # e.g. --n-head that does not divide --n-embd
+            print(f"graphdiff train: {e}", file=sys.stderr)
+            return 2
+        train, val = prepare_data(docs, tok)
+        trainer = Trainer(model, tok, train, val, **given)
     m = trainer.model
     print(f"model: {m.kind}, {m.num_parameters():,} parameters, vocab {tok.vocab_size}, "
-          f"backend {m.backend.name}, {m.dtype}")
+          f"backend {m.backend.name}, {m.dtype}", flush=True)
     trainer.fit(time_limit=args.time_limit, checkpoint=args.out, progress=not args.no_progress, log=args.log)
     tokenizers.save(tok, os.path.join(os.path.dirname(os.path.abspath(args.out)), "tokenizer.json"))
     print(f"saved {args.out} at step {trainer.step} (and tokenizer.json beside it)")
@@ -120,12 +173,12 @@ def run_train(args):
 
 def add_generate_arguments(p):
     p.add_argument("--checkpoint", default="out/ckpt.npz")
-    p.add_argument("--prompt", default="\n", help='text to continue ("\\n" and "\\t" allowed)')
-    p.add_argument("--max-new-tokens", type=int, default=300)
+    p.add_argument("--prompt", default="\n", type=_nonempty, help='text to continue ("\\n" and "\\t" allowed)')
+    p.add_argument("--max-new-tokens", type=COUNT, default=300)
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=NONNEG, default=0.8, help="0 is greedy (default 0.8)")
+    p.add_argument("--top-k", type=POSITIVE, default=None, help="sample among the k most likely tokens")
+    p.add_argument("--seed", type=COUNT, default=0)
     p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole prefix at every step")
     add_threads_argument(p)
     add_backend_argument(p)

@@ -1,16 +1,21 @@
 """Tokenizers: character level and byte-level BPE trained on the corpus; both save to and load from JSON.
 
 Both reserve the id `pad_id` for "<pad>", which batching uses to fill short sequences.
+Loading checks a tokenizer's dict before building anything (`check_dict`): a vocabulary has at most
+MAX_VOCAB ids and a BPE token at most MAX_TOKEN_BYTES bytes, so a small file cannot ask for huge memory.
 """
 import json
+import os
 import re
 from collections import Counter
 
 PAD = "<pad>"
+MAX_VOCAB = 1 << 18          # ids, <pad> included (GPT-4o's tokenizer has about 200k)
+MAX_TOKEN_BYTES = 256        # bytes one BPE token may stand for
 
 
 class TokenizerError(ValueError):
-    pass
+    """A tokenizer that cannot encode a text, or a tokenizer file or dict that is malformed."""
 
 
 class CharTokenizer:
@@ -54,7 +59,8 @@ class CharTokenizer:
         return {"type": "char", "chars": "".join(self.chars)}
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d, source="tokenizer"):
+        check_dict(d, source)
         return cls(list(d["chars"]))
 
 
@@ -136,7 +142,8 @@ class ByteBPETokenizer:
         return {"type": "bpe", "merges": [list(m) for m in self.merges]}
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d, source="tokenizer"):
+        check_dict(d, source)
         return cls(d["merges"])
 
 
@@ -153,19 +160,76 @@ def _merge(s, pair, new):
     return out
 
 
-def from_dict(d):
-    """A tokenizer from its to_dict() form."""
-    kinds = {"char": CharTokenizer, "bpe": ByteBPETokenizer}
-    if d.get("type") not in kinds:
-        raise TokenizerError(f"unknown tokenizer type {d.get('type')!r}; expected one of {sorted(kinds)}")
-    return kinds[d["type"]].from_dict(d)
+KINDS = {"char": CharTokenizer, "bpe": ByteBPETokenizer}
+
+
+def check_dict(d, source="tokenizer"):
+    """Raise TokenizerError, naming `source` and the field, unless d is a valid to_dict() form.
+
+    BPE merges must be pairs of earlier ids (bytes 0..255 or merges before them); each token's length is
+    computed from its two parts, without building it, and must stay within MAX_TOKEN_BYTES."""
+    def bad(field, why):
+        return TokenizerError(f"{source}: field {field!r} {why}")
+    if not isinstance(d, dict):
+        raise bad("type", f"missing: the tokenizer is a {type(d).__name__}, expected a JSON object")
+    kind = d.get("type")
+    if kind not in KINDS:
+        raise bad("type", f"is {kind!r}; expected one of {sorted(KINDS)}")
+    fields = {"char": {"type", "chars"}, "bpe": {"type", "merges"}}[kind]
+    if set(d) != fields:
+        raise bad(sorted(set(d) ^ fields)[0], f"is {'missing' if fields - set(d) else 'unexpected'}; a {kind} "
+                  f"tokenizer has exactly the fields {sorted(fields)}")
+    if kind == "char":
+        chars = d["chars"]
+        if not isinstance(chars, str) or not chars:
+            raise bad("chars", "must be a non-empty string of the vocabulary's characters")
+        if len(set(chars)) != len(chars):
+            raise bad("chars", "repeats a character")
+        if len(chars) + 1 > MAX_VOCAB:
+            raise bad("chars", f"has {len(chars)} characters; at most {MAX_VOCAB - 1} are allowed")
+        return
+    merges = d["merges"]
+    if not isinstance(merges, list):
+        raise bad("merges", f"is a {type(merges).__name__}, expected a list of [id, id] pairs")
+    if len(merges) + 257 > MAX_VOCAB:
+        raise bad("merges", f"has {len(merges)} merges; at most {MAX_VOCAB - 257} are allowed")
+    lengths = [1] * 256
+    seen = set()
+    for k, m in enumerate(merges):
+        if not (isinstance(m, list) and len(m) == 2 and all(type(i) is int for i in m)):
+            raise bad(f"merges[{k}]", f"is {m!r}, expected a pair of integer ids")
+        a, b = m
+        if not (0 <= a < 256 + k and 0 <= b < 256 + k):
+            raise bad(f"merges[{k}]", f"is {m!r}: ids must be bytes 0..255 or earlier merges (< {256 + k})")
+        if (a, b) in seen:
+            raise bad(f"merges[{k}]", f"repeats the merge {m!r}")
+        seen.add((a, b))
+        lengths.append(lengths[a] + lengths[b])
+        if lengths[-1] > MAX_TOKEN_BYTES:
+            raise bad(f"merges[{k}]", f"makes a token of {lengths[-1]} bytes; at most {MAX_TOKEN_BYTES} allowed")
+
+
+def from_dict(d, source="tokenizer"):
+    """A tokenizer from its to_dict() form; TokenizerError (naming `source` and the field) if malformed."""
+    check_dict(d, source)
+    return KINDS[d["type"]].from_dict(d, source)
 
 
 def save(tok, path):
-    with open(path, "w") as f:
-        json.dump(tok.to_dict(), f)
+    """Write tok.to_dict() as JSON to `path`, atomically (a crash leaves the old file or the new one)."""
+    from ..nn.serialization import atomic_write
+    atomic_write(os.fspath(path), lambda f: f.write(json.dumps(tok.to_dict()).encode()))
 
 
 def load(path):
-    with open(path) as f:
-        return from_dict(json.load(f))
+    """A tokenizer from a JSON file written by save; TokenizerError names the file and what is wrong."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            d = json.loads(f.read().decode("utf-8"))
+    except OSError as e:
+        raise TokenizerError(f"cannot read tokenizer {path!r}: {e.strerror or e}") from None
+    except ValueError as e:                      # JSONDecodeError and UnicodeDecodeError
+        raise TokenizerError(f"tokenizer {path!r} is not JSON text ({e}); use the tokenizer.json that "
+                             "`graphdiff train` wrote") from None
+    return from_dict(d, f"tokenizer {path!r}")

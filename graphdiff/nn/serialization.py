@@ -1,9 +1,16 @@
 """Save and load arrays plus JSON metadata: one NumPy .npz (never pickle), written atomically.
 
 The .npz holds the arrays and a '__meta__' entry with the JSON text (as uint8), so one file is the
-checkpoint and a crash mid-write leaves the previous one intact (write to a temporary file in the same
-folder, fsync, os.replace). A readable copy of the metadata is written next to it as <name>.json.
+checkpoint and the single source of truth; a crash mid-write leaves the previous one intact (write to a
+temporary file '.tmp-<name>-*' in the same folder, fsync, os.replace). A readable copy of the metadata is
+written next to it as <name>.json *after* the .npz, so a crash between the two leaves the copy behind,
+never ahead; loading never reads it. Files follow the umask, as files opened with open() do.
+
+Loading reads each entry's .npy header first: entries must be stored uncompressed and hold exactly the
+bytes their header declares, so reading a file never allocates more memory than the file's size.
 """
+import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -14,17 +21,30 @@ import numpy as np
 from ..errors import GraphError
 
 META_KEY = "__meta__"
+TMP_PREFIX = ".tmp-"
 
 
-class CheckpointError(GraphError):
-    """A checkpoint that is missing, truncated, corrupt, or from another model."""
+class CheckpointError(GraphError, ValueError):
+    """A checkpoint that is missing, truncated, corrupt, or from another model; names the file and field."""
 
 
-def _atomic_write(path, write):
+class OutputError(OSError):
+    """An output path that cannot be written (read-only folder, a file where a folder should be, ...)."""
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path, write):
+    """Call write(binary file) on a temporary file beside `path`, fsync it, and rename it onto `path`."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-" + os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{TMP_PREFIX}{os.path.basename(path)}-")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())          # mkstemp makes 0600; a plain open() would follow the umask
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -34,36 +54,119 @@ def _atomic_write(path, write):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    dfd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dfd)                              # the rename itself survives a power cut
+    finally:
+        os.close(dfd)
+
+
+def remove_stale_temps(path):
+    """Delete '.tmp-<name>*' files that an interrupted atomic_write of `path` left; returns their names.
+
+    Only call this while holding the folder's lock: another writer's live temporary file matches too."""
+    folder = os.path.dirname(os.path.abspath(path))
+    pattern = os.path.join(glob.escape(folder), glob.escape(TMP_PREFIX + os.path.basename(path)) + "*")
+    gone = []
+    for tmp in glob.glob(pattern):
+        try:
+            os.unlink(tmp)
+            gone.append(os.path.basename(tmp))
+        except FileNotFoundError:
+            pass
+    return gone
+
+
+def check_writable(path, what="output", folder=False):
+    """Create `path`'s folder (or `path` itself when folder=True) and prove a file can be written there.
+
+    Raises OutputError with one line naming `what`, the path and the fix. Works as root too: a probe file
+    is created and removed instead of asking os.access."""
+    target = os.path.abspath(path)
+    where = target if folder else os.path.dirname(target)
+    try:
+        if not folder and os.path.isdir(target):
+            raise OutputError(f"{what} {path!r} is a directory; give a file path")
+        os.makedirs(where, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=where, prefix=f"{TMP_PREFIX}probe-")
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):    # a run holding the lock may have cleaned it up
+            os.unlink(probe)
+    except OutputError:
+        raise
+    except OSError as e:
+        raise OutputError(f"cannot write the {what} {path!r}: {e.strerror or e} ({where!r}); choose a "
+                          "writable folder") from None
 
 
 def save(path, arrays, meta):
-    """Write {name: array} and a JSON-able meta dict to `path` (.npz) atomically, plus `path`.json."""
+    """Write {name: array} and a JSON-able meta dict to `path` (.npz) atomically, then `path`.json."""
     text = json.dumps(meta, indent=1, sort_keys=True)
     payload = {k: np.asarray(v) for k, v in arrays.items()}
     if META_KEY in payload:
         raise ValueError(f"array name {META_KEY!r} is reserved")
     payload[META_KEY] = np.frombuffer(text.encode(), dtype=np.uint8)
     base = path[:-4] if path.endswith(".npz") else path
-    _atomic_write(base + ".json", lambda f: f.write(text.encode()))
-    _atomic_write(path, lambda f: np.savez(f, **payload))
+    atomic_write(path, lambda f: np.savez(f, **payload))
+    atomic_write(base + ".json", lambda f: f.write(text.encode()))
 
 
-def load(path):
-    """(arrays, meta) from a checkpoint written by save; CheckpointError says what is wrong."""
+def _headers(zf, path):
+    """{array name: (shape, dtype)} from each entry's .npy header, checking that reading the entry will
+    allocate exactly the bytes stored in the file."""
+    out = {}
+    for info in zf.infolist():
+        name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(f"{path!r}: entry {name!r} is compressed; graphdiff checkpoints store arrays "
+                                  "uncompressed (np.savez, not np.savez_compressed)")
+        with zf.open(info) as fp:
+            version = np.lib.format.read_magic(fp)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+            else:
+                raise ValueError(f"entry {name!r} has .npy format version {version}")
+            header = fp.tell()
+        if dtype.hasobject:
+            raise CheckpointError(f"{path!r}: entry {name!r} holds Python objects; checkpoints hold numbers only")
+        if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != info.file_size - header:
+            raise CheckpointError(f"{path!r}: entry {name!r} declares shape {shape} {dtype} but stores "
+                                  f"{info.file_size - header} bytes; the file is corrupt")
+        out[name] = (tuple(int(d) for d in shape), dtype)
+    return out
+
+
+def _open_error(path, e):
+    size = os.path.getsize(path)
+    return CheckpointError(f"checkpoint {path!r} ({size} bytes) is truncated or not a graphdiff .npz "
+                           f"checkpoint ({type(e).__name__}: {e}); use an earlier checkpoint or train again")
+
+
+def load(path, arrays=True):
+    """(arrays, meta) from a checkpoint written by save; CheckpointError says what is wrong.
+
+    arrays=False reads only the metadata and the headers: `arrays` is then {name: (shape, dtype)}.
+    """
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path!r} is a directory; give the .npz file")
     try:
+        with zipfile.ZipFile(path) as zf:
+            headers = _headers(zf, path)
+        if META_KEY not in headers:
+            raise CheckpointError(f"{path!r} is an .npz file but not a graphdiff checkpoint (no "
+                                  f"{META_KEY!r} entry); it holds {sorted(headers)[:5]}")
         with np.load(path, allow_pickle=False) as z:
-            if META_KEY not in z.files:
-                raise CheckpointError(f"{path!r} is an .npz file but not a graphdiff checkpoint (no "
-                                      f"{META_KEY!r} entry); it holds {sorted(z.files)[:5]}")
-            arrays = {k: z[k] for k in z.files if k != META_KEY}
             meta = json.loads(z[META_KEY].tobytes().decode())
+            if arrays:
+                headers = {k: z[k] for k in z.files if k != META_KEY}
+            else:
+                del headers[META_KEY]
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
-        size = os.path.getsize(path)
-        raise CheckpointError(f"checkpoint {path!r} ({size} bytes) is truncated or not a graphdiff .npz "
-                              f"checkpoint ({type(e).__name__}: {e}); use an earlier checkpoint or train "
-                              "again") from None
-    return arrays, meta
+        raise _open_error(path, e) from None
+    return headers, meta

@@ -94,7 +94,7 @@ def test_cli_train_resume_generate(tmp_path, capsys):
     assert main(["generate", "--checkpoint", ck, "--prompt", "def", "--max-new-tokens", "10", "--greedy"]) == 0
     assert capsys.readouterr().out.startswith("def")
     assert main(["train", "--steps", "3", "--model", "rnn", "--resume"] + common) == 2
-    assert "holds a 'gpt' model" in capsys.readouterr().err
+    assert "--model is 'rnn' but the checkpoint holds 'gpt'" in capsys.readouterr().err
 
 
 def test_cli_bad_inputs_exit_2_with_a_message(tmp_path, capsys):
