@@ -63,6 +63,8 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path):
             break
         assert proc.returncode == -signal.SIGKILL
         kills += 1
+        if os.path.exists(out):                          # whatever the moment, the checkpoint loads
+            load_checkpoint(out)
     assert kills >= 10, "the run finished too soon to be killed 10 times; raise STEPS"
     assert resumed_at == sorted(resumed_at) and 0 < resumed_at[-1] < STEPS, resumed_at
     last = start(str(corpus), out, resume=True)
