@@ -409,10 +409,10 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
 
 
 def _seed_value(graph, y, seed):
-    from .graph import _is_backend_array
+    from .backend import to_numpy
     F = graph.backend
-    if not _is_backend_array(seed, F):
-        seed = F.from_host(seed, y.dtype)
+    if not F.owns(seed):
+        seed = F.from_host(to_numpy(seed), y.dtype)
     if tuple(seed.shape) != y.shape:
         raise ShapeError(f"backward: seed has shape {tuple(seed.shape)}, '{y.name}' has shape {y.shape}; "
                          "they must match")
