@@ -291,7 +291,7 @@ class Graph:
 
     def constant(self, value, name=None, dtype=None):
         """A non-trainable leaf. Python numbers and arrays given to ops are wrapped in one automatically."""
-        host = to_numpy(value) if _is_device_array(value) else np.asarray(value)
+        host = to_numpy(value)
         if dtype is None:
             dtype = {"b": "bool", "i": "int64", "u": "int64", "f": self.dtype}.get(host.dtype.kind)
             if dtype is None:
@@ -313,9 +313,9 @@ class Graph:
     def _to_backend(self, node, value):
         """Check a feed or assigned value against the node's shape and dtype and move it to the device."""
         B = self.backend
-        on_device = _is_backend_array(value, B)
+        on_device = B.owns(value)
         if not on_device:                     # NumPy data, lists, numbers, or another backend's array
-            value = to_numpy(value) if _is_device_array(value) else np.asarray(value)
+            value = to_numpy(value)
         shape, vdt = tuple(value.shape), B.dtype_name(value) if on_device else value.dtype.name
         if shape != node.shape:
             raise ShapeError(f"{node.kind} '{node.name}' expects shape {node.shape} "
@@ -337,13 +337,14 @@ class Graph:
 
     def _wrap(self, x, slot_kind):
         """A constant node for a Python number or array given to an op in a slot of this kind."""
-        kind = np.asarray(x).dtype.kind if not _is_device_array(x) else None
-        if slot_kind == "int" and kind is not None and kind not in "iu":
-            raise DTypeError(f"expected integer ids, got {np.asarray(x).dtype} data; "
+        host = to_numpy(x)                    # numbers, lists, NumPy or any backend's array (built once)
+        kind = host.dtype.kind
+        if slot_kind == "int" and kind not in "iu":
+            raise DTypeError(f"expected integer ids, got {host.dtype} data; "
                              "pass np.asarray(ids, dtype=np.int64)")
-        if slot_kind == "float" and kind is not None and kind in "biuf":
-            return self.constant(x, dtype=self.dtype)   # x * 2 means x * 2.0 in the graph's dtype
-        return self.constant(x)
+        if slot_kind == "float" and kind in "biuf":
+            return self.constant(host, dtype=self.dtype)   # x * 2 means x * 2.0 in the graph's dtype
+        return self.constant(host)
 
     # --- op nodes ---------------------------------------------------------------------------------
     def _add(self, spec, inputs, attrs, name=None):
@@ -452,13 +453,3 @@ def _check_shape(shape, name):
         raise ShapeError(f"'{name}': shape {shape} has a negative size")
     return shape
 
-
-def _is_device_array(x):
-    """A CuPy or array_api_strict array (not NumPy)."""
-    return hasattr(x, "__array_namespace__") and not isinstance(x, (np.ndarray, np.generic))
-
-
-def _is_backend_array(x, backend):
-    if isinstance(x, (np.ndarray, np.generic)):
-        return backend.name == "numpy"
-    return _is_device_array(x) and backend.name != "numpy"
