@@ -331,6 +331,8 @@ class Graph:
         if not ok:
             what = "is a bool mask" if node.dtype == "bool" else f"holds {node.dtype}"
             raise DTypeError(f"{node.kind} '{node.name}' {what}, got {vdt} data{fix}")
+        for check in node.attrs.get("host_checks", ()):   # e.g. ids in range, asked for by the ops using them
+            check(to_numpy(value) if on_device else value)
         if on_device:
             return value if vdt == node.dtype else B.astype(value, B.dtypes[node.dtype])
         return B.from_host(value, node.dtype)
