@@ -52,25 +52,29 @@ class Decoder:
             raise ValueError("the prompt is empty; give at least one character or token")
         self.ids = list(ids)
         if not self.use_cache:
-            return self._full()
+            return self._host_row(self._full())
         if self.model.kind == "rnn":
             self.h = self.F.zeros((1, self.model.config["n_hidden"]), dtype=self.F.dtypes[self.model.dtype])
             for t in ids:
-                out = self._rnn_step(t)
-            return out
-        return self._prefill()
+                row = self._rnn_step(t)
+            return self._host_row(row)
+        return self._host_row(self._prefill())
 
     def push(self, token):
         """Append one token; returns the logits (V,) for the position after it."""
         self.ids.append(int(token))
         if not self.use_cache:
-            return self._full()
+            return self._host_row(self._full())
         if self.model.kind == "rnn":
-            return self._rnn_step(token)
+            return self._host_row(self._rnn_step(token))
         T = self.model.config["block_size"]
         if self.n >= T:                        # the cache is full: slide the window by recomputing
-            return self._prefill()
-        return self._gpt_step(token)
+            return self._host_row(self._prefill())
+        return self._host_row(self._gpt_step(token))
+
+    def _host_row(self, row):
+        """The (V,) logits row on the host as float64: the token's one device -> host transfer."""
+        return self.F.to_numpy(row).astype(np.float64)
 
     # --- full recompute -------------------------------------------------------------------------
     def _context(self):
@@ -95,11 +99,7 @@ class Decoder:
         ctx = self._context()
         idx, mask = self._padded(ctx)
         logits = self.model.forward_logits(idx, mask)                  # (1, Tb, V)
-        return self._host_row(logits[0, len(ctx) - 1, :])
-
-    def _host_row(self, row):
-        """The (V,) logits row on the host as float64: the step's one device -> host transfer."""
-        return self.F.to_numpy(row).astype(np.float64)
+        return logits[0, len(ctx) - 1, :]                                 # (V,) on the device
 
     # --- GPT with a KV cache -------------------------------------------------------------------
     def _prefill(self):
@@ -146,13 +146,13 @@ class Decoder:
                 self.v[l][:, :, self.n:self.n + 1, :] = outs[1 + L + l]
             self.bias[..., self.n] = 0.0                         # position n now holds a key
         self.n += 1
-        return self._host_row(outs[0][0, -1, :])
+        return outs[0][0, -1, :]
 
     # --- RNN-LM with the carried hidden state ---------------------------------------------------
     def _rnn_step(self, token):
         prog = self.model.programs(("step", 1))
         logits, self.h = prog.run({"idx": np.asarray([[token]], dtype=np.int64), "h": self.h}, ("logits", "h"))
-        return self._host_row(logits[0, -1, :])
+        return logits[0, -1, :]
 
 
 def generate(model, prompt_ids, max_new_tokens, greedy=False, temperature=1.0, top_k=None, seed=0,

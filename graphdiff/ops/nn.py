@@ -52,7 +52,7 @@ class LogSoftmax:
         return g - F.exp(out) * F.sum(g, axis=axis, keepdims=True)
 
 
-def _ce_shape(logits, ids, ignore_index=None):
+def _ce_shape(logits, ids, ignore_index=None, check_ids=False):
     if len(logits) < 1 or tuple(logits[:-1]) != tuple(ids):
         raise ShapeError(f"logits {logits} and ids {ids} do not fit: ids must have the shape of logits "
                          f"without its last (class) axis, here {tuple(logits[:-1])}")
@@ -178,7 +178,7 @@ def _normalize(F, x, eps):
     return xc * rstd, rstd
 
 
-def _embedding_shape(table, ids):
+def _embedding_shape(table, ids, check_ids=False):
     if len(table) != 2:
         raise ShapeError(f"table must be 2-d (rows, features), got shape {table}")
     return tuple(ids) + (table[1],)

@@ -8,7 +8,8 @@ What it keeps from CuPy (checked against CuPy v14.2.0's cupy/_core/core.pyx, _ke
   Python and NumPy scalars are fine; NumPy ufuncs and functions on device arrays dispatch here;
 - reductions return 0-d device arrays, never host scalars; `take` wraps out-of-range indices silently;
 - `.get()`, `asnumpy`, `bool()`, `float()`, `int()`, `.item()`, `.tolist()`, repr and format read the device
-  back: each is counted in `standin.syncs` (host -> device copies in `standin.to_device`).
+  back: each is counted in `standin.syncs` (host -> device copies in `standin.to_device`, and device work,
+  the elements of every array an operation produces, in `standin.elements`).
 Only what graphdiff, its tests and benchmarks/gpu_check.sh call is here, under CuPy's names and signatures.
 """
 import builtins as _builtins
@@ -27,7 +28,8 @@ _MESSAGE = ("Implicit conversion to a NumPy array is not allowed. "
 
 
 class _Counters:
-    """Device -> host reads (syncs) and host -> device copies; `trace = True` also keeps where each sync was."""
+    """Device -> host reads (syncs), host -> device copies, elements produced on the device (a measure of
+    device work); `trace = True` also keeps where each sync happened."""
 
     def __init__(self):
         self.trace = False
@@ -36,6 +38,7 @@ class _Counters:
     def reset(self):
         self.syncs = 0
         self.to_device = 0
+        self.elements = 0
         self.where = []
 
     def sync(self):
@@ -183,6 +186,7 @@ class ndarray:
 def _wrap(a):
     out = ndarray.__new__(ndarray)
     out._a = _np.asarray(a)           # reductions give NumPy scalars; CuPy gives 0-d device arrays
+    standin.elements += out._a.size
     return out
 
 
