@@ -1,54 +1,111 @@
 #!/usr/bin/env bash
-# The GPU tier and a short CuPy-vs-NumPy timing, for a machine with CuPy and a CUDA GPU.
-# Needs numpy, scipy, cupy, pytest, hypothesis (torch optional); not graphviz nor matplotlib:
-# it runs from the source tree (PYTHONPATH=.) and collects only engine tests, so nothing imports viz.
-#   bash benchmarks/gpu_check.sh
+# The one GPU script: the GPU tier, the whole stack on CuPy, and timings. Under 5 minutes on one GPU.
+# Needs only numpy, scipy, cupy, pytest, hypothesis (torch, matplotlib, graphviz, sklearn optional: the
+# parts that need a missing package say SKIP and why). Installs nothing; runs from the source tree.
+#   bash benchmarks/gpu_check.sh                       # on a GPU machine
+#   GRAPHDIFF_CUPY_STANDIN=1 bash benchmarks/gpu_check.sh   # anywhere: the CuPy stand-in (tests/cupy_standin)
+# Prints one line per part (PASS / FAIL / SKIP part: reason) and exits non-zero if any part fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+ROOT=$PWD
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+if [ "${GRAPHDIFF_CUPY_STANDIN:-}" = "1" ]; then
+  export PYTHONPATH="$ROOT/tests/cupy_standin:$PYTHONPATH"
+fi
 PY=${PYTHON:-python3}
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+SUMMARY=()
+FAILED=0
 
-$PY - <<'PY'
+part() {   # part NAME COMMAND...: run it, log to $WORK/NAME.log, record PASS/FAIL
+  local name=$1; shift
+  if "$@" >"$WORK/$name.log" 2>&1; then
+    SUMMARY+=("PASS $name")
+  else
+    SUMMARY+=("FAIL $name (exit $?; last lines below)")
+    FAILED=1
+    echo "----- $name failed:"; tail -25 "$WORK/$name.log"
+  fi
+}
+
+skip_unless() {   # skip_unless NAME MODULE: true when MODULE imports, else records SKIP
+  if $PY -c "import $2" >/dev/null 2>&1; then return 0; fi
+  SUMMARY+=("SKIP $1: the '$2' package is not installed here")
+  return 1
+}
+
+$PY - <<'PY' || { echo "FAIL setup: CuPy or its GPU is not usable"; exit 1; }
 import cupy, numpy
 print(f"cupy {cupy.__version__}, numpy {numpy.__version__}, "
       f"GPU: {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
 PY
 
-# 1. the tier: the op table, random DAGs and the backend tests on CuPy, and CuPy == NumPy
-$PY -m pytest -q -p no:cacheprovider -k "cupy or gpu" tests/ops tests/test_autodiff.py tests/test_backend.py tests/test_gpu.py
-tier=$?
+# 1. the GPU tier: the op table, random DAGs, nn/lm parity, CuPy == NumPy, sync counts (stand-in only),
+#    the stand-in's own checks. Files that import torch or graphviz are left out when those are missing.
+TIER=(tests/ops tests/test_autodiff.py tests/test_backend.py tests/test_gpu.py tests/test_standin.py
+      tests/test_syncs.py tests/nn tests/lm/test_generate.py tests/lm/test_gpt.py)
+part tier $PY -m pytest -q -p no:cacheprovider -m gpu "${TIER[@]}"
 
-# 2. timing: forward + backward of a two-layer MLP, NumPy vs CuPy, float32, median of 5 after a warm-up
-$PY - <<'PY'
+# 2. the whole stack on CuPy, as a user runs it
+TINY=(--model gpt --steps 40 --batch-size 8 --block-size 32 --n-layer 2 --n-head 2 --n-embd 32
+      --eval-every 20 --eval-batches 2 --sample-chars 40 --no-progress --backend cupy)
+part train     $PY -m graphdiff train "${TINY[@]}" --out "$WORK/ckpt"
+part resume    $PY -m graphdiff train "${TINY[@]}" --steps 50 --out "$WORK/ckpt" --resume
+part generate  $PY -m graphdiff generate --checkpoint "$WORK/ckpt" --prompt "def " --max-new-tokens 40 --backend cupy
+part generate-no-cache $PY -m graphdiff generate --checkpoint "$WORK/ckpt" --prompt "def " --max-new-tokens 40 \
+                           --no-kv-cache --backend cupy
+part demo      $PY -m graphdiff demo --backend cupy
+part gradcheck $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_stack.py -k gradcheck
+if skip_unless render graphviz; then
+  part render  $PY -m graphdiff render mlp --out "$WORK/viz" --backend cupy
+  part compare $PY -m graphdiff compare scalar --repeats 1 --out "$WORK/viz" --backend cupy
+  if skip_unless growth matplotlib; then
+    part growth $PY -m graphdiff growth --max-len 8 --render-len 2 --out "$WORK/growth" --backend cupy
+  fi
+else
+  SUMMARY+=("SKIP compare, growth: need the graphviz package too (DOT building); pip install graphviz graphviz-pure")
+fi
+part example-lecture_mlp  $PY examples/lecture_mlp.py --backend cupy
+part example-module_tape  $PY examples/module_tape.py --backend cupy
+part example-scalar_graph $PY examples/scalar_graph.py --backend cupy
+part example-tiny_gpt     $PY examples/tiny_gpt.py --backend cupy --steps 40 --chars 50000
+if skip_unless example-pretrain_finetune sklearn; then
+  part example-pretrain_finetune $PY examples/pretrain_finetune.py --backend cupy --seeds 1
+fi
+
+# 3. timings: GPT forward + backward step, generation tokens/s with and without the KV cache
+part timings $PY - <<'PY'
 import statistics, time
 import numpy as np
 import cupy
 import graphdiff as gd
+from graphdiff.lm import GPT, generate
 
-def mlp(backend, B, D):
-    rng = np.random.default_rng(0)
-    g = gd.Graph(backend=backend, dtype="float32")
-    x = g.input("x", (B, D))
-    W1 = g.param("W1", rng.standard_normal((D, 4 * D)) / np.sqrt(D))
-    W2 = g.param("W2", rng.standard_normal((4 * D, D)) / np.sqrt(4 * D))
-    loss = gd.mean((gd.gelu(x @ W1) @ W2) ** 2.0)
-    return g, x, loss, rng.standard_normal((B, D)).astype(np.float32)
+def sync():
+    cupy.cuda.Device().synchronize()
 
-print(f"{'B x D':>12s} {'numpy ms':>10s} {'cupy ms':>10s} {'speed-up':>9s}")
-for B, D in [(64, 256), (256, 1024), (1024, 2048)]:
-    row = []
-    for backend in ("numpy", "cupy"):
-        g, x, loss, X = mlp(backend, B, D)
-        times = []
-        for k in range(6):
-            t = time.perf_counter()
-            g.forward({x: X}, outputs=loss)
-            g.backward(loss)
-            if backend == "cupy":
-                cupy.cuda.Device().synchronize()
-            if k:
-                times.append(time.perf_counter() - t)
-        row.append(statistics.median(times) * 1e3)
-    print(f"{B:>5d} x {D:<5d} {row[0]:10.2f} {row[1]:10.2f} {row[0] / row[1]:8.1f}x")
+def median_ms(fn, n=5):
+    fn()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter(); fn(); sync(); times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+rng = np.random.default_rng(0)
+for B, T, L, C in [(8, 64, 2, 64), (16, 128, 4, 256)]:
+    m = GPT(vocab_size=96, block_size=T, n_layer=L, n_head=4, n_embd=C, seed=0, backend="cupy")
+    idx = rng.integers(1, 96, (B, T)); mask = np.ones((B, T), bool)
+    ms = median_ms(lambda: m.loss(idx, idx, mask, backward=True))
+    print(f"GPT B={B} T={T} L={L} C={C}: fwd+bwd step {ms:.1f} ms")
+m = GPT(vocab_size=96, block_size=128, n_layer=4, n_head=4, n_embd=256, seed=0, backend="cupy")
+for cache in (True, False):
+    generate(m, [1, 2, 3], 16, greedy=True, use_cache=cache)
+    t = time.perf_counter(); generate(m, [1, 2, 3], 100, greedy=True, use_cache=cache); sync()
+    print(f"generation, {'KV cache' if cache else 'recompute'}: {100 / (time.perf_counter() - t):.0f} tok/s")
 PY
-exit $tier
+cat "$WORK/timings.log" 2>/dev/null | sed 's/^/  /'
+
+echo "===== gpu_check summary"
+printf '%s\n' "${SUMMARY[@]}"
+exit $FAILED

@@ -58,7 +58,9 @@ def main():
     p.add_argument("--labels", type=int, default=60, help="labelled training images for fine-tuning")
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--backend", default=None, help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
     args = p.parse_args()
+    gd.set_backend(args.backend)
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     perm = np.random.default_rng(0).permutation(len(X))

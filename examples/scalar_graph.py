@@ -3,9 +3,15 @@
 This is the expression from micrograd's README, so the numbers can be checked against it:
 g = 24.7041, dg/da = 138.8338, dg/db = 645.5773.
 
-    python examples/scalar_graph.py
+    python examples/scalar_graph.py [--backend cupy]
 """
+import argparse
+
 import graphdiff as gd
+
+_args = argparse.ArgumentParser(description=__doc__)
+_args.add_argument("--backend", default=None, help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
+gd.set_backend(_args.parse_args().backend)
 
 g_ = gd.Graph(dtype="float64", eager=True)   # eager: like micrograd, values appear as you build
 a = g_.param("a", -4.0)

@@ -1,18 +1,21 @@
 """Array backends: NumPy on the CPU, CuPy on a GPU, array_api_strict as the CPU stand-in for a foreign device.
 
-Op code is written once against the array API standard (NumPy >= 2, CuPy through array-api-compat and
-array_api_strict all provide it). What the standard lacks lives here and nowhere else:
+Op code is written once against the array API standard (NumPy >= 2, CuPy >= 14 and array_api_strict all
+provide its names in their main namespace). What the standard lacks lives here and nowhere else:
 
 - scatter-add (the gradient of embedding lookups and integer-array indexing),
 - erf (exact GELU; NumPy has none, SciPy and CuPy do),
 - integer-array indexing mixed with slices (NumPy semantics; the standard only allows a restricted form),
-- random numbers (dropout masks, initialisation) and host <-> device transfer.
+- random numbers (dropout masks, initialisation) and host <-> device transfer,
+- "is this one of mine?": each backend owns its array type (``Backend.owns``); ``backend_of`` and
+  ``to_numpy`` ask the backends, so no other module looks at array types or module names.
 
 Selecting a backend, strongest first: ``Graph(backend=...)``, ``use_backend(...)`` / ``set_backend(...)``,
 the ``GRAPHDIFF_BACKEND`` environment variable, else ``"numpy"``.
 """
 import contextlib
 import os
+import sys
 import threading
 
 import numpy as np
@@ -105,9 +108,14 @@ def _has_array(idx):
 
 
 class Backend:
-    """One array library and the few extras the ops need beyond the standard. Ops receive it as `F`."""
+    """One array library and the few extras the ops need beyond the standard. Ops receive it as `F`.
+
+    Attributes:
+        xp: the array namespace.  array_type: the class (or tuple of classes) of this backend's arrays.
+    """
 
     name = "base"
+    array_type = ()
 
     def __init__(self, xp):
         self.xp = xp
@@ -118,6 +126,10 @@ class Backend:
 
     def __repr__(self):
         return f"<graphdiff backend {self.name!r}>"
+
+    def owns(self, x):
+        """True when x is an array of this backend (used as is, never converted)."""
+        return isinstance(x, self.array_type)
 
     # --- the standard, under the names VJP rules use for arrays and Nodes alike ----------------
     def unbroadcast(self, g, shape):
@@ -170,6 +182,7 @@ class Backend:
         return self.xp.asarray(np.asarray(value, dtype=dtype), copy=True)
 
     def to_numpy(self, x):
+        """One of this backend's arrays as a NumPy array: the one explicit device -> host transfer."""
         return np.asarray(x)
 
     def rng(self, seed=None):
@@ -209,6 +222,7 @@ class _HostRNG:
 
 class NumpyBackend(Backend):
     name = "numpy"
+    array_type = (np.ndarray, np.generic)
 
     def __init__(self):
         # NumPy >= 2's main namespace is an array API namespace; using it directly skips a wrapper layer
@@ -233,6 +247,10 @@ class StrictBackend(Backend):
     """array_api_strict: fails on any call outside the standard, so the CuPy path stays honest in CI."""
 
     name = "array_api_strict"
+
+    def __init__(self, xp):
+        super().__init__(xp)
+        self.array_type = type(xp.asarray(0))
 
     def getitem(self, x, idx):
         if _has_array(idx):
@@ -273,9 +291,11 @@ class CupyBackend(Backend):
         if n < 1:
             raise BackendUnavailable("backend 'cupy' needs a CUDA GPU, and CuPy found none; "
                                      "use backend='numpy' on this machine")
-        import array_api_compat
+        # CuPy >= 14 has the standard's names (concat, permute_dims, astype, ...) in its main namespace,
+        # so it is the namespace itself: no array-api-compat wrapper, nothing to install on a GPU machine
         self.cupy = cupy
-        super().__init__(array_api_compat.array_namespace(cupy.empty(0)))
+        self.array_type = cupy.ndarray
+        super().__init__(cupy)
 
     def getitem(self, x, idx):
         return x[tuple(self.cupy.asarray(k) if isinstance(k, np.ndarray) else k for k in idx)]
@@ -288,6 +308,9 @@ class CupyBackend(Backend):
 
     def from_host(self, value, dtype):
         return self.cupy.asarray(np.asarray(value, dtype=dtype))
+
+    def copy(self, x):
+        return x.copy()                     # cupy.asarray has no copy= argument
 
     def to_numpy(self, x):
         return self.cupy.asnumpy(x)
@@ -358,16 +381,31 @@ def use_backend(name):
         stack.pop()
 
 
+def backend_of(x):
+    """The Backend that owns array x (NumPy arrays and scalars: numpy's), or None for lists and Python
+    numbers. Backends already in use are asked first; a library's backend is only started
+    when that library is imported, since its arrays cannot exist otherwise."""
+    for B in list(_instances.values()):
+        if B.owns(x):
+            return B
+    for name in BACKENDS:                   # each backend is named after its library's module
+        if name in _instances or name not in sys.modules:
+            continue
+        try:
+            B = get_backend(name)
+        except BackendUnavailable:
+            continue
+        if B.owns(x):
+            return B
+    return None
+
+
 def to_numpy(x):
-    """A NumPy array from any backend's array, a Node's value, or a number."""
+    """A NumPy array from any backend's array, a Node's value, a list or a number."""
     from .graph import Node
     if isinstance(x, Node):
         if x.value is None:
             raise ValueError(f"node '{x.name}' has no value yet; run g.forward first")
-        return x.graph.backend.to_numpy(x.value)
-    if isinstance(x, np.ndarray) or np.isscalar(x):
-        return np.asarray(x)
-    mod = type(x).__module__.split(".")[0]
-    if mod == "cupy":
-        return get_backend("cupy").to_numpy(x)
-    return np.asarray(x)
+        x = x.value
+    B = backend_of(x)
+    return B.to_numpy(x) if B is not None else np.asarray(x)

@@ -351,7 +351,7 @@ class Graph:
         state). what: how messages name the value (default: the node)."""
         B = self.backend
         what = what or f"{node.kind} '{node.name}'"
-        on_device = not isinstance(value, (np.ndarray, np.generic)) and _is_backend_array(value, B)
+        on_device = not isinstance(value, (np.ndarray, np.generic)) and B.owns(value)
         if on_device:
             try:
                 shape, kind = tuple(value.shape), np.dtype(B.dtype_name(value)).kind
@@ -369,19 +369,22 @@ class Graph:
             held = "is a bool mask" if node.dtype == "bool" else f"holds {node.dtype}"
             got = B.dtype_name(value) if on_device else value.dtype.name
             raise DTypeError(f"{what} {held}, got {got} data{fix}")
+        for check in node.attrs.get("host_checks", ()):   # e.g. ids in range, asked for by the ops using them
+            check(B.to_numpy(value) if on_device else value)
         if on_device:
             return B.astype(value, B.dtypes[node.dtype]) if B.dtype_name(value) != node.dtype else B.copy(value)
         return B.from_host(value, node.dtype)
 
     def _wrap(self, x, slot_kind):
         """A constant node for a Python number or array given to an op in a slot of this kind."""
-        kind = np.asarray(x).dtype.kind if not _is_device_array(x) else None
-        if slot_kind == "int" and kind is not None and kind not in "iu":
-            raise DTypeError(f"expected integer ids, got {np.asarray(x).dtype} data; "
+        host = to_numpy(x)                    # numbers, lists, NumPy or any backend's array (built once)
+        kind = host.dtype.kind
+        if slot_kind == "int" and kind not in "iu":
+            raise DTypeError(f"expected integer ids, got {host.dtype} data; "
                              "pass np.asarray(ids, dtype=np.int64)")
-        if slot_kind == "float" and kind is not None and kind in "biuf":
-            return self.constant(x, dtype=self.dtype)   # x * 2 means x * 2.0 in the graph's dtype
-        return self.constant(x)
+        if slot_kind == "float" and kind in "biuf":
+            return self.constant(host, dtype=self.dtype)   # x * 2 means x * 2.0 in the graph's dtype
+        return self.constant(host)
 
     # --- op nodes ---------------------------------------------------------------------------------
     def _add(self, spec, inputs, attrs, name=None):
@@ -508,7 +511,7 @@ _KINDS = {"U": "text", "S": "bytes", "O": "Python objects", "c": "complex number
 def _host_array(value, what):
     """value as a NumPy array of numbers or bools, or a typed error naming `what` (the node it is for)."""
     try:
-        host = to_numpy(value) if _is_device_array(value) else np.asarray(value)
+        host = to_numpy(value)
     except ValueError:                        # nested lists of different lengths
         raise ShapeError(f"{what}: the data is ragged (nested lists of different lengths); every row must "
                          "have the same length, "
@@ -518,13 +521,3 @@ def _host_array(value, what):
                          "feed real numbers or bools as a NumPy array, e.g. np.asarray(x, dtype=np.float32)")
     return host
 
-
-def _is_device_array(x):
-    """A CuPy or array_api_strict array (not NumPy)."""
-    return hasattr(x, "__array_namespace__") and not isinstance(x, (np.ndarray, np.generic))
-
-
-def _is_backend_array(x, backend):
-    if isinstance(x, (np.ndarray, np.generic)):
-        return backend.name == "numpy"
-    return _is_device_array(x) and backend.name != "numpy"

@@ -141,3 +141,21 @@ def test_op_code_uses_only_the_standard_on_array_api_strict():
     for variant in gd.VARIANTS:
         g.backward(loss, variant=variant)
         assert gd.to_numpy(wte.grad).dtype == np.float32
+
+
+def test_each_backend_owns_its_arrays_only():
+    import array_api_strict as xp
+    N, S = gd.get_backend("numpy"), gd.get_backend("array_api_strict")
+    a, s = np.ones(2), xp.asarray([1.0, 2.0])
+    assert N.owns(a) and N.owns(np.float64(1.0)) and not N.owns(s) and not N.owns([1.0])
+    assert S.owns(s) and not S.owns(a)
+    assert gd.backend.backend_of(s) is S and gd.backend.backend_of(a) is N and gd.backend.backend_of(3.0) is None
+    assert gd.to_numpy(s).tolist() == [1.0, 2.0]
+
+
+def test_another_backends_array_is_moved_not_duck_typed():
+    import array_api_strict as xp
+    g = gd.Graph(backend="numpy", dtype="float64")
+    x = g.input("x", (2,))
+    y = gd.sum(x * g.constant(xp.asarray([2.0, 3.0])))
+    assert float(g.forward({x: xp.asarray([1.0, 1.0])}, outputs=y)) == 5.0

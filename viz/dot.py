@@ -12,8 +12,6 @@ so a fresh machine renders with no system package), else writes the .gv source a
 import os
 import shutil
 import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,6 +20,8 @@ import numpy as np
 
 import graphdiff as gd
 from graphdiff.graph import describe
+
+from .render import find_graphviz_pure as _graphviz_pure
 
 COLORS = {"param": "#b3d9ff", "input": "#ffc266", "constant": "#d9b3ff", "op": "#e6e6e6",
           "output": "#a3e4a3", "summary": "#ffffff"}
@@ -568,19 +568,6 @@ def find_renderer(renderer="auto"):
         return ("graphviz-pure", exe) if exe else None
     path = shutil.which(str(renderer)) or (str(renderer) if os.path.isfile(str(renderer)) else None)
     return (Path(str(renderer)).name, path) if path else None
-
-
-def _graphviz_pure():
-    """The graphviz-pure program: on PATH, or beside this Python (a venv used without activating it)."""
-    exe = shutil.which("graphviz-pure")
-    if exe:
-        return exe
-    name = "graphviz-pure.exe" if os.name == "nt" else "graphviz-pure"
-    for folder in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
-        cand = os.path.join(folder, name)
-        if folder and os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return cand
-    return None
 
 
 INSTALL_HINT = ("install a renderer: `pip install graphviz-pure` (self-contained, no system package), or the "

@@ -7,10 +7,14 @@ arrays; one "step" graph (built once) attends from the new token to them through
 Past block_size tokens the context slides, and each step recomputes the last block_size tokens.
 Full recompute (and the cache's prefill) pads the context with <pad> to a multiple of BUCKET positions, so
 a handful of graphs serve every length; causal masking keeps the padding from changing any real position.
+
+On a GPU, one token costs one device -> host transfer: the (V,) logits row of the last position (sliced on
+the device) comes back, and the token is picked on the host with NumPy's generator (the same samples on
+every backend). The cache stays on the device, and so does its attention mask, updated in place; only the
+new token's id and position go over (a few bytes, no sync).
 """
 import numpy as np
 
-from ..backend import to_numpy
 from .gpt import NEG
 
 BUCKET = 16      # full recompute and prefill pad the context to a multiple of this: one graph per bucket
@@ -48,25 +52,29 @@ class Decoder:
             raise ValueError("the prompt is empty; give at least one character or token")
         self.ids = list(ids)
         if not self.use_cache:
-            return self._full()
+            return self._host_row(self._full())
         if self.model.kind == "rnn":
             self.h = self.F.zeros((1, self.model.config["n_hidden"]), dtype=self.F.dtypes[self.model.dtype])
             for t in ids:
-                out = self._rnn_step(t)
-            return out
-        return self._prefill()
+                row = self._rnn_step(t)
+            return self._host_row(row)
+        return self._host_row(self._prefill())
 
     def push(self, token):
         """Append one token; returns the logits (V,) for the position after it."""
         self.ids.append(int(token))
         if not self.use_cache:
-            return self._full()
+            return self._host_row(self._full())
         if self.model.kind == "rnn":
-            return self._rnn_step(token)
+            return self._host_row(self._rnn_step(token))
         T = self.model.config["block_size"]
         if self.n >= T:                        # the cache is full: slide the window by recomputing
-            return self._prefill()
-        return self._gpt_step(token)
+            return self._host_row(self._prefill())
+        return self._host_row(self._gpt_step(token))
+
+    def _host_row(self, row):
+        """The (V,) logits row on the host as float64: the token's one device -> host transfer."""
+        return self.F.to_numpy(row).astype(np.float64)
 
     # --- full recompute -------------------------------------------------------------------------
     def _context(self):
@@ -90,8 +98,8 @@ class Decoder:
     def _full(self):
         ctx = self._context()
         idx, mask = self._padded(ctx)
-        logits = self.model.forward_logits(idx, mask)
-        return to_numpy(logits)[0, len(ctx) - 1].astype(np.float64)
+        logits = self.model.forward_logits(idx, mask)                  # (1, Tb, V)
+        return logits[0, len(ctx) - 1, :]                                 # (V,) on the device
 
     # --- GPT with a KV cache -------------------------------------------------------------------
     def _prefill(self):
@@ -105,6 +113,8 @@ class Decoder:
         dt = F.dtypes[m.dtype]
         self.k = [F.zeros((1, nh, P, hs), dtype=dt) for _ in range(L)]
         self.v = [F.zeros((1, nh, P, hs), dtype=dt) for _ in range(L)]
+        self.bias = F.full((1, 1, 1, P + 1), NEG, dtype=dt)     # additive mask, on the device
+        self.bias[..., P] = 0.0                                  # the new token sees itself
         self.n = 0
         if head:
             n = len(head)
@@ -116,6 +126,7 @@ class Decoder:
                 self.k[l][:, :, :n, :] = outs[l][:, :, :n, :]
                 self.v[l][:, :, :n, :] = outs[L + l][:, :, :n, :]
             self.n = n
+            self.bias[..., :n] = 0.0
         return self._gpt_step(last)
 
     def _gpt_step(self, token):
@@ -123,11 +134,8 @@ class Decoder:
         cfg = m.config
         L, P = cfg["n_layer"], cfg["block_size"] - 1
         prog = m.programs(("step", 1))
-        bias = np.full((1, 1, 1, P + 1), NEG)
-        bias[..., :self.n] = 0.0
-        bias[..., P] = 0.0                                     # the new token sees itself
         feeds = {"idx": np.asarray([[token]], dtype=np.int64), "pos": np.asarray([self.n], dtype=np.int64),
-                 "bias": bias}
+                 "bias": self.bias}
         for l in range(L):
             feeds[f"past_k.{l}"], feeds[f"past_v.{l}"] = self.k[l], self.v[l]
         names = ["logits"] + [f"k.{l}" for l in range(L)] + [f"v.{l}" for l in range(L)]
@@ -136,14 +144,15 @@ class Decoder:
             for l in range(L):
                 self.k[l][:, :, self.n:self.n + 1, :] = outs[1 + l]
                 self.v[l][:, :, self.n:self.n + 1, :] = outs[1 + L + l]
+            self.bias[..., self.n] = 0.0                         # position n now holds a key
         self.n += 1
-        return to_numpy(outs[0])[0, -1].astype(np.float64)
+        return outs[0][0, -1, :]
 
     # --- RNN-LM with the carried hidden state ---------------------------------------------------
     def _rnn_step(self, token):
         prog = self.model.programs(("step", 1))
         logits, self.h = prog.run({"idx": np.asarray([[token]], dtype=np.int64), "h": self.h}, ("logits", "h"))
-        return to_numpy(logits)[0, -1].astype(np.float64)
+        return logits[0, -1, :]
 
 
 def generate(model, prompt_ids, max_new_tokens, greedy=False, temperature=1.0, top_k=None, seed=0,

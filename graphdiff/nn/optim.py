@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..backend import get_backend, to_numpy
+from ..backend import backend_of, to_numpy
 
 
 def _named(params):
@@ -64,15 +64,9 @@ class Optimizer:
         return self
 
 
-def _backend_of(a):
-    """The graphdiff Backend whose arrays look like `a` (numpy, cupy or array_api_strict)."""
-    mod = type(a).__module__.split(".")[0]
-    return get_backend(mod if mod in ("cupy", "array_api_strict") else "numpy")
-
-
 def _to(p, host):
     """A host array as an array like p.data (same backend and dtype)."""
-    B = _backend_of(p.data)
+    B = backend_of(p.data)
     return B.from_host(np.asarray(host), B.dtype_name(p.data))
 
 
@@ -112,29 +106,28 @@ class AdamW(Optimizer):
         m = (1 - b1) * g if m is None else b1 * m + (1 - b1) * g
         v = (1 - b2) * (g * g) if v is None else b2 * v + (1 - b2) * (g * g)
         st["exp_avg"], st["exp_avg_sq"] = m, v
-        xp = _xp(p.data)
+        xp = backend_of(p.data).xp
         data = p.data * (1 - self.lr * self.weight_decay) if self.weight_decay else p.data
         step_size = self.lr / (1 - b1 ** self.t)
         denom = xp.sqrt(v) / math.sqrt(1 - b2 ** self.t) + self.eps
         return data - step_size * (m / denom)
 
 
-def _xp(a):
-    return _backend_of(a).xp
-
-
 def clip_grad_norm(params, max_norm):
-    """Scale all gradients so that their global L2 norm is at most max_norm. Returns the norm before."""
-    grads = [p.grad for _, p in _named(params) if p.grad is not None]
-    if not grads:
+    """Scale all gradients so that their global L2 norm is at most max_norm (PyTorch's clip_grad_norm_).
+
+    Computed on the device without reading anything back (no sync): every gradient is multiplied by
+    min(1, max_norm / (norm + 1e-6)). Returns the norm before clipping as a 0-d array on the gradients'
+    backend (float() it to read it, one device sync), or 0.0 when there are no gradients.
+    """
+    held = [p for _, p in _named(params) if p.grad is not None]
+    if not held:
         return 0.0
-    xp = _xp(grads[0])
-    total = math.sqrt(sum(float(xp.sum(g * g)) for g in grads))
-    if total > max_norm:
-        scale = max_norm / (total + 1e-6)
-        for _, p in _named(params):
-            if p.grad is not None:
-                p.grad = p.grad * scale
+    xp = backend_of(held[0].grad).xp
+    total = xp.sqrt(sum(xp.sum(p.grad * p.grad) for p in held))
+    scale = xp.clip(max_norm / (total + 1e-6), None, 1.0)
+    for p in held:
+        p.grad = p.grad * scale
     return total
 
 

@@ -1,8 +1,16 @@
-"""Neural-network ops: softmax, log_softmax, cross_entropy, layer_norm, embedding, dropout."""
+"""Neural-network ops: softmax, log_softmax, cross_entropy, layer_norm, embedding, dropout.
+
+Integer ids are range-checked on the host, where they come from, never by reading device data back in the
+forward: ids given as an array or a constant are checked when the node is built, and an input's ids at every
+feed (the check is recorded on the input node, `attrs["host_checks"]`, and Graph runs it on the host value
+before the transfer). Only ids computed inside the graph are checked by the forward on the device (a sync).
+"""
 import numpy as np
 
 from . import REGISTRY, apply, norm_axis, op
-from ..errors import DTypeError, ShapeError
+from ..backend import to_numpy
+from ..errors import DTypeError, GraphError, ShapeError
+from ..graph import Node
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "layer_norm", "embedding", "dropout"]
 
@@ -44,7 +52,7 @@ class LogSoftmax:
         return g - F.exp(out) * F.sum(g, axis=axis, keepdims=True)
 
 
-def _ce_shape(logits, ids, ignore_index=None):
+def _ce_shape(logits, ids, ignore_index=None, check_ids=False):
     if len(logits) < 1 or tuple(logits[:-1]) != tuple(ids):
         raise ShapeError(f"logits {logits} and ids {ids} do not fit: ids must have the shape of logits "
                          f"without its last (class) axis, here {tuple(logits[:-1])}")
@@ -62,19 +70,17 @@ class CrossEntropy:
     """mean over kept targets of -log softmax(logits)[id]; ids equal to ignore_index are left out"""
     shape = _ce_shape
 
-    def forward(F, logits, ids, ignore_index=None):
+    def forward(F, logits, ids, ignore_index=None, check_ids=False):
         V = logits.shape[-1]
         keep = _keep(F, ids, ignore_index)
-        bad = F.logical_and(keep, F.logical_not(F.logical_and(ids >= 0, ids < V)))
-        if bool(F.any(bad)):
-            raise ValueError(f"target ids must lie in [0, {V}) or equal ignore_index={ignore_index}; "
-                             f"found {_first(F, ids, bad)}")
+        if check_ids:
+            _check_on_device(F, ids, _ce_rule(V, ignore_index))
         logp = logits - _logsumexp(F, logits, -1)
         picked = F.sum(logp * F.one_hot(ids, V, logits.dtype), axis=-1)
         w = F.astype_like(keep, logits)
         return -F.sum(picked * w) / F.sum(w)
 
-    def vjp(F, i, g, xs, out, ignore_index=None):  # (softmax - onehot) / kept, on kept rows
+    def vjp(F, i, g, xs, out, ignore_index=None, check_ids=False):  # (softmax - onehot) / kept, on kept rows
         logits, ids = xs
         V = logits.shape[-1]
         w = F.astype_like(_keep(F, ids, ignore_index), logits)
@@ -83,10 +89,57 @@ class CrossEntropy:
         return (p - F.one_hot(ids, V, logits.dtype)) * scale
 
 
-def _first(F, ids, bad):
-    import numpy as np
-    host_ids, host_bad = np.asarray(F.to_numpy(ids)), np.asarray(F.to_numpy(bad))
-    return f"id {int(host_ids[host_bad][0])} at position {tuple(int(k) for k in np.argwhere(host_bad)[0])}"
+# --- id range checks ------------------------------------------------------------------------------------
+def _ce_rule(V, ignore_index):
+    return V, ignore_index, f"target ids must lie in [0, {V}) or equal ignore_index={ignore_index}"
+
+
+def _embedding_rule(V):
+    return V, None, f"ids must lie in [0, {V}) for a table of {V} rows"
+
+
+def _first_bad(host, rule):
+    """'found id 7 at position (2,)' for the first id of the host array outside the rule, else None."""
+    V, ignore, _ = rule
+    bad = (host < 0) | (host >= V)
+    if ignore is not None:
+        bad &= host != ignore
+    if not bad.any():
+        return None
+    pos = tuple(int(k) for k in np.argwhere(bad)[0])
+    return f"found id {int(host[pos])} at position {pos}"
+
+
+def _check_on_device(F, ids, rule):
+    """Ids computed inside the graph: only the device has them (reads one bool back, a sync)."""
+    V, ignore, text = rule
+    bad = F.logical_not(F.logical_and(ids >= 0, ids < V))
+    if ignore is not None:
+        bad = F.logical_and(bad, F.not_equal(ids, ignore))
+    if bool(F.any(bad)):
+        raise ValueError(f"{text}; {_first_bad(F.to_numpy(ids), rule)}")
+
+
+def _guarded(spec, args, attrs, name, ids, rule):
+    """apply(spec, args) with the ids range-checked on the host: now for arrays and constants, at every
+    feed for an input, by the forward (on the device) for ids computed in the graph."""
+    if not isinstance(ids, Node) or ids.kind == "constant":
+        host = to_numpy(ids)
+        found = _first_bad(host, rule) if host.dtype.kind in "iu" else None   # else _wrap's DTypeError
+        if found:
+            what = f"constant '{ids.name}'" if isinstance(ids, Node) else "the ids"
+            raise GraphError(f"{spec.name} '{name or spec.name}': {what}: {rule[2]}; {found}")
+    elif ids.kind == "op":
+        attrs = dict(attrs, check_ids=True)
+    node = apply(spec, args, attrs, name)
+    if isinstance(ids, Node) and ids.kind == "input":
+        def check(host):
+            found = _first_bad(host, rule)
+            if found:
+                raise GraphError(f"forward failed at {node.op} '{node.name}': input '{ids.name}' was fed "
+                                 f"out-of-range ids: {rule[2]}; {found}")
+        ids.attrs.setdefault("host_checks", []).append(check)
+    return node
 
 
 def _ln_shape(x, gamma, beta, eps=1e-5):
@@ -125,7 +178,7 @@ def _normalize(F, x, eps):
     return xc * rstd, rstd
 
 
-def _embedding_shape(table, ids):
+def _embedding_shape(table, ids, check_ids=False):
     if len(table) != 2:
         raise ShapeError(f"table must be 2-d (rows, features), got shape {table}")
     return tuple(ids) + (table[1],)
@@ -136,15 +189,14 @@ class Embedding:
     """table[ids]: one row per id"""
     shape = _embedding_shape
 
-    def forward(F, table, ids):
+    def forward(F, table, ids, check_ids=False):
         V, C = table.shape
+        if check_ids:
+            _check_on_device(F, ids, _embedding_rule(V))
         flat = F.reshape(ids, (-1,))
-        if flat.shape[0] and (bool(F.any(flat < 0)) or bool(F.any(flat >= V))):
-            bad = (flat < 0) | (flat >= V)
-            raise ValueError(f"ids must lie in [0, {V}) for a table of {V} rows; found {_first(F, flat, bad)}")
         return F.reshape(F.take(table, flat, axis=0), tuple(ids.shape) + (C,))
 
-    def vjp(F, i, g, xs, out):                    # rows used twice get both gradients
+    def vjp(F, i, g, xs, out, check_ids=False):                    # rows used twice get both gradients
         table, ids = xs
         C = table.shape[1]
         return F.index_add(table.shape, (F.reshape(ids, (-1,)),), F.reshape(g, (-1, C)))
@@ -194,7 +246,8 @@ def cross_entropy(logits, ids, ignore_index=None, name=None):
             raise DTypeError(f"cross_entropy: ignore_index must be an integer id (such as the <pad> id), "
                              f"got {ignore_index!r}")
         ignore_index = int(ignore_index)
-    return apply(REGISTRY["cross_entropy"], (logits, ids), {"ignore_index": ignore_index}, name)
+    return _guarded(REGISTRY["cross_entropy"], (logits, ids), {"ignore_index": ignore_index}, name, ids,
+                    _ce_rule(np.shape(logits)[-1] if np.ndim(logits) else 0, ignore_index))
 
 
 def layer_norm(x, gamma, beta, eps=1e-5, name=None):
@@ -209,7 +262,8 @@ def layer_norm(x, gamma, beta, eps=1e-5, name=None):
 def embedding(table, ids, name=None):
     """Rows of table picked by ids. Args: table: (V, C) float Node; ids: (...) integer Node or array.
     Returns (..., C)."""
-    return apply(REGISTRY["embedding"], (table, ids), name=name)
+    rows = np.shape(table)[0] if np.ndim(table) else 0       # a bad table shape is the shape rule's error
+    return _guarded(REGISTRY["embedding"], (table, ids), {}, name, ids, _embedding_rule(rows))
 
 
 def dropout(x, p, name=None):
