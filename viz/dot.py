@@ -21,6 +21,7 @@ import numpy as np
 import graphdiff as gd
 from graphdiff.graph import describe
 
+from . import fontdata
 from .render import find_graphviz_pure as _graphviz_pure
 
 COLORS = {"param": "#b3d9ff", "input": "#ffc266", "constant": "#d9b3ff", "op": "#e6e6e6",
@@ -574,8 +575,49 @@ INSTALL_HINT = ("install a renderer: `pip install graphviz-pure` (self-contained
                 "system Graphviz (`apt-get install graphviz`, `brew install graphviz`, `conda install graphviz`)")
 
 
+FONT_STYLE_ID = "graphdiff-font"
+
+
+def font_style(svg_text=None):
+    """A <style> element with the @font-face rules of the embedded font (only the faces svg_text uses)
+    and a rule that draws every SVG text with it; CSS outranks the font-family attributes Graphviz writes."""
+    faces = []
+    for key, data in fontdata.WOFF.items():
+        weight, style = key.split()
+        if svg_text is not None and ((weight == "bold" and 'font-weight="bold"' not in svg_text)
+                                     or (style == "italic" and 'font-style="italic"' not in svg_text)):
+            continue
+        faces.append(f'@font-face {{ font-family: "{fontdata.FAMILY}"; font-weight: {weight}; '
+                     f'font-style: {style}; src: url(data:font/woff;base64,{data}) format("woff"); }}')
+    rule = f'text {{ font-family: "{fontdata.FAMILY}", Helvetica, Arial, sans-serif; }}'
+    return f'<style id="{FONT_STYLE_ID}">{" ".join(faces)} {rule}</style>'
+
+
+def embed_font(svg_text):
+    """SVG text from Graphviz with its font embedded, so any browser draws each label at the widths the
+    layout measured: the layout uses Helvetica's advance widths (graphviz-pure always; the system `dot`
+    where fontconfig maps Helvetica to Liberation Sans or Arial, and wider fonts elsewhere, which only
+    leave more room), and the embedded Liberation Sans has exactly those widths."""
+    if FONT_STYLE_ID in svg_text:
+        return svg_text
+    start = svg_text.find("<svg")
+    end = svg_text.find(">", start) if start >= 0 else -1
+    if end < 0:
+        return svg_text
+    return svg_text[:end + 1] + "\n" + font_style(svg_text) + svg_text[end + 1:]
+
+
+def strip_font(svg_text):
+    """The SVG without its embedded font (for pages that hold many frames and embed the font once)."""
+    start = svg_text.find(f'<style id="{FONT_STYLE_ID}">')
+    if start < 0:
+        return svg_text
+    end = svg_text.index("</style>", start) + len("</style>")
+    return svg_text[:start] + svg_text[end:]
+
+
 def pipe(source, format="svg", renderer="auto", timeout=300):
-    """Render DOT text and return the bytes.
+    """Render DOT text and return the bytes (SVG with the diagram font embedded: see embed_font).
 
     Args:
         source: DOT text.  format: "svg", "png" or "pdf".  renderer: see find_renderer.
@@ -597,6 +639,8 @@ def pipe(source, format="svg", renderer="auto", timeout=300):
     if res.returncode != 0 or not res.stdout:
         err = res.stderr.decode("utf-8", "replace").strip()
         raise RenderError(f"{name} ({exe}) failed with exit code {res.returncode}: {err[-2000:]}")
+    if format == "svg":
+        return embed_font(res.stdout.decode("utf-8")).encode("utf-8")
     return res.stdout
 
 

@@ -1,49 +1,17 @@
-"""The stepper page in headless Chromium: it opens, the buttons and keys move the step, no console errors.
+"""Pages and diagrams in headless Chromium: the stepper page opens, the buttons and keys move the step, no
+console errors; and in every diagram kind each text fits its box in the browser that shows it.
 
-Driven by selenium with Debian's chromium + chromium-driver (.ci/run installs them). Outside CI the test
-skips when they are missing; in CI (CI=true) it fails instead.
+Driven by selenium with Debian's chromium + chromium-driver (.ci/run installs them). Outside CI the tests
+skip when they are missing; in CI (CI=true) they fail instead.
 """
-import shutil
-import tempfile
-
 import pytest
 
 import viz
+from tests.browser import browser, console_errors, measure_boxes, text_fit_problems  # noqa: F401 (fixture)
 from viz import gallery
+from viz.dot import strip_font
 
-from .viz_helpers import IN_CI, need_renderer
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1600,1000"]
-
-
-@pytest.fixture
-def browser():
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        if IN_CI:
-            pytest.fail("selenium is missing in CI; it is in the [test] extra")
-        pytest.skip("selenium is not installed")
-    if not (CHROMIUM and DRIVER):
-        if IN_CI:
-            pytest.fail("chromium / chromedriver are missing in CI; .ci/run installs chromium chromium-driver")
-        pytest.skip("chromium and chromedriver are not installed")
-    profile = tempfile.mkdtemp(prefix="graphdiff-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in FLAGS + [f"--user-data-dir={profile}"]:
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+from .viz_helpers import need_renderer, twice_a
 
 
 def test_stepper_page(browser, tmp_path):
@@ -81,5 +49,4 @@ def test_stepper_page(browser, tmp_path):
     assert step() == "1" and captions() == first
     assert all(c.startswith("step 1/7") for c in captions())
     assert "VJP calls" in browser.find_element(By.CSS_SELECTOR, "table.report").text
-    errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
-    assert errors == []
+    assert console_errors(browser) == []
