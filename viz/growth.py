@@ -6,10 +6,17 @@ quadratic (every position attends to every earlier one), measured on real unroll
 For T = 1..N it builds both unrolled graphs (graphdiff.lm.unrolled), counts nodes, edges (input slots)
 and depth (edges on the longest path: the span, against the work), fits log-log slopes, plots them, and
 renders both graphs at a small T with one cluster per position and the attention edges coloured.
+
+The transformer's edges split in two: attention edges (into a score node s_j, and into the stacks of
+scores and of values: a fixed number per (query, visible key) pair, so exactly L * heads * 4 * T(T+1)/2)
+and per-position edges (everything else: embeddings, layer norms, projections, MLPs, the loss: a fixed
+number per position, so linear). The sum's local slope d log E / d log T therefore starts near 1, where
+the per-position layers dominate, and tends to 2 as T grows.
 """
 import json
 import math
 import os
+import re
 import time
 
 import numpy as np
@@ -20,7 +27,9 @@ from graphdiff.lm.unrolled import graph_stats, unroll
 
 METRICS = ("nodes", "edges", "depth")
 CONFIG = {"vocab_size": 16, "transformer": {"n_layer": 2, "n_head": 4, "n_embd": 8},
-          "rnn": {"n_embd": 8, "n_hidden": 8}, "fit_from": 0.5, "seed": 0}
+          "rnn": {"n_embd": 8, "n_hidden": 8}, "fit_from": 0.5, "seed": 0,
+          # the drawn graphs use smaller models, so that one can read them (the figures say so)
+          "render": {"transformer": {"n_layer": 1, "n_head": 1, "n_embd": 4}, "rnn": {"n_embd": 4, "n_hidden": 4}}}
 ATTENTION = "#d62728"   # edges that carry one position's key or value into another position's attention
 
 
@@ -37,16 +46,49 @@ def sequence(T, vocab_size, seed=0):
     return ids[:-1], ids[1:]
 
 
+def sizes(kind, config=CONFIG, rendered=False):
+    """The model sizes, as text for the figures: "n_layer=2, n_head=4, n_embd=8"."""
+    cfg = config["render"][kind] if rendered else config[kind]
+    return ", ".join(f"{k}={v}" for k, v in cfg.items())
+
+
+_ATTENTION_NODE = re.compile(r"s\d+|scores|V")
+
+
+def is_attention_edge(child):
+    """True for the edges into `child` that attention adds per (query, visible key) pair: the inputs of a
+    score node s_j (the query and key j), and of the stacks of scores and of values (graphdiff.lm.unrolled's
+    names, inside a position's head scope)."""
+    return child.scope.split("/")[-1].startswith("head") and bool(
+        _ATTENTION_NODE.fullmatch(child.name.rsplit("/", 1)[-1]))
+
+
+def edge_split(graph):
+    """{"attention_edges", "position_edges"}: the graph's edges into attention's per-pair nodes, and the rest."""
+    attention = sum(len(n.inputs) for n in graph.nodes if n.inputs and is_attention_edge(n))
+    total = sum(len(n.inputs) for n in graph.nodes)
+    return {"attention_edges": attention, "position_edges": total - attention}
+
+
 def measure(max_len, config=CONFIG, progress=None):
-    """{"rnn": [{"T", "nodes", "edges", "depth"}, ...], "transformer": [...]} for T = 1..max_len."""
+    """{"rnn": [{"T", "nodes", "edges", "depth", "attention_edges", "position_edges"}, ...],
+    "transformer": [...]} for T = 1..max_len."""
     out = {name: [] for name in ("rnn", "transformer")}
     for name, model in models(max_len, config).items():
         for T in range(1, max_len + 1):
             ids, targets = sequence(T, config["vocab_size"], config["seed"])
             u = unroll(model, ids, targets, dtype="float32")
-            out[name].append({"T": T, **graph_stats(u.graph)})
+            out[name].append({"T": T, **graph_stats(u.graph), **edge_split(u.graph)})
             if progress:
                 progress(name, T)
+    return out
+
+
+def local_slopes(rows, metric="edges"):
+    """[(T, d log metric / d log T)] by central differences, T = 2..max-1: the exponent at each length."""
+    out = []
+    for a, b, c in zip(rows, rows[1:], rows[2:]):
+        out.append((b["T"], math.log(c[metric] / a[metric]) / math.log(c["T"] / a["T"])))
     return out
 
 
@@ -59,33 +101,53 @@ def fit(rows, fit_from=CONFIG["fit_from"]):
     return {m: round(float(np.polyfit(logT, np.log([r[m] for r in use]), 1)[0]), 4) + 0.0 for m in METRICS}
 
 
-def plot(result, paths):
-    """Edges vs T (log-log, both models, fitted slopes in the legend) and depth vs T (work vs span)."""
+def plot(result, paths, config=CONFIG):
+    """Three panels: edges vs T (log-log: RNN, transformer attention edges and per-position edges, with
+    slope-1 and slope-2 guides), the transformer's local slope d log E / d log T tending to 2, and depth vs T
+    (work against span). The models' sizes are written under the title."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    style = {"rnn": ("#1f77b4", "o", "RNN-LM"), "transformer": ("#d62728", "s", "Transformer-LM")}
-    for name, (color, marker, label) in style.items():
-        rows, k = result[name], result["exponents"][name]
-        T = [r["T"] for r in rows]
-        ax1.loglog(T, [r["edges"] for r in rows], marker=marker, ms=3, color=color,
-                   label=f"{label}: edges ~ T^{k['edges']:.2f}")
-        ax2.plot(T, [r["depth"] for r in rows], marker=marker, ms=3, color=color,
-                 label=f"{label}: depth ~ T^{k['depth']:.2f}")
-    T = np.array([r["T"] for r in result["rnn"]], dtype=float)
-    for power, ls in ((1, ":"), (2, "--")):          # reference slopes through the last transformer point
-        last = result["transformer"][-1]
-        ax1.loglog(T, last["edges"] * (T / T[-1]) ** power, ls, color="grey", lw=1, label=f"slope {power}")
-    ax1.set(xlabel="sequence length T", ylabel="edges in the unrolled graph", title="Work: graph size")
-    ax2.set(xlabel="sequence length T", ylabel="longest path (edges)", title="Span: graph depth")
-    for ax in (ax1, ax2):
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.6))
+    rnn, tr = result["rnn"], result["transformer"]
+    T = np.array([r["T"] for r in tr], dtype=float)
+    k_rnn, k_tr = result["exponents"]["rnn"], result["exponents"]["transformer"]
+    ax1.loglog(T, [r["edges"] for r in rnn], "o-", ms=3, color="#1f77b4",
+               label=f"RNN-LM: all edges ~ T^{k_rnn['edges']:.2f}")
+    ax1.loglog(T, [r["edges"] for r in tr], "s-", ms=3, color="#444444", label="Transformer-LM: all edges")
+    ax1.loglog(T, [r["attention_edges"] for r in tr], "^-", ms=3, color=ATTENTION,
+               label="  attention edges (exactly quadratic)")
+    ax1.loglog(T, [r["position_edges"] for r in tr], "v-", ms=3, color="#2ca02c",
+               label="  per-position edges (linear)")
+    last = tr[-1]["edges"]
+    for power, ls in ((1, ":"), (2, "--")):
+        ax1.loglog(T, last * (T / T[-1]) ** power, ls, color="grey", lw=1, label=f"slope {power}")
+    ax1.set(xlabel="sequence length T", ylabel="edges in the unrolled graph", title="Work: edges")
+    for metric, color, label in (("edges", "#444444", "all edges"), ("attention_edges", ATTENTION, "attention"),
+                                 ("position_edges", "#2ca02c", "per-position")):
+        pts = local_slopes(tr, metric)
+        ax2.plot([t for t, _ in pts], [k for _, k in pts], color=color, label=f"Transformer-LM {label}")
+    pts = local_slopes(rnn, "edges")
+    ax2.plot([t for t, _ in pts], [k for _, k in pts], color="#1f77b4", label="RNN-LM all edges")
+    ax2.axhline(2, ls="--", color="grey", lw=1)
+    ax2.axhline(1, ls=":", color="grey", lw=1)
+    ax2.set(xlabel="sequence length T", ylabel="d log E / d log T", title="Local slope: tends to 2 (quadratic)",
+            ylim=(0, 2.3))
+    ax3.plot(T, [r["depth"] for r in rnn], "o-", ms=3, color="#1f77b4",
+             label=f"RNN-LM: depth ~ T^{k_rnn['depth']:.2f}")
+    ax3.plot(T, [r["depth"] for r in tr], "s-", ms=3, color=ATTENTION,
+             label=f"Transformer-LM: depth ~ T^{k_tr['depth']:.2f}")
+    ax3.set(xlabel="sequence length T", ylabel="longest path (edges)", title="Span: depth")
+    for ax in (ax1, ax2, ax3):
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="upper left", fontsize=9)
-    fig.suptitle("Unrolled language-model graphs: the RNN grows linearly, attention quadratically", fontsize=11)
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle("Unrolled language-model graphs: the RNN grows linearly, attention quadratically\n"
+                 f"measured models: GPT {sizes('transformer', config)}; RNN {sizes('rnn', config)}; "
+                 f"vocabulary {config['vocab_size']}; the drawn T-small graphs use GPT "
+                 f"{sizes('transformer', config, True)}, RNN {sizes('rnn', config, True)}", fontsize=10)
     fig.tight_layout()
     for path in paths:
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -107,19 +169,39 @@ def _position(node):
     return int(top[1:]) if top[:1] == "t" and top[1:].isdigit() else None
 
 
-def render_small(kind, T, path, config=CONFIG, format="svg"):
-    """Render the unrolled graph of `kind` at length T: a cluster per position, attention edges coloured."""
-    from .dot import render
-    small = {"rnn": RNNLM(vocab_size=config["vocab_size"], block_size=T, n_embd=4, n_hidden=4),
-             "transformer": GPT(vocab_size=config["vocab_size"], block_size=T, n_layer=1, n_head=1, n_embd=4)}
-    ids, targets = sequence(T, config["vocab_size"], config["seed"])
-    u = unroll(small[kind], ids, targets, dtype="float32")
-    title = (f"{'Transformer' if kind == 'transformer' else 'RNN'}-LM unrolled over T={T}: "
-             f"{len(u.graph.nodes)} nodes; red edges cross positions")
+def render_small(kind, T, path, config=CONFIG, formats=("svg", "png")):
+    """Render the unrolled graph of `kind` at length T (with the config's "render" sizes, stated in the
+    title): a cluster per position, in order, attention edges coloured. Returns the paths written."""
+    from .dot import render, to_dot
+    V = config["vocab_size"]
+    cfg = config["render"][kind]
+    model = (RNNLM(vocab_size=V, block_size=T, **cfg) if kind == "rnn"
+             else GPT(vocab_size=V, block_size=T, **cfg))
+    ids, targets = sequence(T, V, config["seed"])
+    u = unroll(model, ids, targets, dtype="float32")
+    name = "Transformer" if kind == "transformer" else "RNN"
+    title = (f"{name}-LM unrolled over T={T} ({'GPT' if kind == 'transformer' else 'RNN'} "
+             f"{sizes(kind, config, True)}; the growth table uses {sizes(kind, config)}): "
+             f"{len(u.graph.nodes)} nodes; red edges carry "
+             + ("the hidden state to the next position" if kind == "rnn" else "a key or value to a later position"))
     # the RNN is a chain through time: left to right reads as time; the transformer fans in: top to bottom
-    return render(u.loss, path, format=format, rankdir="LR" if kind == "rnn" else "TB", clusters="top",
-                  fields=("name", "op", "shape"),
-                  title=title, edge_style=attention_edges(u.graph), max_nodes=None)
+    dot = to_dot(u.loss, rankdir="LR" if kind == "rnn" else "TB", clusters="top", fields=("name", "op", "shape"),
+                 title=title, edge_style=attention_edges(u.graph), max_nodes=None)
+    _keep_positions_in_order(dot, u)
+    return [render(dot, path, format=f) for f in formats]
+
+
+def _keep_positions_in_order(dot, u):
+    """Invisible heavy edges from each position's hidden node to the next one's first node: dot keeps
+    clusters in that order (t0, t1, ... along the rank direction) instead of where crossings are fewest."""
+    firsts = {}
+    for n in u.graph.nodes:
+        t = _position(n)
+        if t is not None and t not in firsts and n.name in dot.ids:
+            firsts[t] = n
+    for t, h in enumerate(u.hidden[:-1]):
+        if t + 1 in firsts and h.name in dot.ids:
+            dot.edge(dot.ids[h.name], dot.ids[firsts[t + 1].name], style="invis", weight="10")
 
 
 def add_growth_arguments(parser):
@@ -148,22 +230,26 @@ def run_growth(args):
             json.dump(result, f, indent=1)
     except OSError as e:
         return write_failed("growth", args.out, e)
+    print(f"models: GPT {sizes('transformer')}; RNN {sizes('rnn')}; vocabulary {CONFIG['vocab_size']}")
     print(f"{'T':>4s} | {'RNN nodes':>9s} {'edges':>7s} {'depth':>6s} | {'Transformer nodes':>17s} {'edges':>7s} "
-          f"{'depth':>6s}")
+          f"{'attention':>9s} {'per-pos.':>8s} {'depth':>6s}")
     for r, s in zip(result["rnn"], result["transformer"]):
         if r["T"] in (1, 2, 4, 8) or r["T"] % 16 == 0 or r["T"] == args.max_len:
             print(f"{r['T']:4d} | {r['nodes']:9d} {r['edges']:7d} {r['depth']:6d} | {s['nodes']:17d} "
-                  f"{s['edges']:7d} {s['depth']:6d}")
+                  f"{s['edges']:7d} {s['attention_edges']:9d} {s['position_edges']:8d} {s['depth']:6d}")
     for name in ("rnn", "transformer"):
         k = result["exponents"][name]
         print(f"fitted exponents, {name:11s}: nodes T^{k['nodes']:.2f}, edges T^{k['edges']:.2f}, "
               f"depth T^{k['depth']:.2f}")
+    if args.max_len >= 3:
+        T, k = local_slopes(result["transformer"])[-1]
+        print(f"transformer local slope d log E / d log T at T={T}: {k:.3f} (tends to 2)")
     written = ["growth.json", "growth.png", "growth.svg"]
     try:
         plot(result, [os.path.join(args.out, "growth.png"), os.path.join(args.out, "growth.svg")])
         for kind in ("rnn", "transformer"):
-            path = render_small(kind, args.render_len, os.path.join(args.out, f"{kind}_T{args.render_len}"))
-            written.append(os.path.basename(path))
+            for path in render_small(kind, args.render_len, os.path.join(args.out, f"{kind}_T{args.render_len}")):
+                written.append(os.path.basename(path))
     except OSError as e:
         return write_failed("growth", args.out, e)
     print(f"wrote {', '.join(os.path.join(args.out, w) for w in written)} in {time.perf_counter() - t0:.1f} s")

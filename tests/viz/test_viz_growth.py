@@ -22,6 +22,37 @@ def test_edge_counts_are_exactly_linear_and_quadratic():
     assert all(r["depth"] == rows["transformer"][0]["depth"] for r in rows["transformer"])
 
 
+def test_transformer_edges_split_into_exactly_quadratic_attention_and_linear_per_position():
+    rows = growth.measure(9)["transformer"]
+    L, nh = growth.CONFIG["transformer"]["n_layer"], growth.CONFIG["transformer"]["n_head"]
+    for r in rows:
+        T = r["T"]
+        # per (layer, head, query t, visible key j <= t): q and k into s_j, s_j into the scores stack, v_j into V
+        assert r["attention_edges"] == L * nh * 4 * T * (T + 1) // 2
+        assert r["attention_edges"] + r["position_edges"] == r["edges"]
+    assert np.all(second_differences(rows, "position_edges") == 0)
+    slopes = [k for _, k in growth.local_slopes(rows)]
+    assert all(a < b < 2 for a, b in zip(slopes, slopes[1:]))     # rising towards 2
+
+
+def svg_text(path):
+    return " ".join("".join(t.itertext()) for t in ET.parse(path).getroot().iter("{http://www.w3.org/2000/svg}text"))
+
+
+def test_rnn_render_keeps_positions_in_order(tmp_path):
+    from .viz_helpers import need_renderer
+    need_renderer("graphviz-pure")
+    path = growth.render_small("rnn", 4, tmp_path / "rnn", formats=("svg",))[0]
+    root = ET.parse(path).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    left = {}
+    for g in root.iter(ns + "g"):
+        if g.get("class") == "cluster":
+            text = g.find(ns + "text")                    # the cluster's label, at its left edge
+            left["".join(text.itertext()).strip()] = float(text.get("x"))
+    assert [k for k in sorted(left, key=left.get)] == ["t0", "t1", "t2", "t3"]
+
+
 def run_cli(tmp_path, max_len):
     out = tmp_path / "growth"
     assert main(["growth", "--max-len", str(max_len), "--out", str(out)]) == 0
@@ -32,10 +63,14 @@ def check_files(out, data, max_len):
     assert set(data) == {"config", "rnn", "transformer", "exponents"}
     for name in ("rnn", "transformer"):
         assert [r["T"] for r in data[name]] == list(range(1, max_len + 1))
-        assert all(set(r) == {"T", "nodes", "edges", "depth"} for r in data[name])
+        assert all(set(r) == {"T", "nodes", "edges", "depth", "attention_edges", "position_edges"}
+                   for r in data[name])
         assert set(data["exponents"][name]) == {"nodes", "edges", "depth"}
-    for f in ("growth.png", "growth.svg", "rnn_T4.svg", "transformer_T4.svg"):
+    for f in ("growth.png", "growth.svg", "rnn_T4.svg", "transformer_T4.svg", "rnn_T4.png", "transformer_T4.png"):
         assert (out / f).stat().st_size > 1000
+    cfg = growth.CONFIG
+    assert f"n_layer={cfg['render']['transformer']['n_layer']}" in svg_text(out / "transformer_T4.svg")
+    assert f"n_layer={cfg['transformer']['n_layer']}" in svg_text(out / "transformer_T4.svg")   # both stated
     for f in ("growth.svg", "rnn_T4.svg", "transformer_T4.svg"):
         ET.parse(out / f)                                     # valid XML
 
