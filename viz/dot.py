@@ -607,6 +607,14 @@ def embed_font(svg_text):
     return svg_text[:end + 1] + "\n" + font_style(svg_text) + svg_text[end + 1:]
 
 
+def text_width(text, size=11.0, weight="normal"):
+    """Width in points of text drawn in the diagram font (weight "normal", "bold" or "italic"); characters
+    outside ASCII count as the widest letter, so the estimate never falls short."""
+    table = fontdata.ADVANCE[weight]
+    widest = max(table)
+    return size * sum(table[ord(c) - 32] if 32 <= ord(c) < 127 else widest for c in text) / 1000.0
+
+
 def strip_font(svg_text):
     """The SVG without its embedded font (for pages that hold many frames and embed the font once)."""
     start = svg_text.find(f'<style id="{FONT_STYLE_ID}">')

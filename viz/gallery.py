@@ -81,7 +81,25 @@ def transformer(seed=0, T=4, C=8, hidden=16):
     return g, loss
 
 
-EXAMPLES = {"scalar": scalar, "mlp": mlp, "transformer": transformer}
+def shared(seed=0):
+    """A node used four times: a = exp(x); h_k = a * (k + 1); y = ((h1 + h2) + h3) + h4 (float64 scalars).
+
+    The variants differ here: children keeps h1..h4's adjoints alive until a pulls all four and sums them
+    (peak 5 live adjoints); parents adds into a's adjoint as each h pushes (=, then +=, +=, +=) and frees
+    each h right after (peak 4).
+    """
+    g = gd.Graph(dtype="float64")
+    x = g.param("x", 0.5)
+    a = gd.exp(x, name="a")
+    h = [gd.multiply(a, float(k + 2), name=f"h{k + 1}") for k in range(4)]
+    s1 = gd.add(h[0], h[1], name="s1")
+    s2 = gd.add(s1, h[2], name="s2")
+    y = gd.add(s2, h[3], name="y")
+    g.forward(outputs=y)
+    return g, y
+
+
+EXAMPLES = {"scalar": scalar, "mlp": mlp, "transformer": transformer, "shared": shared}
 
 
 def build(name, seed=0):

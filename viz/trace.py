@@ -20,7 +20,7 @@ import numpy as np
 import graphdiff as gd
 from graphdiff.errors import GraphError
 
-from .dot import SMALL, Cell, _array_text, _number, escape, pipe, select, to_dot
+from .dot import SMALL, Cell, _array_text, _number, escape, font_style, pipe, select, strip_font, text_width, to_dot
 
 VARIANTS = tuple(gd.VARIANTS)
 ABOUT = {"children": "Version A (children): each node pulls and sums the contributions of its children",
@@ -282,15 +282,18 @@ def _adjoint_row(n, state, grads, current):
         val = _grad_text(grads.get(k))
         word = "final, freed" if k in state.freed else "final"
         color = CURRENT if current else FINAL
-        text = f'<FONT COLOR="{color}"><B>adjoint {word}</B>{escape(val)}</FONT>'
+        text = f'<FONT COLOR="{color}">adjoint {word}{escape(val)}</FONT>'
     elif state.received.get(k, 0):
         got, want = state.received[k], state.expected.get(k, 0)
         text = f'<FONT COLOR="{LIVE}">adjoint partial: {got} of {want} in</FONT>'
     else:
         text = '<FONT COLOR="#999999">adjoint &#8212;</FONT>'
-    widest = max(len("adjoint final, freed" + _grad_text(grads.get(k))),
-                 len(f"adjoint partial: {state.expected.get(k, 0)} of {state.expected.get(k, 0)} in"))
-    return Cell(text, f'FIXEDSIZE="TRUE" WIDTH="{int(widest * 5.8) + 6}" HEIGHT="15"')
+    want = state.expected.get(k, 0)
+    widest = max(text_width("adjoint final, freed" + _grad_text(grads.get(k))),
+                 text_width(f"adjoint partial: {want} of {want} in"), text_width("no gradient path"))
+    # the system dot measures through pango, which came out up to 16% wider than the font's advance widths
+    # (Chromium's measure of the embedded font); it centres its measure in the cell, so the cell leaves room
+    return Cell(text, f'FIXEDSIZE="TRUE" WIDTH="{int(widest * 1.2) + 6}" HEIGHT="15"')
 
 
 def _grad_text(g):
@@ -407,7 +410,9 @@ def render_trace(graph, y, out_dir, *, variants=VARIANTS, renderer="auto", repea
             for f in frames:
                 svg = pipe(f.dot.source, "svg", renderer).decode("utf-8")
                 _write(folder / f"step_{f.step + 1:03d}.svg", svg)
-                shown.append({"caption": f.caption, "svg": _inline_svg(svg)})
+                # the page embeds the font once, not once per frame
+                shown.append({"caption": f.caption, "svg": _inline_svg(strip_font(svg)),
+                              "active": f.dot.ids[f.node.name]})
             data["variants"].append({"name": v, "about": ABOUT[v], "frames": shown})
         _write(tmp / "trace.html", _page(title or f"Backward step by step: '{y.name}'", data, report))
         os.chmod(tmp, 0o777 & ~_umask())              # mkdtemp makes 0700; a plain mkdir follows the umask
@@ -445,6 +450,7 @@ def _inline_svg(svg):
 def _page(title, data, report):
     payload = json.dumps(data).replace("</", "<\\/")       # no "</script>" inside the script
     return (PAGE.replace("@TITLE@", html.escape(title)).replace("@REPORT@", report.html())
+            .replace("@FONT@", font_style()).replace("@LEGEND@", LEGEND)
             .replace("@PANES@", "".join(_pane(v) for v in data["variants"])).replace("@DATA@", payload))
 
 
@@ -453,6 +459,24 @@ def _pane(v):
     return (f'<section class="pane" id="pane-{name}"><h2>{html.escape(v["about"])}</h2>'
             f'<p class="caption"></p><div class="svg"></div></section>')
 
+
+LEGEND = f"""<div class="legend">
+  <span><i class="box" style="border:3px solid {CURRENT}"></i>this step's node: its adjoint becomes final</span>
+  <span><i class="box" style="border:2.5px solid {FINAL}"></i>adjoint final</span>
+  <span><i class="box" style="border:2.5px dashed {LIVE}"></i>adjoint partial (live, still summing)</span>
+  <span><i class="box" style="border:1.5px dashed #aaaaaa"></i>no gradient path to it</span>
+  <span><i class="line" style="background:{FLOW}"></i>this step's contributions (arrow: the way the gradient
+    flows; <b>=</b> writes an adjoint, <b>+=</b> adds to one)</span>
+  <span><i class="line" style="background:{DONE}"></i>earlier contributions</span>
+</div>
+<p class="explain"><b>Partial adjoints.</b> A node's adjoint is the sum of one contribution per edge to a
+node that uses it (its children). "adjoint partial: k of n in" means k of those n contributions have arrived
+and the sum is not finished: the value is not yet the gradient and must not be used. It becomes final when
+the n-th arrives. In Version A (children) a node pulls all n at once when its turn comes, so its adjoint goes
+from nothing to final in one step; in Version B (parents) each child pushes its contribution when the
+child's own turn comes, so the parent's adjoint is born with the first (<b>=</b>), grows with each
+<b>+=</b>, and stays live and partial until the pass reaches the node itself (even "1 of 1 in": every
+contribution is in, but only the node's own turn declares it final).</p>"""
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -475,12 +499,19 @@ PAGE = """<!DOCTYPE html>
   .pane { border: 1px solid #ddd; border-radius: 8px; padding: 8px 12px; min-width: 0; }
   .pane h2 { font-size: 15px; margin: 4px 0; }
   .caption { font-size: 13px; min-height: 3.2em; margin: 4px 0 8px; color: #333; }
+  .svg { max-height: 75vh; overflow: auto; }
   .svg svg { max-width: 100%; height: auto; }
+  .legend { display: flex; flex-wrap: wrap; gap: 6px 18px; font-size: 13px; margin: 10px 0 4px; }
+  .legend span { display: inline-flex; align-items: center; gap: 6px; }
+  .legend .box { display: inline-block; width: 22px; height: 12px; border-radius: 3px; background: #e6e6e6; }
+  .legend .line { display: inline-block; width: 26px; height: 3px; }
+  .explain { font-size: 13px; color: #333; max-width: 70em; margin: 4px 0 0; }
   table.report { border-collapse: collapse; margin-top: 8px; font-size: 14px; }
   table.report th, table.report td { border: 1px solid #ddd; padding: 3px 10px; }
   table.report td { text-align: right; font-variant-numeric: tabular-nums; }
   table.report th { text-align: left; background: #fafafa; }
 </style>
+@FONT@
 </head>
 <body>
 <h1>@TITLE@</h1>
@@ -492,6 +523,7 @@ PAGE = """<!DOCTYPE html>
   <button id="last" title="last step (End)">Last</button>
   <span class="hint">keys: &#8592; &#8594; Home End</span>
 </div>
+@LEGEND@
 <div class="panes">@PANES@</div>
 <h2>Report</h2>
 @REPORT@
@@ -506,13 +538,34 @@ function show(k) {
     const pane = document.getElementById("pane-" + v.name);
     const f = v.frames[Math.min(step, v.frames.length - 1)];
     if (!f) continue;
-    pane.querySelector(".svg").innerHTML = f.svg;
+    const box = pane.querySelector(".svg");
+    const top = box.scrollTop, left = box.scrollLeft;
+    box.innerHTML = f.svg;
+    box.scrollTop = top; box.scrollLeft = left;
     pane.querySelector(".caption").textContent = f.caption;
+    // the active node: found by its DOT id (each node's <title>), scrolled into view inside its pane
+    const active = [...box.querySelectorAll("g.node")].find(g => g.querySelector("title").textContent === f.active);
+    if (active) {
+      active.classList.add("active");
+      const a = active.getBoundingClientRect(), b = box.getBoundingClientRect();
+      if (a.top < b.top || a.bottom > b.bottom) box.scrollTop += (a.top + a.bottom) / 2 - (b.top + b.bottom) / 2;
+      if (a.left < b.left || a.right > b.right) box.scrollLeft += (a.left + a.right) / 2 - (b.left + b.right) / 2;
+    }
   }
   document.getElementById("counter").textContent = "step " + (step + 1) + " / " + N;
   document.getElementById("prev").disabled = document.getElementById("first").disabled = step === 0;
   document.getElementById("next").disabled = document.getElementById("last").disabled = step === N - 1;
   document.body.dataset.step = String(step + 1);
+}
+// both panes draw the same graph with the same layout: scrolling one scrolls the other to the same place
+for (const box of document.querySelectorAll(".pane .svg")) {
+  box.addEventListener("scroll", () => {
+    for (const other of document.querySelectorAll(".pane .svg")) {
+      if (other !== box && (other.scrollTop !== box.scrollTop || other.scrollLeft !== box.scrollLeft)) {
+        other.scrollTop = box.scrollTop; other.scrollLeft = box.scrollLeft;
+      }
+    }
+  });
 }
 document.getElementById("first").addEventListener("click", () => show(0));
 document.getElementById("prev").addEventListener("click", () => show(step - 1));

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import graphdiff as gd
+from viz import gallery
 from viz.dot import find_renderer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -41,19 +42,11 @@ def twice_a():
 
 
 def fan_chain():
-    """a = exp(x) feeds h1..h4 = a*k, summed by a chain y = ((h1 + h2) + h3) + h4.
+    """a = exp(x) feeds h1..h4 = a*k, summed by a chain y = ((h1 + h2) + h3) + h4: gallery's "shared".
 
     children keeps h1..h4 alive until a pulls from all of them; parents frees each h right after it pushes.
     """
-    g = gd.Graph(dtype="float64")
-    x = g.param("x", 0.5)
-    a = gd.exp(x, name="a")
-    h = [gd.multiply(a, float(i + 2), name=f"h{i + 1}") for i in range(4)]
-    s1 = gd.add(h[0], h[1], name="s1")
-    s2 = gd.add(s1, h[2], name="s2")
-    y = gd.add(s2, h[3], name="y")
-    g.forward(outputs=y)
-    return g, y
+    return gallery.shared()
 
 
 def scoped_graph(blocks, per_block, depth=2):
