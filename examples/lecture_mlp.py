@@ -1,10 +1,18 @@
-"""The lecture's two-layer network, twice: procedural NNForward / NNBackward by hand in NumPy, and the
-same network as a graphdiff graph differentiated by both backward variants. All gradients agree.
+"""The lecture's network, NNForward and NNBackward written line by line in NumPy, side by side with the same
+network as a graphdiff graph differentiated by both backward variants.
 
-    a = alpha x        (x with a leading 1 for the bias)      J = - sum_k y_k log y_hat_k
-    z = sigmoid(a)     (then a leading 1 is put on z)
-    b = beta z
-    y_hat = softmax(b)
+    NNForward                        NNBackward
+    a = alpha x                      g_J = 1
+    z = sigmoid(a)                   g_y_hat = -y / y_hat                  (element-wise)
+    b = beta z                       g_b = (dy_hat/db)^T g_y_hat,  dy_hat/db = diag(y_hat) - y_hat y_hat^T
+    y_hat = softmax(b)               g_beta = g_b z^T
+    J = -sum_k y_k log y_hat_k       g_z = beta^T g_b
+                                     g_a = g_z * z * (1 - z)
+                                     g_alpha = g_a x^T
+
+No bias units, as in the lecture. The softmax Jacobian is spelled out, not fused into y_hat - y (the
+script checks that the two agree, as a footnote). Every line's adjoint is printed beside the graph's, once
+for Version A (children) and once for Version B (parents).
 
     python examples/lecture_mlp.py [--backend cupy]
 """
@@ -14,7 +22,7 @@ import numpy as np
 
 import graphdiff as gd
 
-M, D, K = 4, 5, 3          # input features, hidden units, classes
+M, D, K = 4, 3, 3          # input features, hidden units, classes
 
 
 def sigmoid(a):
@@ -22,39 +30,52 @@ def sigmoid(a):
 
 
 def nn_forward(x, y, alpha, beta):
-    """Procedural forward: every intermediate is returned, because backward needs them."""
-    a = alpha @ x                          # (D,)
-    z = np.concatenate([[1.0], sigmoid(a)])   # (D+1,)
-    b = beta @ z                           # (K,)
-    y_hat = np.exp(b - b.max()) / np.exp(b - b.max()).sum()
-    J = -np.sum(y * np.log(y_hat))
-    return a, z, b, y_hat, J
+    """NNForward: every intermediate is kept, because NNBackward reads them."""
+    a = alpha @ x                                   # (D,)
+    z = sigmoid(a)                                  # (D,)
+    b = beta @ z                                    # (K,)
+    y_hat = np.exp(b - b.max()) / np.sum(np.exp(b - b.max()))   # (K,) softmax
+    J = -np.sum(y * np.log(y_hat))                  # cross-entropy
+    return {"a": a, "z": z, "b": b, "y_hat": y_hat, "J": J}
 
 
-def nn_backward(x, y, alpha, beta, a, z, b, y_hat, J):
-    """Procedural backward: the chain rule written out in reverse order of the forward."""
+def nn_backward(x, y, alpha, beta, o):
+    """NNBackward: the chain rule, one line per forward line, in reverse order."""
     g_J = 1.0
-    g_b = g_J * (y_hat - y)                # softmax + cross-entropy together
-    g_beta = np.outer(g_b, z)              # (K, D+1)
-    g_z = beta[:, 1:].T @ g_b              # the bias unit gets no gradient back
-    g_a = g_z * sigmoid(a) * (1.0 - sigmoid(a))
-    g_alpha = np.outer(g_a, x)             # (D, M+1)
-    return g_alpha, g_beta
+    g_y_hat = g_J * (-y / o["y_hat"])                                   # (K,)
+    jacobian = np.diag(o["y_hat"]) - np.outer(o["y_hat"], o["y_hat"])   # (K, K): d y_hat_i / d b_j
+    g_b = jacobian.T @ g_y_hat                                          # (K,)
+    g_beta = np.outer(g_b, o["z"])                                      # (K, D) = g_b z^T
+    g_z = beta.T @ g_b                                                  # (D,)
+    g_a = g_z * o["z"] * (1.0 - o["z"])                                 # (D,)
+    g_alpha = np.outer(g_a, x)                                          # (D, M) = g_a x^T
+    return {"J": g_J, "y_hat": g_y_hat, "b": g_b, "beta": g_beta, "z": g_z, "a": g_a, "alpha": g_alpha}
 
 
 def build_graph(alpha0, beta0):
-    """The same network as a graph: leaves, then one node per line of the lecture's forward."""
+    """The same network as a graph: leaves, then one node per line of NNForward, named as the lecture."""
     g = gd.Graph(dtype="float64")
-    x = g.input("x", (M + 1,))
-    y = g.input("y", (K,))                 # one-hot label
+    x = g.input("x", (M,))
+    y = g.input("y", (K,))                          # one-hot label
     alpha = g.param("alpha", alpha0)
     beta = g.param("beta", beta0)
     a = gd.matmul(alpha, x, name="a")
-    z = gd.concat([g.constant(np.ones(1), name="bias"), gd.sigmoid(a, name="sigma")], name="z")
+    z = gd.sigmoid(a, name="z")
     b = gd.matmul(beta, z, name="b")
     y_hat = gd.softmax(b, name="y_hat")
     J = gd.negative(gd.sum(y * gd.log(y_hat)), name="J")
-    return g, x, y, alpha, beta, J
+    return g, {"x": x, "y": y, "alpha": alpha, "beta": beta, "a": a, "z": z, "b": b, "y_hat": y_hat, "J": J}
+
+
+LINES = (("J", "g_J = 1"), ("y_hat", "g_y_hat = -y / y_hat"), ("b", "g_b = J_softmax^T g_y_hat"),
+         ("beta", "g_beta = g_b z^T"), ("z", "g_z = beta^T g_b"), ("a", "g_a = g_z * z * (1 - z)"),
+         ("alpha", "g_alpha = g_a x^T"))
+
+
+def fmt(v):
+    v = np.asarray(v, dtype=np.float64).ravel()
+    text = ", ".join(f"{x:+.4f}" for x in v[:3]) + (", ..." if v.size > 3 else "")
+    return f"[{text}]"
 
 
 def main():
@@ -62,29 +83,34 @@ def main():
     p.add_argument("--backend", default=None, help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
     gd.set_backend(p.parse_args().backend)
     rng = np.random.default_rng(0)
-    alpha0 = rng.uniform(-0.5, 0.5, (D, M + 1))
-    beta0 = rng.uniform(-0.5, 0.5, (K, D + 1))
-    g, x, y, alpha, beta, J = build_graph(alpha0, beta0)
-    print(f"graph: {len(g.nodes)} nodes on backend '{g.backend.name}': " + ", ".join(n.name for n in g.nodes))
+    alpha0 = rng.uniform(-1, 1, (D, M))
+    beta0 = rng.uniform(-1, 1, (K, D))
+    g, n = build_graph(alpha0, beta0)
+    xv = rng.standard_normal(M)
+    yv = np.eye(K)[1]
+    fwd = nn_forward(xv, yv, alpha0, beta0)
+    hand = nn_backward(xv, yv, alpha0, beta0, fwd)
+    g.forward({n["x"]: xv, n["y"]: yv})
+    print(f"graph: {len(g.nodes)} nodes on backend '{g.backend.name}'; x = {fmt(xv)}, y = {yv.astype(int)}")
+    print(f"NNForward:  a = {fmt(fwd['a'])}  z = {fmt(fwd['z'])}  y_hat = {fmt(fwd['y_hat'])}  "
+          f"J = {fwd['J']:.6f} (graph {float(gd.to_numpy(n['J'].value)):.6f})\n")
+    graph_grads = {}
+    for variant in gd.VARIANTS:
+        g.backward(n["J"], variant=variant, retain_grads=True)      # keep every node's adjoint to print
+        # on the host: the graph's gradients live on its backend (a GPU for cupy)
+        graph_grads[variant] = {k: gd.to_numpy(n[k].grad) for k, _ in LINES}
+    print(f"{'NNBackward line':28s} {'by hand':38s} {'Version A (children)':38s} {'Version B (parents)':38s}")
     worst = 0.0
-    for example in range(5):
-        xv = np.concatenate([[1.0], rng.standard_normal(M)])
-        yv = np.eye(K)[rng.integers(K)]
-        fwd = nn_forward(xv, yv, alpha0, beta0)
-        g_alpha, g_beta = nn_backward(xv, yv, alpha0, beta0, *fwd)
-        g.forward({x: xv, y: yv})
-        line = [f"example {example}: J = {fwd[-1]:.6f} (graph {J.item():.6f})"]
-        for variant in gd.VARIANTS:
-            g.backward(J, variant=variant)
-            # compared on the host: the graph's gradients live on its backend (a GPU for cupy)
-            err = max(np.max(np.abs(gd.to_numpy(alpha.grad) - g_alpha)),
-                      np.max(np.abs(gd.to_numpy(beta.grad) - g_beta)))
-            worst = max(worst, err)
-            line.append(f"{variant}: max |grad - by hand| = {err:.1e}")
-        print("   ".join(line))
+    for key, line in LINES:
+        a, b = graph_grads["children"][key], graph_grads["parents"][key]
+        worst = max(worst, float(np.max(np.abs(a - hand[key]))), float(np.max(np.abs(b - hand[key]))))
+        print(f"{line:28s} {fmt(hand[key]):38s} {fmt(a):38s} {fmt(b):38s}")
     assert worst < 1e-12, worst
-    print(f"all gradients agree: hand-written NNBackward, Version A (children) and Version B (parents) "
+    fused = fwd["y_hat"] - yv
+    print(f"\nall gradients agree: hand-written NNBackward, Version A (children) and Version B (parents) "
           f"(max difference {worst:.1e})")
+    print(f"footnote: the spelled-out Jacobian line gives g_b = {fmt(hand['b'])}; the usual shortcut "
+          f"y_hat - y = {fmt(fused)} (max difference {np.max(np.abs(hand['b'] - fused)):.1e})")
 
 
 if __name__ == "__main__":

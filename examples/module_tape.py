@@ -1,15 +1,16 @@
-"""The lecture's object-oriented, module-based autodiff in a few dozen lines of NumPy.
+"""The lecture's module-based autodiff, as its object-oriented pseudo-code writes it, checked against graphdiff.
 
-Each module has forward(x) and backward(g). apply_fwd runs a module's forward and pushes the module onto a
-global tape; tape_bwd pops the tape and calls each module's backward with the gradient of its output.
-The gradients are then checked against graphdiff's on the same network.
+Each module has forward() and backward(). A module's inputs and output are Values, each holding a
+`value` and an `in_gradient` (the adjoint, starting at 0). `apply_fwd` runs a module's forward and pushes
+the module onto the tape; `tape_bwd` pops the tape and runs each module's backward, which does `+=` into
+the `in_gradient` of every input. Creation order is a topological order (a module can only run after the
+modules that made its inputs), so popping the tape visits every module after all of its consumers.
 
-Why no topological sort: a module is pushed onto the tape when its forward *runs*, and it can only run after
-the modules that produced its inputs have run. So creation order is already a topological order, and
-popping the tape (reverse creation order) visits every module after all the modules that consume its
-output -- exactly the reverse topological order backprop needs. (This tape handles a chain, where each
-output feeds the next module; a graph with fan-out would also sum the gradients flowing into a shared
-value, as graphdiff's two backward variants do.)
+The network uses one Value twice: the hidden layer h feeds both the output layer and a skip term, so h's
+`in_gradient` receives two contributions; with `=` instead of `+=` one of them would be lost (the script
+shows by how much). Sigmoid and softmax/cross-entropy are separate modules, as in the lecture.
+
+    z = W1 x;  h = sigmoid(z);  b = W2 h + W3 h;  y_hat = softmax(b);  J = -sum y log y_hat
 """
 import argparse
 
@@ -20,53 +21,93 @@ import graphdiff as gd
 TAPE = []
 
 
-def apply_fwd(module, x):
-    y = module.forward(x)
-    TAPE.append(module)                  # creation order = a topological order
-    return y
+class Value:
+    """A quantity flowing between modules: its value and the adjoint accumulated into it."""
+
+    def __init__(self, value):
+        self.value = np.asarray(value, dtype=np.float64)
+        self.in_gradient = np.zeros_like(self.value)
 
 
-def tape_bwd(g):
+def apply_fwd(module, *inputs):
+    """Run the module forward and push it onto the tape."""
+    module.inputs = inputs
+    module.out = Value(module.forward(*(v.value for v in inputs)))
+    TAPE.append(module)
+    return module.out
+
+
+def tape_bwd(output, accumulate=True):
+    """Seed dJ/dJ = 1, then pop the tape: each module's backward adds into its inputs' in_gradients."""
+    output.in_gradient = np.ones_like(output.value)
     while TAPE:
-        g = TAPE.pop().backward(g)       # reverse creation order: every consumer before its producer
-    return g
+        m = TAPE.pop()
+        for v, g in zip(m.inputs, m.backward(m.out.in_gradient)):
+            if accumulate:
+                v.in_gradient += g
+            else:                            # the bug accumulation prevents: the last write wins
+                v.in_gradient = g
 
 
 class Linear:
-    def __init__(self, W, b):
-        self.W, self.b = W, b
+    """out = W @ x (no bias); W is a Value too, so it gets an in_gradient like any input."""
 
-    def forward(self, x):
-        self.x = x
-        return x @ self.W + self.b
-
-    def backward(self, g):
-        self.dW, self.db = self.x.T @ g, g.sum(0)
-        return g @ self.W.T
-
-
-class Tanh:
-    def forward(self, x):
-        self.y = np.tanh(x)
-        return self.y
+    def forward(self, W, x):
+        self.W, self.x = W, x
+        return W @ x
 
     def backward(self, g):
-        return g * (1 - self.y ** 2)
+        return np.outer(g, self.x), self.W.T @ g            # (dW, dx)
 
 
-class SoftmaxCrossEntropy:
-    def __init__(self, targets):
-        self.t = targets
+class Add:
+    def forward(self, a, b):
+        return a + b
 
+    def backward(self, g):
+        return g, g
+
+
+class Sigmoid:
     def forward(self, z):
-        z = z - z.max(1, keepdims=True)
-        self.p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-        return -np.log(self.p[np.arange(len(self.t)), self.t]).mean()
+        self.s = 1.0 / (1.0 + np.exp(-z))
+        return self.s
 
     def backward(self, g):
-        d = self.p.copy()
-        d[np.arange(len(self.t)), self.t] -= 1
-        return g * d / len(self.t)
+        return (g * self.s * (1.0 - self.s),)
+
+
+class Softmax:
+    def forward(self, b):
+        e = np.exp(b - b.max())
+        self.y_hat = e / e.sum()
+        return self.y_hat
+
+    def backward(self, g):                                   # Jacobian diag(y_hat) - y_hat y_hat^T
+        return ((np.diag(self.y_hat) - np.outer(self.y_hat, self.y_hat)).T @ g,)
+
+
+class CrossEntropy:
+    def forward(self, y_hat, y):
+        self.y_hat, self.y = y_hat, y
+        return -np.sum(y * np.log(y_hat))
+
+    def backward(self, g):
+        return g * (-self.y / self.y_hat), np.zeros_like(self.y)
+
+
+def run_tape(x0, y0, W, accumulate=True):
+    """NNForward through apply_fwd, then tape_bwd; returns the Values."""
+    v = {"x": Value(x0), "y": Value(y0), **{k: Value(w) for k, w in W.items()}}
+    z = apply_fwd(Linear(), v["W1"], v["x"])
+    h = apply_fwd(Sigmoid(), z)
+    b = apply_fwd(Add(), apply_fwd(Linear(), v["W2"], h), apply_fwd(Linear(), v["W3"], h))   # h used twice
+    y_hat = apply_fwd(Softmax(), b)
+    J = apply_fwd(CrossEntropy(), y_hat, v["y"])
+    order = [type(m).__name__ for m in reversed(TAPE)]       # the order tape_bwd will pop them in
+    tape_bwd(J, accumulate)
+    v.update(z=z, h=h, b=b, y_hat=y_hat, J=J, order=order)
+    return v
 
 
 def main():
@@ -74,26 +115,30 @@ def main():
     p.add_argument("--backend", default=None, help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
     gd.set_backend(p.parse_args().backend)
     rng = np.random.default_rng(0)
-    X, y = rng.standard_normal((8, 5)), rng.integers(0, 3, 8)
-    W1, b1, W2, b2 = rng.standard_normal((5, 4)), rng.standard_normal(4), rng.standard_normal((4, 3)), np.zeros(3)
-
-    l1, act, l2, ce = Linear(W1, b1), Tanh(), Linear(W2, b2), SoftmaxCrossEntropy(y)
-    loss = apply_fwd(ce, apply_fwd(l2, apply_fwd(act, apply_fwd(l1, X))))
-    tape_bwd(1.0)
+    x0, y0 = rng.standard_normal(4), np.eye(3)[2]
+    W = {"W1": rng.standard_normal((5, 4)) * 0.5, "W2": rng.standard_normal((3, 5)), "W3": rng.standard_normal((3, 5))}
+    v = run_tape(x0, y0, W)
+    print(f"tape_bwd popped (reverse creation order): {', '.join(v['order'])}")
 
     g = gd.Graph(dtype="float64")
-    x = g.input("x", X.shape)
-    P = {n: g.param(n, v) for n, v in dict(W1=W1, b1=b1, W2=W2, b2=b2).items()}
-    out = gd.cross_entropy(gd.tanh(x @ P["W1"] + P["b1"]) @ P["W2"] + P["b2"], y)
-    g.forward({x: X})
-    g.backward(out)
-
-    print(f"loss: tape {loss:.12f}   graphdiff {out.item():.12f}")
-    for name, tape_grad in dict(W1=l1.dW, b1=l1.db, W2=l2.dW, b2=l2.db).items():
-        err = np.abs(tape_grad - gd.to_numpy(P[name].grad)).max()      # on the host
-        print(f"d{name}: max |tape - graphdiff| = {err:.2e}")
-        assert err < 1e-12
-    assert abs(loss - out.item()) < 1e-12
+    x, y = g.input("x", (4,)), g.input("y", (3,))
+    P = {k: g.param(k, w) for k, w in W.items()}
+    h = gd.sigmoid(gd.matmul(P["W1"], x), name="h")
+    out = -gd.sum(y * gd.log(gd.softmax(gd.matmul(P["W2"], h) + gd.matmul(P["W3"], h))))
+    g.forward({x: x0, y: y0})
+    print(f"J: tape {float(v['J'].value):.12f}   graphdiff {float(gd.to_numpy(out.value)):.12f}")
+    assert abs(float(v["J"].value) - float(gd.to_numpy(out.value))) < 1e-12
+    for variant in gd.VARIANTS:
+        g.backward(out, variant=variant, retain_grads=True)
+        for name in ("W1", "W2", "W3", "h"):
+            node = h if name == "h" else P[name]
+            err = np.abs(v[name].in_gradient - gd.to_numpy(node.grad)).max()      # on the host
+            print(f"{variant:8s} d{name}: max |tape - graphdiff| = {err:.2e}")
+            assert err < 1e-12
+    lost = run_tape(x0, y0, W, accumulate=False)
+    print(f"h is used twice: its in_gradient gets two contributions. With '=' instead of '+=', "
+          f"dW1 is off by {np.abs(lost['W1'].in_gradient - v['W1'].in_gradient).max():.3f} "
+          f"(|dW1| = {np.abs(v['W1'].in_gradient).max():.3f})")
 
 
 if __name__ == "__main__":
