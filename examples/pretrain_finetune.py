@@ -1,13 +1,16 @@
-"""Pre-training vs fine-tuning on scikit-learn's 8x8 digits, with graphdiff.nn.
+"""Unsupervised pre-training, then supervised fine-tuning, on scikit-learn's 8x8 digits, with graphdiff.nn.
 
-1. Pre-train: an autoencoder 64 -> 32 -> 64 learns to reconstruct *all* training images, no labels.
-2. Fine-tune: a classifier 64 -> 32 -> 10 whose first layer starts from the autoencoder's encoder is
-   trained on only a few labelled images.
-3. From scratch: the same classifier from a random first layer, same labelled images, same steps.
+1. Pre-train: an autoencoder z = h(W x), x' = h(W' z) (h = sigmoid: a non-linear encoder and decoder, as
+   in the lecture) learns to reconstruct *all* 1200 training images, no labels.
+2. Fine-tune: a classifier z = h(W x), logits = V z whose W starts from the autoencoder's encoder is
+   trained on a few labelled images (default 20: two per class).
+3. From scratch: the same classifier from a random W, the same labelled images, the same number of steps.
 
-Both test errors are printed (mean over a few seeds). The pre-trained first layer already encodes the
-structure of digits that a few labels alone cannot teach; on this small, easy data set the gain is modest
-(measured: 0.160 vs 0.167 test error with 60 labels, 0.323 vs 0.329 with 30; mean of 3 seeds).
+Over several seeds (each: another labelled subset and other initial weights) it prints both test errors
+per seed, their mean and standard deviation, and the paired gain. With scarce labels and a fixed budget of
+supervised steps the pre-trained encoder starts from features that already describe digits, and the gain
+is well beyond the spread between seeds (measured: 0.38 vs 0.50 test error, gain 0.12 +- 0.06 over 5
+seeds, standard error 0.03). With many steps and labels both converge to the same error.
 """
 import argparse
 
@@ -19,16 +22,20 @@ from graphdiff import nn
 
 
 class Net(nn.Module):
-    """64 -> hidden (tanh) -> out; the first layer is shared between autoencoder and classifier."""
+    """z = h(W x), then a head on z; h = sigmoid. The encoder W is shared between autoencoder and classifier.
 
-    def __init__(self, hidden, out, seed):
+    decode=True: the head is the lecture's non-linear decoder, x' = h(W' z); else the head gives logits."""
+
+    def __init__(self, hidden, out, seed, decode=False):
         super().__init__(dtype="float64")
         rng = np.random.default_rng(seed)
+        self.decode = decode
         self.enc = nn.Linear(64, hidden, rng=rng, dtype="float64")
         self.head = nn.Linear(hidden, out, rng=rng, dtype="float64")
 
     def forward(self, x):
-        return self.head(gd.tanh(self.enc(x)))
+        out = self.head(gd.sigmoid(self.enc(x)))
+        return gd.sigmoid(out) if self.decode else out
 
 
 def program(model, X, loss_fn):
@@ -55,9 +62,11 @@ def test_error(model, X, y):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--labels", type=int, default=60, help="labelled training images for fine-tuning")
+    p.add_argument("--labels", type=int, default=20, help="labelled training images for fine-tuning")
     p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--pretrain-steps", type=int, default=400, help="autoencoder steps (all training images)")
+    p.add_argument("--steps", type=int, default=40, help="supervised steps, fine-tuned and from scratch alike")
     p.add_argument("--backend", default=None, help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
     args = p.parse_args()
     gd.set_backend(args.backend)
@@ -71,26 +80,31 @@ def main():
         lab = np.random.default_rng(100 + seed).choice(len(Xtr), args.labels, replace=False)
         Xl, yl = Xtr[lab], ytr[lab]
         # 1. unsupervised pre-training on all 1200 training images
-        ae = Net(args.hidden, 64, seed)
-        train(ae, _ae_program(ae, Xtr), Xtr, 400, 1e-2)
+        ae = Net(args.hidden, 64, seed, decode=True)
+        train(ae, _ae_program(ae, Xtr), Xtr, args.pretrain_steps, 1e-2)
         # 2. fine-tune: encoder from the autoencoder, new head, labelled images only
         ft = Net(args.hidden, 10, 1000 + seed)
         ft.enc.load_state_dict(ae.enc.state_dict())
-        train(ft, program(ft, Xl, lambda g, out: gd.cross_entropy(out, yl)), Xl, 150, 1e-2)
+        train(ft, program(ft, Xl, lambda g, out: gd.cross_entropy(out, yl)), Xl, args.steps, 1e-2)
         # 3. the same classifier and steps from a random first layer
         sc = Net(args.hidden, 10, 1000 + seed)
-        train(sc, program(sc, Xl, lambda g, out: gd.cross_entropy(out, yl)), Xl, 150, 1e-2)
+        train(sc, program(sc, Xl, lambda g, out: gd.cross_entropy(out, yl)), Xl, args.steps, 1e-2)
         errs["fine-tuned"].append(test_error(ft, Xte, yte))
         errs["from scratch"].append(test_error(sc, Xte, yte))
         print(f"seed {seed}: test error  pre-trained + fine-tuned {errs['fine-tuned'][-1]:.3f}   "
               f"from scratch {errs['from scratch'][-1]:.3f}")
-    print(f"\n{args.labels} labelled images, {len(Xte)} test images, mean over {args.seeds} seeds:")
+    print(f"\n{args.labels} labelled images, {args.steps} supervised steps, {len(Xte)} test images, "
+          f"{args.seeds} seeds (mean +- standard deviation):")
     for k, v in errs.items():
-        print(f"  {k:>13}: test error {np.mean(v):.3f}")
+        print(f"  {k:>13}: test error {np.mean(v):.3f} +- {np.std(v):.3f}")
+    gain = np.array(errs["from scratch"]) - np.array(errs["fine-tuned"])
+    se = np.std(gain, ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else float("nan")
+    print(f"  gain from pre-training (paired by seed): {np.mean(gain):.3f} +- {np.std(gain):.3f} "
+          f"(standard error {se:.3f}; gain / standard error = {np.mean(gain) / se:.1f})")
 
 
 def _ae_program(ae, X):
-    """Autoencoder: reconstruct the input (squared error); the image is both input and target."""
+    """Autoencoder: x' = h(W' h(W x)) reconstructs the input (squared error); the image is input and target."""
     g = gd.Graph(dtype="float64")
     x = g.input("x", X.shape)
     out = ae(x)
