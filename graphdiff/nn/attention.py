@@ -1,4 +1,5 @@
-"""Causal multi-head self-attention (with a key padding mask and a KV cache) and the transformer block."""
+"""Multi-head self-attention, causal by default (with a key padding mask and a KV cache), and the
+transformer block. causal=False gives the "standard" (encoder) attention: every position sees every one."""
 import math
 
 import numpy as np
@@ -14,19 +15,21 @@ NEG = -1e9
 
 
 class CausalSelfAttention(Module):
-    """Multi-head attention where position t sees positions <= t (and no padded keys).
+    """Multi-head attention where position t sees positions <= t (and no padded keys); with causal=False,
+    every position sees all (non-padded) positions: the causal mask M (0 on and below the diagonal, -inf
+    above) is simply not added.
 
     Parameters (GPT-2 names): c_attn (C -> 3C: q, k, v), c_proj (C -> C).
     """
 
     def __init__(self, n_embd, n_head, dropout=0.0, std=0.02, proj_std=None, rng=None, backend=None,
-                 dtype="float32"):
+                 dtype="float32", causal=True):
         super().__init__(backend, dtype)
         if n_embd % n_head:
             raise ValueError(f"n_embd={n_embd} must be divisible by n_head={n_head}")
         rng = init.as_rng(rng)
         kw = dict(backend=backend, dtype=dtype)
-        self.n_embd, self.n_head = n_embd, n_head
+        self.n_embd, self.n_head, self.causal = n_embd, n_head, causal
         self.c_attn = Linear(n_embd, 3 * n_embd, std=std, rng=rng, **kw)
         self.c_proj = Linear(n_embd, n_embd, std=std if proj_std is None else proj_std, rng=rng, **kw)
         self.attn_drop = Dropout(dropout, **kw)
@@ -65,8 +68,9 @@ class CausalSelfAttention(Module):
             if key_mask is not None:
                 kb = ops.where(key_mask, 0.0, NEG, name="key_bias")                   # (B, T)
                 att = att + ops.reshape(kb, (B, 1, 1, T))                              # (B, nh, T, T)
-            causal = g.constant(np.tril(np.ones((T, T), dtype=bool)), name="causal")           # (T, T)
-            att = ops.where(causal, att, NEG, name="causal_mask")  # (B, nh, T, T)
+            if self.causal:
+                causal = g.constant(np.tril(np.ones((T, T), dtype=bool)), name="causal")       # (T, T)
+                att = ops.where(causal, att, NEG, name="causal_mask")                        # (B, nh, T, T)
         att = ops.softmax(att, axis=-1, name="attn")
         att = self.attn_drop(att)
         y = ops.matmul(att, v, name="av")                           # (B, nh, T, hs)
@@ -74,7 +78,7 @@ class CausalSelfAttention(Module):
         return self.resid_drop(self.c_proj(y))
 
     def extra_repr(self):
-        return f"n_embd={self.n_embd}, n_head={self.n_head}"
+        return f"n_embd={self.n_embd}, n_head={self.n_head}" + ("" if self.causal else ", causal=False")
 
 
 class Block(Module):
@@ -82,7 +86,7 @@ class Block(Module):
     norm="post" (the original Transformer): ln_1(x + attn(x)), then ln_2(x + mlp(x))."""
 
     def __init__(self, n_embd, n_head, dropout=0.0, norm="pre", mlp_ratio=4, std=0.02, proj_std=None,
-                 rng=None, backend=None, dtype="float32"):
+                 rng=None, backend=None, dtype="float32", causal=True):
         super().__init__(backend, dtype)
         if norm not in ("pre", "post"):
             raise ValueError(f"norm must be 'pre' (Pre-LN) or 'post' (Post-LN), got {norm!r}")
@@ -90,7 +94,8 @@ class Block(Module):
         kw = dict(backend=backend, dtype=dtype)
         self.norm = norm
         self.ln_1 = LayerNorm(n_embd, **kw)
-        self.attn = CausalSelfAttention(n_embd, n_head, dropout, std=std, proj_std=proj_std, rng=rng, **kw)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout, std=std, proj_std=proj_std, rng=rng, causal=causal,
+                                        **kw)
         self.ln_2 = LayerNorm(n_embd, **kw)
         self.mlp = MLP(n_embd, mlp_ratio * n_embd, dropout, std=std, proj_std=proj_std, rng=rng, **kw)
 
