@@ -160,8 +160,13 @@ def generate(model, prompt_ids, max_new_tokens, greedy=False, temperature=1.0, t
     """Continue prompt_ids by max_new_tokens tokens. Returns the list of new ids.
 
     Args:
-        greedy: always take the most likely token; else sample (ancestral sampling) with temperature
-            and top_k from a NumPy generator seeded with `seed`.
+        greedy: always take the most likely token (a heuristic: the most likely next token need not start
+            the most likely sequence; see beam_search and sequence_logprob).
+        temperature, top_k: else sample each token from the model's next-token distribution, each one
+            conditioned on those drawn before: ancestral sampling. temperature=1 and top_k=None is plain
+            ancestral sampling from the model; temperature divides the logits (below 1 sharpens the
+            distribution towards greedy, above 1 flattens it) and top_k keeps only the k most likely
+            tokens: both change the distribution sampled from. NumPy generator seeded with `seed`.
         use_cache: KV cache (GPT) / carried hidden state (RNN); False recomputes the whole prefix.
     """
     rng = np.random.default_rng(seed)
@@ -176,3 +181,41 @@ def generate(model, prompt_ids, max_new_tokens, greedy=False, temperature=1.0, t
             break
         logits = dec.push(nxt)
     return out
+
+
+def next_logprobs(logits, pad_id):
+    """log p(next token) over the vocabulary from (V,) host logits, <pad> excluded as generate excludes it."""
+    z = np.asarray(logits, dtype=np.float64).copy()
+    z[pad_id] = -np.inf
+    m = z.max()
+    return z - (m + np.log(np.sum(np.exp(z - m))))
+
+
+def sequence_logprob(model, prompt_ids, ids):
+    """Total log-probability log p(ids | prompt) = sum_t log p(ids[t] | prompt, ids[:t]) under the model."""
+    dec = Decoder(model)
+    logits = dec.start(list(prompt_ids))
+    total = 0.0
+    for k, t in enumerate(ids):
+        total += float(next_logprobs(logits, model.pad_id)[t])
+        if k + 1 < len(ids):
+            logits = dec.push(t)
+    return total
+
+
+def beam_search(model, prompt_ids, max_new_tokens, width=4):
+    """The `width` best partial sequences kept at each step (by total log-probability), each extended by
+    its `width` most likely next tokens. Returns (ids, total log-probability) of the best final sequence.
+    width=1 is greedy decoding; a wider beam searches more paths and usually finds a more likely one, but
+    not always: greedy's own path can fall out of the beam early."""
+    beams = [(0.0, [])]
+    for _ in range(max_new_tokens):
+        candidates = []
+        for score, ids in beams:
+            lp = next_logprobs(Decoder(model).start(list(prompt_ids) + ids), model.pad_id)
+            for t in np.argsort(-lp)[:width]:
+                candidates.append((score + float(lp[t]), ids + [int(t)]))
+        candidates.sort(key=lambda c: -c[0])
+        beams = candidates[:width]
+    score, ids = beams[0]
+    return ids, score
