@@ -91,6 +91,9 @@ def add_train_arguments(p):
     p.add_argument("--out", default="out/ckpt.npz", help="checkpoint path (.npz; a .json copy of the "
                    "metadata is written beside it, and <name>.lock while a run writes it)")
     p.add_argument("--resume", action="store_true", help="continue from --out")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="fine-tune: start from this checkpoint's weights and tokenizer on --corpus, with a new "
+                        "optimizer state and this run's settings (step 0); writes --out")
     p.add_argument("--log", default=None, help="append one JSON line per evaluation to this file")
     p.add_argument("--sample-chars", type=COUNT, default=200, help="print a sample of this length at the end")
     p.add_argument("--no-progress", action="store_true")
@@ -105,6 +108,10 @@ def run_train(args):
     from .tokenizers import TokenizerError
     from .train import checkpoint_lock
     set_threads(args.threads)
+    if args.init and args.resume:
+        print("graphdiff train: --init starts a new run from a checkpoint's weights and --resume continues "
+              "one; give one of them", file=sys.stderr)
+        return 2
     try:
         check_writable(args.out, "checkpoint (--out)")
         if args.log:
@@ -119,8 +126,8 @@ def run_train(args):
 def _train(args):
     from . import tokenizers
     from .data import load_corpus
-    from .train import (TRAIN_DEFAULTS, Trainer, build_model, check_resume_settings, load_checkpoint,
-                        prepare_data)
+    from .train import (TRAIN_DEFAULTS, Trainer, build_model, check_resume_settings, init_trainer,
+                        load_checkpoint, prepare_data)
     docs, desc = load_corpus(args.corpus)
     print(f"corpus: {desc}")
     given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
@@ -134,6 +141,12 @@ def _train(args):
             print(f"graphdiff train: warning: resuming with --{k.replace('_', '-')} {new} (the checkpoint "
                   f"used {old})", file=sys.stderr)
         print(f"resumed {args.out} at step {trainer.step}")
+    elif args.init:
+        trainer, meta = init_trainer(args.init, docs, settings={k: getattr(args, k) for k in MODEL_DEFAULTS},
+                                     **given)
+        tok = trainer.tokenizer
+        print(f"initialised from {args.init} (trained {meta.get('train', {}).get('step')} steps there): its "
+              "weights and tokenizer; new optimizer state, step 0")
     else:
         a = argparse.Namespace(**{k: v if v is not None else MODEL_DEFAULTS.get(k) for k, v in vars(args).items()})
         if a.tokenizer == "char":

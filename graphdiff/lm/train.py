@@ -403,6 +403,42 @@ RESUME_FIELDS = {"model": "model.kind", "dtype": "model.dtype", "tokenizer": "to
 def check_resume_settings(meta, path, **given):
     """CheckpointError when a setting given for a resumed run (None: not given) differs from the
     checkpoint's: the model, its sizes, the tokenizer, the batch size and the seed cannot change."""
+    _check_settings(meta, f"cannot resume {path!r}", "leave {flag} out to resume, or start a new run with "
+                    "another --out", given)
+
+
+# --init: the model and tokenizer come from the checkpoint; the training settings are the new run's own
+INIT_FIXED = ("model", "dtype", "tokenizer", "bpe_vocab", "block_size", "n_layer", "n_head", "n_embd",
+              "n_hidden", "dropout", "norm", "pos")
+
+
+def check_init_settings(meta, path, **given):
+    """CheckpointError when a model or tokenizer setting given for a run initialised from a checkpoint
+    (`--init`, fine-tuning; None: not given) differs from the checkpoint's: the pre-trained weights fix them."""
+    unknown = set(given) - set(INIT_FIXED)
+    if unknown:
+        raise TypeError(f"check_init_settings: {sorted(unknown)} may change when fine-tuning")
+    _check_settings(meta, f"cannot initialise from {path!r}", "leave {flag} out: a fine-tuned model keeps "
+                    "the pre-trained model's shape and tokenizer", given)
+
+
+def init_trainer(path, docs, backend=None, settings=None, **hp):
+    """Fine-tuning: a fresh Trainer (step 0, new AdamW state, this run's hp) for the pre-trained model and
+    the tokenizer of a checkpoint, on new documents (text, tokenized here with that tokenizer).
+
+    Args:
+        path: the pre-trained checkpoint.  docs: the new corpus's documents (str).
+        settings: model/tokenizer settings given for this run (INIT_FIXED keys; None: not given); any that
+            differ from the checkpoint's are a CheckpointError.
+    Returns (trainer, the checkpoint's metadata).
+    """
+    model, tok, meta, _ = load_checkpoint(path, backend=backend)
+    check_init_settings(meta, path, **(settings or {}))
+    train, val = prepare_data(docs, tok)
+    return Trainer(model, tok, train, val, **hp), meta
+
+
+def _check_settings(meta, what, hint, given):
     for key, value in given.items():
         field = RESUME_FIELDS[key]
         if value is None or (key == "bpe_vocab" and meta["tokenizer"]["type"] != "bpe"):
@@ -412,9 +448,8 @@ def check_resume_settings(meta, path, **given):
             have = have.get(part) if isinstance(have, dict) else None
         if have is not None and value != have:
             flag = "--" + key.replace("_", "-")
-            raise CheckpointError(f"cannot resume {path!r}: {flag} is {value!r} but the checkpoint holds "
-                                  f"{have!r} (field {field!r}); leave {flag} out to resume, or start a new "
-                                  "run with another --out")
+            raise CheckpointError(f"{what}: {flag} is {value!r} but the checkpoint holds {have!r} "
+                                  f"(field {field!r}); {hint.format(flag=flag)}")
 
 
 def lock_path(path):
