@@ -55,7 +55,8 @@ def main():
         ids = tok.encode(prompt)
         greedy = generate(model, ids, n, greedy=True)
         lp_greedy = sequence_logprob(model, ids, greedy)
-        beam, lp_beam = beam_search(model, ids, n, width=4)
+        beam, _ = beam_search(model, ids, n, width=4)
+        lp_beam = sequence_logprob(model, ids, beam)           # every path scored by the same function
         samples = [generate(model, ids, n, temperature=1.0, top_k=None, seed=s) for s in range(args.samples)]
         scored = sorted(((sequence_logprob(model, ids, s), s) for s in samples), key=lambda x: -x[0])
         lp_sample, best_sample = scored[0]
@@ -63,8 +64,9 @@ def main():
         print(f"  greedy                         log p = {lp_greedy:8.3f}  {tok.decode(greedy)!r}")
         print(f"  beam search, width 4           log p = {lp_beam:8.3f}  {tok.decode(beam)!r}")
         print(f"  best of {args.samples} ancestral samples     log p = {lp_sample:8.3f}  {tok.decode(best_sample)!r}")
-        better = [name for name, lp in (("beam search", lp_beam), ("a sampled path", lp_sample))
-                  if lp > lp_greedy + 1e-9]
+        better = [name for name, path, lp in (("beam search", beam, lp_beam), ("a sampled path", best_sample,
+                                                                                     lp_sample))
+                  if path != greedy and lp > lp_greedy]
         if better:
             beaten += 1
             print(f"  -> greedy is not the most likely path: {' and '.join(better)} beat{'s' * (len(better) == 1)} "

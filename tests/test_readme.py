@@ -35,6 +35,12 @@ def run_example(name, *args):
 def test_lecture_mlp_example_agrees_with_its_hand_written_backward():
     out = run_example("lecture_mlp.py")
     assert "all gradients agree" in out
+    # every NNBackward line printed with its hand value and both variants' values, which agree
+    for line in ("g_J = 1", "g_y_hat = -y / y_hat", "g_b = J_softmax^T g_y_hat", "g_beta = g_b z^T",
+                 "g_z = beta^T g_b", "g_a = g_z * z * (1 - z)", "g_alpha = g_a x^T"):
+        row = next(r for r in out.splitlines() if r.startswith(line))
+        hand, a, b = row[len(line):].split("]")[:3]
+        assert hand.strip() + "]" == a.strip() + "]" == b.strip() + "]", row
 
 
 def test_scalar_graph_example_reproduces_micrograd_numbers():
@@ -46,12 +52,16 @@ def test_scalar_graph_example_reproduces_micrograd_numbers():
 def test_module_tape_example_matches_graphdiff():
     out = run_example("module_tape.py")
     errs = [float(line.rsplit("=", 1)[1]) for line in out.splitlines() if "max |tape - graphdiff|" in line]
-    assert len(errs) >= 4 and max(errs) < 1e-12
+    assert len(errs) == 8 and max(errs) < 1e-12                   # W1, W2, W3, h in both variants
+    assert "tape_bwd popped (reverse creation order): CrossEntropy, Softmax, Add, Linear, Linear, Sigmoid" in out
+    lost = float(out.split("dW1 is off by ")[1].split()[0])
+    assert lost > 0.01                                            # '=' instead of '+=' loses a contribution
 
 
-def test_pretrain_finetune_example_prints_both_test_errors():
-    out = run_example("pretrain_finetune.py", "--seeds", "1")
-    assert "fine-tuned: test error" in out and "from scratch: test error" in out
+def test_pretrain_finetune_example_prints_errors_spread_and_gain():
+    out = run_example("pretrain_finetune.py", "--seeds", "2", "--pretrain-steps", "100")
+    assert "fine-tuned: test error" in out and "from scratch: test error" in out and " +- " in out
+    assert "gain from pre-training (paired by seed)" in out
 
 
 @pytest.mark.slow
