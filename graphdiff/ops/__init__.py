@@ -6,21 +6,25 @@ An op is a class registered with @op. Its functions take the array namespace fir
     forward(F, *inputs, **attrs) -> array
     vjp(F, i, g, inputs, out, **attrs) -> gradient for input slot i
 
-Optionally, `forward_scalar(*inputs, **attrs)` and `vjp_scalar(i, g, inputs, out, **attrs)`: the same
-maths on Python floats, which autodiff uses for float64 graphs whose every node is 0-d (micrograd-style
-scalar graphs), where NumPy's per-call overhead would dominate. A kernel raises ArithmeticError or
-ValueError where NumPy would give inf or nan, and autodiff then reruns the step with forward/vjp.
+An op whose input slots share backward work computes it once per node instead (HIPS autograd's two
+stages), and may keep what its forward computed anyway (the residuals):
 
-`F` is a Backend for arrays (numpy, cupy, array_api_strict). A VJP uses only operators and `F.<name>`
-functions that graphdiff also provides as ops, so the same rule can run on Nodes (gradients as graphs).
+    forward_res(F, *inputs, **attrs) -> (array, residuals)      (instead of forward)
+    make_vjp(F, inputs, out, res, **attrs) -> vjp(i, g)         (instead of vjp; res is None when the
+                                                                 forward kept none: recompute it)
+
+`F` is a Backend for arrays (numpy, cupy, array_api_strict; Python floats for 0-d float64 graphs) or
+graphdiff's own ops on Nodes (ops/nodes.py: gradients as graphs). A VJP uses only operators and `F.<name>`
+functions that all of them provide, so one rule serves numeric and symbolic backward alike.
 `slots` says what each input must be: "float" (default), "int" (ids), "bool" (masks) or "any".
 
 The registry is explicit: the modules below are imported here, and each op is listed in REGISTRY.
 """
 import builtins
+import sys
 
 from ..errors import GraphError, ShapeError
-from ..graph import Node, as_ints  # noqa: F401  (as_ints: for the shape ops)
+from ..graph import Node, as_ints, use_ops  # noqa: F401  (as_ints: for the shape ops)
 
 REGISTRY = {}
 
@@ -28,25 +32,24 @@ REGISTRY = {}
 class OpDef:
     """A registered op. Attributes mirror the class given to @op."""
 
-    __slots__ = ("name", "arity", "slots", "shape", "forward", "vjp", "dtype", "differentiable", "random",
-                 "doc", "cls", "forward_scalar", "vjp_scalar")
+    __slots__ = ("name", "arity", "slots", "shape", "forward", "forward_res", "vjp", "make_vjp", "dtype",
+                 "differentiable", "random", "doc", "cls")
 
     def __init__(self, name, cls, arity, slots, differentiable, random):
         self.name = name
         self.cls = cls
         self.arity = arity
         self.slots = slots
-        self.shape = cls.__dict__["shape"]
-        self.forward = cls.__dict__["forward"]
-        self.vjp = cls.__dict__.get("vjp")
-        self.dtype = cls.__dict__.get("dtype")
+        d = cls.__dict__
+        self.shape = d["shape"]
+        self.forward_res = d.get("forward_res")
+        self.forward = d.get("forward") or _first_of(self.forward_res)
+        self.make_vjp = d.get("make_vjp")
+        self.vjp = d.get("vjp") or (self.make_vjp and _slot_vjp(self.make_vjp))
+        self.dtype = d.get("dtype")
         self.differentiable = differentiable and self.vjp is not None
         self.random = random
         self.doc = (cls.__doc__ or "").strip()
-        # optional fused kernels on Python floats, used when a whole float64 graph is 0-d (scalar graphs);
-        # tests/ops/test_scalar_kernels.py checks them against forward/vjp above
-        self.forward_scalar = cls.__dict__.get("forward_scalar")
-        self.vjp_scalar = cls.__dict__.get("vjp_scalar")
 
     def slot_kinds(self, n):
         if self.arity is not None and n != self.arity:
@@ -57,6 +60,18 @@ class OpDef:
 
     def __repr__(self):
         return f"<op {self.name}>"
+
+
+def _first_of(forward_res):
+    def forward(F, *xs, **attrs):
+        return forward_res(F, *xs, **attrs)[0]
+    return forward
+
+
+def _slot_vjp(make_vjp):
+    def vjp(F, i, g, xs, out, **attrs):
+        return make_vjp(F, xs, out, None, **attrs)(i, g)
+    return vjp
 
 
 def op(name, arity=1, slots="float", differentiable=True, random=False):
@@ -72,9 +87,9 @@ def op(name, arity=1, slots="float", differentiable=True, random=False):
     def register(cls):
         if name in REGISTRY:
             raise GraphError(f"op {name!r} is already registered")
-        for fn in ("shape", "forward"):
-            if fn not in cls.__dict__:
-                raise GraphError(f"op {name!r}: class {cls.__name__} needs a '{fn}' function")
+        for fns in (("shape",), ("forward", "forward_res")):
+            if not any(fn in cls.__dict__ for fn in fns):
+                raise GraphError(f"op {name!r}: class {cls.__name__} needs a '{fns[0]}' function")
         spec = OpDef(name, cls, arity, slots, differentiable, random)
         REGISTRY[name] = spec
         return spec
@@ -99,8 +114,8 @@ def apply(spec, args, attrs=None, name=None):
                          "wrap numbers with g.constant(...) first")
     if wrap:
         kinds = spec.slot_kinds(len(args))
-        args = [a if isinstance(a, Node) else graph._wrap(a, k) for a, k in zip(args, kinds)]
-    return graph._add(spec, tuple(args), attrs or {}, name)
+        args = [a if isinstance(a, Node) else graph.wrap(a, k) for a, k in zip(args, kinds)]
+    return graph.add_node(spec, tuple(args), attrs or {}, name)
 
 
 # --- shape rules shared by many ops ----------------------------------------------------------------
@@ -144,6 +159,7 @@ def reduced_shape(shape, axis, keepdims):
 
 
 from . import elementwise, reduce, shape, nn  # noqa: E402  (modules register their ops on import)
+from .nodes import NODES  # noqa: E402,F401  (F for Nodes: the ops as a namespace)
 from .elementwise import *  # noqa: E402,F401,F403
 from .reduce import *  # noqa: E402,F401,F403
 from .shape import *  # noqa: E402,F401,F403
@@ -151,3 +167,5 @@ from .nn import *  # noqa: E402,F401,F403
 
 __all__ = (["REGISTRY", "OpDef", "op", "apply", "broadcast_shapes"] + elementwise.__all__ + reduce.__all__
            + shape.__all__ + nn.__all__)
+
+use_ops(sys.modules[__name__])       # Node's operators (+, @, x[i], x.sum(), ...) build nodes with these

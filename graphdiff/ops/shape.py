@@ -1,9 +1,10 @@
 """Ops that move elements around: reshape, transpose, broadcast_to, concat, stack, getitem, and matmul."""
 import numpy as np
 
-from . import REGISTRY, apply, as_ints, norm_axis, op
+from . import REGISTRY, apply, as_ints, broadcast_shapes, norm_axis, op
 from ..backend import canonical_index, normalize_index
 from ..errors import ShapeError
+from ..graph import Node, describe
 
 __all__ = ["reshape", "transpose", "matrix_transpose", "broadcast_to", "expand_dims", "concat", "stack",
            "getitem", "index_add", "matmul"]
@@ -175,7 +176,6 @@ def _matmul_shape(a, b):
     if a2[-1] != b2[-2]:
         raise ShapeError(f"a{a} @ b{b}: inner dims differ ({a2[-1]} != {b2[-2]}); "
                          f"b needs shape ({a2[-1]}, ...) or a needs (..., {b2[-2]})")
-    from . import broadcast_shapes
     try:
         batch = broadcast_shapes(a2[:-2], b2[:-2]) if (a2[:-2] or b2[:-2]) else ()
     except ShapeError:
@@ -288,7 +288,6 @@ def stack(xs, axis=0, name=None):
 
 def getitem(x, idx, name=None):
     """x[idx]: ints, slices, None, ... and integer arrays (NumPy semantics, repeated indices add grads)."""
-    from ..graph import Node, describe
     raw = idx if isinstance(idx, tuple) else (idx,)
     if any(isinstance(k, Node) for k in raw):
         raise TypeError(f"getitem '{x.name}': indexing with a Node is not supported; "
