@@ -428,9 +428,9 @@ def hvp(y, wrt, v, variant="children"):
     st = state(graph)
     key = ("hvp", y.index, tuple(w.index for w in ws), variant)
     if key not in st.built:
+        vin = [graph.input(_free_name(graph, "hvp/v"), w.shape, dtype=w.dtype) for w in ws]
         grads = gradients(graph, y, ws, variant)
         with graph.scope("hvp"):
-            vin = [graph.input(_free_name(graph, "hvp/v"), w.shape, dtype=w.dtype) for w in ws]
             hv = gradients(graph, _dot(zip(grads, vin)), ws, variant)
         st.built[key] = (vin, hv)
     vin, hv = st.built[key]
@@ -463,9 +463,9 @@ def jvp(outputs, wrt, tangents, variant="children"):
     st = state(graph)
     key = ("jvp", tuple(y.index for y in ys), tuple(w.index for w in ws), variant)
     if key not in st.built:
+        us = [graph.input(_free_name(graph, "jvp/u"), y.shape, dtype=y.dtype) for y in ys]
+        tin = [graph.input(_free_name(graph, "jvp/t"), w.shape, dtype=w.dtype) for w in ws]
         with graph.scope("jvp"):
-            us = [graph.input(_free_name(graph, "jvp/u"), y.shape, dtype=y.dtype) for y in ys]
-            tin = [graph.input(_free_name(graph, "jvp/t"), w.shape, dtype=w.dtype) for w in ws]
             vjps = gradients(graph, _dot(zip(ys, us)), ws, variant)          # J^T u
             jt = gradients(graph, _dot(zip(vjps, tin)), us, variant)         # J t
         st.built[key] = (us, tin, jt)

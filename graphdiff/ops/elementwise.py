@@ -1,7 +1,7 @@
 """Elementwise ops with NumPy broadcasting; every VJP un-broadcasts to its input's shape."""
 import math
 
-from . import REGISTRY, apply, broadcast_shapes, op, same_shape
+from .registry import REGISTRY, apply, broadcast_shapes, op, same_shape
 from ..graph import dtype_name
 
 __all__ = ["add", "subtract", "multiply", "divide", "power", "negative", "exp", "log", "sqrt", "tanh",

@@ -7,7 +7,7 @@ before the transfer). Only ids computed inside the graph are checked by the forw
 """
 import numpy as np
 
-from . import REGISTRY, apply, norm_axis, op
+from .registry import REGISTRY, apply, norm_axis, op
 from ..errors import DTypeError, GraphError, ShapeError
 from ..graph import Node, to_numpy
 

@@ -1,7 +1,7 @@
 """Reductions (sum, mean, max over axes) and the n-ary sum add_n."""
 import numpy as np
 
-from . import REGISTRY, apply, as_ints, broadcast_shapes, norm_axis, op, reduced_shape
+from .registry import REGISTRY, apply, as_ints, broadcast_shapes, norm_axis, op, reduced_shape
 
 __all__ = ["sum", "mean", "max", "add_n"]
 

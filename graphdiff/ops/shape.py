@@ -1,7 +1,7 @@
 """Ops that move elements around: reshape, transpose, broadcast_to, concat, stack, getitem, and matmul."""
 import numpy as np
 
-from . import REGISTRY, apply, as_ints, broadcast_shapes, norm_axis, op
+from .registry import REGISTRY, apply, as_ints, broadcast_shapes, norm_axis, op
 from ..backend import canonical_index, normalize_index
 from ..errors import ShapeError
 from ..graph import Node, describe
@@ -10,15 +10,21 @@ __all__ = ["reshape", "transpose", "matrix_transpose", "broadcast_to", "expand_d
            "getitem", "index_add", "matmul"]
 
 
+def _same_dtype(dtype, **attrs):
+    """Moving elements around keeps their dtype (ids stay ints: reshaping them is no cast)."""
+    return dtype
+
+
 # --- reshape / transpose / broadcast ----------------------------------------------------------------
 def _reshape_shape(shape, newshape):
     return newshape
 
 
-@op("reshape")
+@op("reshape", slots="any")
 class Reshape:
     """x with a new shape of the same size"""
     shape = _reshape_shape
+    dtype = _same_dtype
 
     def forward(F, x, newshape):
         return F.reshape(x, newshape)
@@ -31,10 +37,11 @@ def _transpose_shape(shape, axes):
     return tuple(shape[a] for a in axes)
 
 
-@op("transpose")
+@op("transpose", slots="any")
 class Transpose:
     """x with its axes permuted"""
     shape = _transpose_shape
+    dtype = _same_dtype
 
     def forward(F, x, axes):
         return F.transpose(x, axes)
@@ -50,10 +57,11 @@ def _broadcast_shape(shape, newshape):
     return newshape
 
 
-@op("broadcast_to")
+@op("broadcast_to", slots="any")
 class BroadcastTo:
     """x repeated along size-1 and new leading axes"""
     shape = _broadcast_shape
+    dtype = _same_dtype
 
     def forward(F, x, newshape):
         return F.broadcast_to(x, newshape)
@@ -136,10 +144,11 @@ def _show_index(idx):
     return "[" + ", ".join(parts) + "]"
 
 
-@op("getitem")
+@op("getitem", slots="any")
 class GetItem:
     """x[idx] with ints, slices, None, ... and integer arrays (NumPy semantics)"""
     shape = _index_shape
+    dtype = _same_dtype
 
     def forward(F, x, idx):
         return F.getitem(x, idx)
