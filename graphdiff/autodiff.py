@@ -1,7 +1,7 @@
-"""Topological order, the forward pass, and reverse mode in both textbook variants.
+"""Reverse mode in both textbook variants, numeric and symbolic, and the derivatives built on it.
 
-Both variants visit the nodes y depends on in reverse topological order and call the same per-input VJP
-(`spec.vjp(F, i, g, inputs, out)`) once per edge (u, i) from node u to its input u.inputs[i]:
+Both variants visit the nodes y depends on in reverse topological order and call each op's VJP once per
+edge (u, i) from node u to its input u.inputs[i]. They differ in who does the summing:
 
 - "children" (the lecture's Version A): at node v, dv = sum over its children (u, i) of vjp_u_i(du).
   v pulls from its children; each adjoint is written once, when it is final. A child's adjoint lives
@@ -9,15 +9,22 @@ Both variants visit the nodes y depends on in reverse topological order and call
 - "parents" (Version B): adjoints start empty (zero) and dy/dy = seed; at node u, for each input slot i,
   d[u.inputs[i]] += vjp_u_i(du). u pushes into its parents; its own adjoint can go right after.
 
-Everything here is a loop over lists: graphs a million nodes deep need no recursion limit.
+The two loops below are the whole algorithm. What they do with a contribution is the Run's business: a
+numeric Run calls the VJP rules on arrays and adds arrays; a symbolic Run calls the same rules on Nodes
+with graphdiff's ops, so the backward pass becomes more graph (g.gradients), which can be drawn, run and
+differentiated again (hvp, hessian, jvp). Tracing, shape and NaN checks wrap a Run's methods when it is
+set up; they are not written into the loops.
 """
-import gc
-from functools import partial, wraps
 from typing import NamedTuple
 
 import numpy as np
 
+from .backend import SCALAR
 from .errors import DTypeError, GraphError, NonFiniteError, ShapeError
+from .execution import (FLOATS, SCALAR_FAILS, as_arrays, bulk, check_member, compute, forward,  # noqa: F401
+                        ranges, scalar_graph, state, topological_order)
+from .graph import Node, describe
+from .ops import NODES, add_n, sum as _sum
 
 VARIANTS = ("children", "parents")
 
@@ -44,281 +51,71 @@ class Freed(NamedTuple):
     kind = "freed"
 
 
-def _bulk(fn):
-    """Run fn with Python's cyclic garbage collector paused. Building an order or a plan allocates a few
-    small containers per node and no cycles; on a graph of a million nodes the collector would otherwise
-    rescan every node several times over (it roughly doubled the first backward of the 1M-node chain)."""
-    @wraps(fn)
-    def run(*args, **kwargs):
-        if not gc.isenabled():
-            return fn(*args, **kwargs)
-        gc.disable()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            gc.enable()
-    return run
+# --- the two variants ------------------------------------------------------------------------------------
+def version_a(plan, seed, run):
+    """Version A ("children"): each node v sums the contributions of the children that use it."""
+    adj = {}
+    for v, children, lone in plan.pulls:        # reverse topological order, y first
+        if v is plan.y:
+            adj[v] = seed
+        else:
+            parts = []
+            for u, i, last in children:         # u.inputs[i] is v
+                parts.append(run.vjp(u, i, adj[u]))
+                if last:                        # u's inputs have all pulled from it
+                    run.free(adj, u)
+            adj[v] = run.total(parts)
+        run.final(v)
+        if lone:                                # nothing will pull from v
+            run.free(adj, v)
+    return adj
 
 
-# --- topological order ---------------------------------------------------------------------------------
-@_bulk
-def topological_order(graph, outputs):
-    """The nodes `outputs` depend on, each after all of its inputs (iterative depth-first post-order).
-
-    Cached per graph and set of outputs; adding a node clears the cache.
-    """
-    key = ("topo",) + tuple(o.index for o in outputs)
-    order = graph._cache.get(key)
-    if order is not None:
-        return order
-    seen = bytearray(len(graph.nodes))
-    order = []
-    for root in outputs:
-        if seen[root.index]:
-            continue
-        seen[root.index] = 1
-        stack = [(root, iter(root.inputs))]
-        while stack:
-            node, pending = stack[-1]
-            for parent in pending:
-                if not seen[parent.index]:
-                    seen[parent.index] = 1
-                    stack.append((parent, iter(parent.inputs)))
-                    break
-            else:                       # all inputs placed: the node can follow them
-                stack.pop()
-                order.append(node)
-    graph._cache[key] = order
-    return order
+def version_b(plan, seed, run):
+    """Version B ("parents"): adjoints start at 0; each node u does += into its parents' adjoints."""
+    adj = {plan.y: seed}
+    for u, slots in plan.pushes:                # reverse topological order, y first
+        run.final(u)
+        for i, p in slots:                      # u.inputs[i] is p
+            adj[p] = run.accumulate(adj.get(p), run.vjp(u, i, adj[u]))
+        run.free(adj, u)
+    return adj
 
 
-def _as_outputs(graph, outputs):
-    from .graph import Node
-    if outputs is None:
-        return None, graph.nodes
-    single = isinstance(outputs, (Node, str))
-    outs = [outputs] if single else list(outputs)
-    outs = [graph.node(o) if isinstance(o, str) else o for o in outs]
-    for o in outs:
-        _check_member(graph, o, "forward")
-    return single, outs
+LOOPS = {"children": version_a, "parents": version_b}
 
 
-def _check_member(graph, node, what):
-    from .graph import Node
-    if not isinstance(node, Node):
-        raise TypeError(f"{what}: expected a Node, got {type(node).__name__}")
-    if node.graph is not graph:
-        raise GraphError(f"{what}: node '{node.name}' belongs to another graph; "
-                         "call forward/backward on the graph that built it")
+# --- plans: what the loops visit, computed once per (y, wrt) --------------------------------------------
+class Plan:
+    """The nodes on a path from wrt to y and the edges between them, in the order each variant visits.
+
+    pulls: (v, [(child u, slot i, last pull from u)], lone) for Version A; pushes: (u, [(slot i, parent p)])
+    for Version B; order: every node y depends on; wrt: the targets; src/dst: positions in order of each
+    edge, for the staleness check."""
+
+    __slots__ = ("y", "order", "active", "pulls", "pushes", "wrt", "src", "dst", "floats")
 
 
-# --- forward ---------------------------------------------------------------------------------------------
-def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True):
-    """See Graph.forward."""
-    _feed(graph, feeds or {})
-    single, outs = _as_outputs(graph, outputs)
-    order = graph.nodes if single is None else topological_order(graph, outs)
-    check = graph.check_finite if check_finite is None else check_finite
-    F = graph.backend
-    missing = [n for n in order if n.kind == "input" and n._value is None]
-    if missing:
-        from .graph import describe
-        names = ", ".join(f"'{n.name}' {describe(n.shape, n.dtype)}" for n in missing)
-        raise GraphError(f"forward: no value for input {names}; pass it in feeds, "
-                         f"e.g. g.forward({{'{missing[0].name}': array}})")
-    if check:
-        for n in order:
-            if n._op is None:
-                check_value(n, F)
-    scalar_steps = None if check else _forward_steps(graph, order, scalar=True)
-    if scalar_steps is not None:
-        for n in order:                     # leaves as Python floats; op nodes get floats from the kernels
-            if n._op is None and type(n._value) is not float:
-                n._value = float(n._value)
-        try:
-            _run(scalar_steps, resample, False, F, explain=False)
-        except (ArithmeticError, ValueError):   # inf or nan ahead: NumPy's semantics take over
-            scalar_steps = None
-            _as_arrays(order)
-    if scalar_steps is None:
-        try:
-            _run(_forward_steps(graph, order, scalar=False), resample, check, F)
-        except BaseException:
-            _stamp_run(graph, order, failed=True)   # some values are new, some old: none is current
-            raise
-    _stamp_run(graph, order)
-    if single is None:
-        return None
-    return outs[0].value if single else [o.value for o in outs]
-
-
-def _stamp_run(graph, order, failed=False):
-    """Stamp the op nodes a forward run computed with the newest stamp among the leaves it read (-1 when
-    the run failed), so that backward can prove every value it reads is current (see _check_current)."""
-    key = ("stamp", id(order))
-    idx = graph._cache.get(key)
-    if idx is None:
-        leaves = np.fromiter((n.index for n in order if n._op is None), dtype=np.int64)
-        ops = np.fromiter((n.index for n in order if n._op is not None), dtype=np.int64)
-        idx = graph._cache[key] = (leaves, ops)
-    leaves, ops = idx
-    stamps = graph._stamps
-    stamps[ops] = -1 if failed else (stamps[leaves].max() if len(leaves) else 0)
-
-
-def _run(steps, resample, check, F, explain=True):
-    """Compute each step's node from its inputs' values (the forward pass proper). explain: turn an
-    exception from an op into a GraphError that names the node (the scalar kernels need the raw one)."""
-    n = None
-    try:
-        for n, fn, ins, random in steps:
-            if random and not resample and n._value is not None:
-                continue
-            k = len(ins)                      # spelled out: a list comprehension costs more than the op
-            if k == 2:
-                n._value = fn(ins[0]._value, ins[1]._value)
-            elif k == 1:
-                n._value = fn(ins[0]._value)
-            else:
-                n._value = fn(*[p._value for p in ins])
-            if check:
-                check_value(n, F)
-    except GraphError:
-        raise
-    except Exception as e:
-        if not explain:
-            raise
-        raise GraphError(f"forward failed at {_where(n)}: {type(e).__name__}: {e}") from e
-
-
-def _as_arrays(nodes):
-    """Python-float values (from the scalar kernels) back to NumPy float64 scalars."""
-    for n in nodes:
-        if type(n._value) is float:
-            n._value = np.float64(n._value)
-
-
-def _scalar_graph(graph, order):
-    """True when the fused Python-float kernels can run order: NumPy, float64, every node 0-d, every op
-    with kernels. (NumPy's per-call overhead dominates on such micrograd-style graphs.)"""
-    if graph.backend.name != "numpy":
-        return False
-    for n in order:
-        if n.shape or n.dtype != "float64" or (n._op is not None and n._op.forward_scalar is None):
-            return False
-    return True
-
-
-@_bulk
-def _forward_steps(graph, order, scalar):
-    """(node, forward with F and attrs bound, inputs, random) for each op node of order; cached.
-    With scalar=True: the Python-float kernels, or None where the graph cannot use them."""
-    key = ("steps", id(order), scalar)
-    if key in graph._cache:
-        return graph._cache[key]
-    F = graph.backend
-    steps = []
-    if scalar and not _scalar_graph(graph, order):
-        steps = None
-    else:
-        for n in order:
-            spec = n._op
-            if spec is None:
-                continue
-            if scalar:
-                fn = partial(spec.forward_scalar, **n.attrs) if n.attrs else spec.forward_scalar
-            else:
-                fn = partial(spec.forward, F, **(dict(n.attrs, ctx=graph) if spec.random else n.attrs))
-            steps.append((n, fn, n.inputs, spec.random))
-    graph._cache[key] = steps
-    return steps
-
-
-def compute(node, F):
-    """Compute one node from its inputs' values (eager mode)."""
-    spec = node._op
-    kw = {"ctx": node.graph} if spec.random else {}
-    try:
-        node._value = spec.forward(F, *[p._value for p in node.inputs], **kw, **node.attrs)
-    except GraphError:
-        raise
-    except Exception as e:
-        raise GraphError(f"computing {_where(node)} failed: {type(e).__name__}: {e}") from e
-
-
-def _feed(graph, feeds):
-    from .graph import Node
-    for key, value in feeds.items():
-        node = graph.node(key) if isinstance(key, str) else key
-        if not isinstance(node, Node):
-            raise TypeError(f"feeds keys must be Nodes or names, got {type(key).__name__}")
-        _check_member(graph, node, "forward")
-        if node.kind != "input":
-            hint = f"assign {node.name}.value = ... instead" if node.kind == "param" else "feed an input instead"
-            raise GraphError(f"forward: '{node.name}' is a {node.kind}, not an input; {hint}")
-        node._value = graph._to_backend(node, value)
-        graph._stamp_leaf(node)
-
-
-def _where(n):
-    from .graph import describe
-    ins = ", ".join(f"'{p.name}' {describe(p.shape, p.dtype)}" for p in n.inputs)
-    return f"{n.op} '{n.name}' (inputs: {ins or 'none'})"
-
-
-def check_value(node, F):
-    """Raise NonFiniteError if a float node's value holds NaN or Inf."""
-    if node.dtype not in ("float32", "float64") or node._value is None:
-        return
-    if bool(F.all(F.isfinite(node._value))):
-        return
-    if node._op is None:
-        raise NonFiniteError(f"{node.kind} '{node.name}' holds NaN or Inf; fix the data or the initialisation")
-    raise NonFiniteError(f"forward: {_where(node)} produced NaN or Inf from finite inputs ({_ranges(node, F)}); "
-                         "look for log/sqrt of values <= 0, division by zero or exp overflow (float32 "
-                         "overflows past e^88)")
-
-
-def _ranges(node, F):
-    parts = []
-    for p in node.inputs:
-        if p.dtype in ("float32", "float64") and p.shape and p._value is not None:
-            parts.append(f"'{p.name}' in [{float(F.min(p._value)):.4g}, {float(F.max(p._value)):.4g}]")
-        elif p._value is not None and not p.shape:
-            parts.append(f"'{p.name}' = {float(p._value):.4g}")
-    return ", ".join(parts) or "no float inputs"
-
-
-# --- backward --------------------------------------------------------------------------------------------
-class _Plan:
-    """What backward needs for one (y, wrt): the nodes on a path from wrt to y and the edges between."""
-
-    __slots__ = ("order", "active", "edges", "children", "pending", "wrt", "scalar", "src", "dst")
-
-
-@_bulk
-def _plan(graph, y, wrt, scalar=False):
-    """The backward plan; scalar=True binds the Python-float VJP kernels (None if the graph can't)."""
-    key = ("bwd", y.index, None if wrt is None else tuple(n.index for n in wrt), scalar)
-    if key in graph._cache:
-        return graph._cache[key]
-    if scalar and not _scalar_graph(graph, topological_order(graph, [y])):
-        graph._cache[key] = None
-        return None
+@bulk
+def plan_for(graph, y, wrt):
+    """The backward plan of y with respect to wrt (None: params and requires_grad inputs); cached."""
+    st = state(graph)
+    key = ("bwd", y.index, None if wrt is None else tuple(n.index for n in wrt))
+    plan = st.cache.get(key)
+    if plan is not None:
+        return plan
     order = topological_order(graph, [y])
-    N = len(graph.nodes)
     if wrt is None:
-        targets = [n for n in graph.nodes if n._op is None and n.requires_grad]
+        targets = [n for n in graph.nodes if n.spec is None and n.requires_grad]
     else:
         targets = list(dict.fromkeys(wrt))
+    N = len(graph.nodes)
     needs = bytearray(N)
     for n in targets:
         needs[n.index] = 1
-    floats = ("float32", "float64")
     for n in order:                         # forward sweep: a node needs a gradient if an input does
-        spec = n._op
-        if spec is not None and spec.differentiable and not needs[n.index] and n.dtype in floats:
+        spec = n.spec
+        if spec is not None and spec.differentiable and not needs[n.index] and n.dtype in FLOATS:
             for p in n.inputs:
                 if needs[p.index]:
                     needs[n.index] = 1
@@ -326,222 +123,138 @@ def _plan(graph, y, wrt, scalar=False):
     live = bytearray(N)                     # backward sweep: ... and if it leads to y
     live[y.index] = needs[y.index]
     for u in reversed(order):
-        if live[u.index] and u._op is not None and u._op.differentiable:
+        if live[u.index] and u.spec is not None and u.spec.differentiable:
             for p in u.inputs:
                 if needs[p.index]:
                     live[p.index] = 1
     active = [n for n in order if live[n.index]]
-    edges, children, pending = {}, {}, {}
+    slots = {u: [(i, p) for i, p in enumerate(u.inputs) if live[p.index]]
+             if u.spec is not None and u.spec.differentiable else [] for u in active}
+    children = {}                           # v -> its (child, slot) edges, children in topological order
     for u in active:
-        if u._op is None or not u._op.differentiable:
-            continue
-        slots = [(i, p) for i, p in enumerate(u.inputs) if live[p.index]]
-        if slots:
-            spec = u._op
-            if scalar:
-                vjp = partial(spec.vjp_scalar, **u.attrs) if u.attrs else spec.vjp_scalar
-            else:
-                vjp = partial(spec.vjp, graph.backend, **u.attrs)
-            edges[u.index] = (vjp, slots)
-            pending[u.index] = len(slots)
-            for i, p in slots:
-                children.setdefault(p.index, []).append((u, i, vjp))
-    plan = _Plan()
-    plan.order, plan.active, plan.edges, plan.children, plan.pending, plan.wrt, plan.scalar = (
-        order, active, edges, children, pending, targets, scalar)
-    # every edge (p -> u) among the values y was computed from, in topological order of u
-    plan.src = np.fromiter((p.index for u in order for p in u.inputs), dtype=np.int64)
-    plan.dst = np.fromiter((u.index for u in order for _ in u.inputs), dtype=np.int64)
-    graph._cache[key] = plan
+        for i, p in slots[u]:
+            children.setdefault(p, []).append((u, i))
+    remaining = {u: len(s) for u, s in slots.items()}
+    pulls = []
+    for v in reversed(active):
+        edges = []
+        for u, i in children.get(v, ()):
+            remaining[u] -= 1
+            edges.append((u, i, remaining[u] == 0))
+        pulls.append((v, edges, not slots[v]))
+    pos = {n: k for k, n in enumerate(order)}
+    plan = Plan()
+    plan.y, plan.order, plan.active, plan.wrt = y, order, active, targets
+    plan.pulls, plan.pushes = pulls, [(u, slots[u]) for u in reversed(active)]
+    plan.src = np.fromiter((pos[p] for u in order for p in u.inputs), dtype=np.int64)
+    plan.dst = np.fromiter((pos[u] for u in order for _ in u.inputs), dtype=np.int64)
+    plan.floats = scalar_graph(graph, order)
+    st.cache[key] = plan
     return plan
 
 
-def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, retain_grads=False,
-             check_finite=None):
-    """See Graph.backward."""
-    from .graph import describe
-    _check_member(graph, y, "backward")
-    if variant not in VARIANTS:
-        raise ValueError(f"backward: unknown variant {variant!r}; use 'children' (Version A: each node sums "
-                         "over its children) or 'parents' (Version B: each node increments its parents)")
-    if y.dtype not in ("float32", "float64"):
-        raise DTypeError(f"backward: '{y.name}' is {describe(y.shape, y.dtype)}; only float outputs have "
-                         "gradients")
-    if wrt is not None:
-        wrt = [wrt] if not isinstance(wrt, (list, tuple)) else list(wrt)
-        for n in wrt:
-            _check_member(graph, n, "backward")
-            if n.dtype not in ("float32", "float64"):
-                raise DTypeError(f"backward: cannot differentiate with respect to '{n.name}' "
-                                 f"({describe(n.shape, n.dtype)}): integer ids and bool masks have no "
-                                 "gradient; differentiate with respect to the embedding table instead")
-    F = graph.backend
-    if y._value is None:
-        raise GraphError(f"backward: '{y.name}' has no value; run g.forward(feeds) first")
-    if seed is None:
-        if y.shape != ():
-            raise GraphError(f"backward: '{y.name}' has shape {y.shape}; pass seed= (an array of that shape) "
-                             "or reduce it to a scalar first, e.g. gd.sum(y)")
-        seed = F.ones_like(y._value)
-    else:
-        seed = _seed_value(graph, y, seed)
-    check = graph.check_finite if check_finite is None else check_finite
-    fast = None if check else _plan(graph, y, wrt, scalar=True)      # None unless a scalar graph
-    plan = fast or _plan(graph, y, wrt)
-    _check_current(graph, y, plan)
-    emit = None if trace is None else (trace.append if hasattr(trace, "append") else trace)
-    kept = set(n.index for n in plan.wrt)
-    if retain_grads:
-        kept.update(n.index for n in plan.active)
-    if check:
-        _check_grad(F, seed, None, 0, y)
-    run = _children if variant == "children" else _parents
-    adj = None
-    if fast is not None and plan.active:
-        events = [] if emit is not None else None   # held back until the run succeeds
-        try:
-            adj = run(F, y, float(seed), fast, kept, None if events is None else events.append, False)
-        except (ArithmeticError, ValueError):       # inf or nan ahead: NumPy's semantics take over
-            adj = None
-            _as_arrays(plan.order)
-            plan = _plan(graph, y, wrt)
-        else:
-            for e in events or ():
-                emit(e)
-            adj = {k: np.float64(v) for k, v in adj.items()}
-    if adj is None:
-        adj = run(F, y, seed, plan, kept, emit, check) if plan.active else {}
-    for n in graph._with_grad:
-        n.grad = None
-    holders = list(plan.wrt)
-    for n in plan.wrt:
-        g = adj.get(n.index)
-        n.grad = g if g is not None else F.zeros(n.shape, dtype=F.dtypes[n.dtype])
-    if retain_grads:
-        for n in plan.active:
-            n.grad = adj[n.index]
-        holders += plan.active
-    graph._with_grad = holders
-    return {n: n.grad for n in plan.wrt}
+# --- runs: what a contribution is ----------------------------------------------------------------------------
+class Run:
+    """A numeric backward: each node's VJP rule bound to the backend once per run (two-stage rules compute
+    their shared work then), contributions added as arrays. kept: nodes whose adjoints are not freed."""
+
+    def __init__(self, F, kept, residuals):
+        self.F, self.kept, self.residuals = F, kept, residuals
+        self.stages = {}
+
+    def vjp(self, u, i, g):
+        stage = self.stages.get(u)
+        if stage is None:
+            stage = self.stages[u] = self.bind(u)
+        return stage(i, g)
+
+    def bind(self, u):
+        """u's VJP for one run, as a function of (slot, cotangent)."""
+        spec, F, attrs = u.spec, self.F, u.attrs
+        xs = tuple(p.out for p in u.inputs)
+        if spec.make_vjp is not None:
+            return spec.make_vjp(F, xs, u.out, self.residuals.get(u.index), **attrs)
+        vjp, out = spec.vjp, u.out
+        return lambda i, g: vjp(F, i, g, xs, out, **attrs)
+
+    @staticmethod
+    def total(parts):
+        total = parts[0]
+        for c in parts[1:]:
+            total = total + c
+        return total
+
+    @staticmethod
+    def accumulate(prev, c):
+        return c if prev is None else prev + c
+
+    def final(self, v):
+        pass
+
+    def free(self, adj, u):
+        self.stages.pop(u, None)
+        if u not in self.kept:
+            del adj[u]
 
 
-def _check_current(graph, y, plan):
-    """Raise unless every value backward will read comes from the current feeds and params: no value may
-    be older than one of its inputs' (an input fed or a param assigned since, or an input recomputed by a
-    later forward for other outputs), and no value may be missing or left by a failed forward."""
-    stamps = graph._stamps
-    bad = np.flatnonzero((stamps[plan.src] > stamps[plan.dst]) | (stamps[plan.dst] < 0))
-    if len(bad) == 0:
-        for n in plan.order:                # leaves and input-less ops: no edge says they have a value
-            if n._value is None:
-                raise GraphError(f"backward: '{n.name}' has no value; run g.forward(...) first")
-        return
-    nodes = graph.nodes
-    u, p = nodes[plan.dst[bad[0]]], nodes[plan.src[bad[0]]]
-    if u._value is None or stamps[u.index] < 0:
-        why = "has no value" if u._value is None else "was left half-computed by a forward that failed"
-    else:
-        since = {"input": "was fed a new value", "param": "was assigned a new value"}.get(
-            p.kind, "was recomputed by a later forward (for other outputs)")
-        why = f"is stale: its input '{p.name}' {since} after it was computed"
-    who = f"'{u.name}' ({u.op})" + ("" if u is y else f", which '{y.name}' depends on,")
-    raise GraphError(f"backward: {who} {why}; run g.forward(feeds, outputs={y.name!r}) again right "
-                     "before backward")
+class SymbolicRun(Run):
+    """A symbolic backward: the same rules on Nodes, with graphdiff's ops as F. Version A gives each node
+    one add_n over its children's contributions, Version B a chain of adds in push order."""
+
+    def __init__(self, kept):
+        super().__init__(NODES, kept, {})
+
+    def bind(self, u):
+        spec, attrs = u.spec, u.attrs
+        if spec.make_vjp is not None:
+            return spec.make_vjp(NODES, u.inputs, u, None, **attrs)
+        vjp, xs = spec.vjp, u.inputs
+        return lambda i, g: vjp(NODES, i, g, xs, u, **attrs)
+
+    @staticmethod
+    def total(parts):
+        return parts[0] if len(parts) == 1 else add_n(parts)
 
 
-def _seed_value(graph, y, seed):
-    return graph._to_backend(y, seed, what=f"backward: the seed for '{y.name}'")
+def checked(run, shapes, finite):
+    """Wrap run.vjp: each contribution must have its parent's shape (shapes) and be finite (finite)."""
+    vjp, F = run.vjp, run.F
+
+    def checked_vjp(u, i, g):
+        c = vjp(u, i, g)
+        p = u.inputs[i]
+        if shapes and tuple(c.shape) != p.shape:
+            raise ShapeError(f"backward: the VJP of {u.op} '{u.name}' for input {i} ('{p.name}') returned shape "
+                             f"{tuple(c.shape)}, expected {p.shape}; a VJP must un-broadcast to its input's "
+                             "shape (F.unbroadcast(g, x))")
+        if finite:
+            _check_grad(F, c, u, i, p)
+        return c
+    run.vjp = checked_vjp
 
 
-def _children(F, y, seed, plan, kept, emit, check):
-    """Version A: each node pulls its adjoint from the children that use it."""
-    adj = {}
-    pending = dict(plan.pending)
-    children = plan.children
-    shapes = not plan.scalar
-    xs = {}                                 # a child's input values, gathered once for all its edges
-    for v in reversed(plan.active):
-        vi = v.index
-        if v is y:
-            gv = seed
-        else:
-            gv = None
-            for u, i, vjp in children[vi]:
-                ui = u.index
-                ins = xs.get(ui)
-                if ins is None:
-                    ins = xs[ui] = _values(u.inputs)
-                c = vjp(i, adj[ui], ins, u._value)
-                if shapes and c.shape != v.shape:
-                    _bad_vjp(u, i, v, c)
-                if check:
-                    _check_grad(F, c, u, i, v)
-                if emit is not None:
-                    emit(Contribution(u, i, v, gv is None))
-                gv = c if gv is None else gv + c
-                pending[ui] -= 1
-                if not pending[ui]:
-                    del xs[ui]
-                    if ui not in kept:
-                        del adj[ui]
-                        if emit is not None:
-                            emit(Freed(u))
-        adj[vi] = gv
-        if emit is not None:
-            emit(Final(v))
-        if vi not in pending and vi not in kept:    # an input-less active node: nothing will pull
-            del adj[vi]
-            if emit is not None:
-                emit(Freed(v))
-    return adj
+def traced(run, emit):
+    """Wrap run's vjp, final and free to emit Contribution, Final and Freed events, in loop order."""
+    vjp, final, free = run.vjp, run.final, run.free
+    reached = set()
 
+    def traced_vjp(u, i, g):
+        c = vjp(u, i, g)
+        p = u.inputs[i]
+        emit(Contribution(u, i, p, p not in reached))
+        reached.add(p)
+        return c
 
-def _parents(F, y, seed, plan, kept, emit, check):
-    """Version B: each node pushes (+=) into the adjoints of its inputs."""
-    adj = {y.index: seed}
-    edges = plan.edges
-    shapes = not plan.scalar
-    for u in reversed(plan.active):
-        ui = u.index
-        gu = adj[ui]
-        if emit is not None:
-            emit(Final(u))
-        edge = edges.get(ui)
-        if edge is not None:
-            vjp, slots = edge
-            out = u._value
-            xs = _values(u.inputs)
-            for i, p in slots:
-                c = vjp(i, gu, xs, out)
-                if shapes and c.shape != p.shape:
-                    _bad_vjp(u, i, p, c)
-                if check:
-                    _check_grad(F, c, u, i, p)
-                pi = p.index
-                prev = adj.get(pi)
-                if emit is not None:
-                    emit(Contribution(u, i, p, prev is None))
-                adj[pi] = c if prev is None else prev + c
-        if ui not in kept:
-            del adj[ui]
-            if emit is not None:
-                emit(Freed(u))
-    return adj
+    def traced_final(v):
+        final(v)
+        emit(Final(v))
 
-
-def _values(ins):
-    k = len(ins)
-    if k == 2:
-        return (ins[0]._value, ins[1]._value)
-    if k == 1:
-        return (ins[0]._value,)
-    return tuple(p._value for p in ins)
-
-
-def _bad_vjp(u, i, p, c):
-    raise ShapeError(f"backward: the VJP of {u.op} '{u.name}' for input {i} ('{p.name}') returned shape "
-                     f"{tuple(c.shape)}, expected {p.shape}; a VJP must un-broadcast to its input's shape "
-                     "(F.unbroadcast(g, x.shape))")
+    def traced_free(adj, u):
+        freed = u in adj and u not in run.kept
+        free(adj, u)
+        if freed:
+            emit(Freed(u))
+    run.vjp, run.final, run.free = traced_vjp, traced_final, traced_free
 
 
 def _check_grad(F, c, u, i, p):
@@ -550,5 +263,214 @@ def _check_grad(F, c, u, i, p):
     if u is None:
         raise NonFiniteError(f"backward: the seed for '{p.name}' holds NaN or Inf")
     raise NonFiniteError(f"backward: the VJP of {u.op} '{u.name}' for input {i} ('{p.name}') produced NaN or "
-                         f"Inf ({_ranges(u, F)}); a VJP like 1/x or log(x) at 0, or an adjoint that overflowed "
+                         f"Inf ({ranges(u, F)}); a VJP like 1/x or log(x) at 0, or an adjoint that overflowed "
                          "upstream, causes this")
+
+
+# --- numeric backward ----------------------------------------------------------------------------------------
+def _check_args(graph, y, variant, wrt, what):
+    check_member(graph, y, what)
+    if variant not in VARIANTS:
+        raise ValueError(f"{what}: unknown variant {variant!r}; use 'children' (Version A: each node sums "
+                         "over its children) or 'parents' (Version B: each node increments its parents)")
+    if y.dtype not in FLOATS:
+        raise DTypeError(f"{what}: '{y.name}' is {describe(y.shape, y.dtype)}; only float outputs have "
+                         "gradients")
+    if wrt is None:
+        return None
+    wrt = list(wrt) if isinstance(wrt, (list, tuple)) else [wrt]
+    for n in wrt:
+        check_member(graph, n, what)
+        if n.dtype not in FLOATS:
+            raise DTypeError(f"{what}: cannot differentiate with respect to '{n.name}' "
+                             f"({describe(n.shape, n.dtype)}): integer ids and bool masks have no "
+                             "gradient; differentiate with respect to the embedding table instead")
+    return wrt
+
+
+def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, retain_grads=False,
+             check_finite=None):
+    """See Graph.backward."""
+    wrt = _check_args(graph, y, variant, wrt, "backward")
+    F = graph.backend
+    if y.out is None:
+        raise GraphError(f"backward: '{y.name}' has no value; run g.forward(feeds) first")
+    if seed is None:
+        if y.shape != ():
+            raise GraphError(f"backward: '{y.name}' has shape {y.shape}; pass seed= (an array of that shape) "
+                             "or reduce it to a scalar first, e.g. gd.sum(y)")
+        seed = F.ones_like(y.value)
+    else:
+        seed = graph.as_value(y, seed, what=f"backward: the seed for '{y.name}'")
+    check = graph.check_finite if check_finite is None else check_finite
+    plan = plan_for(graph, y, wrt)
+    check_current(y, plan)
+    st = state(graph)
+    kept = set(plan.wrt)
+    if retain_grads:
+        kept.update(plan.active)
+    if check:
+        _check_grad(F, seed, None, 0, y)
+    emit = None if trace is None else (trace.append if hasattr(trace, "append") else trace)
+    loop = LOOPS[variant]
+    adj = None
+    if plan.floats and not check and plan.active:
+        events = []                             # held back until the float run succeeds
+        run = Run(SCALAR, kept, st.residuals)
+        if emit is not None:
+            traced(run, events.append)
+        try:
+            adj = loop(plan, float(seed), run)
+        except SCALAR_FAILS:                    # inf or nan ahead: NumPy's semantics take over
+            adj = None
+            as_arrays(plan.order)
+        else:
+            for e in events:
+                emit(e)
+            adj = {k: np.float64(v) for k, v in adj.items()}
+    if adj is None:
+        run = Run(F, kept, st.residuals)
+        checked(run, shapes=True, finite=check)
+        if emit is not None:
+            traced(run, emit)
+        adj = loop(plan, seed, run) if plan.active else {}
+    for n in st.with_grad:
+        n.grad = None
+    holders = list(plan.wrt)
+    for n in plan.wrt:
+        g = adj.get(n)
+        n.grad = g if g is not None else F.zeros(n.shape, dtype=F.dtypes[n.dtype])
+    if retain_grads:
+        for n in plan.active:
+            n.grad = adj[n]
+        holders += plan.active
+    st.with_grad = holders
+    return {n: n.grad for n in plan.wrt}
+
+
+def check_current(y, plan):
+    """Raise unless every value backward will read comes from the current feeds and params: no value may
+    be older than one of its inputs' (an input fed or a param assigned since, or an input recomputed by a
+    later forward for other outputs), and none may be missing."""
+    order = plan.order
+    stamps = np.fromiter((n.stamp for n in order), dtype=np.int64, count=len(order))
+    bad = np.flatnonzero((stamps[plan.src] > stamps[plan.dst]) | (stamps[plan.dst] < 0))
+    if len(bad) == 0:
+        for n in order:                     # leaves and input-less ops: no edge says they have a value
+            if n.out is None:
+                raise GraphError(f"backward: '{n.name}' has no value; run g.forward(...) first")
+        return
+    u, p = order[plan.dst[bad[0]]], order[plan.src[bad[0]]]
+    if u.out is None:
+        why = "has no value"
+    else:
+        since = {"input": "was fed a new value", "param": "was assigned a new value"}.get(
+            p.kind, "was recomputed by a later forward (for other outputs, or one that failed part-way)")
+        why = f"is stale: its input '{p.name}' {since} after it was computed"
+    who = f"'{u.name}' ({u.op})" + ("" if u is y else f", which '{y.name}' depends on,")
+    raise GraphError(f"backward: {who} {why}; run g.forward(feeds, outputs={y.name!r}) again right "
+                     "before backward")
+
+
+# --- symbolic backward: gradients as graph nodes ------------------------------------------------------------
+def gradients(graph, y, wrt, variant="children", seed=None):
+    """See Graph.gradients."""
+    single = isinstance(wrt, Node)
+    wrt = _check_args(graph, y, variant, wrt, "gradients")
+    plan = plan_for(graph, y, wrt)
+    with graph.scope("grad"):
+        if isinstance(seed, Node):
+            if seed.shape != y.shape:
+                raise ShapeError(f"gradients: seed '{seed.name}' has shape {seed.shape}, '{y.name}' has shape "
+                                 f"{y.shape}; they must match")
+        elif seed is None:
+            if y.shape != ():
+                raise GraphError(f"gradients: '{y.name}' has shape {y.shape}; pass seed= (a Node or array of "
+                                 "that shape) or reduce it to a scalar first, e.g. gd.sum(y)")
+            seed = graph.constant(np.ones((), dtype=y.dtype), name="seed")
+        else:
+            seed = graph.constant(np.asarray(seed, dtype=y.dtype), name="seed")
+        run = SymbolicRun(set(plan.wrt))
+        checked(run, shapes=True, finite=False)
+        adj = LOOPS[variant](plan, seed, run) if plan.active else {}
+        grads = [adj.get(n) for n in wrt]
+        grads = [g if g is not None else graph.constant(np.zeros(n.shape, dtype=n.dtype), name="zero")
+                 for g, n in zip(grads, wrt)]
+    return grads[0] if single else grads
+
+
+# --- higher order ------------------------------------------------------------------------------------------
+def _free_name(graph, base):
+    k = 0
+    while (f"{base}{k}") in graph:
+        k += 1
+    return f"{base}{k}"
+
+
+def _dot(pairs):
+    terms = [_sum(a * b) for a, b in pairs]
+    return terms[0] if len(terms) == 1 else add_n(terms)
+
+
+def _listed(x):
+    return (True, [x]) if isinstance(x, Node) else (False, list(x))
+
+
+def hvp(y, wrt, v, variant="children"):
+    """Hessian-vector product H v of a scalar y, from the current feeds and params (arrays).
+
+    Built as graph nodes once per (y, wrt, variant): the gradient g of y, then the gradient of <g, v> with v
+    an input fed each call. Args: y: scalar Node; wrt: a Node or list; v: array(s) shaped like wrt.
+    """
+    graph = y.graph
+    single, ws = _listed(wrt)
+    vs = [v] if single else list(v)
+    st = state(graph)
+    key = ("hvp", y.index, tuple(w.index for w in ws), variant)
+    if key not in st.built:
+        vin = [graph.input(_free_name(graph, "hvp/v"), w.shape, dtype=w.dtype) for w in ws]
+        grads = gradients(graph, y, ws, variant)
+        with graph.scope("hvp"):
+            hv = gradients(graph, _dot(zip(grads, vin)), ws, variant)
+        st.built[key] = (vin, hv)
+    vin, hv = st.built[key]
+    values = graph.forward(dict(zip(vin, vs)), outputs=hv, resample=False)
+    return values[0] if single else values
+
+
+def hessian(y, wrt, variant="children"):
+    """The Hessian of scalar y with respect to one node (small: one hvp per element): shape wrt.shape * 2."""
+    n = int(np.prod(wrt.shape, dtype=np.int64))
+    rows = []
+    for k in range(n):
+        e = np.zeros(n)
+        e[k] = 1.0
+        rows.append(np.asarray(y.graph.backend.to_numpy(hvp(y, wrt, e.reshape(wrt.shape), variant))))
+    return np.stack(rows).reshape(wrt.shape + wrt.shape)
+
+
+def jvp(outputs, wrt, tangents, variant="children"):
+    """Forward mode: J t, the change of each output along tangents t of wrt, from the current values.
+
+    Built once per (outputs, wrt, variant) by transposing the backward pass: J^T u is linear in the
+    cotangent u, so J t is the gradient of <J^T u, t> with respect to u (no second copy of any rule).
+    Args: outputs: a float Node or list; wrt: a Node or list; tangents: array(s) shaped like wrt.
+    """
+    single_out, ys = _listed(outputs)
+    single, ws = _listed(wrt)
+    ts = [tangents] if single else list(tangents)
+    graph = ys[0].graph
+    st = state(graph)
+    key = ("jvp", tuple(y.index for y in ys), tuple(w.index for w in ws), variant)
+    if key not in st.built:
+        us = [graph.input(_free_name(graph, "jvp/u"), y.shape, dtype=y.dtype) for y in ys]
+        tin = [graph.input(_free_name(graph, "jvp/t"), w.shape, dtype=w.dtype) for w in ws]
+        with graph.scope("jvp"):
+            vjps = gradients(graph, _dot(zip(ys, us)), ws, variant)          # J^T u
+            jt = gradients(graph, _dot(zip(vjps, tin)), us, variant)         # J t
+        st.built[key] = (us, tin, jt)
+    us, tin, jt = st.built[key]
+    feeds = {u: np.zeros(u.shape) for u in us}
+    feeds.update(zip(tin, ts))
+    values = graph.forward(feeds, outputs=jt, resample=False)
+    return values[0] if single_out else values

@@ -13,7 +13,9 @@ provide its names in their main namespace). What the standard lacks lives here a
 Selecting a backend, strongest first: ``Graph(backend=...)``, ``use_backend(...)`` / ``set_backend(...)``,
 the ``GRAPHDIFF_BACKEND`` environment variable, else ``"numpy"``.
 """
+import builtins
 import contextlib
+import math
 import os
 import sys
 import threading
@@ -123,6 +125,7 @@ class Backend:
             setattr(self, fname, getattr(xp, fname))
         self.dtypes = {d: getattr(xp, d) for d in DTYPES}
         self.transpose = xp.permute_dims
+        self.pow = getattr(xp, "pow", None) or xp.power
 
     def __repr__(self):
         return f"<graphdiff backend {self.name!r}>"
@@ -132,8 +135,21 @@ class Backend:
         return isinstance(x, self.array_type)
 
     # --- the standard, under the names VJP rules use for arrays and Nodes alike ----------------
-    def unbroadcast(self, g, shape):
-        return unbroadcast(self, g, shape)
+    @staticmethod
+    def shape(x):
+        return tuple(x.shape)
+
+    def unbroadcast(self, g, like):
+        """g summed down to `like` (a shape, or an array whose shape it takes): the VJP of broadcasting."""
+        return unbroadcast(self, g, like if isinstance(like, tuple) else like.shape)
+
+    def gather_rows(self, table, ids):
+        """table[ids] for 1-d ids: the rows picked (the forward of embedding on flat ids)."""
+        return self.take(table, ids, axis=0)
+
+    def scatter_rows(self, g, ids, rows):
+        """zeros((rows, C)) with row g[k] added at row ids[k] (repeats add up): the VJP of a row gather."""
+        return self.index_add((rows,) + tuple(g.shape[1:]), (ids,), g)
 
     def getitem(self, x, idx):
         """x[idx] with NumPy semantics; idx comes from canonical_index (slices, ints, None, int arrays)."""
@@ -320,6 +336,70 @@ class CupyBackend(Backend):
         return erf(x)
 
 
+class ScalarBackend:
+    """Python floats and the math module: the backend of micrograd-style graphs, where every node is a 0-d
+    float64 and NumPy's per-call overhead would dominate. The ops run their ordinary rules on floats. Where
+    NumPy would give inf or NaN, math raises (OverflowError, ZeroDivisionError, ValueError): the engine then
+    reruns the pass on NumPy, whose semantics are the reference."""
+
+    name = "python"
+    exp, log, sqrt, tanh, erf, pow = math.exp, math.log, math.sqrt, math.tanh, math.erf, math.pow
+    abs = builtins.abs
+
+    def __repr__(self):
+        return "<graphdiff backend 'python'>"
+
+    @staticmethod
+    def shape(x):
+        return ()
+
+    @staticmethod
+    def unbroadcast(g, like):
+        return g
+
+    @staticmethod
+    def reshape(x, shape):
+        return x
+
+    broadcast_to = reshape
+
+    @staticmethod
+    def sum(x, axis=None, keepdims=False):
+        return x
+
+    mean = max = sum
+
+    @staticmethod
+    def where(cond, a, b):
+        return a if cond else b
+
+    @staticmethod
+    def equal(a, b):
+        return a == b
+
+    @staticmethod
+    def logical_and(a, b):
+        return a and b
+
+    @staticmethod
+    def maximum(a, b):
+        return a if a >= b or a != a else b      # NaN wins, as in NumPy
+
+    @staticmethod
+    def minimum(a, b):
+        return a if a <= b or a != a else b
+
+    @staticmethod
+    def sign(x):
+        return 1.0 if x > 0.0 else -1.0 if x < 0.0 else 0.0 * x    # 0 * nan keeps NaN, as NumPy's sign
+
+    @staticmethod
+    def astype_like(x, like):
+        return float(x)
+
+
+SCALAR = ScalarBackend()
+
 _FACTORIES = {"numpy": NumpyBackend, "cupy": CupyBackend, "array_api_strict": None}
 _instances = {}
 _lock = threading.Lock()
@@ -401,11 +481,6 @@ def backend_of(x):
 
 
 def to_numpy(x):
-    """A NumPy array from any backend's array, a Node's value, a list or a number."""
-    from .graph import Node
-    if isinstance(x, Node):
-        if x.value is None:
-            raise ValueError(f"node '{x.name}' has no value yet; run g.forward first")
-        x = x.value
+    """A NumPy array from any backend's array, a list or a number (gd.to_numpy also takes Nodes)."""
     B = backend_of(x)
     return B.to_numpy(x) if B is not None else np.asarray(x)

@@ -5,6 +5,7 @@ graphviz or matplotlib. A module provides `add_arguments(parser)` and `run(args)
 """
 import argparse
 import importlib
+import importlib.metadata
 import os
 import signal
 import sys
@@ -41,8 +42,7 @@ def main(argv=None):
     if not argv or argv[0] not in COMMANDS:
         args, _ = _top_parser().parse_known_args(argv)
         if args.version:
-            from . import __version__
-            print(__version__)
+            print(importlib.metadata.version("graphdiff"))
             return 0
         if argv and argv[0] in ("-h", "--help"):
             _top_parser().print_help()

@@ -1,8 +1,13 @@
-"""Graph and Node: building a computation graph, naming, scopes, leaves, and shape/dtype checks at build time.
+"""Graph and Node: the structure of a computation: building, naming, scopes, leaves, shape/dtype rules.
 
 A Graph is a list of Nodes in creation order. Every op node refers only to nodes that existed before it,
-so creation order is always a valid topological order; autodiff.py still sorts the part an output needs
+so creation order is always a valid topological order; the engine still sorts the part an output needs
 (iteratively), which is what the lecture's algorithm does and what lets forward skip unneeded nodes.
+
+Running a graph is not this module's business: `g.forward`, `g.backward` and `g.gradients` hand the graph
+to `Graph.engine` (graphdiff.autodiff, wired in by the package), which owns every cache, plan and adjoint.
+What the engine reads here is public: `node.out` (the stored value), `node.stamp` (which values it was
+computed from) and `graph.version` (bumped by any change of structure that a cached plan depends on).
 """
 import contextlib
 import difflib
@@ -11,8 +16,8 @@ from operator import attrgetter
 
 import numpy as np
 
-from . import autodiff
-from .backend import FLOAT_DTYPES, DTYPES, get_backend, to_numpy
+from . import backend as _backend
+from .backend import FLOAT_DTYPES, DTYPES, get_backend
 from .errors import DTypeError, GraphError, ShapeError
 
 _SHORT = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "bool"}
@@ -27,9 +32,25 @@ def is_float(dtype):
     return dtype in FLOAT_DTYPES
 
 
+_OPS = []     # the ops namespace behind Node's operators; graphdiff.ops installs itself (use_ops)
+
+
+def use_ops(namespace):
+    """Make Node's operators (+, @, x[i], x.sum(), ...) build nodes with `namespace`'s functions."""
+    _OPS[:] = [namespace]
+
+
 def _ops():
-    from . import ops
-    return ops
+    return _OPS[0]
+
+
+def to_numpy(x):
+    """A NumPy array from a Node's value, any backend's array, a list or a number."""
+    if isinstance(x, Node):
+        if x.out is None:
+            raise ValueError(f"node '{x.name}' has no value yet; run g.forward first")
+        x = x.value
+    return _backend.to_numpy(x)
 
 
 class Node:
@@ -43,10 +64,12 @@ class Node:
         kind: "input", "param", "constant" or "op".  scope: the name scope it was built in.
         value: the array computed by the last forward (or held by a leaf).  grad: set by backward.
         index: position in graph.nodes (creation order).
+        out: the stored value as the engine keeps it (read .value); stamp: the clock of the newest leaf
+            value it was computed from (leaves: when they were set; -1: none or a failed run).
     """
 
-    __slots__ = ("graph", "name", "op", "_op", "attrs", "inputs", "shape", "dtype", "kind", "scope",
-                 "_value", "grad", "index", "_requires_grad", "__weakref__")
+    __slots__ = ("graph", "name", "op", "spec", "attrs", "inputs", "shape", "dtype", "kind", "scope",
+                 "out", "stamp", "grad", "index", "_requires_grad", "__weakref__")
 
     # NumPy must not turn `array * node` into an object array: defer to Node's reflected operators
     __array_ufunc__ = None
@@ -57,12 +80,13 @@ class Node:
         self.kind = kind
         self.shape = tuple(shape)
         self.dtype = dtype
-        self._op = spec
+        self.spec = spec
         self.op = spec.name if spec is not None else None
         self.inputs = tuple(inputs)
         self.attrs = attrs if attrs is not None else {}
         self.scope = scope
-        self._value = None
+        self.out = None
+        self.stamp = -1
         self.grad = None
         self.index = len(graph.nodes)
         self._requires_grad = kind == "param"
@@ -70,7 +94,7 @@ class Node:
     # --- values --------------------------------------------------------------------------------
     @property
     def value(self):
-        v = self._value
+        v = self.out
         return np.float64(v) if type(v) is float else v    # scalar graphs run on Python floats inside
 
     @value.setter
@@ -79,8 +103,8 @@ class Node:
             raise GraphError(f"constant '{self.name}' cannot change; make it g.param or g.input instead")
         if self.kind == "op":
             raise GraphError(f"'{self.name}' is computed by {self.op}; only inputs and params take values")
-        self._value = self.graph._to_backend(self, new)
-        self.graph._stamp_leaf(self)
+        self.out = self.graph.as_value(self, new)
+        self.stamp = self.graph.tick()
 
     @property
     def requires_grad(self):
@@ -100,7 +124,7 @@ class Node:
             raise DTypeError(f"{self.kind} '{self.name}' has dtype {self.dtype}: integer and bool leaves have "
                              "no gradient; ids reach gradients through gd.embedding")
         self._requires_grad = flag
-        self.graph._cache.clear()          # backward plans chose their targets from the old flags
+        self.graph.version += 1            # backward plans chose their targets from the old flags
 
     @property
     def ndim(self):
@@ -192,6 +216,8 @@ class Graph:
         check_finite: raise NonFiniteError naming the first node that produces NaN or Inf.
     """
 
+    engine = None    # the module that runs graphs (graphdiff.autodiff); graphdiff/__init__.py plugs it in
+
     def __init__(self, backend=None, dtype="float32", eager=False, seed=None, check_finite=False):
         if dtype not in FLOAT_DTYPES:
             raise DTypeError(f"Graph dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
@@ -205,13 +231,8 @@ class Graph:
         self._counters = {}
         self._scope = []
         self.current_scope = ""   # "block0/attn" inside g.scope("block0"), g.scope("attn")
-        self._cache = {}          # topological orders and backward plans; cleared when a node is added
-        # value stamps, one per node: a leaf's is the clock when its value was set (constants: 0), an op
-        # node's the newest leaf stamp its forward run saw (-1: no value, or a run that failed). A value
-        # is current when no input's stamp is newer than its own (autodiff checks that before backward).
-        self._clock = 0
-        self._stamps = np.full(64, -1, dtype=np.int64)
-        self._with_grad = []      # nodes whose .grad the last backward set
+        self.version = 0          # bumped by every change of structure: the engine's caches follow it
+        self.clock = 0            # the newest leaf stamp: each feed or assignment takes the next tick
         self.rng = self.backend.rng(seed)
 
     def __repr__(self):
@@ -274,6 +295,15 @@ class Graph:
     def __getitem__(self, name):
         return self.node(name)
 
+    def __contains__(self, name):
+        """'block0/attn/qk' in g: is a node called that (its full, scoped name)?"""
+        return name in self._by_name
+
+    def tick(self):
+        """The next stamp: newer than every value set or computed so far."""
+        self.clock += 1
+        return self.clock
+
     def params(self):
         """The trainable leaves, in creation order."""
         return [n for n in self.nodes if n.kind == "param"]
@@ -292,7 +322,7 @@ class Graph:
             dtype: defaults to the graph's float dtype; "int64"/"int32" for ids, "bool" for masks.
             requires_grad: also compute d y / d input in backward (float inputs only).
         """
-        dtype = self.dtype if dtype is None else _dtype_name(dtype)
+        dtype = self.dtype if dtype is None else dtype_name(dtype)
         full = self._leaf_name("input", name)
         shape = _check_shape(shape, full)
         if requires_grad and not is_float(dtype):
@@ -306,11 +336,11 @@ class Graph:
         """A trainable leaf holding `value` (NumPy array, list or number); cast to the graph's dtype."""
         full = self._leaf_name("param", name)
         arr = _host_array(value, f"param '{full}'")
-        dtype = self.dtype if dtype is None else _dtype_name(dtype)
+        dtype = self.dtype if dtype is None else dtype_name(dtype)
         if not is_float(dtype):
             raise DTypeError(f"param '{full}' must hold floating-point numbers, got {arr.dtype} / {dtype}")
         node = Node(self, full, "param", arr.shape, dtype, scope=self.current_scope)
-        node._value = self.backend.from_host(arr, dtype)      # a copy: the caller's array stays theirs
+        node.out = self.backend.from_host(arr, dtype)      # a copy: the caller's array stays theirs
         return self._register(node)
 
     def constant(self, value, name=None, dtype=None):
@@ -321,31 +351,38 @@ class Graph:
             if dtype is None:
                 raise DTypeError(f"constant {name or ''} of dtype {host.dtype} is not supported; "
                                  f"use one of {', '.join(DTYPES)}")
-        dtype = _dtype_name(dtype)
+        dtype = dtype_name(dtype)
         full = self._unique(self._full(name or "const"))
         node = Node(self, full, "constant", host.shape, dtype, scope=self.current_scope)
-        node._value = self.backend.from_host(host, dtype)
+        node.out = self.backend.from_host(host, dtype)
         return self._register(node)
 
     def _register(self, node):
         self.nodes.append(node)
         self._by_name[node.name] = node
-        if node.index >= len(self._stamps):
-            self._stamps = np.concatenate([self._stamps, np.full(len(self._stamps), -1, dtype=np.int64)])
         if node.kind == "constant":
-            self._stamps[node.index] = 0
-        elif node._value is not None:
-            self._stamp_leaf(node)
-        if self._cache:
-            self._cache.clear()
+            node.stamp = 0
+        elif node.out is not None and node.kind != "op":
+            node.stamp = self.tick()
+        self.version += 1
         return node
 
-    def _stamp_leaf(self, node):
-        """node (an input or param) just got a new value: newer than every value computed so far."""
-        self._clock += 1
-        self._stamps[node.index] = self._clock
+    def feed(self, feeds):
+        """Give inputs new values: {input Node or name: array}, each checked, copied and stamped."""
+        for key, value in feeds.items():
+            node = self.node(key) if isinstance(key, str) else key
+            if not isinstance(node, Node):
+                raise TypeError(f"feeds keys must be Nodes or names, got {type(key).__name__}")
+            if node.graph is not self:
+                raise GraphError(f"forward: node '{node.name}' belongs to another graph; "
+                                 "call forward/backward on the graph that built it")
+            if node.kind != "input":
+                hint = f"assign {node.name}.value = ... instead" if node.kind == "param" else "feed an input instead"
+                raise GraphError(f"forward: '{node.name}' is a {node.kind}, not an input; {hint}")
+            node.out = self.as_value(node, value)
+            node.stamp = self.tick()
 
-    def _to_backend(self, node, value, what=None):
+    def as_value(self, node, value, what=None):
         """A copy of a feed or assigned value (or a backward seed) on this graph's backend, checked against
         the node's shape and dtype (the copy means later changes to the caller's array cannot reach graph
         state). what: how messages name the value (default: the node)."""
@@ -375,7 +412,7 @@ class Graph:
             return B.astype(value, B.dtypes[node.dtype]) if B.dtype_name(value) != node.dtype else B.copy(value)
         return B.from_host(value, node.dtype)
 
-    def _wrap(self, x, slot_kind):
+    def wrap(self, x, slot_kind):
         """A constant node for a Python number or array given to an op in a slot of this kind."""
         host = to_numpy(x)                    # numbers, lists, NumPy or any backend's array (built once)
         kind = host.dtype.kind
@@ -387,7 +424,7 @@ class Graph:
         return self.constant(host)
 
     # --- op nodes ---------------------------------------------------------------------------------
-    def _add(self, spec, inputs, attrs, name=None):
+    def add_node(self, spec, inputs, attrs, name=None):
         """Build one op node: check dtypes and shapes now, so mistakes surface where they are made."""
         full = self._unique(self._full(name or spec.name))
         kinds = spec.slot_kinds(len(inputs))
@@ -407,16 +444,9 @@ class Graph:
             raise ShapeError(f"{spec.name} '{full}': {e} (inputs: {ins})") from None
         node = Node(self, full, "op", shape, dtype, spec=spec, inputs=inputs, attrs=attrs,
                     scope=self.current_scope)
-        eager = self.eager and all(x._value is not None for x in inputs)
-        if eager:                             # computed before it joins the graph: a failed op leaves no node
-            autodiff.compute(node, self.backend)
-            if self.check_finite:
-                autodiff.check_value(node, self.backend)
-        self._register(node)
-        if eager:
-            stamps = self._stamps
-            stamps[node.index] = max((stamps[x.index] for x in inputs), default=0)
-        return node
+        if self.eager and all(x.out is not None for x in inputs):
+            self.engine.compute(node)         # before it joins the graph: a failed op leaves no node
+        return self._register(node)
 
     # --- running ----------------------------------------------------------------------------------
     def forward(self, feeds=None, outputs=None, *, check_finite=None, resample=True):
@@ -431,7 +461,7 @@ class Graph:
         Returns:
             the output's value (or a list of values); None when outputs is None.
         """
-        return autodiff.forward(self, feeds, outputs, check_finite=check_finite, resample=resample)
+        return self.engine.forward(self, feeds, outputs, check_finite=check_finite, resample=resample)
 
     def backward(self, y, variant="children", seed=None, trace=None, wrt=None, retain_grads=False,
                  check_finite=None):
@@ -447,13 +477,28 @@ class Graph:
         Returns:
             {node: gradient} for the wrt nodes.
         """
-        return autodiff.backward(self, y, variant=variant, seed=seed, trace=trace, wrt=wrt,
-                                 retain_grads=retain_grads, check_finite=check_finite)
+        return self.engine.backward(self, y, variant=variant, seed=seed, trace=trace, wrt=wrt,
+                                    retain_grads=retain_grads, check_finite=check_finite)
+
+    def gradients(self, y, wrt, variant="children", seed=None):
+        """The gradients of y as Nodes of this graph (the backward pass as a graph), under scope "grad".
+
+        The same two loops as backward, run with Nodes and graphdiff's ops in place of arrays: "children"
+        gives each node one add_n over its children's contributions, "parents" an accumulation chain of
+        adds in push order. The result can be run (g.forward), drawn, and differentiated again.
+
+        Args:
+            y: a scalar float node, or any float node with seed= (a Node or array of y's shape).
+            wrt: a Node or a list of Nodes.
+        Returns:
+            a list of Nodes, one per wrt node, each of that node's shape.
+        """
+        return self.engine.gradients(self, y, wrt, variant=variant, seed=seed)
 
     def zero_grad(self):
-        for n in self._with_grad:
+        """Clear .grad on every node."""
+        for n in self.nodes:
             n.grad = None
-        self._with_grad = []
 
 
 _SHAPE, _DTYPE = attrgetter("shape"), attrgetter("dtype")
@@ -479,7 +524,7 @@ def _dtype_message(opname, full, i, x, want):
             f"node; {fix}")
 
 
-def _dtype_name(dtype):
+def dtype_name(dtype):
     name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
     if name not in DTYPES:
         raise DTypeError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
@@ -520,4 +565,3 @@ def _host_array(value, what):
         raise DTypeError(f"{what}: got {host.dtype} data ({_KINDS.get(host.dtype.kind, host.dtype.kind)}); "
                          "feed real numbers or bools as a NumPy array, e.g. np.asarray(x, dtype=np.float32)")
     return host
-

@@ -50,8 +50,8 @@ def test_backward_after_a_failed_forward_is_a_graph_error(g):
     g.forward({x: np.array([1.0, 2.0])}, outputs=y)
     with pytest.raises(gd.NonFiniteError, match=r"log 'log'"):    # fails part-way through the run
         g.forward({x: np.array([-1.0, 2.0])}, outputs=y, check_finite=True)
-    with pytest.raises(gd.GraphError, match=r"'log' \(log\), which 'sum' depends on, was left "
-                                            r"half-computed by a forward that failed"):
+    with pytest.raises(gd.GraphError, match=r"'log' \(log\), which 'sum' depends on, is stale: its input 'x' "
+                                            r"was fed a new value after it was computed"):
         g.backward(y)
 
 

@@ -1,4 +1,6 @@
 """What the GPT and the RNN-LM share: a config, one graph per batch shape (cached), loss and gradients."""
+import numpy as np
+
 from .. import ops
 from ..nn.module import Module, Program, ProgramCache, new_graph
 
@@ -62,7 +64,6 @@ class LanguageModel(Module):
 
     def forward_logits(self, idx, key_mask=None):
         """Logits (B, T, V) as a backend array, for host ids (B, T)."""
-        import numpy as np
         B, T = idx.shape
         if key_mask is None:
             key_mask = np.ones((B, T), dtype=bool)

@@ -9,6 +9,8 @@ import os
 import re
 from collections import Counter
 
+from ..nn.serialization import atomic_write
+
 PAD = "<pad>"
 MAX_VOCAB = 1 << 18          # ids, <pad> included (GPT-4o's tokenizer has about 200k)
 MAX_TOKEN_BYTES = 256        # bytes one BPE token may stand for
@@ -217,7 +219,6 @@ def from_dict(d, source="tokenizer"):
 
 def save(tok, path):
     """Write tok.to_dict() as JSON to `path`, atomically (a crash leaves the old file or the new one)."""
-    from ..nn.serialization import atomic_write
     atomic_write(os.fspath(path), lambda f: f.write(json.dumps(tok.to_dict()).encode()))
 
 

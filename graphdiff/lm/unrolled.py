@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import ops
+from ..autodiff import topological_order
 from ..graph import Graph
+from .gpt import sinusoidal_table
 
 
 @dataclass
@@ -101,7 +103,6 @@ def _transformer(g, cfg, P, ids, pad):
     scale = 1.0 / math.sqrt(hs)
     post = cfg.get("norm", "pre") == "post"
     if cfg.get("pos", "learned") == "sinusoidal":
-        from .gpt import sinusoidal_table
         table = sinusoidal_table(cfg["block_size"], C)
     if len(ids) > cfg["block_size"]:
         raise ValueError(f"unroll: {len(ids)} positions exceed block_size {cfg['block_size']}")
@@ -162,7 +163,6 @@ def _mlp(x, pre, linear):
 
 def graph_stats(graph, output=None):
     """nodes, edges (input slots) and depth (edges on the longest path) of graph, or of what output needs."""
-    from ..autodiff import topological_order
     nodes = graph.nodes if output is None else topological_order(graph, [output])
     depth = {}
     edges = 0

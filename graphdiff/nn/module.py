@@ -14,7 +14,7 @@ import numpy as np
 
 from ..backend import get_backend, to_numpy
 from ..errors import GraphError, ShapeError
-from ..graph import Graph
+from ..graph import Graph, Node
 
 
 def _bound(graph):
@@ -184,7 +184,6 @@ class ModuleList(Module):
 
 
 def _graph_of(args, kwargs):
-    from ..graph import Node
     for a in list(args) + list(kwargs.values()):
         if isinstance(a, Node):
             return a.graph

@@ -8,10 +8,10 @@ import math
 import numpy as np
 
 from ..backend import backend_of, to_numpy
+from .module import Module
 
 
 def _named(params):
-    from .module import Module
     if isinstance(params, Module):
         return list(params.named_parameters())
     params = list(params)

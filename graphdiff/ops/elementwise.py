@@ -1,11 +1,12 @@
 """Elementwise ops with NumPy broadcasting; every VJP un-broadcasts to its input's shape."""
 import math
 
-from . import apply, broadcast_shapes, op, same_shape
+from .registry import REGISTRY, apply, broadcast_shapes, op, same_shape
+from ..graph import dtype_name
 
 __all__ = ["add", "subtract", "multiply", "divide", "power", "negative", "exp", "log", "sqrt", "tanh",
-           "sigmoid", "relu", "gelu", "abs", "erf", "maximum", "minimum", "where", "astype", "greater",
-           "less", "greater_equal", "less_equal", "equal"]
+           "sigmoid", "relu", "gelu", "abs", "erf", "sign", "maximum", "minimum", "where", "astype", "greater",
+           "less", "greater_equal", "less_equal", "equal", "not_equal", "logical_and"]
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -22,13 +23,7 @@ class Add:
         return a + b
 
     def vjp(F, i, g, xs, out):
-        return F.unbroadcast(g, xs[i].shape)
-
-    def forward_scalar(a, b):
-        return a + b
-
-    def vjp_scalar(i, g, xs, out):
-        return g
+        return F.unbroadcast(g, xs[i])
 
 
 @op("subtract", arity=2)
@@ -40,13 +35,7 @@ class Subtract:
         return a - b
 
     def vjp(F, i, g, xs, out):
-        return F.unbroadcast(g if i == 0 else -g, xs[i].shape)
-
-    def forward_scalar(a, b):
-        return a - b
-
-    def vjp_scalar(i, g, xs, out):
-        return g if i == 0 else -g
+        return F.unbroadcast(g if i == 0 else -g, xs[i])
 
 
 @op("multiply", arity=2)
@@ -58,13 +47,7 @@ class Multiply:
         return a * b
 
     def vjp(F, i, g, xs, out):                    # d(ab) = b da + a db
-        return F.unbroadcast(g * xs[1 - i], xs[i].shape)
-
-    def forward_scalar(a, b):
-        return a * b
-
-    def vjp_scalar(i, g, xs, out):
-        return g * xs[1 - i]
+        return F.unbroadcast(g * xs[1 - i], xs[i])
 
 
 @op("divide", arity=2)
@@ -77,13 +60,7 @@ class Divide:
 
     def vjp(F, i, g, xs, out):                    # d(a/b) = da / b - (a/b) db / b
         a, b = xs
-        return F.unbroadcast(g / b if i == 0 else -g * out / b, xs[i].shape)
-
-    def forward_scalar(a, b):
-        return a / b
-
-    def vjp_scalar(i, g, xs, out):
-        return g / xs[1] if i == 0 else -g * out / xs[1]
+        return F.unbroadcast(g / b if i == 0 else -g * out / b, xs[i])
 
 
 @op("power", arity=2)
@@ -92,26 +69,14 @@ class Power:
     shape = broadcast_shapes
 
     def forward(F, a, b):
-        return a ** b
+        return F.pow(a, b)
 
     def vjp(F, i, g, xs, out):                    # d(a^b) = b a^(b-1) da + a^b log(a) db
         a, b = xs                                  # limits as PyTorch takes them: 0 where b = 0 (da)
         if i == 0:                                 # and where a = 0 <= b (db), not 0*inf = nan
-            return F.unbroadcast(F.where(b == 0.0, 0.0, g * b * a ** (b - 1.0)), a.shape)
-        at_zero = F.logical_and(a == 0.0, b >= 0.0)
-        return F.unbroadcast(F.where(at_zero, 0.0, g * out * F.log(F.where(a == 0.0, 1.0, a))), b.shape)
-
-    def forward_scalar(a, b):
-        out = a ** b
-        if type(out) is complex:             # NumPy gives nan for a negative base to a fractional power
-            raise ValueError("complex result")
-        return out
-
-    def vjp_scalar(i, g, xs, out):
-        a, b = xs
-        if i == 0:
-            return 0.0 if b == 0.0 else g * b * a ** (b - 1.0)
-        return 0.0 if a == 0.0 and b >= 0.0 else g * out * math.log(a)
+            return F.unbroadcast(F.where(F.equal(b, 0.0), 0.0, g * b * F.pow(a, b - 1.0)), a)
+        a0 = F.equal(a, 0.0)
+        return F.unbroadcast(F.where(F.logical_and(a0, b >= 0.0), 0.0, g * out * F.log(F.where(a0, 1.0, a))), b)
 
 
 def _greater(x, other):
@@ -126,12 +91,7 @@ def _extremum_vjp(F, i, g, xs, wins):
     """maximum/minimum: all of g where input i strictly wins, half where the two tie, else 0."""
     x, other = xs[i], xs[1 - i]
     share = F.where(F.equal(x, other), g * 0.5, 0.0)
-    return F.unbroadcast(F.where(wins(x, other), g, share), x.shape)
-
-
-def _extremum_vjp_scalar(i, g, xs, wins):
-    x, other = xs[i], xs[1 - i]
-    return g if wins(x, other) else 0.5 * g if x == other else 0.0
+    return F.unbroadcast(F.where(wins(x, other), g, share), x)
 
 
 @op("maximum", arity=2)
@@ -145,12 +105,6 @@ class Maximum:
     def vjp(F, i, g, xs, out):
         return _extremum_vjp(F, i, g, xs, _greater)
 
-    def forward_scalar(a, b):
-        return a if a >= b or a != a else b   # a NaN wins, as in NumPy
-
-    def vjp_scalar(i, g, xs, out):
-        return _extremum_vjp_scalar(i, g, xs, _greater)
-
 
 @op("minimum", arity=2)
 class Minimum:
@@ -162,12 +116,6 @@ class Minimum:
 
     def vjp(F, i, g, xs, out):
         return _extremum_vjp(F, i, g, xs, _less)
-
-    def forward_scalar(a, b):
-        return a if a <= b or a != a else b
-
-    def vjp_scalar(i, g, xs, out):
-        return _extremum_vjp_scalar(i, g, xs, _less)
 
 
 # --- unary ------------------------------------------------------------------------------------------
@@ -182,12 +130,6 @@ class Negative:
     def vjp(F, i, g, xs, out):
         return -g
 
-    def forward_scalar(x):
-        return -x
-
-    def vjp_scalar(i, g, xs, out):
-        return -g
-
 
 @op("exp")
 class Exp:
@@ -198,11 +140,6 @@ class Exp:
         return F.exp(x)
 
     def vjp(F, i, g, xs, out):
-        return g * out
-
-    forward_scalar = math.exp
-
-    def vjp_scalar(i, g, xs, out):
         return g * out
 
 
@@ -217,11 +154,6 @@ class Log:
     def vjp(F, i, g, xs, out):
         return g / xs[0]
 
-    forward_scalar = math.log
-
-    def vjp_scalar(i, g, xs, out):
-        return g / xs[0]
-
 
 @op("sqrt")
 class Sqrt:
@@ -234,11 +166,6 @@ class Sqrt:
     def vjp(F, i, g, xs, out):
         return g * 0.5 / out
 
-    forward_scalar = math.sqrt
-
-    def vjp_scalar(i, g, xs, out):
-        return g * 0.5 / out
-
 
 @op("tanh")
 class Tanh:
@@ -249,11 +176,6 @@ class Tanh:
         return F.tanh(x)
 
     def vjp(F, i, g, xs, out):
-        return g * (1.0 - out * out)
-
-    forward_scalar = math.tanh
-
-    def vjp_scalar(i, g, xs, out):
         return g * (1.0 - out * out)
 
 
@@ -269,15 +191,6 @@ class Sigmoid:
     def vjp(F, i, g, xs, out):
         return g * out * (1.0 - out)
 
-    def forward_scalar(x):
-        if x >= 0.0:
-            return 1.0 / (1.0 + math.exp(-x))
-        e = math.exp(x)
-        return e / (1.0 + e)
-
-    def vjp_scalar(i, g, xs, out):
-        return g * out * (1.0 - out)
-
 
 @op("relu")
 class Relu:
@@ -289,14 +202,6 @@ class Relu:
 
     def vjp(F, i, g, xs, out):
         return F.where(out <= 0.0, 0.0, g)
-
-    def forward_scalar(x):
-        if x != x:
-            raise ValueError("nan")             # NaN ahead: the array path keeps NumPy's semantics
-        return x if x > 0.0 else 0.0
-
-    def vjp_scalar(i, g, xs, out):
-        return g if out > 0.0 else 0.0
 
 
 @op("abs")
@@ -310,11 +215,14 @@ class Abs:
     def vjp(F, i, g, xs, out):
         return g * F.sign(xs[0])
 
-    forward_scalar = abs
 
-    def vjp_scalar(i, g, xs, out):
-        x = xs[0]
-        return g if x > 0.0 else -g if x < 0.0 else 0.0 * x   # 0 * nan keeps a NaN, as sign(nan) does
+@op("sign", differentiable=False)
+class Sign:
+    """-1, 0 or 1 by the sign of x (NaN stays NaN); its gradient is 0 almost everywhere"""
+    shape = same_shape
+
+    def forward(F, x):
+        return F.sign(x)
 
 
 @op("erf")
@@ -329,45 +237,29 @@ class Erf:
         x = xs[0]
         return g * (2.0 / math.sqrt(math.pi)) * F.exp(-x * x)
 
-    forward_scalar = math.erf
-
-    def vjp_scalar(i, g, xs, out):
-        x = xs[0]
-        return g * (2.0 / math.sqrt(math.pi)) * math.exp(-x * x)
-
 
 @op("gelu")
 class Gelu:
     """x * Phi(x) (approximate="none") or PyTorch's tanh approximation (approximate="tanh")"""
     shape = same_shape
 
-    def forward(F, x, approximate="none"):
-        if approximate == "tanh":
-            return 0.5 * x * (1.0 + F.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
-        return 0.5 * x * (1.0 + F.erf(x * _INV_SQRT_2))
-
-    def vjp(F, i, g, xs, out, approximate="none"):
-        x = xs[0]
+    def forward_res(F, x, approximate="none"):    # keeps Phi(x) or the tanh: the VJP needs it again
         if approximate == "tanh":
             t = F.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
-            dt = _SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x) * (1.0 - t * t)
-            return g * (0.5 * (1.0 + t) + 0.5 * x * dt)
+            return 0.5 * x * (1.0 + t), t
         cdf = 0.5 * (1.0 + F.erf(x * _INV_SQRT_2))
-        pdf = F.exp(-0.5 * x * x) * _INV_SQRT_2PI
-        return g * (cdf + x * pdf)
+        return x * cdf, cdf
 
-    def forward_scalar(x, approximate="none"):
-        if approximate == "tanh":
-            return 0.5 * x * (1.0 + math.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
-        return 0.5 * x * (1.0 + math.erf(x * _INV_SQRT_2))
-
-    def vjp_scalar(i, g, xs, out, approximate="none"):
+    def make_vjp(F, xs, out, res, approximate="none"):
         x = xs[0]
         if approximate == "tanh":
-            t = math.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
+            t = res if res is not None else F.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
             dt = _SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x) * (1.0 - t * t)
-            return g * (0.5 * (1.0 + t) + 0.5 * x * dt)
-        return g * (0.5 * (1.0 + math.erf(x * _INV_SQRT_2)) + x * math.exp(-0.5 * x * x) * _INV_SQRT_2PI)
+            slope = 0.5 * (1.0 + t) + 0.5 * x * dt
+        else:
+            cdf = res if res is not None else 0.5 * (1.0 + F.erf(x * _INV_SQRT_2))
+            slope = cdf + x * F.exp(-0.5 * x * x) * _INV_SQRT_2PI
+        return lambda i, g: g * slope
 
 
 # --- selection, casts, comparisons --------------------------------------------------------------------
@@ -382,7 +274,7 @@ class Where:
     def vjp(F, i, g, xs, out):
         cond = xs[0]
         picked = F.where(cond, g, 0.0) if i == 1 else F.where(cond, 0.0, g)
-        return F.unbroadcast(picked, xs[i].shape)
+        return F.unbroadcast(picked, xs[i])
 
 
 @op("astype", slots="any")
@@ -419,11 +311,23 @@ _compare("less", "less", "a < b (bool)")
 _compare("greater_equal", "greater_equal", "a >= b (bool)")
 _compare("less_equal", "less_equal", "a <= b (bool)")
 _compare("equal", "equal", "a == b (bool)")
+_compare("not_equal", "not_equal", "a != b (bool)")
+
+
+@op("logical_and", arity=2, slots="bool", differentiable=False)
+class LogicalAnd:
+    """a and b, elementwise on bool masks"""
+    shape = broadcast_shapes
+
+    def dtype(a, b):
+        return "bool"
+
+    def forward(F, a, b):
+        return F.logical_and(a, b)
 
 
 # --- public functions ---------------------------------------------------------------------------------
 def _binary(spec_name):
-    from . import REGISTRY
     spec = REGISTRY[spec_name]
 
     def fn(a, b, name=None):
@@ -434,7 +338,6 @@ def _binary(spec_name):
 
 
 def _unary(spec_name):
-    from . import REGISTRY
     spec = REGISTRY[spec_name]
 
     def fn(x, name=None):
@@ -446,10 +349,10 @@ def _unary(spec_name):
 
 add, subtract, multiply, divide, power, maximum, minimum = map(
     _binary, ["add", "subtract", "multiply", "divide", "power", "maximum", "minimum"])
-greater, less, greater_equal, less_equal, equal = map(
-    _binary, ["greater", "less", "greater_equal", "less_equal", "equal"])
-negative, exp, log, sqrt, tanh, sigmoid, relu, abs, erf = map(
-    _unary, ["negative", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs", "erf"])
+greater, less, greater_equal, less_equal, equal, not_equal, logical_and = map(
+    _binary, ["greater", "less", "greater_equal", "less_equal", "equal", "not_equal", "logical_and"])
+negative, exp, log, sqrt, tanh, sigmoid, relu, abs, erf, sign = map(
+    _unary, ["negative", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs", "erf", "sign"])
 
 
 def gelu(x, approximate="none", name=None):
@@ -459,7 +362,6 @@ def gelu(x, approximate="none", name=None):
         x: a float Node.
         approximate: "none" (x * Phi(x), exact with erf) or "tanh" (the GPT-2 approximation).
     """
-    from . import REGISTRY
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     return apply(REGISTRY["gelu"], (x,), {"approximate": approximate}, name)
@@ -467,16 +369,12 @@ def gelu(x, approximate="none", name=None):
 
 def where(cond, a, b, name=None):
     """cond ? a : b elementwise. Args: cond: a bool Node or array; a, b: float Nodes, arrays or numbers."""
-    from . import REGISTRY
     return apply(REGISTRY["where"], (cond, a, b), name=name)
 
 
 def astype(x, dtype, name=None):
     """x cast to dtype ("float32", "float64", "int64", "int32", "bool")."""
-    from . import REGISTRY
-    from ..graph import _dtype_name
-    dtype = _dtype_name(dtype)
+    dtype = dtype_name(dtype)
     if x.dtype == dtype:
         return x
     return apply(REGISTRY["astype"], (x,), {"dtype": dtype}, name)
-

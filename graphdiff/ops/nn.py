@@ -7,12 +7,12 @@ before the transfer). Only ids computed inside the graph are checked by the forw
 """
 import numpy as np
 
-from . import REGISTRY, apply, norm_axis, op
-from ..backend import to_numpy
+from .registry import REGISTRY, apply, norm_axis, op
 from ..errors import DTypeError, GraphError, ShapeError
-from ..graph import Node
+from ..graph import Node, to_numpy
 
-__all__ = ["softmax", "log_softmax", "cross_entropy", "layer_norm", "embedding", "dropout"]
+__all__ = ["softmax", "log_softmax", "cross_entropy", "layer_norm", "embedding", "dropout", "one_hot",
+           "scatter_rows"]
 
 
 def _axis_shape(shape, axis):
@@ -70,23 +70,26 @@ class CrossEntropy:
     """mean over kept targets of -log softmax(logits)[id]; ids equal to ignore_index are left out"""
     shape = _ce_shape
 
-    def forward(F, logits, ids, ignore_index=None, check_ids=False):
+    def forward_res(F, logits, ids, ignore_index=None, check_ids=False):   # keeps the log-sum-exp
         V = logits.shape[-1]
         keep = _keep(F, ids, ignore_index)
         if check_ids:
             _check_on_device(F, ids, _ce_rule(V, ignore_index))
-        logp = logits - _logsumexp(F, logits, -1)
-        picked = F.sum(logp * F.one_hot(ids, V, logits.dtype), axis=-1)
+        lse = _logsumexp(F, logits, -1)
+        picked = F.sum((logits - lse) * F.one_hot(ids, V, logits.dtype), axis=-1)
         w = F.astype_like(keep, logits)
-        return -F.sum(picked * w) / F.sum(w)
+        return -F.sum(picked * w) / F.sum(w), lse
 
-    def vjp(F, i, g, xs, out, ignore_index=None, check_ids=False):  # (softmax - onehot) / kept, on kept rows
+    def make_vjp(F, xs, out, lse, ignore_index=None, check_ids=False):  # (softmax - onehot) / kept
         logits, ids = xs
-        V = logits.shape[-1]
-        w = F.astype_like(_keep(F, ids, ignore_index), logits)
-        p = F.exp(logits - _logsumexp(F, logits, -1))
-        scale = F.reshape(w, w.shape + (1,)) * (g / F.sum(w))
-        return (p - F.one_hot(ids, V, logits.dtype)) * scale
+        if lse is None:
+            lse = _logsumexp(F, logits, -1)
+
+        def vjp(i, g):
+            w = F.astype_like(_keep(F, ids, ignore_index), logits)
+            scale = F.reshape(w, w.shape + (1,)) * (g / F.sum(w))
+            return (F.exp(logits - lse) - F.one_hot(ids, logits.shape[-1], logits.dtype)) * scale
+        return vjp
 
 
 # --- id range checks ------------------------------------------------------------------------------------
@@ -157,19 +160,22 @@ class LayerNorm:
     """(x - mean) / sqrt(var + eps) * gamma + beta over the last axis (biased variance, as PyTorch)"""
     shape = _ln_shape
 
-    def forward(F, x, gamma, beta, eps=1e-5):
-        xhat, _ = _normalize(F, x, eps)
-        return xhat * gamma + beta
-
-    def vjp(F, i, g, xs, out, eps=1e-5):
-        x, gamma, beta = xs
-        if i == 2:
-            return F.unbroadcast(g, beta.shape)
+    def forward_res(F, x, gamma, beta, eps=1e-5):   # keeps the normalised x and 1/std
         xhat, rstd = _normalize(F, x, eps)
-        if i == 1:
-            return F.unbroadcast(g * xhat, gamma.shape)
-        d = g * gamma                                  # dL/dxhat
-        return rstd * (d - F.mean(d, axis=-1, keepdims=True) - xhat * F.mean(d * xhat, axis=-1, keepdims=True))
+        return xhat * gamma + beta, (xhat, rstd)
+
+    def make_vjp(F, xs, out, res, eps=1e-5):
+        x, gamma, beta = xs
+        xhat, rstd = res if res is not None else _normalize(F, x, eps)
+
+        def vjp(i, g):
+            if i == 2:
+                return F.unbroadcast(g, beta.shape)
+            if i == 1:
+                return F.unbroadcast(g * xhat, gamma.shape)
+            d = g * gamma                              # dL/dxhat
+            return rstd * (d - F.mean(d, axis=-1, keepdims=True) - xhat * F.mean(d * xhat, axis=-1, keepdims=True))
+        return vjp
 
 
 def _normalize(F, x, eps):
@@ -198,8 +204,41 @@ class Embedding:
 
     def vjp(F, i, g, xs, out, check_ids=False):                    # rows used twice get both gradients
         table, ids = xs
-        C = table.shape[1]
-        return F.index_add(table.shape, (F.reshape(ids, (-1,)),), F.reshape(g, (-1, C)))
+        return F.scatter_rows(F.reshape(g, (-1, table.shape[1])), F.reshape(ids, (-1,)), table.shape[0])
+
+
+def _one_hot_shape(ids, n, dtype):
+    return tuple(ids) + (n,)
+
+
+@op("one_hot", slots="int", differentiable=False)
+class OneHot:
+    """(..., n): 1 where the last index equals ids, else 0 (in the float dtype given)"""
+    shape = _one_hot_shape
+
+    def dtype(ids, n, dtype):
+        return dtype
+
+    def forward(F, ids, n, dtype):
+        return F.one_hot(ids, n, F.dtypes[dtype])
+
+
+def _scatter_rows_shape(g, ids, rows):
+    if len(g) != 2 or tuple(ids) != g[:1]:
+        raise ShapeError(f"scatter_rows needs g (N, C) and ids (N,), got g{g} and ids{ids}")
+    return (rows, g[1])
+
+
+@op("scatter_rows", arity=2, slots=("float", "int"))
+class ScatterRows:
+    """zeros((rows, C)) with g[k] added at row ids[k] (repeats add up): the VJP of embedding"""
+    shape = _scatter_rows_shape
+
+    def forward(F, g, ids, rows):
+        return F.scatter_rows(g, ids, rows)
+
+    def vjp(F, i, gg, xs, out, rows):              # the adjoint of a scatter is a gather
+        return F.gather_rows(gg, xs[1])
 
 
 def _mask_shape(shape, dtype, p):
@@ -250,6 +289,16 @@ def cross_entropy(logits, ids, ignore_index=None, name=None):
                     _ce_rule(np.shape(logits)[-1] if np.ndim(logits) else 0, ignore_index))
 
 
+def one_hot(ids, n, dtype="float32", name=None):
+    """(..., n) one-hot rows of integer ids. Args: ids: int Node; n: classes; dtype: float dtype name."""
+    return apply(REGISTRY["one_hot"], (ids,), {"n": int(n), "dtype": str(dtype)}, name)
+
+
+def scatter_rows(g, ids, rows, name=None):
+    """zeros((rows, C)) with g[k] (g is (N, C)) added at row ids[k] (ids (N,) ints): the VJP of embedding."""
+    return apply(REGISTRY["scatter_rows"], (g, ids), {"rows": int(rows)}, name)
+
+
 def layer_norm(x, gamma, beta, eps=1e-5, name=None):
     """Layer normalisation over the last axis.
 
@@ -277,6 +326,6 @@ def dropout(x, p, name=None):
     if p == 0.0:
         return x
     g = x.graph
-    mask = g._add(REGISTRY["dropout_mask"], (), {"shape": x.shape, "dtype": x.dtype, "p": float(p)},
-                  (name or "dropout") + "_mask")
+    mask = g.add_node(REGISTRY["dropout_mask"], (), {"shape": x.shape, "dtype": x.dtype, "p": float(p)},
+                      (name or "dropout") + "_mask")
     return apply(REGISTRY["multiply"], (x, mask), name=name or "dropout")

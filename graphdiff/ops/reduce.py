@@ -1,7 +1,7 @@
 """Reductions (sum, mean, max over axes) and the n-ary sum add_n."""
 import numpy as np
 
-from . import REGISTRY, apply, as_ints, broadcast_shapes, norm_axis, op, reduced_shape
+from .registry import REGISTRY, apply, as_ints, broadcast_shapes, norm_axis, op, reduced_shape
 
 __all__ = ["sum", "mean", "max", "add_n"]
 
@@ -12,6 +12,8 @@ def _reduce_shape(shape, axis=None, keepdims=False):
 
 def _spread(F, g, x_shape, axis, keepdims):
     """g (the reduced shape) broadcast back to x_shape."""
+    if not x_shape:                         # 0-d: nothing was reduced (and Python floats have no shape)
+        return g
     if not keepdims:
         g = F.reshape(g, reduced_shape(x_shape, axis, True))
     return F.broadcast_to(g, x_shape)
@@ -33,13 +35,7 @@ class Sum:
         return F.sum(x, axis=axis, keepdims=keepdims)
 
     def vjp(F, i, g, xs, out, axis=None, keepdims=False):
-        return _spread(F, g, xs[0].shape, axis, keepdims)
-
-    def forward_scalar(x, axis=None, keepdims=False):      # a 0-d input: nothing to reduce
-        return x
-
-    def vjp_scalar(i, g, xs, out, axis=None, keepdims=False):
-        return g
+        return _spread(F, g, F.shape(xs[0]), axis, keepdims)
 
 
 @op("mean")
@@ -51,14 +47,9 @@ class Mean:
         return F.mean(x, axis=axis, keepdims=keepdims)
 
     def vjp(F, i, g, xs, out, axis=None, keepdims=False):
-        n = _count(xs[0].shape, axis)           # 0 for an empty axis: the gradient is empty too
-        return _spread(F, g, xs[0].shape, axis, keepdims) * (1.0 / n if n else 0.0)
-
-    def forward_scalar(x, axis=None, keepdims=False):      # a 0-d input: nothing to reduce
-        return x
-
-    def vjp_scalar(i, g, xs, out, axis=None, keepdims=False):
-        return g
+        shape = F.shape(xs[0])
+        n = _count(shape, axis)                 # 0 for an empty axis: the gradient is empty too
+        return _spread(F, g, shape, axis, keepdims) * (1.0 / n if n else 0.0)
 
 
 @op("max")
@@ -71,16 +62,11 @@ class Max:
 
     def vjp(F, i, g, xs, out, axis=None, keepdims=False):
         x = xs[0]
-        top = out if keepdims else F.reshape(out, reduced_shape(x.shape, axis, True))
+        shape = F.shape(x)
+        top = out if keepdims else F.reshape(out, reduced_shape(shape, axis, True))
         mask = F.astype_like(F.equal(x, top), x)
         count = F.sum(mask, axis=axis, keepdims=True)
-        return _spread(F, g, x.shape, axis, keepdims) * mask / count
-
-    def forward_scalar(x, axis=None, keepdims=False):      # a 0-d input: nothing to reduce
-        return x
-
-    def vjp_scalar(i, g, xs, out, axis=None, keepdims=False):
-        return g
+        return _spread(F, g, shape, axis, keepdims) * mask / count
 
 
 @op("add_n", arity=None)
@@ -95,16 +81,7 @@ class AddN:
         return total
 
     def vjp(F, i, g, xs, out):
-        return F.unbroadcast(g, xs[i].shape)
-
-    def forward_scalar(*xs):
-        total = xs[0]
-        for x in xs[1:]:
-            total = total + x
-        return total
-
-    def vjp_scalar(i, g, xs, out):
-        return g
+        return F.unbroadcast(g, xs[i])
 
 
 def _norm_axis_arg(axis):

@@ -1,12 +1,18 @@
 """Ops that move elements around: reshape, transpose, broadcast_to, concat, stack, getitem, and matmul."""
 import numpy as np
 
-from . import REGISTRY, apply, as_ints, norm_axis, op
+from .registry import REGISTRY, apply, as_ints, broadcast_shapes, norm_axis, op
 from ..backend import canonical_index, normalize_index
 from ..errors import ShapeError
+from ..graph import Node, describe
 
 __all__ = ["reshape", "transpose", "matrix_transpose", "broadcast_to", "expand_dims", "concat", "stack",
            "getitem", "index_add", "matmul"]
+
+
+def _same_dtype(dtype, **attrs):
+    """Moving elements around keeps their dtype (ids stay ints: reshaping them is no cast)."""
+    return dtype
 
 
 # --- reshape / transpose / broadcast ----------------------------------------------------------------
@@ -14,10 +20,11 @@ def _reshape_shape(shape, newshape):
     return newshape
 
 
-@op("reshape")
+@op("reshape", slots="any")
 class Reshape:
     """x with a new shape of the same size"""
     shape = _reshape_shape
+    dtype = _same_dtype
 
     def forward(F, x, newshape):
         return F.reshape(x, newshape)
@@ -30,10 +37,11 @@ def _transpose_shape(shape, axes):
     return tuple(shape[a] for a in axes)
 
 
-@op("transpose")
+@op("transpose", slots="any")
 class Transpose:
     """x with its axes permuted"""
     shape = _transpose_shape
+    dtype = _same_dtype
 
     def forward(F, x, axes):
         return F.transpose(x, axes)
@@ -49,10 +57,11 @@ def _broadcast_shape(shape, newshape):
     return newshape
 
 
-@op("broadcast_to")
+@op("broadcast_to", slots="any")
 class BroadcastTo:
     """x repeated along size-1 and new leading axes"""
     shape = _broadcast_shape
+    dtype = _same_dtype
 
     def forward(F, x, newshape):
         return F.broadcast_to(x, newshape)
@@ -135,10 +144,11 @@ def _show_index(idx):
     return "[" + ", ".join(parts) + "]"
 
 
-@op("getitem")
+@op("getitem", slots="any")
 class GetItem:
     """x[idx] with ints, slices, None, ... and integer arrays (NumPy semantics)"""
     shape = _index_shape
+    dtype = _same_dtype
 
     def forward(F, x, idx):
         return F.getitem(x, idx)
@@ -175,7 +185,6 @@ def _matmul_shape(a, b):
     if a2[-1] != b2[-2]:
         raise ShapeError(f"a{a} @ b{b}: inner dims differ ({a2[-1]} != {b2[-2]}); "
                          f"b needs shape ({a2[-1]}, ...) or a needs (..., {b2[-2]})")
-    from . import broadcast_shapes
     try:
         batch = broadcast_shapes(a2[:-2], b2[:-2]) if (a2[:-2] or b2[:-2]) else ()
     except ShapeError:
@@ -288,7 +297,6 @@ def stack(xs, axis=0, name=None):
 
 def getitem(x, idx, name=None):
     """x[idx]: ints, slices, None, ... and integer arrays (NumPy semantics, repeated indices add grads)."""
-    from ..graph import Node, describe
     raw = idx if isinstance(idx, tuple) else (idx,)
     if any(isinstance(k, Node) for k in raw):
         raise TypeError(f"getitem '{x.name}': indexing with a Node is not supported; "

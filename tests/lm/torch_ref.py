@@ -6,8 +6,15 @@ import torch.nn.functional as TF
 
 
 def gpt_loss(state, cfg, idx, targets, key_mask):
-    """Loss and {name: tensor requiring grad} for a graphdiff GPT state_dict, computed in torch float64."""
+    """Loss, {name: gradient} and logits for a graphdiff GPT state_dict, computed in torch float64."""
     P = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in state.items()}
+    loss, logits = gpt_loss_of(P, cfg, idx, targets, key_mask)
+    loss.backward()
+    return loss.item(), {k: t.grad.numpy() for k, t in P.items()}, logits.detach().numpy()
+
+
+def gpt_loss_of(P, cfg, idx, targets, key_mask):
+    """The loss tensor (and logits) of a GPT with torch parameters P named as graphdiff's state_dict."""
     B, T = idx.shape
     C, nh = cfg["n_embd"], cfg["n_head"]
     hs = C // nh
@@ -50,8 +57,7 @@ def gpt_loss(state, cfg, idx, targets, key_mask):
     logits = lin(ln(x, "ln_f"), "lm_head", bias=False)
     loss = TF.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.tensor(targets).reshape(-1),
                             ignore_index=cfg["pad_id"])
-    loss.backward()
-    return loss.item(), {k: t.grad.numpy() for k, t in P.items()}, logits.detach().numpy()
+    return loss, logits
 
 
 def rnn_loss(state, idx, targets, pad_id):

@@ -23,7 +23,7 @@ class OpSpec:
     gd: object                    # (*nodes, **attrs) -> Node
     torch: object                 # (tensors, attrs, graph) -> tensor
     covers: tuple = ()            # registry names this spec exercises (default: (name,))
-    grad: bool = True             # False: forward-only (bool outputs)
+    grad: bool = True             # False: forward-only (bool outputs, one-hot rows)
     rtol: float = 1e-6            # finite differences vs analytic
     eps: float = 1e-6             # finite-difference step
     id: str = field(default="")
@@ -282,6 +282,29 @@ def draw_compare(data):
     return [a, b], {}
 
 
+def draw_logical(data):
+    rng = _rng(data)
+    shapes = broadcast(data, 2)
+    return [rng.random(shapes[0]) < 0.5, rng.random(shapes[1]) < 0.5], {}
+
+
+def draw_one_hot(data):
+    rng = _rng(data)
+    n = data.draw(st.integers(1, 4))
+    return [rng.integers(0, n, shape(data, max_dims=2))], {"n": n, "dtype": "float64"}
+
+
+def draw_scatter_rows(data):
+    rng = _rng(data)
+    N, C, rows = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 3)), data.draw(st.integers(1, 4))
+    return [values(rng, (N, C)), rng.integers(0, rows, N)], {"rows": rows}
+
+
+def torch_scatter_rows(ts, a, g):
+    torch = T()
+    return torch.zeros(a["rows"], ts[0].shape[1], dtype=ts[0].dtype).index_add(0, ts[1], ts[0])
+
+
 def draw_astype(data):
     rng = _rng(data)
     return [values(rng, shape(data))], {}
@@ -358,6 +381,12 @@ OPS = [
     OpSpec("greater_equal", draw_compare, lambda a, b: a >= b, binary(lambda t: t.ge), grad=False),
     OpSpec("less_equal", draw_compare, lambda a, b: a <= b, binary(lambda t: t.le), grad=False),
     OpSpec("equal", draw_compare, gd.equal, binary(lambda t: t.eq), grad=False),
+    OpSpec("not_equal", draw_compare, gd.not_equal, binary(lambda t: t.ne), grad=False),
+    OpSpec("logical_and", draw_logical, gd.logical_and, binary(lambda t: t.logical_and), grad=False),
+    OpSpec("sign", elementwise(1, ("away",)), gd.sign, unary(lambda t: t.sign)),
+    OpSpec("one_hot", draw_one_hot, gd.one_hot,
+           lambda ts, a, g: T().nn.functional.one_hot(ts[0], a["n"]).double(), grad=False),
+    OpSpec("scatter_rows", draw_scatter_rows, gd.scatter_rows, torch_scatter_rows),
 ]
 
 

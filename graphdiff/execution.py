@@ -1,0 +1,283 @@
+"""Running a graph: the engine's state per graph, topological order and the forward pass.
+
+The engine owns everything about execution, kept per graph in a State: cached orders, bound forward steps
+and backward plans (valid while graph.version is unchanged), and the residuals ops keep for their VJPs.
+graph.py knows none of it. Everything is a loop over lists: graphs a million nodes deep need no recursion.
+
+Two backends run the steps: the graph's (NumPy, CuPy, array_api_strict) and, for micrograd-style graphs
+whose every node is a 0-d float64 on NumPy, Python floats (backend.SCALAR), where NumPy's per-call cost would
+dominate. The ops' own rules run on both; where floats meet inf or NaN, the pass reruns on NumPy.
+"""
+import gc
+import weakref
+from functools import partial, wraps
+
+import numpy as np
+
+from .backend import SCALAR
+from .errors import GraphError, NonFiniteError
+from .graph import Node, describe
+
+FLOATS = ("float32", "float64")
+SCALAR_FAILS = (ArithmeticError, ValueError, TypeError, AttributeError)   # floats gave up: rerun on NumPy
+
+
+class State:
+    """What the engine keeps for one graph."""
+
+    def __init__(self, version):
+        self.version = version    # the graph.version the cache was built for
+        self.cache = {}           # orders, forward steps, backward plans
+        self.residuals = {}       # node index -> what its forward kept for its VJP (forward_res)
+        self.built = {}           # hvp / jvp graphs, built once (nodes are never removed, so never stale)
+        self.with_grad = []       # nodes whose .grad the last backward set
+
+
+_STATES = weakref.WeakKeyDictionary()
+
+
+def state(graph):
+    """The engine's State for graph, its caches cleared if the graph's structure changed since."""
+    st = _STATES.get(graph)
+    if st is None:
+        st = _STATES[graph] = State(graph.version)
+    elif st.version != graph.version:
+        st.cache.clear()
+        st.version = graph.version
+    return st
+
+
+def bulk(fn):
+    """Run fn with Python's cyclic garbage collector paused. Building an order or a plan allocates a few
+    small containers per node and no cycles; on a graph of a million nodes the collector would otherwise
+    rescan every node several times over (it roughly doubled the first backward of the 1M-node chain)."""
+    @wraps(fn)
+    def run(*args, **kwargs):
+        if not gc.isenabled():
+            return fn(*args, **kwargs)
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            gc.enable()
+    return run
+
+
+# --- topological order ---------------------------------------------------------------------------------
+@bulk
+def topological_order(graph, outputs):
+    """The nodes `outputs` depend on, each after all of its inputs (iterative depth-first post-order).
+
+    Cached per graph and set of outputs; adding a node clears the cache.
+    """
+    st = state(graph)
+    key = ("topo",) + tuple(o.index for o in outputs)
+    order = st.cache.get(key)
+    if order is not None:
+        return order
+    seen = bytearray(len(graph.nodes))
+    order = []
+    for root in outputs:
+        if seen[root.index]:
+            continue
+        seen[root.index] = 1
+        stack = [(root, iter(root.inputs))]
+        while stack:
+            node, pending = stack[-1]
+            for parent in pending:
+                if not seen[parent.index]:
+                    seen[parent.index] = 1
+                    stack.append((parent, iter(parent.inputs)))
+                    break
+            else:                       # all inputs placed: the node can follow them
+                stack.pop()
+                order.append(node)
+    st.cache[key] = order
+    return order
+
+
+def check_member(graph, node, what):
+    if not isinstance(node, Node):
+        raise TypeError(f"{what}: expected a Node, got {type(node).__name__}")
+    if node.graph is not graph:
+        raise GraphError(f"{what}: node '{node.name}' belongs to another graph; "
+                         "call forward/backward on the graph that built it")
+
+
+def _as_outputs(graph, outputs):
+    if outputs is None:
+        return None, graph.nodes
+    single = isinstance(outputs, (Node, str))
+    outs = [outputs] if single else list(outputs)
+    outs = [graph.node(o) if isinstance(o, str) else o for o in outs]
+    for o in outs:
+        check_member(graph, o, "forward")
+    return single, outs
+
+
+# --- forward ---------------------------------------------------------------------------------------------
+def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True):
+    """See Graph.forward."""
+    graph.feed(feeds or {})
+    single, outs = _as_outputs(graph, outputs)
+    st = state(graph)
+    order = graph.nodes if single is None else topological_order(graph, outs)
+    check = graph.check_finite if check_finite is None else check_finite
+    leaves = _leaves(st, order)
+    missing = [n for n in leaves if n.out is None]
+    if missing:
+        names = ", ".join(f"'{n.name}' {describe(n.shape, n.dtype)}" for n in missing)
+        raise GraphError(f"forward: no value for input {names}; pass it in feeds, "
+                         f"e.g. g.forward({{'{missing[0].name}': array}})")
+    if check:
+        for n in leaves:
+            check_value(n, graph.backend)
+    stamp = max((n.stamp for n in leaves), default=0)   # every value computed now is from these leaves
+    if not check and scalar_graph(graph, order):
+        for n in leaves:                    # leaves as Python floats; op nodes get floats from the rules
+            if type(n.out) is not float:
+                n.out = float(n.out)
+        try:
+            _run(_steps(graph, st, order, SCALAR, False), stamp, resample, explain=False)
+        except SCALAR_FAILS:                # inf or nan ahead: NumPy's semantics take over
+            as_arrays(order)
+        else:
+            return _result(single, outs)
+    _run(_steps(graph, st, order, graph.backend, check), stamp, resample)
+    return _result(single, outs)
+
+
+def _result(single, outs):
+    if single is None:
+        return None
+    return outs[0].value if single else [o.value for o in outs]
+
+
+def _leaves(st, order):
+    key = ("leaves", id(order))
+    leaves = st.cache.get(key)
+    if leaves is None:
+        leaves = st.cache[key] = [n for n in order if n.spec is None]
+    return leaves
+
+
+def _run(steps, stamp, resample, explain=True):
+    """Compute each step's node from its inputs' values (the forward pass proper) and stamp it. explain:
+    turn an exception from an op into a GraphError that names the node (the float run needs the raw one).
+    A run that fails part-way leaves new values with the new stamp and old ones with old stamps, so a
+    backward that would mix them sees an input newer than its consumer and refuses."""
+    n = None
+    try:
+        for n, fn, ins, random in steps:
+            if random and not resample and n.out is not None:
+                continue
+            k = len(ins)                      # spelled out: a list comprehension costs more than the op
+            if k == 2:
+                n.out = fn(ins[0].out, ins[1].out)
+            elif k == 1:
+                n.out = fn(ins[0].out)
+            else:
+                n.out = fn(*[p.out for p in ins])
+            n.stamp = stamp
+    except GraphError:
+        raise
+    except Exception as e:
+        if not explain:
+            raise
+        raise GraphError(f"forward failed at {where(n)}: {type(e).__name__}: {e}") from e
+
+
+@bulk
+def _steps(graph, st, order, F, check):
+    """(node, its forward bound to F and its attrs, inputs, random) for each op node of order; cached."""
+    key = ("steps", id(order), F.name, check)
+    steps = st.cache.get(key)
+    if steps is None:
+        steps = st.cache[key] = [(n, _bind_forward(graph, st, n, F, check), n.inputs, n.spec.random)
+                                 for n in order if n.spec is not None]
+    return steps
+
+
+def _bind_forward(graph, st, n, F, check):
+    spec = n.spec
+    attrs = dict(n.attrs, ctx=graph) if spec.random else n.attrs
+    if spec.forward_res is None:
+        fn = partial(spec.forward, F, **attrs)
+    else:                                   # the op keeps residuals for its VJP
+        keep, residuals, index = partial(spec.forward_res, F, **attrs), st.residuals, n.index
+
+        def fn(*xs):
+            out, residuals[index] = keep(*xs)
+            return out
+    if check:
+        fn = _checked_forward(fn, n, F)
+    return fn
+
+
+def _checked_forward(fn, node, F):
+    def checked(*xs):
+        node.out = fn(*xs)
+        check_value(node, F)
+        return node.out
+    return checked
+
+
+def scalar_graph(graph, order):
+    """True when Python floats can run order: NumPy, every node a 0-d float64, nothing random."""
+    if graph.backend.name != "numpy":
+        return False
+    for n in order:
+        if n.shape or n.dtype != "float64" or (n.spec is not None and n.spec.random):
+            return False
+    return True
+
+
+def as_arrays(nodes):
+    """Python-float values (from the float run) back to NumPy float64 scalars."""
+    for n in nodes:
+        if type(n.out) is float:
+            n.out = np.float64(n.out)
+
+
+def compute(node):
+    """Compute one node from its inputs' values as it is added (eager mode)."""
+    graph = node.graph
+    spec = node.spec
+    kw = {"ctx": graph} if spec.random else {}
+    try:
+        node.out = spec.forward(graph.backend, *[p.out for p in node.inputs], **kw, **node.attrs)
+    except GraphError:
+        raise
+    except Exception as e:
+        raise GraphError(f"computing {where(node)} failed: {type(e).__name__}: {e}") from e
+    node.stamp = max((p.stamp for p in node.inputs), default=0)
+    if graph.check_finite:
+        check_value(node, graph.backend)
+
+
+def where(n):
+    ins = ", ".join(f"'{p.name}' {describe(p.shape, p.dtype)}" for p in n.inputs)
+    return f"{n.op} '{n.name}' (inputs: {ins or 'none'})"
+
+
+def check_value(node, F):
+    """Raise NonFiniteError if a float node's value holds NaN or Inf."""
+    if node.dtype not in FLOATS or node.out is None:
+        return
+    if bool(F.all(F.isfinite(node.out))):
+        return
+    if node.spec is None:
+        raise NonFiniteError(f"{node.kind} '{node.name}' holds NaN or Inf; fix the data or the initialisation")
+    raise NonFiniteError(f"forward: {where(node)} produced NaN or Inf from finite inputs ({ranges(node, F)}); "
+                         "look for log/sqrt of values <= 0, division by zero or exp overflow (float32 "
+                         "overflows past e^88)")
+
+
+def ranges(node, F):
+    parts = []
+    for p in node.inputs:
+        if p.dtype in FLOATS and p.shape and p.out is not None:
+            parts.append(f"'{p.name}' in [{float(F.min(p.out)):.4g}, {float(F.max(p.out)):.4g}]")
+        elif p.out is not None and not p.shape:
+            parts.append(f"'{p.name}' = {float(p.out):.4g}")
+    return ", ".join(parts) or "no float inputs"

@@ -1,0 +1,95 @@
+"""Scalar graphs (every node a 0-d float64) run the ops' own rules on Python floats (backend 'python'),
+with the same values and gradients as NumPy, and NumPy's semantics wherever floats meet inf or NaN."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import graphdiff as gd
+
+# the ops a micrograd-style graph uses, each with its input domain
+FLOAT_OPS = {
+    "add": ["real", "real"], "subtract": ["real", "real"], "multiply": ["real", "real"],
+    "divide": ["real", "away"], "power": ["pos", "real"], "maximum": ["real", "real"],
+    "minimum": ["real", "real"], "negative": ["real"], "exp": ["real"], "log": ["pos"], "sqrt": ["pos"],
+    "tanh": ["real"], "sigmoid": ["real"], "relu": ["away"], "abs": ["away"], "erf": ["real"],
+    "gelu": ["real"], "sum": ["real"], "mean": ["real"], "max": ["real"], "add_n": ["real"] * 3,
+}
+reals = st.floats(-3, 3)
+draw = {"real": reals, "pos": st.floats(0.1, 3), "away": reals.filter(lambda v: abs(v) > 1e-3)}
+
+
+def build(name, values, shape):
+    g = gd.Graph(dtype="float64")
+    xs = [g.param(f"x{k}", np.full(shape, v)) for k, v in enumerate(values)]
+    spec = gd.REGISTRY[name]
+    y = gd.apply(spec, xs if spec.arity is None else tuple(xs))
+    y = gd.sum(y * 1.5) if shape else y * 1.5
+    return g, xs, y
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT_OPS))
+@settings(max_examples=30)
+@given(data=st.data())
+def test_float_run_matches_numpy(name, data):
+    values = [data.draw(draw[d]) for d in FLOAT_OPS[name]]
+    g, xs, y = build(name, values, ())
+    h, hxs, hy = build(name, values, (1,))             # the same graph on arrays: NumPy runs it
+    g.forward(outputs=y)
+    h.forward(outputs=hy)
+    assert type(y.out) is float                        # the float backend ran
+    assert float(y.value) == pytest.approx(float(hy.value), rel=1e-13, abs=1e-15)
+    for variant in gd.VARIANTS:
+        got, want = g.backward(y, variant=variant), h.backward(hy, variant=variant)
+        for a, b in zip(xs, hxs):
+            assert float(got[a]) == pytest.approx(float(want[b][0]), rel=1e-12, abs=1e-14), (variant, a.name)
+
+
+def test_gelu_both_approximations_run_on_floats():
+    g = gd.Graph(dtype="float64")
+    x = g.param("x", 0.7)
+    y = gd.gelu(x) + gd.gelu(x, approximate="tanh")
+    g.forward(outputs=y)
+    assert type(y.out) is float
+
+
+def test_scalar_graphs_run_on_python_floats_but_show_numpy_scalars():
+    g = gd.Graph(dtype="float64")
+    a, b = g.param("a", 2.0), g.param("b", -3.0)
+    y = gd.tanh(a * b + 1.0)
+    g.forward(outputs=y)
+    assert type(y.out) is float
+    assert isinstance(y.value, np.float64) and y.value.shape == ()
+    g.backward(y)
+    assert isinstance(a.grad, np.float64)
+    assert float(a.grad) == pytest.approx(-3.0 * (1 - math.tanh(-5.0) ** 2))
+
+
+def test_float32_and_array_graphs_run_on_numpy():
+    g = gd.Graph(dtype="float32")
+    a = g.param("a", 2.0)
+    y = gd.tanh(a)
+    g.forward(outputs=y)
+    assert type(y.out) is not float and y.value.dtype == np.float32
+
+
+def test_where_numpy_gives_inf_or_nan_the_floats_step_aside():
+    def run(shape):
+        g = gd.Graph(dtype="float64")
+        x = g.param("x", np.full(shape, -1.0))
+        z = g.param("z", np.full(shape, 0.0))
+        y = gd.sum(gd.log(x) + gd.sqrt(z) + 1.0 / z + x ** 0.5)
+        events = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            g.forward(outputs=y)
+            g.backward(y, trace=events)
+        return y, x, z, events
+
+    y, x, z, events = run(())
+    ay, ax, az, _ = run((1,))
+    assert math.isnan(y.value) and type(y.out) is not float     # NumPy's answer, not a ValueError from math
+    np.testing.assert_array_equal([x.grad, z.grad], [ax.grad[0], az.grad[0]])   # NaN where NumPy has NaN
+    assert len([e for e in events if e.kind == "final"]) == len({e.node for e in events if e.kind == "final"})
