@@ -12,7 +12,9 @@ import sys
 
 # name: (module, one-line help)
 COMMANDS = {
-    "demo": ("graphdiff.demo", "build a small graph, run both backward variants, print the gradients"),
+    # viz.cli: with --out the tour draws diagrams; without it, graphdiff.demo's quick check runs
+    "demo": ("viz.cli", "the tour (--out DIR: diagrams, stepper, growth, a tiny GPT in DIR/index.html), or a "
+             "quick check of both backward variants"),
     "ops": ("graphdiff.demo", "list the registered ops"),
     "render": ("viz.cli", "render a built-in example graph to DOT/SVG"),
     "compare": ("viz.cli", "compare the two backward variants on an example graph, write a stepper page"),

@@ -1,8 +1,4 @@
-"""`graphdiff demo` and `graphdiff ops`: the engine at a glance, from the command line.
-
-`graphdiff demo` prints a two-layer network's gradients by both variants (a quick check of an install or a
-backend); `graphdiff demo --out DIR` builds the tour (viz.tour, imported only then: this is the command
-line's layer, on top of viz): DIR/index.html with the diagrams, the stepper, growth and a tiny GPT."""
+"""`graphdiff demo` and `graphdiff ops`: the engine at a glance, from the command line."""
 import numpy as np
 
 from . import autodiff, ops
@@ -14,25 +10,10 @@ def add_demo_arguments(parser):
     from .cli import add_backend_argument
     add_backend_argument(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed for the random weights")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="build the tour into DIR (DIR/index.html: diagrams, stepper, growth, a tiny GPT; "
-                             "a few minutes); without it, print the quick two-variant check")
-    try:
-        from viz.tour import add_arguments
-    except ImportError:                     # graphdiff without its viz layer: the quick check still works
-        return
-    add_arguments(parser)
 
 
 def run_demo(args):
-    """With --out: the tour. Else a two-layer network on a batch of 4 points, differentiated by both variants."""
-    if args.out is not None:
-        from viz import tour
-        return tour.run(args)
-    return _quick_check(args)
-
-
-def _quick_check(args):
+    """A two-layer network on a batch of 4 points, differentiated by both variants."""
     rng = np.random.default_rng(args.seed)
     g = Graph(dtype="float64")
     x = g.input("x", shape=(4, 3))

@@ -79,6 +79,25 @@ def run_compare(args):
     return 0
 
 
+def add_demo_arguments(parser):
+    from graphdiff.demo import add_demo_arguments as add_quick_check_arguments
+    from .tour import add_arguments
+    add_quick_check_arguments(parser)
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="build the tour into DIR (DIR/index.html: diagrams, stepper, growth, a tiny GPT; "
+                             "a few minutes); without it, print the quick two-variant check")
+    add_arguments(parser)
+
+
+def run_demo(args):
+    """With --out: the tour (viz.tour). Else graphdiff.demo's two-layer network by both variants."""
+    if args.out is None:
+        from graphdiff.demo import run_demo as quick_check
+        return quick_check(args)
+    from .tour import run
+    return run(args)
+
+
 def check_out_folder(folder, command):
     """Create the --out folder and prove it takes files, before any work; False after one line on stderr."""
     from graphdiff.nn.serialization import OutputError, check_writable
