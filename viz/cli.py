@@ -19,23 +19,32 @@ def add_render_arguments(parser):
     parser.add_argument("--renderer", default="auto", help="auto (system dot, else graphviz-pure), dot, "
                         "graphviz-pure, or a program path")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backward", action="store_true", help="draw the backward graph too (g.gradients: "
+                        "backward nodes in their own colour, dashed edges for forward values a VJP reads)")
+    parser.add_argument("--variant", choices=("children", "parents"), default="children",
+                        help="with --backward: which variant builds the backward graph (default children)")
 
 
 def run_render(args):
-    """Build the example, run forward and backward (keeping every gradient), write the DOT and the picture."""
-    from .dot import RenderError, render, to_dot
+    """Build the example, run forward and backward (keeping every gradient), write the DOT and the picture;
+    with --backward, draw the backward graph that g.gradients adds, beside the forward graph."""
+    from .dot import RenderError, backward_graph, render, to_dot
     if not check_out_folder(args.out, "render"):
         return 2
     g, y = build(args.name, seed=args.seed)
-    g.backward(y, retain_grads=True)
-    dot = to_dot(y, rankdir=args.rankdir, clusters=args.clusters, collapse=args.collapse, legend=args.legend,
+    if args.backward:
+        what, name = backward_graph(g, y, args.variant), f"{args.name}-backward-{args.variant}"
+    else:
+        g.backward(y, retain_grads=True)
+        what, name = y, args.name
+    dot = to_dot(what, rankdir=args.rankdir, clusters=args.clusters, collapse=args.collapse, legend=args.legend,
                  max_nodes=args.max_nodes)
     out = Path(args.out)
-    gv = out / f"{args.name}.gv"
+    gv = out / f"{name}.gv"
     try:
         gv.write_text(dot.source, encoding="utf-8")
         print(f"wrote {gv}")
-        print(f"wrote {render(dot, out / args.name, args.format, renderer=args.renderer)}")
+        print(f"wrote {render(dot, out / name, args.format, renderer=args.renderer)}")
     except RenderError as e:
         print(f"graphdiff render: {e}", file=sys.stderr)
         return 1
@@ -56,10 +65,15 @@ def add_compare_arguments(parser):
 
 def run_compare(args):
     """Print the two variants' table; write NAME-report.json and the stepper page NAME-trace/trace.html."""
-    from .dot import RenderError
-    from .trace import compare_variants, render_trace
+    from .dot import RenderError, backward_graph, to_dot
+    from .trace import VARIANTS, compare_variants, render_trace
     if not check_out_folder(args.out, "compare"):
         return 2
+    # each variant's backward graph, drawn on a graph of its own (g.gradients adds nodes to the graph)
+    backward = {}
+    for v in VARIANTS:
+        gv, yv = build(args.name, seed=args.seed)
+        backward[v] = to_dot(backward_graph(gv, yv, v), fields=("name", "op", "shape", "value"), legend=True)
     g, y = build(args.name, seed=args.seed)
     report = compare_variants(g, y, repeats=args.repeats)
     print(report.table())
@@ -69,7 +83,8 @@ def run_compare(args):
         js.write_text(report.to_json(), encoding="utf-8")
         print(f"wrote {js}")
         page = render_trace(g, y, out / f"{args.name}-trace", renderer=args.renderer, repeats=args.repeats,
-                            title=f"graphdiff compare {args.name}: backward step by step")
+                            title=f"graphdiff compare {args.name}: backward step by step",
+                            backward_graphs=backward)
     except RenderError as e:
         print(f"graphdiff compare: {e}", file=sys.stderr)
         return 1

@@ -25,7 +25,9 @@ from . import fontdata
 from .render import find_graphviz_pure as _graphviz_pure
 
 COLORS = {"param": "#b3d9ff", "input": "#ffc266", "constant": "#d9b3ff", "op": "#e6e6e6",
-          "output": "#a3e4a3", "summary": "#ffffff"}
+          "output": "#a3e4a3", "summary": "#ffffff", "backward": "#fbe3a1"}
+COLORS_READ = "#b8860b"  # dashed edges: a forward value read by the backward graph
+GRAD_SCOPE = "grad"      # g.gradients builds the backward graph under this scope
 HIGHLIGHT = "#d62728"
 FIELDS = ("name", "op", "shape", "value", "grad")
 CLUSTERS = ("nested", "top", "none")
@@ -101,29 +103,52 @@ def _html(rows, bold_first=True):
 
 
 # --- what is drawn -----------------------------------------------------------------------------------------
+def is_backward(node):
+    """True for a node of a backward graph (built by g.gradients, under the scope "grad")."""
+    return node.scope == GRAD_SCOPE or node.scope.startswith(GRAD_SCOPE + "/")
+
+
+def backward_graph(graph, y, variant="children", wrt=None):
+    """Add y's backward pass to graph as nodes (g.gradients, under the scope "grad"), compute their values,
+    and return [y, *gradient nodes]: to_dot of that list draws the forward and backward graphs together.
+
+    Args:
+        graph: a gd.Graph whose forward pass has run.  y: a scalar node.  variant: "children" (one add_n per
+            node over its children's contributions) or "parents" (a chain of adds in push order).
+        wrt: the nodes to differentiate with respect to (default: the params y depends on).
+    """
+    if wrt is None:
+        wrt = [n for n in select(y)[0] if n.kind == "param"]
+    grads = graph.gradients(y, wrt, variant=variant)
+    graph.forward(outputs=grads)
+    return [y, *grads]
+
+
 def select(obj):
     """The nodes to draw (sorted by creation index, a topological order) and the outputs to colour green.
 
     Args:
-        obj: a gd.Graph (every node; outputs are its op nodes nothing uses) or a gd.Node (the subgraph it
-            depends on; it is the output).
+        obj: a gd.Graph (every node; outputs are its op nodes nothing uses), a gd.Node (the subgraph it
+            depends on; it is the output), or a list of Nodes of one graph (the union of their subgraphs,
+            e.g. [y, *g.gradients(y, params)]: the forward and backward graphs together).
     """
-    if isinstance(obj, gd.Node):
-        seen, stack = {obj.index: obj}, [obj]
+    roots = [obj] if isinstance(obj, gd.Node) else obj
+    if isinstance(roots, (list, tuple)) and roots and all(isinstance(r, gd.Node) for r in roots):
+        seen, stack = {r.index: r for r in roots}, list(roots)
         while stack:                                   # a loop, not recursion: graphs can be deep
             for p in stack.pop().inputs:
                 if p.index not in seen:
                     seen[p.index] = p
                     stack.append(p)
-        return [seen[k] for k in sorted(seen)], [obj]
+        return [seen[k] for k in sorted(seen)], list(dict.fromkeys(roots))
     if isinstance(obj, gd.Graph):
         nodes = list(obj.nodes)
         used = set()
         for n in nodes:
             used.update(p.index for p in n.inputs)
         return nodes, [n for n in nodes if n.kind == "op" and n.index not in used]
-    raise TypeError(f"to_dot: expected a gd.Graph or gd.Node, got {type(obj).__name__}; "
-                    "pass the graph, or the node whose subgraph you want drawn")
+    raise TypeError(f"to_dot: expected a gd.Graph, a gd.Node or a list of Nodes, got {type(obj).__name__}; "
+                    "pass the graph, or the node(s) whose subgraph you want drawn")
 
 
 def scope_parts(scope):
@@ -360,7 +385,7 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
     _emit_units(dot, plan, units, clusters)
     _emit_edges(dot, plan, hl_edges, edge_style or {})
     if legend:
-        _emit_legend(dot, bool(keys))
+        _emit_legend(dot, bool(keys), any(is_backward(n) for n in nodes))
     caption += _notes_text(nodes, fields, notes)
     if caption:
         dot.attr(label="<" + "<BR/>".join(escape(c) for c in caption) + ">",
@@ -380,7 +405,8 @@ def _unit_attrs(u, look):
     n = u.node
     label = node_label(n, look["fields"], look["small"], look["in_cluster"], look["notes"],
                        look["extra"].get(n.name, ()))
-    attrs = {"label": label, "fillcolor": COLORS["output"] if n.name in look["outputs"] else COLORS[n.kind]}
+    kind = "backward" if is_backward(n) else n.kind
+    attrs = {"label": label, "fillcolor": COLORS["output"] if n.name in look["outputs"] else COLORS[kind]}
     if n.name in look["highlight"]:
         attrs.update(color=HIGHLIGHT, penwidth="3")
     attrs.update(look["style"].get(n.name, {}))
@@ -525,6 +551,8 @@ def _emit_edges(dot, plan, hl_edges, edge_style):
                 merged[(src.id, dst.id)] = merged.get((src.id, dst.id), 0) + 1
                 continue
             attrs = {"label": str(slot)} if multi else {}
+            if is_backward(n) and not is_backward(p):      # a forward value that a VJP reads
+                attrs.update(style="dashed", color=COLORS_READ)
             if (p.name, n.name, slot) in hl_edges or (p.name, n.name, None) in hl_edges:
                 attrs.update(color=HIGHLIGHT, penwidth="2.5")
             attrs.update(edge_style.get((p.name, n.name, slot), {}))
@@ -533,8 +561,8 @@ def _emit_edges(dot, plan, hl_edges, edge_style):
         dot.edge(a, b, **({"label": f"<&#215;{k}>"} if k > 1 else {}), style="bold")
 
 
-def _emit_legend(dot, collapsed):
-    kinds = ["input", "param", "constant", "op", "output"]
+def _emit_legend(dot, collapsed, backward=False):
+    kinds = ["input", "param", "constant", "op", "output"] + (["backward"] if backward else [])
     leg = graphviz.Digraph(name="cluster_legend")
     leg.attr(label="<<B>legend</B>>", style="rounded", color="#aaaaaa", fontname="Helvetica", fontsize="10")
     for k in kinds:
@@ -545,6 +573,10 @@ def _emit_legend(dot, collapsed):
     names = [f"legend_{k}" for k in kinds] + (["legend_summary"] if collapsed else [])
     for a, b in zip(names, names[1:]):
         leg.edge(a, b, style="invis")
+    if backward:
+        leg.node("legend_read", label="forward value", fillcolor=COLORS["op"])
+        leg.node("legend_vjp", label="read by a VJP", fillcolor=COLORS["backward"])
+        leg.edge("legend_read", "legend_vjp", style="dashed", color=COLORS_READ)
     dot.subgraph(leg)
 
 

@@ -3,8 +3,9 @@
 1. a scalar expression with its values and gradients (micrograd's);
 2. the lecture's MLP: its diagram, both backward variants compared, and the stepper page; a graph with a
    shared node, where Version B's `+=` shows;
-3. graph growth: RNN-LM linear, Transformer-LM quadratic (figure, table, both T=4 renders);
-4. a tiny GPT trained for about a minute: its loss curve, a greedy and a sampled continuation.
+3. the forward and backward graphs drawn together (g.gradients), in both variants;
+4. graph growth: RNN-LM linear, Transformer-LM quadratic (figure, table, both T=4 renders);
+5. a tiny GPT trained for about a minute: its loss curve, a greedy and a sampled continuation.
 
 Each stage shows a progress bar. `--quick` shrinks every stage (the tests use it); nothing else changes.
 """
@@ -19,8 +20,8 @@ import numpy as np
 import graphdiff as gd
 
 from . import gallery, growth
-from .dot import render, to_dot
-from .trace import compare_variants, render_trace
+from .dot import backward_graph, render, to_dot
+from .trace import ABOUT, compare_variants, render_trace
 
 QUICK = {"growth_len": 8, "render_len": 2, "gpt_seconds": 3.0, "gpt_chars": 30_000, "repeats": 1}
 FULL = {"growth_len": 32, "render_len": 4, "gpt_seconds": 60.0, "gpt_chars": 400_000, "repeats": 3}
@@ -121,7 +122,7 @@ class Tour:
                        [(r["T"], r["edges"], r["depth"], s["edges"], s["attention_edges"], s["position_edges"],
                          s["depth"]) for r, s in zip(rows["rnn"], rows["transformer"])
                         if r["T"] in (1, 2, 4, 8) or r["T"] % 16 == 0 or r["T"] == T])
-        self.add("3. Graph growth: the RNN-LM grows linearly, attention quadratically",
+        self.add("4. Graph growth: the RNN-LM grows linearly, attention quadratically",
                  f"<p>Unrolled graphs for T = 1..{T}. Attention adds a fixed number of edges per (query, visible "
                  "key) pair: exactly quadratic; everything else is a fixed number per position: linear. "
                  f"Fitted exponents (edges): RNN T^{k['rnn']['edges']:.2f}, transformer "
@@ -154,7 +155,7 @@ class Tour:
         prompt = tok.encode("def ")
         greedy = tok.decode(prompt + generate(model, prompt, 200, greedy=True))
         sampled = tok.decode(prompt + generate(model, prompt, 200, temperature=1.0, top_k=None, seed=0))
-        self.add("4. A tiny GPT, trained for about a minute",
+        self.add("5. A tiny GPT, trained for about a minute",
                  f"<p>{html.escape(desc)}; GPT with {model.num_parameters():,} parameters (2 layers, 4 heads, "
                  f"width 64, context 64), {trainer.step} steps of AdamW in {trainer.elapsed:.0f} s; validation "
                  f"loss {val_loss:.3f} nats per character (uniform guessing: {np.log(tok.vocab_size):.3f}).</p>",
@@ -166,10 +167,23 @@ class Tour:
         return trainer
 
     def backward_graphs(self):
-        """The forward and backward graphs drawn together: needs g.gradients (gradients as graph nodes)."""
-        self.add("The forward and backward graphs",
-                 "<p>Not in this build: drawing the backward pass needs <code>g.gradients(...)</code> "
-                 "(gradients as graph nodes), which this version of the engine does not have yet.</p>")
+        """The forward and backward graphs drawn together (g.gradients), in both variants."""
+        images = []
+        with self.bar("backward graphs", 4) as bar:
+            for name in ("scalar", "shared"):
+                for v in ("children", "parents"):
+                    g, y = gallery.build(name)
+                    title = f"{name}: forward and backward graph, {ABOUT[v]}"
+                    images.append(self.draw(to_dot(backward_graph(g, y, v), legend=True, title=title),
+                                            f"{name}-backward-{v}"))
+                    bar.update(1)
+        self.add("3. The forward and backward graphs",
+                 "<p>The backward pass built as more nodes of the same graph (<code>g.gradients(y, params, "
+                 "variant)</code>, under the scope <code>grad</code>, yellow): the same two loops as the numeric "
+                 "backward, run with graphdiff's ops. Dashed edges carry a forward value that a VJP reads. "
+                 "Version A (children) gives each node one <i>add_n</i> over its children's contributions; "
+                 "Version B (parents) a chain of <i>add</i>s in push order: see <code>a</code>, used four "
+                 "times in the second graph.</p>", *(_img(i) for i in images))
 
     def build(self, stages=None):
         """Run the stages, write index.html; returns its path."""

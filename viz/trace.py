@@ -381,7 +381,8 @@ def _node_style(n, state, current):
 
 
 # --- the stepper page --------------------------------------------------------------------------------------
-def render_trace(graph, y, out_dir, *, variants=VARIANTS, renderer="auto", repeats=5, title=None, **options):
+def render_trace(graph, y, out_dir, *, variants=VARIANTS, renderer="auto", repeats=5, title=None,
+                 backward_graphs=None, **options):
     """Write each variant's frames as SVG plus one self-contained HTML page stepping through them side by side.
 
     Args:
@@ -389,6 +390,8 @@ def render_trace(graph, y, out_dir, *, variants=VARIANTS, renderer="auto", repea
         out_dir: folder to write into: <variant>/step_001.svg ..., report.json and trace.html.
         variants: the variants shown side by side.  renderer: see viz.dot.find_renderer.
         repeats: timed runs per variant for the report.  title: the page heading.
+        backward_graphs: {variant: Diagram} of each variant's backward graph (viz.dot.backward_graph), shown
+            under the stepper and written as <variant>/backward.svg.
         options: to_dot options for the frames (rankdir=..., clusters=...).
     Returns:
         the path of the HTML page (str). Prev/Next buttons and the arrow keys (Home/End) move the step.
@@ -413,7 +416,12 @@ def render_trace(graph, y, out_dir, *, variants=VARIANTS, renderer="auto", repea
                 # the page embeds the font once, not once per frame
                 shown.append({"caption": f.caption, "svg": _inline_svg(strip_font(svg)),
                               "active": f.dot.ids[f.node.name]})
-            data["variants"].append({"name": v, "about": ABOUT[v], "frames": shown})
+            entry = {"name": v, "about": ABOUT[v], "frames": shown}
+            if backward_graphs and v in backward_graphs:
+                svg = pipe(backward_graphs[v].source, "svg", renderer).decode("utf-8")
+                _write(folder / "backward.svg", svg)
+                entry["backward"] = _inline_svg(strip_font(svg))
+            data["variants"].append(entry)
         _write(tmp / "trace.html", _page(title or f"Backward step by step: '{y.name}'", data, report))
         os.chmod(tmp, 0o777 & ~_umask())              # mkdtemp makes 0700; a plain mkdir follows the umask
         old = None
@@ -448,8 +456,19 @@ def _inline_svg(svg):
 
 
 def _page(title, data, report):
+    backward = ""
+    if any("backward" in v for v in data["variants"]):
+        backward = ('<h2>Each variant\'s backward graph (g.gradients)</h2><p class="explain">The backward pass '
+                    "built as nodes of the same graph (yellow), run by the same loops with graphdiff's ops in place "
+                    "of arrays: Version A gives each node one <i>add_n</i> over its children's contributions, "
+                    "Version B a chain of <i>add</i>s in push order. Dashed edges carry a forward value that a "
+                    'VJP reads.</p><div class="panes">' + "".join(
+                        f'<section class="pane"><h2>{html.escape(v["about"])}</h2><div class="backward">'
+                        f'{v.get("backward", "")}</div></section>' for v in data["variants"]) + "</div>")
+    # the backward graphs are in the page once, not in the script's data
+    data = {**data, "variants": [{k: x for k, x in v.items() if k != "backward"} for v in data["variants"]]}
     payload = json.dumps(data).replace("</", "<\\/")       # no "</script>" inside the script
-    return (PAGE.replace("@TITLE@", html.escape(title)).replace("@REPORT@", report.html())
+    return (PAGE.replace("@TITLE@", html.escape(title)).replace("@REPORT@", report.html() + backward)
             .replace("@FONT@", font_style()).replace("@LEGEND@", LEGEND)
             .replace("@PANES@", "".join(_pane(v) for v in data["variants"])).replace("@DATA@", payload))
 
@@ -500,7 +519,7 @@ PAGE = """<!DOCTYPE html>
   .pane h2 { font-size: 15px; margin: 4px 0; }
   .caption { font-size: 13px; min-height: 3.2em; margin: 4px 0 8px; color: #333; }
   .svg { max-height: 75vh; overflow: auto; }
-  .svg svg { max-width: 100%; height: auto; }
+  .svg svg, .backward svg { max-width: 100%; height: auto; }
   .legend { display: flex; flex-wrap: wrap; gap: 6px 18px; font-size: 13px; margin: 10px 0 4px; }
   .legend span { display: inline-flex; align-items: center; gap: 6px; }
   .legend .box { display: inline-block; width: 22px; height: 12px; border-radius: 3px; background: #e6e6e6; }

@@ -9,7 +9,7 @@ import pytest
 import viz
 from tests.browser import browser, console_errors, measure_boxes, text_fit_problems  # noqa: F401 (fixture)
 from viz import gallery
-from viz.dot import strip_font
+from viz.dot import backward_graph, strip_font
 
 from .viz_helpers import need_renderer, twice_a
 
@@ -65,8 +65,8 @@ def _fit(browser, path):
 
 @pytest.mark.parametrize("renderer", RENDERERS)
 def test_text_fits_its_box_in_every_diagram_kind(browser, tmp_path, renderer):
-    """Scalar, MLP, transformer block and shared-node diagrams, both growth renders, and every frame of the
-    stepper page: each text inside its node's (or cluster's) box, no run-ins, measured in Chromium."""
+    """Scalar, MLP, transformer block and shared-node diagrams, forward + backward graphs, both growth
+    renders, and every frame of the stepper page: each text inside its node's (or cluster's) box, no run-ins, measured in Chromium."""
     from viz import growth
     need_renderer(renderer)
     problems = {}
@@ -75,6 +75,12 @@ def test_text_fits_its_box_in_every_diagram_kind(browser, tmp_path, renderer):
         g.backward(y, retain_grads=True)
         path = viz.render(viz.to_dot(y, legend=True), tmp_path / name, renderer=renderer)
         problems[name] = _fit(browser, path)
+    for name in ("scalar", "shared", "mlp"):                  # forward and backward graphs together
+        for variant in ("children", "parents"):
+            g, y = gallery.build(name)
+            dot = viz.to_dot(backward_graph(g, y, variant), legend=True)
+            problems[f"{name} backward {variant}"] = _fit(browser, viz.render(dot, tmp_path / f"{name}-bw-{variant}",
+                                                                               renderer=renderer))
     for kind in ("rnn", "transformer"):
         path = growth.render_small(kind, 4, tmp_path / f"{kind}_T4", formats=("svg",))[0]
         problems[f"{kind}_T4"] = _fit(browser, path)
