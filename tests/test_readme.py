@@ -59,7 +59,7 @@ def test_module_tape_example_matches_graphdiff():
 
 
 def test_pretrain_finetune_example_prints_errors_spread_and_gain():
-    out = run_example("pretrain_finetune.py", "--seeds", "2", "--pretrain-steps", "100")
+    out = run_example("pretrain_finetune.py", "--seeds", "2", "--pretrain-steps", "30")
     assert "fine-tuned: test error" in out and "from scratch: test error" in out and " +- " in out
     assert "gain from pre-training (paired by seed)" in out
 

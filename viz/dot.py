@@ -147,7 +147,7 @@ def select(obj):
         for n in nodes:
             used.update(p.index for p in n.inputs)
         return nodes, [n for n in nodes if n.kind == "op" and n.index not in used]
-    raise TypeError(f"to_dot: expected a gd.Graph, a gd.Node or a list of Nodes, got {type(obj).__name__}; "
+    raise TypeError(f"to_dot: expected a gd.Graph or gd.Node (or a list of Nodes), got {type(obj).__name__}; "
                     "pass the graph, or the node(s) whose subgraph you want drawn")
 
 

@@ -53,31 +53,32 @@ def test_rnn_render_keeps_positions_in_order(tmp_path):
     assert [k for k in sorted(left, key=left.get)] == ["t0", "t1", "t2", "t3"]
 
 
-def run_cli(tmp_path, max_len):
+def run_cli(tmp_path, max_len, render_len=4):
     out = tmp_path / "growth"
-    assert main(["growth", "--max-len", str(max_len), "--out", str(out)]) == 0
+    assert main(["growth", "--max-len", str(max_len), "--out", str(out), "--render-len", str(render_len)]) == 0
     return out, json.loads((out / "growth.json").read_text())
 
 
-def check_files(out, data, max_len):
+def check_files(out, data, max_len, R=4):
     assert set(data) == {"config", "rnn", "transformer", "exponents"}
     for name in ("rnn", "transformer"):
         assert [r["T"] for r in data[name]] == list(range(1, max_len + 1))
         assert all(set(r) == {"T", "nodes", "edges", "depth", "attention_edges", "position_edges"}
                    for r in data[name])
         assert set(data["exponents"][name]) == {"nodes", "edges", "depth"}
-    for f in ("growth.png", "growth.svg", "rnn_T4.svg", "transformer_T4.svg", "rnn_T4.png", "transformer_T4.png"):
+    for f in ("growth.png", "growth.svg", f"rnn_T{R}.svg", f"transformer_T{R}.svg", f"rnn_T{R}.png",
+              f"transformer_T{R}.png"):
         assert (out / f).stat().st_size > 1000
     cfg = growth.CONFIG
-    assert f"n_layer={cfg['render']['transformer']['n_layer']}" in svg_text(out / "transformer_T4.svg")
-    assert f"n_layer={cfg['transformer']['n_layer']}" in svg_text(out / "transformer_T4.svg")   # both stated
-    for f in ("growth.svg", "rnn_T4.svg", "transformer_T4.svg"):
+    assert f"n_layer={cfg['render']['transformer']['n_layer']}" in svg_text(out / f"transformer_T{R}.svg")
+    assert f"n_layer={cfg['transformer']['n_layer']}" in svg_text(out / f"transformer_T{R}.svg")   # both stated
+    for f in ("growth.svg", f"rnn_T{R}.svg", f"transformer_T{R}.svg"):
         ET.parse(out / f)                                     # valid XML
 
 
 def test_cli_writes_the_json_and_figures(tmp_path, capsys):
-    out, data = run_cli(tmp_path, 8)
-    check_files(out, data, 8)
+    out, data = run_cli(tmp_path, 8, render_len=2)                # T=2 renders: seconds, not ten
+    check_files(out, data, 8, R=2)
     assert "fitted exponents, transformer" in capsys.readouterr().out
 
 
