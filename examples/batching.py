@@ -33,6 +33,8 @@ def table(header, rows):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--block-size", type=int, default=5, help="T: inputs per row (each row holds T + 1 tokens)")
+    p.add_argument("--backend", default=None, help="accepted like every example's; batching runs on the host "
+                   "(ids are checked there before any transfer)")
     T = p.parse_args().block_size
     vocab = word_vocabulary(SENTENCES)
     words = {i: w for w, i in vocab.items()}

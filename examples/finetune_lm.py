@@ -48,6 +48,7 @@ def main():
     p.add_argument("--pre-chars", type=int, default=300_000, help="pre-training corpus size (characters)")
     p.add_argument("--new-chars", type=int, default=20_000, help="new corpus size (characters)")
     p.add_argument("--out", default="out/finetune", help="folder for the corpora, checkpoints and logs")
+    p.add_argument("--backend", default=None, help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     docs, _ = default_corpus()
@@ -65,7 +66,8 @@ def main():
     for k in ("ft.jsonl", "scratch.jsonl"):
         if os.path.exists(path[k]):
             os.remove(path[k])
-    common = ["--eval-every", max(1, args.steps // 4), "--sample-chars", 0, "--no-progress", "--warmup", 10]
+    common = ["--eval-every", max(1, args.steps // 4), "--sample-chars", 0, "--no-progress", "--warmup", 10,
+              *(["--backend", args.backend] if args.backend else [])]
     print(f"1. pre-training on {len(pre)} standard-library files ({sum(map(len, pre)):,} characters), "
           f"{args.pre_steps} steps")
     run("train", "--corpus", path["pre.txt"], "--steps", args.pre_steps, "--out", path["pre.npz"], *SIZES,

@@ -89,7 +89,13 @@ EXAMPLES = {
     "module_tape.py": ([], "dW1: max |tape - graphdiff|"),
     "scalar_graph.py": ([], "dg/da = 138.8338"),
     "tiny_gpt.py": (["--steps", "10", "--chars", "20000"], "KV cache:"),
-    "pretrain_finetune.py": (["--seeds", "1"], "fine-tuned: test error"),
+    "pretrain_finetune.py": (["--seeds", "1", "--pretrain-steps", "20", "--steps", "10"], "fine-tuned: test error"),
+    "attention_positions.py": ([], "unchanged: position 1 cannot see position 4"),
+    "decoding.py": (["--steps", "10", "--chars", "20000", "--samples", "2", "--length", "4"],
+                    "plain ancestral sampling"),
+    "batching.py": ([], "vocabulary: <pad>=0"),
+    "finetune_lm.py": (["--pre-steps", "4", "--steps", "4", "--pre-chars", "20000", "--new-chars", "3000",
+                        "--out", "{tmp}"], "after 4 steps"),
 }
 
 
@@ -98,10 +104,11 @@ def test_every_example_is_run_here():
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
-def test_example(name):
+def test_example(name, tmp_path):
     if name == "pretrain_finetune.py":
         need("sklearn")
     args, expect = EXAMPLES[name]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     assert expect in run(str(ROOT / "examples" / name), "--backend", "cupy", *args)
 
 
