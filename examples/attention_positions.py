@@ -35,7 +35,8 @@ def embed(ids, wte, wpe=None):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backend", default=None, help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
+    p.add_argument("--backend", default=None,
+                   help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
     gd.set_backend(p.parse_args().backend)
     rng = np.random.default_rng(0)
     wte, wpe = rng.standard_normal((V, C)), rng.standard_normal((T, C))
@@ -61,7 +62,9 @@ def main():
         a = block_outputs(block, embed(ids, wte, wpe))[1]
         b = block_outputs(block, embed(later, wte, wpe))[1]
         diff = float(np.max(np.abs(a - b)))
-        print(f"  {name:15s} {diff:.2e}  {'unchanged: position 1 cannot see position 4' if diff < 1e-12 else 'changed: position 1 attends to position 4'}")
+        what = ("unchanged: position 1 cannot see position 4" if diff < 1e-12
+                else "changed: position 1 attends to position 4")
+        print(f"  {name:15s} {diff:.2e}  {what}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # small matrices: one BLAS 
 
 import argparse  # noqa: E402
 
-import numpy as np  # noqa: E402
-
 from graphdiff import set_backend  # noqa: E402
 from graphdiff.lm import GPT, CharTokenizer, generate  # noqa: E402
 from graphdiff.lm.data import default_corpus  # noqa: E402
@@ -44,7 +42,8 @@ def main():
     p.add_argument("--chars", type=int, default=200_000, help="corpus size in characters")
     p.add_argument("--length", type=int, default=12, help="tokens generated per path")
     p.add_argument("--samples", type=int, default=8, help="ancestral samples per prompt")
-    p.add_argument("--backend", default=None, help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
+    p.add_argument("--backend", default=None,
+                   help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
     args = p.parse_args()
     set_backend(args.backend)
     model, tok, desc = train_small_gpt(args.steps, args.chars)
@@ -64,9 +63,8 @@ def main():
         print(f"  greedy                         log p = {lp_greedy:8.3f}  {tok.decode(greedy)!r}")
         print(f"  beam search, width 4           log p = {lp_beam:8.3f}  {tok.decode(beam)!r}")
         print(f"  best of {args.samples} ancestral samples     log p = {lp_sample:8.3f}  {tok.decode(best_sample)!r}")
-        better = [name for name, path, lp in (("beam search", beam, lp_beam), ("a sampled path", best_sample,
-                                                                                     lp_sample))
-                  if path != greedy and lp > lp_greedy]
+        others = (("beam search", beam, lp_beam), ("a sampled path", best_sample, lp_sample))
+        better = [name for name, path, lp in others if path != greedy and lp > lp_greedy]
         if better:
             beaten += 1
             print(f"  -> greedy is not the most likely path: {' and '.join(better)} beat{'s' * (len(better) == 1)} "

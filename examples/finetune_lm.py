@@ -48,7 +48,8 @@ def main():
     p.add_argument("--pre-chars", type=int, default=300_000, help="pre-training corpus size (characters)")
     p.add_argument("--new-chars", type=int, default=20_000, help="new corpus size (characters)")
     p.add_argument("--out", default="out/finetune", help="folder for the corpora, checkpoints and logs")
-    p.add_argument("--backend", default=None, help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
+    p.add_argument("--backend", default=None,
+                   help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     docs, _ = default_corpus()
@@ -59,8 +60,8 @@ def main():
     for d in reversed(docs[len(pre):]):
         if sum(map(len, new)) < args.new_chars:
             new.append(d)
-    path = {k: os.path.join(args.out, k) for k in ("pre.txt", "new.txt", "pre.npz", "ft.npz", "scratch.npz",
-                                                  "ft.jsonl", "scratch.jsonl")}
+    names = ("pre.txt", "new.txt", "pre.npz", "ft.npz", "scratch.npz", "ft.jsonl", "scratch.jsonl")
+    path = {k: os.path.join(args.out, k) for k in names}
     with open(path["pre.txt"], "w") as f:
         f.write("".join(pre))
     for k in ("ft.jsonl", "scratch.jsonl"):
@@ -79,8 +80,8 @@ def main():
     kept = "".join(c for c in text if c in known)
     with open(path["new.txt"], "w") as f:
         f.write(kept)
-    print(f"2. new corpus: the start of {len(new)} other file{'s' * (len(new) > 1)} ({len(kept):,} characters; {len(text) - len(kept)} characters "
-          "the pre-trained tokenizer does not know removed)")
+    print(f"2. new corpus: the start of {len(new)} other file{'s' * (len(new) > 1)} ({len(kept):,} characters; "
+          f"{len(text) - len(kept)} characters the pre-trained tokenizer does not know removed)")
     run("train", "--init", path["pre.npz"], "--corpus", path["new.txt"], "--steps", args.steps,
         "--out", path["ft.npz"], "--log", path["ft.jsonl"], *common)
     run("train", "--corpus", path["new.txt"], "--steps", args.steps, "--out", path["scratch.npz"],

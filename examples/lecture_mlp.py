@@ -80,7 +80,8 @@ def fmt(v):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backend", default=None, help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
+    p.add_argument("--backend", default=None,
+                   help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
     gd.set_backend(p.parse_args().backend)
     rng = np.random.default_rng(0)
     alpha0 = rng.uniform(-1, 1, (D, M))

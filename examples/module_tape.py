@@ -112,7 +112,8 @@ def run_tape(x0, y0, W, accumulate=True):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backend", default=None, help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
+    p.add_argument("--backend", default=None,
+                   help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
     gd.set_backend(p.parse_args().backend)
     rng = np.random.default_rng(0)
     x0, y0 = rng.standard_normal(4), np.eye(3)[2]
