@@ -15,14 +15,16 @@ with graphdiff's ops, so the backward pass becomes more graph (g.gradients), whi
 differentiated again (hvp, hessian, jvp). Tracing, shape and NaN checks wrap a Run's methods when it is
 set up; they are not written into the loops.
 """
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
 
+from . import codegen
 from .backend import SCALAR
 from .errors import DTypeError, GraphError, NonFiniteError, ShapeError
-from .execution import (FLOATS, SCALAR_FAILS, as_arrays, bulk, check_member, compute, forward,  # noqa: F401
-                        ranges, scalar_graph, state, topological_order)
+from .execution import (FLOATS, SCALAR_FAILS, as_arrays, bulk, check_member, compiled_after,  # noqa: F401
+                        compute, forward, ranges, scalar_graph, state, topological_order)
 from .graph import Node, describe
 from .ops import NODES, add_n, sum as _sum
 
@@ -93,7 +95,7 @@ class Plan:
     for Version B; order: every node y depends on; wrt: the targets; src/dst: positions in order of each
     edge, for the staleness check."""
 
-    __slots__ = ("y", "order", "active", "pulls", "pushes", "wrt", "src", "dst", "floats")
+    __slots__ = ("y", "order", "active", "pulls", "pushes", "wrt", "src", "dst", "floats", "rules", "compiled")
 
 
 @bulk
@@ -149,33 +151,35 @@ def plan_for(graph, y, wrt):
     plan.src = np.fromiter((pos[p] for u in order for p in u.inputs), dtype=np.int64)
     plan.dst = np.fromiter((pos[u] for u in order for _ in u.inputs), dtype=np.int64)
     plan.floats = scalar_graph(graph, order)
+    plan.rules, plan.compiled = {}, {}
     st.cache[key] = plan
     return plan
 
 
 # --- runs: what a contribution is ----------------------------------------------------------------------------
 class Run:
-    """A numeric backward: each node's VJP rule bound to the backend once per run (two-stage rules compute
-    their shared work then), contributions added as arrays. kept: nodes whose adjoints are not freed."""
+    """A numeric backward: each node's VJP rule bound to the backend F (once per plan), its input values
+    gathered once per run (two-stage rules compute their shared work then), contributions added as arrays.
+    kept: nodes whose adjoints are not freed."""
 
-    def __init__(self, F, kept, residuals):
-        self.F, self.kept, self.residuals = F, kept, residuals
+    def __init__(self, F, kept, residuals, rules):
+        self.F, self.kept, self.residuals, self.rules = F, kept, residuals, rules
         self.stages = {}
 
     def vjp(self, u, i, g):
         stage = self.stages.get(u)
         if stage is None:
             stage = self.stages[u] = self.bind(u)
-        return stage(i, g)
+        rule, xs, out = stage
+        return rule(i, g, xs, out)
 
     def bind(self, u):
-        """u's VJP for one run, as a function of (slot, cotangent)."""
-        spec, F, attrs = u.spec, self.F, u.attrs
-        xs = tuple(p.out for p in u.inputs)
-        if spec.make_vjp is not None:
-            return spec.make_vjp(F, xs, u.out, self.residuals.get(u.index), **attrs)
-        vjp, out = spec.vjp, u.out
-        return lambda i, g: vjp(F, i, g, xs, out, **attrs)
+        """(rule, input values, output value) for u in this run; a two-stage rule's shared work runs here."""
+        rule = self.rules[u]
+        if u.spec.make_vjp is None:
+            return rule, [p.out for p in u.inputs], u.out
+        per_slot = rule([p.out for p in u.inputs], u.out, self.residuals.get(u.index))
+        return (lambda i, g, xs, out: per_slot(i, g)), None, None
 
     @staticmethod
     def total(parts):
@@ -197,19 +201,35 @@ class Run:
             del adj[u]
 
 
+def bound_rules(plan, F):
+    """{node: its VJP rule with F and the node's attrs bound}, for the nodes of plan that push or are pulled
+    from; cached on the plan per backend (binding is per node, and plans are reused run after run)."""
+    rules = plan.rules.get(F.name)
+    if rules is None:
+        rules = plan.rules[F.name] = {}
+        for u, slots in plan.pushes:
+            if slots:
+                spec = u.spec
+                if spec.make_vjp is not None:
+                    rules[u] = partial(spec.make_vjp, F, **u.attrs)
+                else:
+                    rules[u] = partial(spec.vjp, F, **u.attrs)
+    return rules
+
+
 class SymbolicRun(Run):
     """A symbolic backward: the same rules on Nodes, with graphdiff's ops as F. Version A gives each node
     one add_n over its children's contributions, Version B a chain of adds in push order."""
 
-    def __init__(self, kept):
-        super().__init__(NODES, kept, {})
+    def __init__(self, plan, kept):
+        super().__init__(NODES, kept, {}, bound_rules(plan, NODES))
 
     def bind(self, u):
-        spec, attrs = u.spec, u.attrs
-        if spec.make_vjp is not None:
-            return spec.make_vjp(NODES, u.inputs, u, None, **attrs)
-        vjp, xs = spec.vjp, u.inputs
-        return lambda i, g: vjp(NODES, i, g, xs, u, **attrs)
+        rule = self.rules[u]
+        if u.spec.make_vjp is None:
+            return rule, u.inputs, u
+        per_slot = rule(u.inputs, u, None)
+        return (lambda i, g, xs, out: per_slot(i, g)), None, None
 
     @staticmethod
     def total(parts):
@@ -315,21 +335,9 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
     loop = LOOPS[variant]
     adj = None
     if plan.floats and not check and plan.active:
-        events = []                             # held back until the float run succeeds
-        run = Run(SCALAR, kept, st.residuals)
-        if emit is not None:
-            traced(run, events.append)
-        try:
-            adj = loop(plan, float(seed), run)
-        except SCALAR_FAILS:                    # inf or nan ahead: NumPy's semantics take over
-            adj = None
-            as_arrays(plan.order)
-        else:
-            for e in events:
-                emit(e)
-            adj = {k: np.float64(v) for k, v in adj.items()}
+        adj = _float_backward(plan, variant, seed, kept, emit, retain_grads, st)
     if adj is None:
-        run = Run(F, kept, st.residuals)
+        run = Run(F, kept, st.residuals, bound_rules(plan, F))
         checked(run, shapes=True, finite=check)
         if emit is not None:
             traced(run, emit)
@@ -346,6 +354,31 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
         holders += plan.active
     st.with_grad = holders
     return {n: n.grad for n in plan.wrt}
+
+
+def _float_backward(plan, variant, seed, kept, emit, retain_grads, st):
+    """The backward on Python floats: the variant loop compiled into one function (codegen) or, when
+    traced, run with the float backend; None where floats meet inf or NaN (NumPy takes over)."""
+    loop = LOOPS[variant]
+    compiled = None
+    if emit is None:
+        compiled = compiled_after(plan.compiled, (variant, retain_grads), codegen.compile_backward, plan, loop,
+                                  kept)
+    events = []                                 # held back until the float run succeeds
+    try:
+        if compiled:
+            adj = compiled(plan.order, float(seed))
+        else:
+            run = Run(SCALAR, kept, st.residuals, bound_rules(plan, SCALAR))
+            if emit is not None:
+                traced(run, events.append)
+            adj = loop(plan, float(seed), run)
+    except SCALAR_FAILS:
+        as_arrays(plan.order)
+        return None
+    for e in events:
+        emit(e)
+    return {k: np.float64(v) for k, v in adj.items()}
 
 
 def check_current(y, plan):
@@ -390,7 +423,7 @@ def gradients(graph, y, wrt, variant="children", seed=None):
             seed = graph.constant(np.ones((), dtype=y.dtype), name="seed")
         else:
             seed = graph.constant(np.asarray(seed, dtype=y.dtype), name="seed")
-        run = SymbolicRun(set(plan.wrt))
+        run = SymbolicRun(plan, set(plan.wrt))
         checked(run, shapes=True, finite=False)
         adj = LOOPS[variant](plan, seed, run) if plan.active else {}
         grads = [adj.get(n) for n in wrt]

@@ -14,6 +14,7 @@ from functools import partial, wraps
 
 import numpy as np
 
+from . import codegen
 from .backend import SCALAR
 from .errors import GraphError, NonFiniteError
 from .graph import Node, describe
@@ -133,18 +134,53 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True):
         for n in leaves:
             check_value(n, graph.backend)
     stamp = max((n.stamp for n in leaves), default=0)   # every value computed now is from these leaves
-    if not check and scalar_graph(graph, order):
-        for n in leaves:                    # leaves as Python floats; op nodes get floats from the rules
-            if type(n.out) is not float:
-                n.out = float(n.out)
+    if not check and _floats(graph, st, order):
         try:
-            _run(_steps(graph, st, order, SCALAR, False), stamp, resample, explain=False)
+            _float_forward(graph, st, order, stamp, resample)
         except SCALAR_FAILS:                # inf or nan ahead: NumPy's semantics take over
             as_arrays(order)
         else:
             return _result(single, outs)
     _run(_steps(graph, st, order, graph.backend, check), stamp, resample)
     return _result(single, outs)
+
+
+def _floats(graph, st, order):
+    key = ("floats", id(order))
+    if key not in st.cache:
+        st.cache[key] = scalar_graph(graph, order)
+    return st.cache[key]
+
+
+def _float_forward(graph, st, order, stamp, resample):
+    """The forward on Python floats: the steps one by one, or, once this order has run a few times, one
+    compiled function (codegen)."""
+    run = compiled_after(st.cache, ("code", id(order)), codegen.compile_forward, order)
+    if run:
+        for n, v in zip(_op_nodes(st, order), run(order)):
+            n.out, n.stamp = v, stamp
+        return
+    for n in _leaves(st, order):           # leaves as Python floats; op nodes get floats from the rules
+        if type(n.out) is not float:
+            n.out = float(n.out)
+    _run(_steps(graph, st, order, SCALAR, False), stamp, resample, explain=False)
+
+
+def compiled_after(cache, key, build, *args):
+    """The compiled function cached under key, compiled on the COMPILE_AFTER-th call; None before that,
+    False when it cannot be compiled."""
+    got = cache.get(key, 0)
+    if isinstance(got, int):
+        got = cache[key] = got + 1 if got + 1 < codegen.COMPILE_AFTER else codegen.compile_or_none(build, *args)
+    return None if isinstance(got, int) else got
+
+
+def _op_nodes(st, order):
+    key = ("ops", id(order))
+    ops = st.cache.get(key)
+    if ops is None:
+        ops = st.cache[key] = [n for n in order if n.spec is not None]
+    return ops
 
 
 def _result(single, outs):

@@ -105,6 +105,8 @@ class Node:
             raise GraphError(f"'{self.name}' is computed by {self.op}; only inputs and params take values")
         self.out = self.graph.as_value(self, new)
         self.stamp = self.graph.tick()
+        if self.graph.eager:                  # micrograd-style: every value follows at once
+            self.graph.forward()
 
     @property
     def requires_grad(self):
@@ -142,9 +144,34 @@ class Node:
         """The value of a one-element node as a Python number."""
         return self.numpy().item()
 
+    def backward(self, variant="children", retain_grads=None, **kwargs):
+        """g.backward(this node, ...), micrograd's c.backward(): in an eager graph every node on the way
+        keeps its .grad too (retain_grads), as micrograd's Values do."""
+        retain = self.graph.eager if retain_grads is None else retain_grads
+        return self.graph.backward(self, variant=variant, retain_grads=retain, **kwargs)
+
+    def __float__(self):
+        if self.out is None:
+            raise GraphError(f"node '{self.name}' has no value yet; run g.forward first (or use an eager graph)")
+        if self.shape and self.size != 1:
+            raise TypeError(f"float() of node '{self.name}' with shape {self.shape}; only one-element nodes")
+        return float(to_numpy(self).reshape(()))
+
     def __repr__(self):
         what = self.kind if self.op is None else self.op
         return f"<Node '{self.name}' {what} {describe(self.shape, self.dtype)}>"
+
+    def __str__(self):
+        """What print shows: name, op, shape and, once known, the value and the gradient."""
+        def show(v):
+            if v is None:
+                return "None"
+            v = to_numpy(v)
+            return f"{float(v):.6g}" if v.ndim == 0 else np.array2string(
+                v, precision=4, threshold=8, separator=", ").replace("\n", "")
+        what = self.kind if self.op is None else self.op
+        return (f"Node('{self.name}', {what}, {describe(self.shape, self.dtype)}, value={show(self.out)}, "
+                f"grad={show(self.grad)})")
 
     def __bool__(self):
         raise GraphError(f"the truth value of node '{self.name}' is not known while building the graph; "

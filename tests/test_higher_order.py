@@ -191,3 +191,15 @@ def test_tiny_gpt_hvp_matches_pytorch_double_backward(variant):
     want = torch.autograd.grad(dot, [P[n] for n in names])
     for n, h, w in zip(names, got, want):
         np.testing.assert_allclose(gd.to_numpy(h), w.numpy(), rtol=1e-7, atol=1e-10, err_msg=n)
+
+
+def test_readme_backward_graph_block_runs_after_the_first_graph():
+    import pathlib
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    first = text.split("## A first graph", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    block = text.split("### The backward pass as a graph", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    scope = {}
+    exec(first + block, scope)
+    g, W, loss = scope["g"], scope["W"], scope["loss"]
+    dW = scope["dW"]
+    np.testing.assert_allclose(g.forward(outputs=dW), g.backward(loss, wrt=W)[W], rtol=1e-12)

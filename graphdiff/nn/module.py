@@ -215,9 +215,8 @@ class Program:
             a list of output values (backend arrays) in the order of `outputs`.
         """
         g = self.graph
-        for node, p in self.bindings:
-            if node.value is not p.data:      # rebind only after an optimizer step replaced it
-                node.value = p.data
+        for node, p in self.bindings:         # the graph owns a copy: in-place changes to p.data count too
+            node.value = p.data
         g.training = self.module.training
         want = [self.outputs[k] for k in outputs]
         vals = g.forward({self.inputs[k]: v for k, v in feeds.items()}, outputs=want)

@@ -1,23 +1,58 @@
 """Optimizers (SGD with momentum, AdamW), gradient clipping, and the warm-up + cosine schedule.
 
 Updates use only array-API arithmetic on `Parameter.data` / `.grad`, so they run on every backend. Each
-step replaces p.data with a new array (see module.py on how graphs pick it up).
+step replaces p.data with a new array (see module.py on how graphs pick it up). They take a Module, its
+parameters, or the param Nodes of a raw graph (`SGD(g.params(), lr=0.1)`).
 """
 import math
 
 import numpy as np
 
 from ..backend import backend_of, to_numpy
+from ..errors import GraphError
+from ..graph import Node
 from .module import Module
 
 
+class NodeParam:
+    """A graph's param node seen as a Parameter: .data is its value (assigning it sets the node's value,
+    which the next forward uses) and .grad its gradient, so optimizers train raw graphs too."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node):
+        self.node = node
+
+    @property
+    def data(self):
+        return self.node.value
+
+    @data.setter
+    def data(self, value):
+        self.node.value = value
+
+    @property
+    def grad(self):
+        return self.node.grad
+
+    @grad.setter
+    def grad(self, value):
+        self.node.grad = value
+
+
 def _named(params):
+    """[(name, parameter)] from a Module, Parameters, (name, Parameter) pairs or a graph's param Nodes."""
     if isinstance(params, Module):
         return list(params.named_parameters())
-    params = list(params)
-    if params and not isinstance(params[0], tuple):
-        return [(str(k), p) for k, p in enumerate(params)]
-    return params
+    out = []
+    for k, p in enumerate(params):
+        name, p = p if isinstance(p, tuple) else (None, p)
+        if isinstance(p, Node):
+            if p.kind != "param":
+                raise GraphError(f"optimizers update params; '{p.name}' is a {p.kind}: pass g.params()")
+            name, p = name or p.name, NodeParam(p)
+        out.append((str(k) if name is None else name, p))
+    return out
 
 
 class Optimizer:

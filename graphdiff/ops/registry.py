@@ -50,6 +50,10 @@ class OpDef:
         self.random = random
         self.doc = (cls.__doc__ or "").strip()
 
+    def __call__(self, *args, name=None, **attrs):
+        """Build a node of this op: softplus(x) for an op registered as softplus = gd.op("softplus")(...)."""
+        return apply(self, args, attrs, name)
+
     def slot_kinds(self, n):
         if self.arity is not None and n != self.arity:
             raise GraphError(f"op {self.name} takes {self.arity} inputs, got {n}")
@@ -96,7 +100,19 @@ def op(name, arity=1, slots="float", differentiable=True, random=False):
 
 
 def apply(spec, args, attrs=None, name=None):
-    """Add a node computing spec(*args) to the graph of the Node arguments; numbers become constants."""
+    """Add a node computing spec(*args) to the graph of the Node arguments; numbers become constants.
+
+    Args:
+        spec: a registered op (what @op returns) or its name.
+        args: the inputs: a Node, or a list of Nodes, arrays and numbers.
+        attrs: the op's static arguments ({"axis": 1}).
+    """
+    if isinstance(spec, str):
+        if spec not in REGISTRY:
+            raise GraphError(f"no op named {spec!r}; register it with @gd.op({spec!r}) first")
+        spec = REGISTRY[spec]
+    if isinstance(args, Node):
+        args = (args,)
     graph, wrap = None, False
     for a in args:
         if not isinstance(a, Node):

@@ -206,9 +206,9 @@ class Matmul:
     def vjp(F, i, g, xs, out):                    # dA = dC B^T, dB = A^T dC (on the 2-d view)
         a, b = xs
         if len(b.shape) == 2 and len(a.shape) > 2:   # fold the batch axes into rows: dB = A2^T dC2
-            if i == 0:
-                return F.matmul(g, F.matrix_transpose(b))
             k, m = b.shape
+            if i == 0:                             # dA = dC B^T as one 2-d GEMM too
+                return F.reshape(F.matmul(F.reshape(g, (-1, m)), F.matrix_transpose(b)), a.shape)
             return F.matmul(F.matrix_transpose(F.reshape(a, (-1, k))), F.reshape(g, (-1, m)))
         a2 = F.reshape(a, (1,) + a.shape) if len(a.shape) == 1 else a
         b2 = F.reshape(b, b.shape + (1,)) if len(b.shape) == 1 else b

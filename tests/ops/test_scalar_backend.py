@@ -93,3 +93,29 @@ def test_where_numpy_gives_inf_or_nan_the_floats_step_aside():
     assert math.isnan(y.value) and type(y.out) is not float     # NumPy's answer, not a ValueError from math
     np.testing.assert_array_equal([x.grad, z.grad], [ax.grad[0], az.grad[0]])   # NaN where NumPy has NaN
     assert len([e for e in events if e.kind == "final"]) == len({e.node for e in events if e.kind == "final"})
+
+
+@pytest.mark.parametrize("variant", gd.VARIANTS)
+def test_repeated_runs_compile_to_straight_line_code_with_the_same_numbers(variant):
+    """From the COMPILE_AFTER-th run on, forward and backward are one compiled function each (the rules and
+    the variant loop traced into Python source); numbers stay equal to the interpreted run's, and where
+    floats meet inf the NumPy run still takes over."""
+    from graphdiff import autodiff, codegen
+    g = gd.Graph(dtype="float64")
+    x, w = g.param("x", 0.5), g.param("w", 1.3)
+    h = x
+    for _ in range(5):
+        h = gd.tanh(h * w + 0.1) + gd.relu(h) * gd.sigmoid(w) + gd.gelu(h) / (1.0 + w * w)
+    y = gd.log(h * h + 1.0 + gd.exp(w * 10.0))
+    runs = []
+    for _ in range(codegen.COMPILE_AFTER + 2):
+        g.forward(outputs=y)
+        runs.append((float(y.value), *[float(v) for v in g.backward(y, variant=variant).values()]))
+    assert autodiff.plan_for(g, y, None).compiled[(variant, False)]      # a function, not a count
+    assert all(r == pytest.approx(runs[0], rel=1e-14) for r in runs)
+    w.value = 1e3                                                       # exp(1e4) overflows in the floats
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        g.forward(outputs=y)
+        g.backward(y, variant=variant)
+    assert type(y.out) is not float and float(y.value) == np.inf        # NumPy's answer, not OverflowError

@@ -1,0 +1,191 @@
+"""Straight-line Python for float graphs (every node a 0-d float64 on NumPy), where dispatching each node
+through the engine would cost more than its arithmetic.
+
+The ops' own rules run once on symbolic floats (Expr: Python source text) with a namespace `CODE` that
+writes the math module's calls, and the result is compiled into one function per forward order or
+backward plan. For the backward, the variant loops themselves (autodiff.version_a / version_b) run with a
+CodeRun, so the function is the literal trace of Version A or Version B: same edges, same order, same sums.
+No rule is written twice. Where math meets inf or NaN it raises, and the engine reruns on NumPy.
+"""
+import math
+
+from .backend import SCALAR
+
+MAX_NODES = 50_000          # beyond this, compiling costs more than it saves: the engine interprets
+COMPILE_AFTER = 3           # compiling costs ~10 us a node, a compiled run saves ~1.5 us a node: compile
+                            # what runs again and again (training loops), not what runs once (eager use)
+
+
+class Expr:
+    """A float known only by the Python source that computes it."""
+
+    __slots__ = ("src",)
+
+    def __init__(self, src):
+        self.src = src
+
+    def __bool__(self):             # a rule that branches on a value cannot be traced: interpret instead
+        raise TypeError("a data-dependent branch cannot be compiled")
+
+    def _op(op, swap=False):
+        def f(a, b):
+            x, y = (b, a) if swap else (a, b)
+            return Expr(f"({src(x)} {op} {src(y)})")
+        return f
+
+    __add__, __radd__ = _op("+"), _op("+", True)
+    __sub__, __rsub__ = _op("-"), _op("-", True)
+    __mul__, __rmul__ = _op("*"), _op("*", True)
+    __truediv__, __rtruediv__ = _op("/"), _op("/", True)
+    __gt__, __lt__, __ge__, __le__ = _op(">"), _op("<"), _op(">="), _op("<=")
+    del _op
+
+    def __pow__(self, b):
+        return call("pow_", self, b)
+
+    def __rpow__(self, a):
+        return call("pow_", a, self)
+
+    def __neg__(self):
+        return Expr(f"(-{self.src})")
+
+
+def src(x):
+    if isinstance(x, Expr):
+        return x.src
+    if isinstance(x, bool):
+        return repr(x)
+    x = float(x)
+    return repr(x) if math.isfinite(x) else ("nan" if x != x else ("inf" if x > 0 else "(-inf)"))
+
+
+def call(name, *args):
+    return Expr(f"{name}({', '.join(src(a) for a in args)})")
+
+
+class Code:
+    """F for tracing: the ScalarBackend's functions, written as calls instead of made."""
+
+    name = "code"
+
+    def __getattr__(self, fname):
+        if fname in _CALLS:
+            return lambda *args, **_: call(_CALLS[fname], *args)
+        raise AttributeError(fname)
+
+    @staticmethod
+    def where(cond, a, b):
+        return Expr(f"({src(a)} if {src(cond)} else {src(b)})")
+
+    @staticmethod
+    def equal(a, b):
+        return Expr(f"({src(a)} == {src(b)})")
+
+    @staticmethod
+    def logical_and(a, b):
+        return Expr(f"({src(a)} and {src(b)})")
+
+    shape, unbroadcast = staticmethod(SCALAR.shape), staticmethod(SCALAR.unbroadcast)
+    reshape = broadcast_to = staticmethod(SCALAR.reshape)
+    sum = mean = max = staticmethod(SCALAR.sum)
+
+    @staticmethod
+    def astype_like(x, like):
+        return call("float", x)
+
+
+_CALLS = {"exp": "exp", "log": "log", "sqrt": "sqrt", "tanh": "tanh", "erf": "erf", "pow": "pow_",
+          "abs": "abs", "maximum": "maximum_", "minimum": "minimum_", "sign": "sign_"}
+CODE = Code()
+NAMESPACE = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "tanh": math.tanh, "erf": math.erf,
+             "pow_": math.pow, "maximum_": SCALAR.maximum, "minimum_": SCALAR.minimum, "sign_": SCALAR.sign,
+             "inf": math.inf, "nan": math.nan}
+
+
+def compile_or_none(build, subject, *args):
+    """build(subject, ...) or False when it cannot be compiled (too big, or a rule branches on a value)."""
+    size = len(subject) if isinstance(subject, list) else len(subject.order)
+    if size > MAX_NODES:
+        return False
+    try:
+        return build(subject, *args)
+    except (TypeError, AttributeError, ValueError, ArithmeticError, RecursionError, MemoryError):
+        return False
+
+
+def _compile(lines, name):
+    code = compile("\n".join(lines) + "\n", f"<graphdiff {name}>", "exec")
+    scope = dict(NAMESPACE)
+    exec(code, scope)
+    return scope["run"]
+
+
+def compile_forward(order):
+    """run(N) -> the values of order's op nodes, computed on floats from the leaves' values (N: order)."""
+    lines, names, outs = ["def run(N):"], {}, []
+    for k, n in enumerate(order):
+        names[n] = v = f"x{k}"
+        if n.spec is None:
+            lines.append(f" {v} = float(N[{k}].out)")
+        else:
+            out = n.spec.forward(CODE, *[Expr(names[p]) for p in n.inputs], **n.attrs)
+            lines.append(f" {v} = {src(out)}")
+            outs.append(v)
+    lines.append(f" return ({''.join(v + ', ' for v in outs)})")
+    return _compile(lines, "forward")
+
+
+class CodeRun:
+    """The Run a variant loop traces into code: each contribution, sum and += becomes one statement."""
+
+    def __init__(self, plan, kept):
+        self.kept = kept
+        self.pos = {n: k for k, n in enumerate(plan.order)}
+        self.lines, self.loads, self.stages, self.count = [], set(), {}, 0
+
+    def value(self, n):
+        k = self.pos[n]
+        self.loads.add(k)
+        return Expr(f"x{k}")
+
+    def emit(self, expr):
+        self.count += 1
+        name = f"t{self.count}"
+        self.lines.append(f" {name} = {src(expr)}")
+        return Expr(name)
+
+    def vjp(self, u, i, g):
+        stage = self.stages.get(u)
+        if stage is None:
+            spec, xs, out = u.spec, [self.value(p) for p in u.inputs], self.value(u)
+            if spec.make_vjp is not None:
+                stage = spec.make_vjp(CODE, xs, out, None, **u.attrs)
+            else:
+                stage = (lambda i, g, vjp=spec.vjp, attrs=u.attrs: vjp(CODE, i, g, xs, out, **attrs))
+            self.stages[u] = stage
+        return self.emit(stage(i, g))
+
+    def total(self, parts):
+        return self.emit(Expr(" + ".join(src(p) for p in parts))) if len(parts) > 1 else parts[0]
+
+    def accumulate(self, prev, c):
+        return c if prev is None else self.emit(prev + c)
+
+    def final(self, v):
+        pass
+
+    def free(self, adj, u):
+        self.stages.pop(u, None)
+        if u not in self.kept:
+            del adj[u]
+
+
+def compile_backward(plan, loop, kept):
+    """run(N, seed) -> {node: adjoint} for the nodes in kept: `loop` (Version A or B) traced into code."""
+    run = CodeRun(plan, kept)
+    adj = loop(plan, Expr("seed"), run)
+    held = [n for n in plan.order if n in adj]
+    body = [f" x{k} = float(N[{k}].out)" for k in sorted(run.loads)] + run.lines
+    body.append(f" return ({''.join(src(adj[n]) + ', ' for n in held)})")
+    fn = _compile(["def run(N, seed):"] + body, "backward")
+    return lambda nodes, seed: dict(zip(held, fn(nodes, seed)))
