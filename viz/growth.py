@@ -169,7 +169,7 @@ def _position(node):
     return int(top[1:]) if top[:1] == "t" and top[1:].isdigit() else None
 
 
-def render_small(kind, T, path, config=CONFIG, formats=("svg", "png")):
+def render_small(kind, T, path, config=CONFIG, formats=("svg", "png"), renderer="auto"):
     """Render the unrolled graph of `kind` at length T (with the config's "render" sizes, stated in the
     title): a cluster per position, in order, attention edges coloured. Returns the paths written."""
     from .dot import render, to_dot
@@ -188,7 +188,7 @@ def render_small(kind, T, path, config=CONFIG, formats=("svg", "png")):
     dot = to_dot(u.loss, rankdir="LR" if kind == "rnn" else "TB", clusters="top", fields=("name", "op", "shape"),
                  title=title, edge_style=attention_edges(u.graph), max_nodes=None)
     _keep_positions_in_order(dot, u)
-    return [render(dot, path, format=f) for f in formats]
+    return [render(dot, path, format=f, renderer=renderer) for f in formats]
 
 
 def _keep_positions_in_order(dot, u):

@@ -114,7 +114,8 @@ class Tour:
             renders = []
             for kind in ("rnn", "transformer"):
                 R = self.cfg["render_len"]
-                renders.append(os.path.basename(growth.render_small(kind, R, self.path(f"{kind}_T{R}"))[0]))
+                renders.append(os.path.basename(growth.render_small(kind, R, self.path(f"{kind}_T{R}"),
+                                                                    renderer=self.renderer)[0]))
                 bar.update(1)
         k = result["exponents"]
         table = _table(("T", "RNN edges", "RNN depth", "Transformer edges", "attention edges", "per-position edges",

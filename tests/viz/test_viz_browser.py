@@ -82,7 +82,7 @@ def test_text_fits_its_box_in_every_diagram_kind(browser, tmp_path, renderer):
             problems[f"{name} backward {variant}"] = _fit(browser, viz.render(dot, tmp_path / f"{name}-bw-{variant}",
                                                                                renderer=renderer))
     for kind in ("rnn", "transformer"):
-        path = growth.render_small(kind, 4, tmp_path / f"{kind}_T4", formats=("svg",))[0]
+        path = growth.render_small(kind, 4, tmp_path / f"{kind}_T4", formats=("svg",), renderer=renderer)[0]
         problems[f"{kind}_T4"] = _fit(browser, path)
     for name in ("mlp", "shared"):
         g, y = gallery.build(name)
