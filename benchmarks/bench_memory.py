@@ -3,12 +3,14 @@ hand-written NumPy step and HIPS autograd), measured as RSS growth in a fresh su
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_memory.py [--quick]
 
-Method (Linux): each engine runs in its own fresh process, alternating engines over --repeats rounds. After
-the model and the batch exist, the process writes "5" to /proc/self/clear_refs (resets the peak RSS,
-VmHWM), reads VmRSS, runs one step and reads VmHWM: the growth is VmHWM - VmRSS before the step. "first"
-is the first step (graphdiff builds and plans its graph in it); "steady" is the step after 4 more, when
-caches, compiled plans and the allocator are warm. RSS counts what malloc holds, so NumPy temporaries
-that glibc keeps for reuse count as much as PyTorch's own allocator's blocks: it is what the OS sees.
+Method (Linux): each engine runs in its own fresh process, alternating engines over --repeats rounds. Once
+the model and the batch exist, the process reads VmRSS (the base); before a measured step it writes "5"
+to /proc/self/clear_refs (which resets the peak RSS, VmHWM), and after it reads VmHWM: the figure is
+VmHWM - base, the peak the step needs on top of the model. "first" is the first step (graphdiff builds
+and plans its graph in it); "steady" is the 5th, when caches, compiled plans and the allocator are warm;
+"retained" is VmRSS - base after it (what stays between steps). RSS counts what malloc holds, so NumPy
+temporaries that glibc keeps for reuse count as much as PyTorch's own allocator's blocks: it is what the
+OS sees (not tracemalloc, not torch's allocator statistics).
 Writes benchmarks/results/memory.json.
 """
 import argparse
@@ -73,15 +75,15 @@ def measure(engine, config, quick):
             vg(Pa)
     else:
         raise ValueError(engine)
-    out = {}
-    for label, before_steps in (("first", 0), ("steady", 4)):
+    base = _status("VmRSS")             # the model, its weights and the batch exist; no step has run
+    out = {"rss_before": base}
+    for label, before_steps in (("first", 0), ("steady", 3)):
         for _ in range(before_steps):
             step()
         _reset_peak()
-        rss = _status("VmRSS")
         step()
-        out[label] = _status("VmHWM") - rss
-        out[label + "_rss_before"] = rss
+        out[label] = _status("VmHWM") - base
+    out["retained"] = _status("VmRSS") - base
     return out
 
 
@@ -107,18 +109,20 @@ def main():
                     ["--quick"] if args.quick else [])
                 res = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 got[e].append(json.loads(res.stdout.strip().splitlines()[-1]))
-        for phase in ("first", "steady"):
-            rows += [{"case": f"{config} {phase} step", "config": config, "phase": phase, "engine": e,
-                      "samples": [x[phase] for x in got[e]],
-                      "rss_before": [x[phase + "_rss_before"] for x in got[e]]} for e in args.engines]
+        for phase in ("first", "steady", "retained"):
+            rows += [{"case": f"{config} {phase}", "config": config, "phase": phase, "engine": e,
+                      "samples": [x[phase] for x in got[e]], "rss_before": [x["rss_before"] for x in got[e]]}
+                     for e in args.engines]
     import numpy  # noqa: F401
     import torch  # noqa: F401
+    common.set_threads(1)        # as in the measuring processes, so the machine line says so
     info = common.machine(threads=1)
     print(common.machine_line(info))
     common.table(rows, unit="MB", scale=1 / 2 ** 20)
     common.write("memory", {"benchmark": "memory", "machine": info, "quick": args.quick, "repeats": repeats,
-                            "method": "peak RSS growth over one step (VmHWM after - VmRSS before, peak reset "
-                                      "through /proc/self/clear_refs) in a fresh subprocess per engine; bytes",
+                            "method": "peak RSS over one step above the RSS once the model and batch exist (VmHWM - "
+                                      "base, peak reset through /proc/self/clear_refs) in a fresh subprocess "
+                                      "per engine; first and 5th (steady) step; retained = RSS after - base; bytes",
                             "configs": {c: CONFIGS[c] for c in args.configs}, "rows": rows}, args.json)
 
 

@@ -134,8 +134,10 @@ def summary(samples):
 
 def ratio(a, b):
     """graphdiff/peer: ratio of medians, and the min-max of the per-round (paired) ratios."""
-    paired = [x / y for x, y in zip(a, b)]
-    return {"median_ratio": statistics.median(a) / statistics.median(b), "paired_min": min(paired),
+    def div(x, y):
+        return x / y if y else float("nan")
+    paired = [div(x, y) for x, y in zip(a, b)]
+    return {"median_ratio": div(statistics.median(a), statistics.median(b)), "paired_min": min(paired),
             "paired_max": max(paired)}
 
 
