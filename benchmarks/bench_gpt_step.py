@@ -94,6 +94,8 @@ def main():
                 cfg.update(batch_size=2, block_size=min(cfg["block_size"], 16))
             fns, checks[f"{name}/{threads}"] = engines(cfg, args.engines)
             times = common.alternate(fns, rounds, warmup=1 if args.quick else 4)
+            print(f"{name} x{threads} thread: " + ", ".join(
+                f"{e} {common.summary(s)['median'] * 1e3:.1f} ms" for e, s in times.items()), flush=True)
             rows += [{"case": f"{name} x{threads} thread", "config": name, "threads": threads, "engine": e,
                       "samples": s} for e, s in times.items()]
     info = common.machine(threads=args.threads)

@@ -30,7 +30,7 @@ def main():
     p.add_argument("--json", default=None, help="result file (default benchmarks/results/gpu.json)")
     p.add_argument("--configs", nargs="+", default=None, choices=sorted(CONFIGS),
                    help="default: gpu small (smoke: tiny, shrunk)")
-    p.add_argument("--rounds", type=int, default=None, help="timed rounds (default 15, smoke 2)")
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds (default 30, smoke 2)")
     p.add_argument("--no-tf32", action="store_true", help="leave out the PyTorch TF32 row")
     args = p.parse_args()
     import torch
@@ -43,7 +43,7 @@ def main():
         sys.exit("the CuPy stand-in is on the path: timings would be NumPy's; run with --smoke, or on a GPU")
     device = "cuda" if torch.cuda.is_available() and not standin else "cpu"
     configs = args.configs or (["tiny"] if args.smoke else ["gpu", "small"])
-    rounds = args.rounds or (2 if args.smoke else 15)
+    rounds = args.rounds or (2 if args.smoke else 30)
     tf32 = device == "cuda" and not args.no_tf32
     if device == "cpu":
         common.set_threads(1)
