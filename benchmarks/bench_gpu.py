@@ -94,7 +94,7 @@ def main():
         memory[name] = {"cupy_pool_total_bytes": int(pool().total_bytes()) if pool else None,
                         "torch_max_allocated_bytes": int(torch.cuda.max_memory_allocated())
                         if device == "cuda" else None}
-        del m, P
+        m = P = None            # the next config gets the memory (fns still hold the closures)
         if pool:
             pool().free_all_blocks()
         if device == "cuda":

@@ -70,8 +70,8 @@ def torch_loss(P, cfg, idx, targets, key_mask, pad_id=0):
     def mlp(x, p):
         return lin(TF.gelu(lin(x, p + ".c_fc"), approximate="tanh"), p + ".c_proj")
 
-    for l in range(cfg["n_layer"]):
-        p = f"h.{l}"
+    for li in range(cfg["n_layer"]):
+        p = f"h.{li}"
         x = x + attn(ln(x, p + ".ln_1"), p + ".attn")
         x = x + mlp(ln(x, p + ".ln_2"), p + ".mlp")
     logits = lin(ln(x, "ln_f"), "lm_head", bias=False)
@@ -87,8 +87,8 @@ def torch_greedy_logits(P, cfg, idx):
     hs = C // nh
     x = P["wte.weight"][idx] + P["wpe.weight"][:T]
     allowed = torch.tril(torch.ones(T, T, dtype=torch.bool))[None, None]
-    for l in range(cfg["n_layer"]):
-        p = f"h.{l}"
+    for li in range(cfg["n_layer"]):
+        p = f"h.{li}"
         h = TF.layer_norm(x, (C,), P[p + ".ln_1.weight"], P[p + ".ln_1.bias"], eps=1e-5)
         q, k, v = (h @ P[p + ".attn.c_attn.weight"] + P[p + ".attn.c_attn.bias"]).split(C, dim=2)
         q, k, v = (t.view(B, T, nh, hs).transpose(1, 2) for t in (q, k, v))
@@ -126,8 +126,8 @@ def autograd_loss(P, cfg, idx, targets, key_mask, pad_id=0):
         return e / anp.sum(e, axis=-1, keepdims=True)
 
     x = P["wte.weight"][idx] + P["wpe.weight"][:T]
-    for l in range(cfg["n_layer"]):
-        p = f"h.{l}"
+    for li in range(cfg["n_layer"]):
+        p = f"h.{li}"
         qkv = lin(ln(x, p + ".ln_1"), p + ".attn.c_attn").reshape(B, T, 3, nh, hs)
         q = anp.transpose(qkv[:, :, 0], (0, 2, 1, 3))
         k = anp.transpose(qkv[:, :, 1], (0, 2, 1, 3))
@@ -184,8 +184,8 @@ class NumpyGPT:
         allowed = np.tril(np.ones((T, T), dtype=bool))[None, None] & key_mask[:, None, None, :]  # (B,1,T,T)
         x = (P["wte.weight"][idx] + P["wpe.weight"][:T]).reshape(N, C)                            # (N, C)
         caches = []
-        for l in range(L):
-            p = f"h.{l}."
+        for li in range(L):
+            p = f"h.{li}."
             a, ln1 = _ln_fwd(x, P[p + "ln_1.weight"], P[p + "ln_1.bias"])                         # (N, C)
             qkv = a @ P[p + "attn.c_attn.weight"] + P[p + "attn.c_attn.bias"]                     # (N, 3C)
             qkv = qkv.reshape(B, T, 3, nh, hs).transpose(2, 0, 3, 1, 4)                            # (3,B,nh,T,hs)
@@ -221,9 +221,9 @@ class NumpyGPT:
         dlogits *= (valid / f(n_valid)).astype(self.dtype)[:, None]
         G["lm_head.weight"] = xf.T @ dlogits
         dx, G["ln_f.weight"], G["ln_f.bias"] = _ln_bwd(dlogits @ P["lm_head.weight"].T, lnf)
-        for l in reversed(range(L)):
-            p = f"h.{l}."
-            a, ln1, q, k, v, att, y, m, ln2, h, t, gelu = caches[l]
+        for li in reversed(range(L)):
+            p = f"h.{li}."
+            a, ln1, q, k, v, att, y, m, ln2, h, t, gelu = caches[li]
             # MLP
             G[p + "mlp.c_proj.weight"] = gelu.T @ dx
             G[p + "mlp.c_proj.bias"] = dx.sum(0)
