@@ -1,18 +1,25 @@
 """Per-node cost of forward + backward on scalar graphs, graphdiff beside micrograd, in one run.
 
     python benchmarks/bench_scalar.py            # needs `pip install -e ".[bench]"` for micrograd
+    python benchmarks/bench_scalar.py --quick    # a smoke run (seconds)
     python benchmarks/bench_scalar.py --chain-million   # also the 1,000,000-node chain (time and peak memory)
 
 Two workloads that micrograd can express too:
 - chain: h = relu(h * w + b), repeated; w and b are params shared by every step.
 - mlp:   micrograd's MLP(2, [16, 16, 1]) on a batch of points, mean squared error.
 
-micrograd builds its graph while computing (forward = build) and sorts it recursively in backward.
-graphdiff builds the graph once and re-runs it, so its steady state is forward + backward on a built
-graph; the first build is reported separately. Times are CPU time per op node (time.process_time, so
-other load on the machine counts less), the fastest of several repeats (noise only ever adds time). Each engine and workload runs in
-a fresh process with Python's garbage collector on, as users run them: in one shared process, the
-collector would walk graphdiff's built graph while micrograd allocates, and slow micrograd unfairly.
+micrograd builds its graph while computing (forward = build) and sorts it recursively in backward, so
+its only figure is build + run. graphdiff has two:
+- run alone: forward + backward of an already built graph, in the steady state: timed after 5 warm-up
+  runs (graphdiff compiles a float graph into straight-line code after the 3rd run of the same plan);
+- build + run: a fresh graph every time, as eager users work: "lazy" builds gd.Graph() then runs
+  forward + backward, "eager" builds gd.Graph(eager=True) (values computed as nodes are added) then runs
+  backward. Both pay for building the nodes and planning the new graph.
+Times are CPU time per op node (time.process_time, so other load on the machine counts less); the
+figures are the median and min-max over all repeats of all rounds. Each engine and workload runs in a
+fresh process with Python's garbage collector on, as users run them (in one shared process, the
+collector would walk graphdiff's built graph while micrograd allocates, and slow micrograd unfairly);
+the processes alternate engines round by round. Writes benchmarks/results/scalar.json.
 """
 import argparse
 import gc
@@ -25,21 +32,22 @@ import time
 
 import numpy as np
 
+import common
 import graphdiff as gd
 
 
-def _median_time(fn, repeat):
+def _times(fn, repeat):
     times = []
     for _ in range(repeat):
         t = time.process_time()
         fn()
         times.append(time.process_time() - t)
-    return min(times)           # the least disturbed run: other load only ever adds time
+    return times
 
 
 # --- the chain -------------------------------------------------------------------------------------------
-def chain_graphdiff(steps):
-    g = gd.Graph(dtype="float64")
+def chain_graphdiff(steps, eager=False):
+    g = gd.Graph(dtype="float64", eager=eager)
     x = g.param("x", 0.5)
     w, b = g.param("w", 0.9), g.param("b", 0.1)
     h = x
@@ -68,11 +76,11 @@ def mlp_data(n_points, seed=0):
     return X, y
 
 
-def mlp_graphdiff(n_points, sizes=(2, 16, 16, 1)):
+def mlp_graphdiff(n_points, sizes=(2, 16, 16, 1), eager=False):
     """micrograd's MLP, neuron by neuron, as a scalar graph: the same nodes micrograd makes."""
     X, Y = mlp_data(n_points)
     rng = np.random.default_rng(1)
-    g = gd.Graph(dtype="float64")
+    g = gd.Graph(dtype="float64", eager=eager)
     layers = []
     for k, (nin, nout) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append([([g.param(f"l{k}/n{j}/w{i}", rng.uniform(-1, 1)) for i in range(nin)],
@@ -137,23 +145,33 @@ WORKLOADS = {"chain": (chain_graphdiff, lambda n: chain_micrograd(n)[0]), "mlp":
 
 
 def measure(engine, workload, size, repeat):
-    """One engine on one workload, in this process: {"op_nodes", "us_per_node" or per variant, "build_us"}."""
+    """One engine on one workload, in this process: {"op_nodes", "<mode>": [us per node per repeat]}."""
     gd_build, mg_build = WORKLOADS[workload]
     if engine == "micrograd":
         run = mg_build(size)
         ops = count_micrograd_ops(run)
-        return {"op_nodes": ops, "us_per_node": _median_time(run, repeat) / ops * 1e6}
+        return {"op_nodes": ops, "build+run": [t / ops * 1e6 for t in _times(run, repeat)]}
     t = time.process_time()
     g, y, ops = gd_build(size)
-    row = {"op_nodes": ops, "build_us_per_node": (time.process_time() - t) / ops * 1e6}
-    g.forward(outputs=y)
+    row = {"op_nodes": ops, "first_build": [(time.process_time() - t) / ops * 1e6]}
     for variant in gd.VARIANTS:
-        g.backward(y, variant=variant)   # the first run builds the cached order and plan
-
         def step():
             g.forward(outputs=y)
             g.backward(y, variant=variant)
-        row[f"{variant}_us_per_node"] = _median_time(step, repeat) / ops * 1e6
+        for _ in range(5):       # plans built, then compiled after the 3rd run: the steady state
+            step()
+        row[f"run alone ({variant})"] = [t / ops * 1e6 for t in _times(step, repeat)]
+
+    def lazy():
+        g, y, _ = gd_build(size)
+        g.forward(outputs=y)
+        g.backward(y)
+
+    def eager():
+        g, y, _ = gd_build(size, eager=True)
+        g.backward(y)
+    row["build+run (lazy)"] = [t / ops * 1e6 for t in _times(lazy, repeat)]
+    row["build+run (eager)"] = [t / ops * 1e6 for t in _times(eager, repeat)]
     return row
 
 
@@ -163,21 +181,25 @@ def _subprocess(*args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def compare(workload, size, repeat, rounds=3):
-    """Alternate the two engines' processes `rounds` times and keep each figure's best: a slow spell of
-    the machine then hits both engines alike instead of one."""
+def compare(workload, size, repeat, rounds=3, label=None):
+    """Alternate the two engines' processes `rounds` times, pooling their repeats: a slow spell of the
+    machine then hits both engines alike instead of one. Returns rows for common.table."""
     mgs, gds = [], []
     for _ in range(rounds):
         mgs.append(_subprocess("--measure", "micrograd", workload, str(size), str(repeat)))
         gds.append(_subprocess("--measure", "graphdiff", workload, str(size), str(repeat)))
-    mg = {k: min(r[k] for r in mgs) for k in mgs[0]}
-    gdr = {k: min(r[k] for r in gds) for k in gds[0]}
-    row = {"workload": workload, "graphdiff_op_nodes": gdr["op_nodes"], "micrograd_op_nodes": mg["op_nodes"],
-           "micrograd_us_per_node": mg["us_per_node"], "graphdiff_build_us_per_node": gdr["build_us_per_node"]}
-    for variant in gd.VARIANTS:
-        row[f"graphdiff_{variant}_us_per_node"] = gdr[f"{variant}_us_per_node"]
-        row[f"ratio_{variant}"] = gdr[f"{variant}_us_per_node"] / mg["us_per_node"]
-    return row
+    label = label or workload
+    mg = [x for r in mgs for x in r["build+run"]]
+    rows = []
+    for mode in [k for k in gds[0] if k != "op_nodes"]:
+        samples = [x for r in gds for x in r[mode]]
+        case = f"{label}: {mode}"
+        rows.append({"case": case, "workload": label, "mode": mode, "engine": "graphdiff",
+                     "op_nodes": gds[0]["op_nodes"], "samples": samples})
+        if mode != "first_build":
+            rows.append({"case": case, "workload": label, "mode": mode, "engine": "micrograd (build+run)",
+                         "op_nodes": mgs[0]["op_nodes"], "samples": mg})
+    return rows
 
 
 # --- the million-node chain, one process per variant so peak RSS is its own ------------------------------
@@ -214,7 +236,8 @@ def main():
     ap.add_argument("--no-gc", action="store_true",
                     help="also measure with the garbage collector off in both engines (micrograd allocates "
                          "an object per node and pays for collections; this shows the engines without them)")
-    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating process pairs per workload")
+    common.add_common_args(ap, "scalar")
     args = ap.parse_args()
     sys.setrecursionlimit(1_000_000)    # micrograd sorts recursively; graphdiff needs no such limit
     if args.million_variant:
@@ -226,19 +249,25 @@ def main():
         engine, workload, size, repeat = args.measure
         print(json.dumps(measure(engine, workload, int(size), int(repeat))))
         return
-    rows = [compare("chain", args.chain_steps, args.repeat), compare("mlp", args.mlp_points, args.repeat)]
+    if args.quick:
+        args.chain_steps, args.mlp_points, args.repeat, args.rounds = 200, 2, 3, 1
+    rows = compare("chain", args.chain_steps, args.repeat, args.rounds) + \
+        compare("mlp", args.mlp_points, args.repeat, args.rounds)
     if args.no_gc:
         os.environ["GRAPHDIFF_BENCH_NO_GC"] = "1"
-        rows += [dict(compare(w, n, args.repeat), workload=f"{w} (no gc)")
-                 for w, n in (("chain", args.chain_steps), ("mlp", args.mlp_points))]
+        rows += compare("chain", args.chain_steps, args.repeat, args.rounds, "chain (no gc)") + \
+            compare("mlp", args.mlp_points, args.repeat, args.rounds, "mlp (no gc)")
         del os.environ["GRAPHDIFF_BENCH_NO_GC"]
-    print(f"{'workload':15s} {'ops':>7s} {'micrograd':>10s} {'children':>9s} {'parents':>9s} {'build':>7s}"
-          f" {'ratio A':>8s} {'ratio B':>8s}   (CPU us per op node; ratio = graphdiff / micrograd)")
-    for r in rows:
-        print(f"{r['workload']:15s} {r['graphdiff_op_nodes']:7d} {r['micrograd_us_per_node']:10.2f} "
-              f"{r['graphdiff_children_us_per_node']:9.2f} {r['graphdiff_parents_us_per_node']:9.2f} "
-              f"{r['graphdiff_build_us_per_node']:7.2f} {r['ratio_children']:8.2f} {r['ratio_parents']:8.2f}")
-    result = {"scalar": rows}
+    import micrograd  # noqa: F401  (named in the machine line)
+    info = common.machine(threads=None)
+    print(common.machine_line(info))
+    print("CPU us per op node (process_time); ratio = graphdiff / micrograd's build + run")
+    common.table(rows, unit="us", scale=1.0)
+    result = {"benchmark": "scalar", "machine": info, "quick": args.quick, "rows": rows,
+              "sizes": {"chain_steps": args.chain_steps, "mlp_points": args.mlp_points},
+              "timing": "CPU time (process_time) per op node in microseconds; each repeat one sample; "
+                        "'run alone' after 5 warm-up runs (steady state, compiled); 'build+run' a fresh "
+                        "graph each time; ratio = graphdiff median / micrograd build+run median"}
     if args.chain_million:
         result["million"] = []
         for variant in gd.VARIANTS:
@@ -249,9 +278,7 @@ def main():
             print(f"1,000,000-node chain, {variant:8s}: build {m['build_s']:.1f} s, forward {m['forward_s']:.2f} s, "
                   f"backward {m['backward_first_s']:.2f} s first / {m['backward_s']:.2f} s cached, "
                   f"peak RSS {m['peak_rss_mb']:.0f} MB")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    common.write("scalar", result, args.json)
 
 
 if __name__ == "__main__":

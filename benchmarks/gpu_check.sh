@@ -106,6 +106,16 @@ for cache in (True, False):
 PY
 cat "$WORK/timings.log" 2>/dev/null | sed 's/^/  /'
 
+# 4. graphdiff on CuPy against PyTorch eager CUDA, same process (benchmarks/results/gpu.json; under 3 minutes)
+if skip_unless bench-gpu torch; then
+  if [ "${GRAPHDIFF_CUPY_STANDIN:-}" = "1" ]; then
+    part bench-gpu $PY benchmarks/bench_gpu.py --smoke --json "$WORK/gpu.json"
+  else
+    part bench-gpu $PY benchmarks/bench_gpu.py
+  fi
+  grep -E "^(gpu|small|tiny) |memory|GPU:" "$WORK/bench-gpu.log" 2>/dev/null | sed 's/^/  /'
+fi
+
 echo "===== gpu_check summary"
 printf '%s\n' "${SUMMARY[@]}"
 exit $FAILED
