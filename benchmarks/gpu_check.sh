@@ -73,6 +73,11 @@ part example-tiny_gpt     $PY examples/tiny_gpt.py --backend cupy --steps 40 --c
 if skip_unless example-pretrain_finetune sklearn; then
   part example-pretrain_finetune $PY examples/pretrain_finetune.py --backend cupy --seeds 1
 fi
+part example-attention_positions $PY examples/attention_positions.py --backend cupy
+part example-batching    $PY examples/batching.py --backend cupy
+part example-decoding    $PY examples/decoding.py --backend cupy --steps 40 --chars 50000
+part example-finetune_lm $PY examples/finetune_lm.py --backend cupy --pre-steps 40 --steps 40 --pre-chars 50000 \
+  --new-chars 5000 --out "$WORK/finetune"
 
 # 3. timings: GPT forward + backward step, generation tokens/s with and without the KV cache
 part timings $PY - <<'PY'
