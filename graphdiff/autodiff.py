@@ -91,11 +91,34 @@ LOOPS = {"children": version_a, "parents": version_b}
 class Plan:
     """The nodes on a path from wrt to y and the edges between them, in the order each variant visits.
 
-    pulls: (v, [(child u, slot i, last pull from u)], lone) for Version A; pushes: (u, [(slot i, parent p)])
-    for Version B; order: every node y depends on; wrt: the targets; src/dst: positions in order of each
-    edge, for the staleness check."""
+    pushes: (u, [(slot i, parent p)]) in reverse topological order, for Version B; pulls: (v, [(child u,
+    slot i, last pull from u)], lone) for Version A, built from pushes the first time Version A runs;
+    order: every node y depends on; wrt: the targets; src/dst: positions in order of each edge, for the
+    staleness check."""
 
-    __slots__ = ("y", "order", "active", "pulls", "pushes", "wrt", "src", "dst", "floats", "rules", "compiled")
+    __slots__ = ("y", "order", "active", "pushes", "_pulls", "wrt", "src", "dst", "floats", "rules", "compiled")
+
+    def __init__(self):
+        self._pulls = None
+
+    @property
+    @bulk
+    def pulls(self):
+        if self._pulls is None:
+            children = {}                   # v -> its (child, slot) edges, children in topological order
+            for u, slots in reversed(self.pushes):
+                for i, p in slots:
+                    children.setdefault(p, []).append((u, i))
+            remaining = {u: len(slots) for u, slots in self.pushes}
+            pulls = []
+            for v, slots in self.pushes:
+                edges = []
+                for u, i in children.pop(v, ()):
+                    remaining[u] -= 1
+                    edges.append((u, i, remaining[u] == 0))
+                pulls.append((v, edges, not slots))
+            self._pulls = pulls
+        return self._pulls
 
 
 @bulk
@@ -130,26 +153,14 @@ def plan_for(graph, y, wrt):
                 if needs[p.index]:
                     live[p.index] = 1
     active = [n for n in order if live[n.index]]
-    slots = {u: [(i, p) for i, p in enumerate(u.inputs) if live[p.index]]
-             if u.spec is not None and u.spec.differentiable else [] for u in active}
-    children = {}                           # v -> its (child, slot) edges, children in topological order
-    for u in active:
-        for i, p in slots[u]:
-            children.setdefault(p, []).append((u, i))
-    remaining = {u: len(s) for u, s in slots.items()}
-    pulls = []
-    for v in reversed(active):
-        edges = []
-        for u, i in children.get(v, ()):
-            remaining[u] -= 1
-            edges.append((u, i, remaining[u] == 0))
-        pulls.append((v, edges, not slots[v]))
-    pos = {n: k for k, n in enumerate(order)}
+    pos = np.zeros(N, dtype=np.int64)       # node index -> position in order
+    pos[np.fromiter((n.index for n in order), dtype=np.int64, count=len(order))] = np.arange(len(order))
     plan = Plan()
     plan.y, plan.order, plan.active, plan.wrt = y, order, active, targets
-    plan.pulls, plan.pushes = pulls, [(u, slots[u]) for u in reversed(active)]
-    plan.src = np.fromiter((pos[p] for u in order for p in u.inputs), dtype=np.int64)
-    plan.dst = np.fromiter((pos[u] for u in order for _ in u.inputs), dtype=np.int64)
+    plan.pushes = [(u, [(i, p) for i, p in enumerate(u.inputs) if live[p.index]]
+                    if u.spec is not None and u.spec.differentiable else []) for u in reversed(active)]
+    plan.src = pos[np.fromiter((p.index for u in order for p in u.inputs), dtype=np.int64)]
+    plan.dst = pos[np.fromiter((u.index for u in order for _ in u.inputs), dtype=np.int64)]
     plan.floats = scalar_graph(graph, order)
     plan.rules, plan.compiled = {}, {}
     st.cache[key] = plan
@@ -160,18 +171,27 @@ def plan_for(graph, y, wrt):
 class Run:
     """A numeric backward: each node's VJP rule bound to the backend F (once per plan), its input values
     gathered once per run (two-stage rules compute their shared work then), contributions added as arrays.
-    kept: nodes whose adjoints are not freed."""
+    kept: nodes whose adjoints are not freed.
+
+    vjp and free are closures over the run's state rather than methods: they run once per edge and once
+    per node, on graphs a million nodes deep, where a bound-method call per use is measurable."""
 
     def __init__(self, F, kept, residuals, rules):
         self.F, self.kept, self.residuals, self.rules = F, kept, residuals, rules
-        self.stages = {}
+        stages = {}
+        stage_of, drop, bind = stages.get, stages.pop, self.bind
 
-    def vjp(self, u, i, g):
-        stage = self.stages.get(u)
-        if stage is None:
-            stage = self.stages[u] = self.bind(u)
-        rule, xs, out = stage
-        return rule(i, g, xs, out)
+        def vjp(u, i, g):
+            stage = stage_of(u)
+            if stage is None:
+                stage = stages[u] = bind(u)
+            return stage[0](i, g, stage[1], stage[2])
+
+        def free(adj, u):
+            drop(u, None)
+            if u not in kept:
+                del adj[u]
+        self.vjp, self.free = vjp, free
 
     def bind(self, u):
         """(rule, input values, output value) for u in this run; a two-stage rule's shared work runs here."""
@@ -192,13 +212,9 @@ class Run:
     def accumulate(prev, c):
         return c if prev is None else prev + c
 
-    def final(self, v):
+    @staticmethod
+    def final(v):
         pass
-
-    def free(self, adj, u):
-        self.stages.pop(u, None)
-        if u not in self.kept:
-            del adj[u]
 
 
 def bound_rules(plan, F):
