@@ -1,6 +1,8 @@
 """Issue 14 items 2 and 3, written as the user's snippets: a Module called on arrays (a graph per input
 shape, built once; the loss on a per-step Tape; loss.backward() sets p.grad), Module.save/load, and raw
 graphs with a None batch axis (shapes re-inferred at feed time, plans kept per batch size)."""
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -138,3 +140,36 @@ def test_batch_axis_refusals():
         g.forward({"a": np.ones((3, 2))}, outputs=h)
     with pytest.raises(gd.GraphError, match="gradients: input 'x' has a None batch axis"):
         g.gradients(gd.sum(x), [x])
+
+
+README = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def readme_block(heading):
+    return README.split(heading, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.fixture
+def regression_data():
+    """The X and Y of the README's "Training a raw graph", which the next sections continue."""
+    env = {}
+    exec(readme_block("### Training a raw graph").split("g = gd.Graph")[0], env)
+    return env
+
+
+def test_readme_batch_size_that_varies_runs_as_written(regression_data):
+    env = dict(regression_data)
+    exec(readme_block("### A batch size that varies"), env)
+    assert env["x"].shape == (56, 3) and env["W"].grad.shape == (3, 1)
+    assert float(env["loss"]) < float(np.mean(env["Y"][200:] ** 2))      # the steps moved W downhill
+
+
+def test_readme_modules_without_ceremony_runs_as_written(regression_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = dict(regression_data)
+    exec(readme_block("### Modules without ceremony"), env)
+    model, same = env["model"], env["same"]
+    assert float(env["loss"]) < 0.25 * float(np.mean(env["Y"][200:] ** 2))
+    assert len(model._programs.programs) == 2
+    for a, b in zip(model.parameters(), same.parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
