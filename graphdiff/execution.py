@@ -27,8 +27,9 @@ class State:
     """What the engine keeps for one graph."""
 
     def __init__(self, version):
-        self.version = version    # the graph.version the cache was built for
-        self.cache = {}           # orders, forward steps, backward plans
+        self.version = version    # the graph.version the caches were built for
+        self.caches = {}          # graph.batch -> its cache: a graph with a None axis has one per batch size
+        self.cache = {}           # the current batch size's: orders, forward steps, backward plans
         self.residuals = {}       # node index -> what its forward kept for its VJP (forward_res)
         self.built = {}           # hvp / jvp graphs, built once (nodes are never removed, so never stale)
         self.with_grad = []       # nodes whose .grad the last backward set
@@ -38,13 +39,15 @@ _STATES = weakref.WeakKeyDictionary()
 
 
 def state(graph):
-    """The engine's State for graph, its caches cleared if the graph's structure changed since."""
+    """The engine's State for graph, its caches cleared if the graph's structure changed since, and its
+    cache the one for the graph's current batch size."""
     st = _STATES.get(graph)
     if st is None:
         st = _STATES[graph] = State(graph.version)
     elif st.version != graph.version:
-        st.cache.clear()
+        st.caches.clear()
         st.version = graph.version
+    st.cache = st.caches.setdefault(graph.batch, {})
     return st
 
 

@@ -260,6 +260,8 @@ class Graph:
         self.current_scope = ""   # "block0/attn" inside g.scope("block0"), g.scope("attn")
         self.version = 0          # bumped by every change of structure: the engine's caches follow it
         self.clock = 0            # the newest leaf stamp: each feed or assignment takes the next tick
+        self.batch = None         # the size of every None (leading) axis, set by feeds; None: not fed yet
+        self._dynamic = set()     # indices of inputs declared with a None leading axis
         self.rng = self.backend.rng(seed)
 
     def __repr__(self):
@@ -345,18 +347,27 @@ class Graph:
 
         Args:
             name: feed key (scoped by the current scope).
-            shape: fixed shape, e.g. (B, T) for token ids.
+            shape: e.g. (B, T) for token ids; a leading None, (None, 3), is a batch size that varies:
+                every None axis of the graph takes the leading size of the feed (see Graph.resize).
             dtype: defaults to the graph's float dtype; "int64"/"int32" for ids, "bool" for masks.
             requires_grad: also compute d y / d input in backward (float inputs only).
         """
         dtype = self.dtype if dtype is None else dtype_name(dtype)
         full = self._leaf_name("input", name)
+        dynamic = isinstance(shape, (tuple, list)) and len(shape) > 0 and shape[0] is None
+        if isinstance(shape, (tuple, list)) and any(n is None for n in shape[1:]):
+            raise ShapeError(f"input '{full}': shape {tuple(shape)}: only the leading (batch) axis may be "
+                             "None; give every other size")
+        if dynamic:
+            shape = (1 if self.batch is None else self.batch,) + tuple(shape[1:])   # the sizes rules see now
         shape = _check_shape(shape, full)
         if requires_grad and not is_float(dtype):
             raise DTypeError(f"input '{full}' has dtype {dtype}: integer and bool inputs have no gradient; "
                              "drop requires_grad=True (ids reach gradients through gd.embedding)")
         node = self._register(Node(self, full, "input", shape, dtype, scope=self.current_scope))
         node.requires_grad = requires_grad
+        if dynamic:
+            self._dynamic.add(node.index)
         return node
 
     def param(self, name, value, dtype=None):
@@ -406,8 +417,45 @@ class Graph:
             if node.kind != "input":
                 hint = f"assign {node.name}.value = ... instead" if node.kind == "param" else "feed an input instead"
                 raise GraphError(f"forward: '{node.name}' is a {node.kind}, not an input; {hint}")
+            if node.index in self._dynamic:
+                self.resize(_leading_size(value, node))
             node.out = self.as_value(node, value)
             node.stamp = self.tick()
+
+    def resize(self, batch):
+        """Give every None (batch) axis the size `batch`: inputs declared (None, ...) and every node whose
+        shape follows from them take their new shapes (each op's shape rule, in creation order), and values
+        of the old size are dropped. The engine keeps its plans per batch size, so switching back is cheap.
+        A node built with a fixed shape that depends on the batch (reshape, dropout masks, ...) is refused.
+        """
+        if batch == self.batch:
+            return
+        old = 1 if self.batch is None else self.batch
+        shapes, depends = {}, set(self._dynamic)    # node index -> new shape; nodes that follow the batch
+        for node in self.nodes:                     # creation order: each node after its inputs
+            if node.index in self._dynamic:
+                shapes[node.index] = (batch,) + node.shape[1:]
+                continue
+            follows = not node.inputs or any(x.index in depends for x in node.inputs)   # no inputs: a mask
+            if node.spec is None or not follows:
+                continue
+            depends.add(node.index)
+            fixed = [k for k in ("shape", "newshape") if k in node.attrs]
+            if fixed:
+                raise ShapeError(f"{node.op} '{node.name}' was built with the fixed shape "
+                                 f"{node.attrs[fixed[0]]} (batch size {old}) and cannot follow batch size {batch}; "
+                                 "give the input a fixed shape and build a graph per batch size, or call an "
+                                 "nn.Module on arrays (it caches a graph per input shape)")
+            try:
+                shapes[node.index] = tuple(node.spec.shape(*(shapes.get(x.index, x.shape) for x in node.inputs),
+                                                           **node.attrs))
+            except ShapeError as e:
+                raise ShapeError(f"batch size {batch} (built for {old}): {node.op} '{node.name}': {e}") from None
+        for node in self.nodes:                     # all shapes checked: now commit them
+            shape = shapes.get(node.index, node.shape)
+            if shape != node.shape:
+                node.shape, node.out, node.stamp, node.grad = shape, None, -1, None
+        self.batch = batch
 
     def as_value(self, node, value, what=None):
         """A copy of a feed or assigned value (or a backward seed) on this graph's backend, checked against
@@ -520,6 +568,9 @@ class Graph:
         Returns:
             a list of Nodes, one per wrt node, each of that node's shape.
         """
+        if self._dynamic:
+            raise GraphError(f"gradients: input '{self.nodes[min(self._dynamic)].name}' has a None batch axis, "
+                             "and gradient nodes fix their shapes when built; give the input a fixed shape")
         return self.engine.gradients(self, y, wrt, variant=variant, seed=seed)
 
     def zero_grad(self):
@@ -574,6 +625,15 @@ def _check_shape(shape, name):
     if any(n < 0 for n in shape):
         raise ShapeError(f"'{name}': shape {shape} has a negative size")
     return shape
+
+
+def _leading_size(value, node):
+    """The leading size of a feed for an input with a None axis (as_value checks the rest of the shape)."""
+    shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+    if len(shape) != len(node.shape):
+        raise ShapeError(f"input '{node.name}' expects shape {(None,) + node.shape[1:]} "
+                         f"({len(node.shape)} axes), got an array of shape {shape}")
+    return int(shape[0])
 
 
 _KINDS = {"U": "text", "S": "bytes", "O": "Python objects", "c": "complex numbers", "M": "datetimes",

@@ -4,7 +4,7 @@
     g = gd.Graph(); x = g.input("x", (8, 16, 64))
     y = model(x)                          # nodes added to g, in scopes named after the modules
 """
-from .module import Module, ModuleList, Parameter, Program, ProgramCache, new_graph  # noqa: F401
+from .module import Module, ModuleList, Parameter, Program, ProgramCache, Tape, new_graph  # noqa: F401
 from .layers import Dropout, Embedding, LayerNorm, Linear, MLP  # noqa: F401
 from .attention import Block, CausalSelfAttention  # noqa: F401
 from .rnn import RNNCell  # noqa: F401

@@ -9,12 +9,21 @@ How parameters are shared between the graphs of one model (a graph per input sha
     no copy on the same backend), and after backward it copies the node's `.grad` to `p.grad`.
     Optimizers replace `p.data` with a new array. This works the same on numpy, cupy and
     array_api_strict, and it does not rely on NumPy aliasing (`g.param` copies on CuPy).
+
+Called on arrays instead of Nodes, `model(X)` needs no graph from the user: the module builds a graph for
+X's shape and dtype once (a Program in its ProgramCache), runs it, and returns the output as the leaf of a
+new small eager graph (a Tape) in which the user's loss is built. `loss.backward()` on the Tape then seeds
+the Program's backward with the output's gradient and sets p.grad, so the cached graph never grows.
 """
 import numpy as np
 
 from ..backend import get_backend, to_numpy
 from ..errors import GraphError, ShapeError
-from ..graph import Graph, Node
+from ..graph import Graph, Node, dtype_name
+from . import serialization
+from .serialization import CheckpointError
+
+FORMAT = "graphdiff.nn.Module"      # the 'format' field of Module.save's metadata
 
 
 def _bound(graph):
@@ -55,6 +64,7 @@ class Module:
         object.__setattr__(self, "_params", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "_name", "")
+        object.__setattr__(self, "_programs", ProgramCache(self._build_program))   # for calls on arrays
         self.backend = get_backend(backend)
         self.dtype = dtype
         self.training = True
@@ -132,13 +142,65 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
+    def save(self, path):
+        """Write the parameters to `path` (.npz: arrays by dotted name, never pickle; written atomically)
+        and their class, dtype and shapes to the same name with .json. Module.load reads it back."""
+        state = self.state_dict()
+        meta = {"format": FORMAT, "class": type(self).__name__, "dtype": self.dtype,
+                "params": {k: list(v.shape) for k, v in state.items()}}
+        serialization.save(path, state, meta)
+
+    def load(self, path):
+        """Copy the parameters saved by `save` at `path` into this module (built with the same sizes);
+        returns self. Raises CheckpointError naming the file and what does not match."""
+        arrays, meta = serialization.load(path)
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path!r} is not a Module checkpoint (format {meta.get('format')!r}); "
+                                  "language-model checkpoints load with graphdiff.lm.train.load_checkpoint")
+        if meta.get("class") != type(self).__name__:
+            raise CheckpointError(f"{path!r} holds a {meta.get('class')}, not a {type(self).__name__}; load it "
+                                  f"into a {meta.get('class')} built with the same sizes")
+        try:
+            self.load_state_dict(arrays)
+        except (KeyError, ShapeError) as e:
+            raise CheckpointError(f"{path!r}: {e.args[0]}") from None
+        return self
+
     # --- building -----------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         g = _graph_of(args, kwargs)
+        if g is None and args and all(isinstance(a, np.ndarray) or self.backend.owns(a) for a in args):
+            return self.call_on_arrays(args, kwargs)
         if g is None or not self._name:
             return self.forward(*args, **kwargs)
         with g.scope(self._name):
             return self.forward(*args, **kwargs)
+
+    def call_on_arrays(self, args, kwargs):
+        """model(X, ...) with arrays: run the Program cached for these shapes and dtypes (built on the first
+        call) and return its output as the leaf of a new Tape; kwargs are fixed options of forward."""
+        specs = tuple((tuple(a.shape), self._feed_dtype(a)) for a in args)
+        try:
+            prog = self._programs((specs, tuple(sorted(kwargs.items()))))
+        except TypeError as e:
+            raise TypeError(f"{type(self).__name__} called on arrays: keyword options must be hashable "
+                            f"(they select the cached graph): {e}") from None
+        out, = prog.run({f"x{k}": a for k, a in enumerate(args)}, outputs=("out",))
+        return Tape.of_output(prog, out, type(self).__name__)
+
+    def _feed_dtype(self, a):
+        kind = np.dtype(a.dtype if isinstance(a, np.ndarray) else self.backend.dtype_name(a)).kind
+        return self.dtype if kind == "f" else dtype_name("bool" if kind == "b" else "int64")
+
+    def _build_program(self, key):
+        specs, options = key
+        g = new_graph(self)
+        inputs = {f"x{k}": g.input(f"x{k}", shape, dtype) for k, (shape, dtype) in enumerate(specs)}
+        out = self(*inputs.values(), **dict(options))
+        if not isinstance(out, Node):
+            raise TypeError(f"{type(self).__name__}.forward returned {type(out).__name__}; a module called on "
+                            "arrays must return one Node (build a graph yourself for several outputs)")
+        return Program(self, g, inputs, {"out": out})
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward(...)")
@@ -205,6 +267,7 @@ class Program:
         self.outputs = outputs
         bound = _bound(graph)
         self.bindings = [(bound[id(p)], p) for p in module.parameters() if id(p) in bound]
+        self.runs = 0           # how many times run() has refreshed the graph's values
 
     def run(self, feeds, outputs=("loss",), backward=None, variant="children"):
         """Bind the current parameters, feed, compute `outputs`; with backward="loss" also set p.grad.
@@ -220,11 +283,17 @@ class Program:
         g.training = self.module.training
         want = [self.outputs[k] for k in outputs]
         vals = g.forward({self.inputs[k]: v for k, v in feeds.items()}, outputs=want)
+        self.runs += 1
         if backward is not None:
-            g.backward(self.outputs[backward], variant=variant)
-            for node, p in self.bindings:
-                p.grad = node.grad
+            self.backward(backward, variant=variant)
         return vals
+
+    def backward(self, output, seed=None, variant="children"):
+        """Backward from outputs[output] (a scalar, or any float output with seed= of its shape) after run;
+        sets p.grad on the module's Parameters."""
+        self.graph.backward(self.outputs[output], variant=variant, seed=seed)
+        for node, p in self.bindings:
+            p.grad = node.grad
 
 
 class ProgramCache:
@@ -247,6 +316,38 @@ class ProgramCache:
         self.programs.clear()
 
 
+class Tape(Graph):
+    """The small eager graph that a module called on arrays puts its output in: the user's loss is built
+    here and dropped with it, so cached Programs never grow. backward(y) also runs, for each module output
+    held here, its Program's backward seeded with that output's gradient (two graphs chained)."""
+
+    def __init__(self, backend, dtype):
+        super().__init__(backend=backend, dtype=dtype, eager=True)
+        self.calls = []         # (output leaf, Program, the Program's run count when the leaf was made)
+
+    @classmethod
+    def of_output(cls, prog, value, name):
+        """A new Tape whose one leaf holds `value`, the output prog.run just computed."""
+        node = prog.outputs["out"]
+        tape = cls(prog.graph.backend, prog.graph.dtype)
+        leaf = tape.input(name, node.shape, node.dtype, requires_grad=node.dtype in ("float32", "float64"))
+        tape.feed({leaf: value})
+        tape.calls.append((leaf, prog, prog.runs))
+        return leaf
+
+    def backward(self, y, variant="children", **kwargs):
+        grads = super().backward(y, variant=variant, **kwargs)
+        for leaf, prog, runs in self.calls:
+            if leaf.grad is None:
+                continue
+            if prog.runs != runs:
+                raise GraphError(f"backward through '{leaf.name}': the module ran again on inputs of the same "
+                                 f"shape {tuple(prog.graph.inputs()[0].shape)} since this output was made, "
+                                 "so its values are gone; call backward before the next call")
+            prog.backward("out", seed=leaf.grad, variant=variant)
+        return grads
+
+
 def new_graph(module, seed=None, rng=None):
     """A Graph on the module's backend and dtype; `rng` (an engine rng) is shared when given."""
     g = Graph(backend=module.backend, dtype=module.dtype, seed=seed)
@@ -255,4 +356,4 @@ def new_graph(module, seed=None, rng=None):
     return g
 
 
-__all__ = ["Parameter", "Module", "ModuleList", "Program", "ProgramCache", "new_graph", "GraphError"]
+__all__ = ["Parameter", "Module", "ModuleList", "Program", "ProgramCache", "Tape", "new_graph", "GraphError"]
