@@ -1,6 +1,6 @@
 """viz: diagrams of graphdiff graphs, drawn through graphdiff's public API and trace events only.
 
-    import viz
+    from graphdiff import viz
     viz.to_dot(loss)                          # a graphviz.Digraph (shows inline in Jupyter)
     viz.render(g, "out/graph", format="svg")  # system `dot`, else the graphviz-pure wheel
     viz.to_networkx(g)                        # networkx.MultiDiGraph

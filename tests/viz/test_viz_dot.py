@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import graphdiff as gd
-import viz
-from viz import dot as D
-from viz import gallery
+from graphdiff import viz
+from graphdiff.viz import dot as D
+from graphdiff.viz import gallery
 
 from .viz_helpers import AWKWARD, need_renderer, scoped_graph, svg_texts, twice_a
 
