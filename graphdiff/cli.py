@@ -12,15 +12,15 @@ import sys
 
 # name: (module, one-line help)
 COMMANDS = {
-    # viz.cli: with --out the tour draws diagrams; without it, graphdiff.demo's quick check runs
-    "demo": ("viz.cli", "the tour (--out DIR: diagrams, stepper, growth, a tiny GPT in DIR/index.html), or a "
+    # graphdiff.viz.cli: with --out the tour draws diagrams; without it, graphdiff.demo's quick check runs
+    "demo": ("graphdiff.viz.cli", "the tour (--out DIR: diagrams, stepper, growth, a tiny GPT in DIR/index.html), or a "
              "quick check of both backward variants"),
     "ops": ("graphdiff.demo", "list the registered ops"),
-    "render": ("viz.cli", "render a built-in example graph to DOT/SVG"),
-    "compare": ("viz.cli", "compare the two backward variants on an example graph, write a stepper page"),
+    "render": ("graphdiff.viz.cli", "render a built-in example graph to DOT/SVG"),
+    "compare": ("graphdiff.viz.cli", "compare the two backward variants on an example graph, write a stepper page"),
     "train": ("graphdiff.lm.cli", "train a GPT or RNN language model"),
     "generate": ("graphdiff.lm.cli", "generate text from a checkpoint"),
-    "growth": ("viz.growth", "measure RNN-LM vs Transformer-LM graph growth with sequence length"),
+    "growth": ("graphdiff.viz.growth", "measure RNN-LM vs Transformer-LM graph growth with sequence length"),
 }
 
 

@@ -73,7 +73,7 @@ def _surrogate_graph():
 
 
 def test_render_trace_takes_any_str_name(tmp_path):
-    from viz.trace import render_trace
+    from graphdiff.viz.trace import render_trace
     need_renderer("graphviz-pure")
     g, y = _surrogate_graph()
     page = render_trace(g, y, tmp_path / "t", renderer="graphviz-pure", repeats=1)
@@ -82,8 +82,8 @@ def test_render_trace_takes_any_str_name(tmp_path):
 
 
 def test_render_trace_failure_leaves_no_partial_output(tmp_path):
-    from viz.dot import RenderError
-    from viz.trace import render_trace
+    from graphdiff.viz.dot import RenderError
+    from graphdiff.viz.trace import render_trace
     g, y = _surrogate_graph()
     with pytest.raises(RenderError):
         render_trace(g, y, tmp_path / "t", renderer=str(tmp_path / "no-such-dot"), repeats=1)

@@ -10,9 +10,11 @@ Rendering uses the system `dot` when installed, else the `graphviz-pure` wheel's
 so a fresh machine renders with no system package), else writes the .gv source and says how to install one.
 """
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from collections import Counter
 from typing import NamedTuple
 
 import graphviz
@@ -33,11 +35,17 @@ FIELDS = ("name", "op", "shape", "value", "grad")
 CLUSTERS = ("nested", "top", "none")
 FORMATS = ("svg", "png", "pdf")
 MAX_NODES = 300
+BANDS = 60                  # boxes of a graph folded into topological bands (when collapsing scopes is not enough)
+LAYOUT_LIMIT = 4_000        # boxes past which Graphviz layouts take minutes (and often fail): refused up front
 SMALL = 6            # arrays with at most this many elements show their values
 
 
 class RenderError(RuntimeError):
     """A renderer ran and failed, or cannot write the requested format."""
+
+
+class LayoutTooLarge(RenderError):
+    """The diagram has too many boxes to lay out in reasonable time; refused before starting."""
 
 
 class RendererUnavailable(RenderError):
@@ -296,11 +304,35 @@ class Diagram(graphviz.Digraph):
     ids = None
     collapsed = None
 
-    def _repr_image_svg_xml(self):
-        return pipe(self.source, "svg").decode("utf-8")
+    def pipe(self, format=None, renderer=None, formatter=None, neato_no_op=None, quiet=False, *,
+             engine=None, encoding=None):
+        """The rendered bytes (str with encoding=) from the renderer render() finds; graphviz's own
+        renderer=/formatter=/engine= options need the system Graphviz and go to graphviz.Digraph.pipe."""
+        if renderer or formatter or neato_no_op or engine:
+            return super().pipe(format=format, renderer=renderer, formatter=formatter, neato_no_op=neato_no_op,
+                                quiet=quiet, engine=engine, encoding=encoding)
+        data = pipe(self.source, format or self.format)
+        return data.decode(encoding) if encoding else data
 
-    def _repr_image_png(self):
-        return pipe(self.source, "png")
+    def render(self, filename=None, directory=None, view=False, cleanup=False, format=None, *,
+               outfile=None, **options):
+        """Save the DOT source (filename, default <name>.gv) and render it beside it as <file>.<format>, as
+        graphviz.Digraph.render does, with the system `dot` or else graphviz-pure; returns the output path."""
+        if options:
+            return super().render(filename, directory=directory, view=view, cleanup=cleanup, format=format,
+                                  outfile=outfile, **options)
+        format = format or (Path(outfile).suffix.lstrip(".") if outfile else self.format)
+        source_path = self.save(filename, directory=directory)
+        out = Path(outfile) if outfile else Path(f"{source_path}.{format}")
+        out.write_bytes(pipe(self.source, format))
+        if cleanup:
+            os.remove(source_path)
+        if view:
+            graphviz.view(str(out))
+        return str(out)
+
+    def _repr_svg_(self):
+        return self._repr_image_svg_xml()
 
 
 def _as_set(items, what):
@@ -368,11 +400,12 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
                          "collapsed into summary nodes (to_dot(..., max_nodes=None) draws every node)")
     keys = _group_keys(nodes, collapse)
     plan = _Layout(nodes, keys, max_nodes if collapse is not None else None)
-    if plan.hidden:
-        collapsed = f"{plan.hidden:,} earliest nodes are folded into one box to keep the layout finite"
+    if plan.banded:
+        collapsed = (f"{len(nodes):,} nodes are folded into {plan.banded} topological bands to keep the layout "
+                     "finite (collapse= folds by scope; max_nodes=None draws every node)")
     caption += [collapsed] if collapsed else []
     hl_nodes, hl_edges = _split_highlight(highlight)
-    dot = Diagram(name="graphdiff", graph_attr=_graph_attrs(rankdir or _default_rankdir(nodes)),
+    dot = Diagram(name="graphdiff", format="svg", graph_attr=_graph_attrs(rankdir or _default_rankdir(nodes)),
                   node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica",
                              "fontsize": "11", "color": "#555555", "margin": "0.08,0.04"},
                   edge_attr={"color": "#666666", "arrowsize": "0.7", "fontname": "Helvetica",
@@ -444,12 +477,22 @@ class _Unit:
         self.id, self.node, self.scope, self.label, self.names = id_, node, scope, label, names
 
 
+def _members(item, members):
+    kind, x = item
+    return members[x] if kind == "group" else [x]
+
+
+def _nodes_of(order, members):
+    """The nodes of the boxes in order, in topological order (inputs before the nodes that read them)."""
+    return sorted((n for it in order for n in _members(it, members)), key=lambda n: n.index)
+
+
 class _Layout:
     """Maps the drawn nodes to boxes: themselves, the summary of their collapsed scope, or the fold-away
-    box of earliest nodes when even collapsed scopes are more than max_nodes."""
+    topological bands when even collapsed scopes are more than max_nodes."""
 
     def __init__(self, nodes, keys, max_nodes):
-        self.units, self.unit_of, self.hidden = [], {}, 0
+        self.units, self.unit_of, self.banded = [], {}, 0
         members = {}
         for n in nodes:
             k = keys.get(n.index)
@@ -462,17 +505,10 @@ class _Layout:
                 order.append(("node", n))
             elif members[k][0] is n:
                 order.append(("group", k))
-        cut = len(order) - (max_nodes - 1) if max_nodes is not None and len(order) > max_nodes else 0
-        if cut > 0:
-            folded = order[:cut]
-            count = sum(len(members[x]) if t == "group" else 1 for t, x in folded)
-            self.hidden = count
-            box = _Unit("folded", None, "", _html([escape(f"{count:,} earlier nodes"), "not drawn"]))
-            self.units.append(box)
-            for t, x in folded:
-                for n in (members[x] if t == "group" else [x]):
-                    self.unit_of[n.index] = box
-            order = order[cut:]
+        if max_nodes is not None and len(order) > max_nodes:
+            self._fold_bands(order, members, min(max_nodes, BANDS))
+            self.nodes = nodes
+            return
         for pos, (t, x) in enumerate(order):
             uid = f"n{pos}" if t == "node" else f"s{pos}"
             if t == "node":
@@ -488,6 +524,29 @@ class _Layout:
                     self.unit_of[m.index] = unit
             self.units.append(unit)
         self.nodes = nodes
+
+    def _fold_bands(self, order, members, bands):
+        """Too many boxes even with scopes collapsed: fold them into `bands` boxes of consecutive topological
+        levels (a level is one more than the deepest input's), each labelled with its op counts, so the
+        picture still shows what the graph computes, in which order."""
+        level = {}
+        for n in _nodes_of(order, members):
+            level[n.index] = 1 + max((level[p.index] for p in n.inputs if p.index in level), default=-1)
+        items = sorted(order, key=lambda it: min(level[n.index] for n in _members(it, members)))
+        per = -(-len(items) // bands)
+        for b in range(0, len(items), per):
+            ms = [n for it in items[b:b + per] for n in _members(it, members)]
+            lo, hi = min(level[n.index] for n in ms), max(level[n.index] for n in ms)
+            ops = Counter(n.op if n.op else n.kind for n in ms).most_common(3)
+            rows = [escape(f"levels {lo:,}-{hi:,}" if hi > lo else f"level {lo:,}"),
+                    escape(f"{len(ms):,} nodes: " + ", ".join(f"{k} {op}" for op, k in ops)
+                           + (", ..." if len({n.op or n.kind for n in ms}) > 3 else "")),
+                    "<I>topological band</I>"]
+            unit = _Unit(f"b{len(self.units)}", None, "", _html(rows), frozenset(n.name for n in ms))
+            self.units.append(unit)
+            for n in ms:
+                self.unit_of[n.index] = unit
+        self.banded = len(self.units)
 
 
 def _param_count(nodes):
@@ -656,13 +715,26 @@ def strip_font(svg_text):
     return svg_text[:start] + svg_text[end:]
 
 
-def pipe(source, format="svg", renderer="auto", timeout=300):
+def count_boxes(source):
+    """How many nodes DOT text declares (the statements `id [...]`; attribute and edge statements excluded)."""
+    ids = re.findall(r'^\s*("[^"]*"|\w+)\s*\[', source, re.M)
+    return sum(1 for i in ids if i not in ("node", "edge", "graph"))
+
+
+def pipe(source, format="svg", renderer="auto", timeout=300, max_boxes=LAYOUT_LIMIT):
     """Render DOT text and return the bytes (SVG with the diagram font embedded: see embed_font).
 
     Args:
         source: DOT text.  format: "svg", "png" or "pdf".  renderer: see find_renderer.
         timeout: seconds before giving up on a layout.
+        max_boxes: more nodes than this are refused before the layout starts (None: try anyway).
     """
+    boxes = count_boxes(source)
+    if max_boxes is not None and boxes > max_boxes:
+        raise LayoutTooLarge(f"{boxes:,} boxes are more than Graphviz lays out in reasonable time (limit "
+                             f"{max_boxes:,}: past it layouts take minutes, then often fail); draw fewer: "
+                             "to_dot(..., collapse=1) folds each scope into one box, max_nodes=300 folds "
+                             "automatically; or pass max_boxes=None to try anyway")
     found = find_renderer(renderer)
     if found is None:
         raise RendererUnavailable(f"no Graphviz renderer found (asked for {renderer!r}); {INSTALL_HINT}")
@@ -684,7 +756,7 @@ def pipe(source, format="svg", renderer="auto", timeout=300):
     return res.stdout
 
 
-def render(obj, path, format="svg", *, renderer="auto", timeout=300, **options):
+def render(obj, path, format="svg", *, renderer="auto", timeout=300, max_boxes=LAYOUT_LIMIT, **options):
     """Draw obj into a file and return the path written.
 
     Args:
@@ -693,6 +765,7 @@ def render(obj, path, format="svg", *, renderer="auto", timeout=300, **options):
         format: "svg", "png" or "pdf" (PDF needs the system Graphviz).
         renderer: "auto" (system `dot`, else graphviz-pure), "dot", "graphviz-pure" or a program path.
         timeout: seconds before giving up on a layout.
+        max_boxes: more nodes than this are refused before the layout starts (None: try anyway).
         options: to_dot options (max_nodes=..., rankdir=..., ...) when obj is a graph or node.
     Returns:
         the path of the file written (str). With no renderer, the DOT source is written to path.gv and
@@ -713,7 +786,7 @@ def render(obj, path, format="svg", *, renderer="auto", timeout=300, **options):
         path = path.with_name(path.name + "." + format)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        data = pipe(dot.source, format, renderer, timeout)
+        data = pipe(dot.source, format, renderer, timeout, max_boxes)
     except RenderError as e:
         gv = path.with_suffix(".gv")
         gv.write_text(dot.source, encoding="utf-8")

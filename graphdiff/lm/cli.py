@@ -79,7 +79,7 @@ def add_train_arguments(p):
     arg("--pos", choices=("learned", "sinusoidal"))
     arg("--dtype", choices=("float32", "float64"))
     arg("--steps", type=COUNT)
-    p.add_argument("--time-limit", type=NONNEG, default=None, help="stop after this many seconds")
+    p.add_argument("--time-limit", type=NONNEG, default=None, help="stop after this many seconds (default: none)")
     arg("--lr", type=NONNEG)
     arg("--min-lr", type=NONNEG)
     arg("--warmup", type=COUNT)
@@ -89,14 +89,14 @@ def add_train_arguments(p):
     arg("--eval-batches", type=POSITIVE)
     arg("--seed", type=COUNT)
     p.add_argument("--out", default="out/ckpt.npz", help="checkpoint path (.npz; a .json copy of the "
-                   "metadata is written beside it, and <name>.lock while a run writes it)")
-    p.add_argument("--resume", action="store_true", help="continue from --out")
+                   "metadata is written beside it, and <name>.lock while a run writes it; default out/ckpt.npz)")
+    p.add_argument("--resume", action="store_true", help="continue from --out (default: off)")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="fine-tune: start from this checkpoint's weights and tokenizer on --corpus, with a new "
-                        "optimizer state and this run's settings (step 0); writes --out")
-    p.add_argument("--log", default=None, help="append one JSON line per evaluation to this file")
-    p.add_argument("--sample-chars", type=COUNT, default=200, help="print a sample of this length at the end")
-    p.add_argument("--no-progress", action="store_true")
+                        "optimizer state and this run's settings (step 0); writes --out (default: none)")
+    p.add_argument("--log", default=None, help="append one JSON line per evaluation to this file (default: none)")
+    p.add_argument("--sample-chars", type=COUNT, default=200, help="print a sample of this length at the end (default 200)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal)")
     add_threads_argument(p)
     add_backend_argument(p)
 
@@ -185,14 +185,14 @@ def _train(args):
 
 
 def add_generate_arguments(p):
-    p.add_argument("--checkpoint", default="out/ckpt.npz")
-    p.add_argument("--prompt", default="\n", type=_nonempty, help='text to continue ("\\n" and "\\t" allowed)')
-    p.add_argument("--max-new-tokens", type=COUNT, default=300)
-    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--checkpoint", default="out/ckpt.npz", help="checkpoint to load (default out/ckpt.npz)")
+    p.add_argument("--prompt", default="\n", type=_nonempty, help='text to continue ("\\n" and "\\t" allowed; default a newline)')
+    p.add_argument("--max-new-tokens", type=COUNT, default=300, help="tokens to generate (default 300)")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token (default: sample)")
     p.add_argument("--temperature", type=NONNEG, default=0.8, help="0 is greedy (default 0.8)")
-    p.add_argument("--top-k", type=POSITIVE, default=None, help="sample among the k most likely tokens")
-    p.add_argument("--seed", type=COUNT, default=0)
-    p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole prefix at every step")
+    p.add_argument("--top-k", type=POSITIVE, default=None, help="sample among the k most likely tokens (default: all)")
+    p.add_argument("--seed", type=COUNT, default=0, help="sampling seed (default 0)")
+    p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole prefix at every step (default: KV cache)")
     add_threads_argument(p)
     add_backend_argument(p)
 

@@ -6,10 +6,10 @@ skip when they are missing; in CI (CI=true) they fail instead.
 """
 import pytest
 
-import viz
+from graphdiff import viz
 from tests.browser import browser, console_errors, measure_boxes, text_fit_problems  # noqa: F401 (fixture)
-from viz import gallery
-from viz.dot import backward_graph, strip_font
+from graphdiff.viz import gallery
+from graphdiff.viz.dot import backward_graph, strip_font
 
 from .viz_helpers import need_renderer, twice_a
 
@@ -67,7 +67,7 @@ def _fit(browser, path):
 def test_text_fits_its_box_in_every_diagram_kind(browser, tmp_path, renderer):
     """Scalar, MLP, transformer block and shared-node diagrams, forward + backward graphs, both growth
     renders, and every frame of the stepper page: each text inside its node's (or cluster's) box, no run-ins, measured in Chromium."""
-    from viz import growth
+    from graphdiff.viz import growth
     need_renderer(renderer)
     problems = {}
     for name in ("scalar", "mlp", "transformer", "shared"):

@@ -1,5 +1,6 @@
 """to_dot and render: golden DOT text, escaping through both renderers, the collapse path, options."""
 import os
+import shutil
 from pathlib import Path
 
 import graphviz
@@ -7,9 +8,9 @@ import numpy as np
 import pytest
 
 import graphdiff as gd
-import viz
-from viz import dot as D
-from viz import gallery
+from graphdiff import viz
+from graphdiff.viz import dot as D
+from graphdiff.viz import gallery
 
 from .viz_helpers import AWKWARD, need_renderer, scoped_graph, svg_texts, twice_a
 
@@ -186,15 +187,29 @@ def test_collapse_10000_nodes_is_automatic_and_said(tmp_path):
     assert "collapsed into summary nodes" in text
 
 
-def test_collapse_without_scopes_folds_earliest_nodes():
+def test_collapse_without_scopes_folds_topological_bands():
     g = gd.Graph()
     h = g.input("x", shape=(2,))
-    for _ in range(10_000):
-        h = h * 2.0
-    dot = viz.to_dot(h, max_nodes=200)
-    assert "earlier nodes" in dot.source and "earliest nodes are folded" in dot.collapsed
+    for _ in range(3_400):
+        h = gd.tanh(h * 2.0)
+    dot = viz.to_dot(h, max_nodes=200)              # 6,801 unscoped nodes
+    assert "topological bands" in dot.collapsed and "collapse=" in dot.collapsed
     boxes = [ln for ln in dot.source.splitlines() if "[label=" in ln and "->" not in ln]
-    assert 100 < len(boxes) <= 200
+    assert 20 <= len(boxes) <= 200
+    assert "tanh" in dot.source and "mul" in dot.source and "level 0" in dot.source    # what and in which order
+
+
+def test_too_large_layout_is_refused_before_it_starts(monkeypatch, tmp_path):
+    g = gd.Graph()
+    h = g.input("x", shape=(2,))
+    for _ in range(3_000):
+        h = gd.tanh(h * 2.0)
+    dot = viz.to_dot(h, max_nodes=None)
+    monkeypatch.setattr(D.subprocess, "run", lambda *a, **k: pytest.fail("the layout started"))
+    with pytest.raises(viz.LayoutTooLarge, match=r"collapse=1.*max_nodes="):
+        viz.render(dot, tmp_path / "big")
+    with pytest.raises(viz.LayoutTooLarge):
+        dot.pipe()
 
 
 def test_collapse_options():
@@ -225,3 +240,20 @@ def test_highlight_nodes_and_edges():
     src = viz.to_dot(c, highlight=[b, (a, b, 1)]).source
     assert src.count(D.HIGHLIGHT) == 2
     assert "penwidth=2.5" in src.split("n0 -> n1")[2]
+
+
+def test_to_dot_renders_pipes_and_displays_without_system_graphviz(monkeypatch, tmp_path):
+    need_renderer("graphviz-pure")
+    which, run, used = shutil.which, D.subprocess.run, []
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "dot" else which(name, *a, **k))
+    monkeypatch.setattr(D.subprocess, "run", lambda cmd, *a, **k: used.append(Path(cmd[0]).name) or run(cmd, *a, **k))
+    monkeypatch.delenv("GRAPHDIFF_DOT", raising=False)
+    g = gd.Graph()
+    a = g.param("a", 2.0)
+    dot = viz.to_dot(a * a + 1.0)
+    out = dot.render(str(tmp_path / "graph"))                     # as graphviz users write it
+    assert out == str(tmp_path / "graph.svg") and "<svg" in Path(out).read_text()
+    assert b"<svg" in dot.pipe() and "<svg" in dot.pipe(format="svg", encoding="utf-8")
+    bundle = dot._repr_mimebundle_(include=["image/svg+xml", "image/png"])   # what Jupyter calls
+    assert "<svg" in bundle["image/svg+xml"] and bundle["image/png"].startswith(b"\x89PNG")
+    assert used and set(used) == {"graphviz-pure"}

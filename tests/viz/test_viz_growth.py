@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from graphdiff.cli import main
-from viz import growth
+from graphdiff.viz import growth
 
 
 def second_differences(rows, metric):

@@ -1,8 +1,8 @@
 """to_networkx: node attributes and one edge per input slot."""
 import networkx as nx
 
-import viz
-from viz import gallery
+from graphdiff import viz
+from graphdiff.viz import gallery
 
 from .viz_helpers import twice_a
 

@@ -5,7 +5,7 @@ import sys
 import textwrap
 
 
-R = importlib.import_module("viz.render")     # the module (viz.render is also the function)
+R = importlib.import_module("graphdiff.viz.render")     # the module (viz.render is also the function)
 
 
 def fake_target_install(root):

@@ -4,9 +4,9 @@ import json
 import pytest
 
 import graphdiff as gd
-import viz
-from viz import gallery
-from viz.trace import split_steps, events_of
+from graphdiff import viz
+from graphdiff.viz import gallery
+from graphdiff.viz.trace import split_steps, events_of
 
 from .viz_helpers import fan_chain, twice_a
 
