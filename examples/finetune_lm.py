@@ -22,6 +22,7 @@ import json  # noqa: E402
 from graphdiff.cli import main as graphdiff  # noqa: E402
 from graphdiff.lm import tokenizers  # noqa: E402
 from graphdiff.lm.data import default_corpus  # noqa: E402
+from graphdiff.lm.train import tokenizer_path  # noqa: E402
 
 SIZES = ["--block-size", "64", "--n-layer", "2", "--n-head", "4", "--n-embd", "64"]
 
@@ -74,7 +75,7 @@ def main():
     run("train", "--corpus", path["pre.txt"], "--steps", args.pre_steps, "--out", path["pre.npz"], *SIZES,
         *common)
     # the tokenizer is kept when fine-tuning: the new corpus may only use characters it knows
-    tok = tokenizers.load(os.path.join(args.out, "tokenizer.json"))
+    tok = tokenizers.load(tokenizer_path(path["pre.npz"]))
     known = set(tok.decode(range(tok.vocab_size)))
     text = "".join(new)[: args.new_chars]
     kept = "".join(c for c in text if c in known)

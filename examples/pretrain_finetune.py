@@ -15,7 +15,11 @@ seeds, standard error 0.03). With many steps and labels both converge to the sam
 import argparse
 
 import numpy as np
-from sklearn.datasets import load_digits
+
+try:
+    from sklearn.datasets import load_digits       # the digits ship with scikit-learn: the "examples" extra
+except ImportError:
+    raise SystemExit("pretrain_finetune.py needs scikit-learn for its digits: pip install -e '.[examples]'")
 
 import graphdiff as gd
 from graphdiff import nn

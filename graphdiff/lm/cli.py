@@ -126,8 +126,8 @@ def run_train(args):
 def _train(args):
     from . import tokenizers
     from .data import load_corpus
-    from .train import (TRAIN_DEFAULTS, Trainer, build_model, check_resume_settings, init_trainer,
-                        load_checkpoint, prepare_data)
+    from .train import (TRAIN_DEFAULTS, Trainer, build_model, check_resume_settings, eval_line, init_trainer,
+                        load_checkpoint, prepare_data, tokenizer_path)
     docs, desc = load_corpus(args.corpus)
     print(f"corpus: {desc}")
     given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
@@ -172,9 +172,13 @@ def _train(args):
     m = trainer.model
     print(f"model: {m.kind}, {m.num_parameters():,} parameters, vocab {tok.vocab_size}, "
           f"backend {m.backend.name}, {m.dtype}", flush=True)
-    trainer.fit(time_limit=args.time_limit, checkpoint=args.out, progress=not args.no_progress, log=args.log)
-    tokenizers.save(tok, os.path.join(os.path.dirname(os.path.abspath(args.out)), "tokenizer.json"))
-    print(f"saved {args.out} at step {trainer.step} (and tokenizer.json beside it)")
+    fit_schedule = args.time_limit is not None and args.steps is None and not args.resume
+    trainer.fit(time_limit=args.time_limit, checkpoint=args.out, progress=not args.no_progress, log=args.log,
+                on_eval=(lambda e: print(eval_line(e), flush=True)) if args.no_progress else None,
+                fit_schedule=fit_schedule)
+    tok_file = tokenizer_path(args.out)
+    tokenizers.save(tok, tok_file)
+    print(f"saved {args.out} at step {trainer.step} (and {os.path.basename(tok_file)} beside it)")
     if args.sample_chars:
         from .generate import generate
         prompt = tok.encode("\n")

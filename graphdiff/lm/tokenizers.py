@@ -231,6 +231,6 @@ def load(path):
     except OSError as e:
         raise TokenizerError(f"cannot read tokenizer {path!r}: {e.strerror or e}") from None
     except ValueError as e:                      # JSONDecodeError and UnicodeDecodeError
-        raise TokenizerError(f"tokenizer {path!r} is not JSON text ({e}); use the tokenizer.json that "
-                             "`graphdiff train` wrote") from None
+        raise TokenizerError(f"tokenizer {path!r} is not JSON text ({e}); use the <checkpoint>.tokenizer.json "
+                             "that `graphdiff train` wrote") from None
     return from_dict(d, f"tokenizer {path!r}")

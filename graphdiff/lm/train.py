@@ -95,10 +95,12 @@ class Trainer:
         return float(np.mean(losses))
 
     def fit(self, steps=None, time_limit=None, checkpoint=None, save_every=None, progress=True,
-            log=None, on_eval=None):
+            log=None, on_eval=None, fit_schedule=False):
         """Train until `steps` (default hp["steps"]) or `time_limit` seconds of this call.
 
         Args:
+            fit_schedule: with time_limit, set hp["steps"] (the end of the warm-up + cosine schedule) from the
+                speed of the first steps, so the learning rate decays within the time given.
             checkpoint: path of the .npz written at each evaluation (and at the end).
             log: a path; one JSON line per evaluation (step, train/val loss, tokens/s, elapsed seconds).
             on_eval: called with the history entry after each evaluation (e.g. to print a sample).
@@ -130,6 +132,14 @@ class Trainer:
                 entry = {"step": self.step, "loss": loss, "lr": self.opt.lr, "tokens": self.tokens,
                          "time": round(self.elapsed, 3), "tokens_per_s": round(tps, 1)}
                 self.history.append(entry)
+                if fit_schedule and time_limit is not None and len(recent) == FIT_AFTER:
+                    steps = self.hp["steps"] = self.step + max(1, int((time_limit - (time.perf_counter() - t0))
+                                                                      / (sum(d for _, d in recent) / FIT_AFTER)))
+                    say = bar.write if bar is not None else print
+                    say(f"fitting the schedule to --time-limit {time_limit:g} s: about {steps} steps "
+                        f"({1e3 * sum(d for _, d in recent) / FIT_AFTER:.0f} ms a step so far)")
+                    if bar is not None:
+                        bar.total = steps
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
@@ -137,8 +147,7 @@ class Trainer:
                 if self.step % self.hp["eval_every"] == 0 or last:
                     entry["val_loss"] = self.evaluate()
                     if bar is not None:
-                        bar.write(f"step {self.step}: train {loss:.4f}  val {entry['val_loss']:.4f}  "
-                                  f"{tps:,.0f} tok/s  {self.elapsed:.0f}s")
+                        bar.write(eval_line(entry))
                     if log:
                         with open(log, "a") as f:
                             f.write(json.dumps(entry) + "\n")
@@ -477,11 +486,27 @@ def checkpoint_lock(path):
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         base = path[:-4] if path.endswith(".npz") else path
         folder = os.path.dirname(os.path.abspath(path))
-        for p in (path, base + ".json", os.path.join(folder, "tokenizer.json"), os.path.join(folder, "probe")):
+        for p in (path, base + ".json", tokenizer_path(path), os.path.join(folder, "probe")):
             serialization.remove_stale_temps(p)
         yield
     finally:
         os.close(fd)
+
+
+FIT_AFTER = 5            # steps timed before fit_schedule sets the schedule's length
+
+
+def eval_line(entry):
+    """The line printed at each evaluation (under the progress bar, or alone with --no-progress)."""
+    return (f"step {entry['step']}: train {entry['loss']:.4f}  val {entry['val_loss']:.4f}  "
+            f"{entry['tokens_per_s']:,.0f} tok/s  {entry['time']:.0f}s")
+
+
+def tokenizer_path(checkpoint):
+    """The readable tokenizer file written beside a checkpoint: ckpt.npz -> ckpt.tokenizer.json (one per
+    checkpoint, so two checkpoints in one folder keep their own)."""
+    base = checkpoint[:-4] if checkpoint.endswith(".npz") else checkpoint
+    return base + ".tokenizer.json"
 
 
 def prepare_data(docs, tokenizer, val_fraction=0.1):

@@ -145,7 +145,7 @@ def test_a_crash_between_the_two_files_leaves_the_json_behind_never_ahead(tmp_pa
 
 def test_stale_temp_files_are_removed_at_the_next_start(tmp_path, corpus):
     out = tmp_path / "ckpt.npz"
-    ours = [".tmp-ckpt.npz-k2j3", ".tmp-ckpt.json-x8", ".tmp-tokenizer.json-q1", ".tmp-ckpt.npzab12cd34"]
+    ours = [".tmp-ckpt.npz-k2j3", ".tmp-ckpt.json-x8", ".tmp-ckpt.tokenizer.json-q1", ".tmp-ckpt.npzab12cd34"]
     for name in ours + [".tmp-notes.txt-1", "keep.txt"]:
         (tmp_path / name).write_text("partial")
     assert train_cli(corpus, out) == 0
@@ -161,7 +161,7 @@ def test_files_follow_the_umask(tmp_path, corpus, umask):
         assert train_cli(corpus, tmp_path / "ckpt.npz") == 0
     finally:
         os.umask(old)
-    for name in ("ckpt.npz", "ckpt.json", "tokenizer.json"):
+    for name in ("ckpt.npz", "ckpt.json", "ckpt.tokenizer.json"):
         assert os.stat(tmp_path / name).st_mode & 0o777 == 0o666 & ~umask, name
 
 

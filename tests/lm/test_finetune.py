@@ -32,7 +32,7 @@ def test_init_starts_from_the_weights_and_tokenizer_with_a_new_optimizer(tmp_pat
     pre_model, pre_tok, _, _ = load_checkpoint(pre)
     ft_model, ft_tok, meta, arrays = load_checkpoint(ft)
     assert ft_tok.to_dict() == pre_tok.to_dict()                             # tokenizer kept
-    assert json.loads((tmp_path / "ft" / "tokenizer.json").read_text()) == pre_tok.to_dict()
+    assert json.loads((tmp_path / "ft" / "ck.tokenizer.json").read_text()) == pre_tok.to_dict()
     assert meta["train"]["step"] == 3 and meta["train"]["hp"]["lr"] == 0.001   # this run's settings, step 0 + 3
     assert meta["train"]["optim"]["t"] == 3                                   # AdamW started afresh
     assert meta["model"]["config"] == load_checkpoint(pre)[2]["model"]["config"]
