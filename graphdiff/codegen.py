@@ -12,8 +12,9 @@ import math
 from .backend import SCALAR
 
 MAX_NODES = 50_000          # beyond this, compiling costs more than it saves: the engine interprets
-COMPILE_AFTER = 3           # compiling costs ~10 us a node, a compiled run saves ~1.5 us a node: compile
-                            # what runs again and again (training loops), not what runs once (eager use)
+# compiling costs ~10 us a node and a compiled run saves ~1.5 us a node: compile what runs again and again
+# (training loops), not what runs once (eager use)
+COMPILE_AFTER = 3
 
 
 class Expr:

@@ -95,7 +95,8 @@ def add_train_arguments(p):
                    help="fine-tune: start from this checkpoint's weights and tokenizer on --corpus, with a new "
                         "optimizer state and this run's settings (step 0); writes --out (default: none)")
     p.add_argument("--log", default=None, help="append one JSON line per evaluation to this file (default: none)")
-    p.add_argument("--sample-chars", type=COUNT, default=200, help="print a sample of this length at the end (default 200)")
+    p.add_argument("--sample-chars", type=COUNT, default=200,
+                   help="print a sample of this length at the end (default 200)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal)")
     add_threads_argument(p)
     add_backend_argument(p)
@@ -190,13 +191,15 @@ def _train(args):
 
 def add_generate_arguments(p):
     p.add_argument("--checkpoint", default="out/ckpt.npz", help="checkpoint to load (default out/ckpt.npz)")
-    p.add_argument("--prompt", default="\n", type=_nonempty, help='text to continue ("\\n" and "\\t" allowed; default a newline)')
+    p.add_argument("--prompt", default="\n", type=_nonempty,
+                   help='text to continue ("\\n" and "\\t" allowed; default a newline)')
     p.add_argument("--max-new-tokens", type=COUNT, default=300, help="tokens to generate (default 300)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token (default: sample)")
     p.add_argument("--temperature", type=NONNEG, default=0.8, help="0 is greedy (default 0.8)")
     p.add_argument("--top-k", type=POSITIVE, default=None, help="sample among the k most likely tokens (default: all)")
     p.add_argument("--seed", type=COUNT, default=0, help="sampling seed (default 0)")
-    p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole prefix at every step (default: KV cache)")
+    p.add_argument("--no-kv-cache", action="store_true",
+                   help="recompute the whole prefix at every step (default: KV cache)")
     add_threads_argument(p)
     add_backend_argument(p)
 
