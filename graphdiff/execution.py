@@ -162,6 +162,8 @@ def _float_forward(graph, st, order, stamp, resample):
     if run:
         for n, v in zip(_op_nodes(st, order), run(order)):
             n.out, n.stamp = v, stamp
+        for n in _keepers(st, order):       # the compiled run keeps no residuals: drop the older ones
+            st.residuals.pop(n.index, None)
         return
     for n in _leaves(st, order):           # leaves as Python floats; op nodes get floats from the rules
         if type(n.out) is not float:
@@ -176,6 +178,15 @@ def compiled_after(cache, key, build, *args):
     if isinstance(got, int):
         got = cache[key] = got + 1 if got + 1 < codegen.COMPILE_AFTER else codegen.compile_or_none(build, *args)
     return None if isinstance(got, int) else got
+
+
+def _keepers(st, order):
+    """The nodes of order whose op keeps residuals for its VJP (forward_res)."""
+    key = ("keepers", id(order))
+    nodes = st.cache.get(key)
+    if nodes is None:
+        nodes = st.cache[key] = [n for n in order if n.spec is not None and n.spec.forward_res is not None]
+    return nodes
 
 
 def _op_nodes(st, order):
@@ -290,6 +301,7 @@ def compute(node):
     except Exception as e:
         raise GraphError(f"computing {where(node)} failed: {type(e).__name__}: {e}") from e
     node.stamp = max((p.stamp for p in node.inputs), default=0)
+    state(graph).residuals.pop(node.index, None)      # computed without residuals: none may be older
     if graph.check_finite:
         check_value(node, graph.backend)
 

@@ -119,3 +119,21 @@ def test_repeated_runs_compile_to_straight_line_code_with_the_same_numbers(varia
         g.forward(outputs=y)
         g.backward(y, variant=variant)
     assert type(y.out) is not float and float(y.value) == np.inf        # NumPy's answer, not OverflowError
+
+
+@pytest.mark.parametrize("variant", gd.VARIANTS)
+def test_residuals_never_outlive_the_values_they_belong_to(variant):
+    """gelu keeps its tanh for the VJP; a compiled forward keeps none, so a later traced (interpreted)
+    backward must recompute it rather than read one from an earlier run with other values."""
+    g = gd.Graph(dtype="float64")
+    w = g.param("w", 0.3)
+    y = gd.gelu(w * 2.0, approximate="tanh") * 3.0
+    for k in range(6):                                  # the forward compiles from the third run on
+        w.value = 0.3 + 0.5 * k
+        g.forward(outputs=y)
+        got = float(g.backward(y, variant=variant, trace=[])[w])     # traced: interpreted, reads residuals
+        h = gd.Graph(dtype="float64")
+        hw = h.param("w", np.full(1, 0.3 + 0.5 * k))
+        hy = gd.sum(gd.gelu(hw * 2.0, approximate="tanh") * 3.0)
+        h.forward(outputs=hy)
+        assert got == pytest.approx(float(h.backward(hy, variant=variant)[hw][0]), rel=1e-12), k
