@@ -13,6 +13,7 @@ import argparse
 import numpy as np
 
 import graphdiff as gd
+from graphdiff.cli import add_backend_argument
 from graphdiff import nn
 
 T, C, V = 5, 16, 10                   # positions, width, vocabulary
@@ -35,8 +36,7 @@ def embed(ids, wte, wpe=None):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backend", default=None,
-                   help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
+    add_backend_argument(p)
     gd.set_backend(p.parse_args().backend)
     rng = np.random.default_rng(0)
     wte, wpe = rng.standard_normal((V, C)), rng.standard_normal((T, C))

@@ -16,6 +16,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # small matrices: one BLAS 
 
 import argparse  # noqa: E402
 
+from graphdiff.cli import add_backend_argument  # noqa: E402
 from graphdiff import set_backend  # noqa: E402
 from graphdiff.lm import GPT, CharTokenizer, generate  # noqa: E402
 from graphdiff.lm.data import default_corpus  # noqa: E402
@@ -42,8 +43,7 @@ def main():
     p.add_argument("--chars", type=int, default=200_000, help="corpus size in characters")
     p.add_argument("--length", type=int, default=12, help="tokens generated per path")
     p.add_argument("--samples", type=int, default=8, help="ancestral samples per prompt")
-    p.add_argument("--backend", default=None,
-                   help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
+    add_backend_argument(p)
     args = p.parse_args()
     set_backend(args.backend)
     model, tok, desc = train_small_gpt(args.steps, args.chars)

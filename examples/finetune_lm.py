@@ -19,7 +19,7 @@ import contextlib  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 
-from graphdiff.cli import main as graphdiff  # noqa: E402
+from graphdiff.cli import add_backend_argument, main as graphdiff  # noqa: E402
 from graphdiff.lm import tokenizers  # noqa: E402
 from graphdiff.lm.data import default_corpus  # noqa: E402
 from graphdiff.lm.train import tokenizer_path  # noqa: E402
@@ -49,8 +49,7 @@ def main():
     p.add_argument("--pre-chars", type=int, default=300_000, help="pre-training corpus size (characters)")
     p.add_argument("--new-chars", type=int, default=20_000, help="new corpus size (characters)")
     p.add_argument("--out", default="out/finetune", help="folder for the corpora, checkpoints and logs")
-    p.add_argument("--backend", default=None,
-                   help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
+    add_backend_argument(p)
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     docs, _ = default_corpus()

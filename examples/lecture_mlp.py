@@ -21,6 +21,7 @@ import argparse
 import numpy as np
 
 import graphdiff as gd
+from graphdiff.cli import add_backend_argument
 
 M, D, K = 4, 3, 3          # input features, hidden units, classes
 
@@ -80,8 +81,7 @@ def fmt(v):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backend", default=None,
-                   help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
+    add_backend_argument(p)
     gd.set_backend(p.parse_args().backend)
     rng = np.random.default_rng(0)
     alpha0 = rng.uniform(-1, 1, (D, M))

@@ -17,6 +17,7 @@ import argparse
 import numpy as np
 
 import graphdiff as gd
+from graphdiff.cli import add_backend_argument
 
 TAPE = []
 
@@ -112,8 +113,7 @@ def run_tape(x0, y0, W, accumulate=True):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backend", default=None,
-                   help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
+    add_backend_argument(p)
     gd.set_backend(p.parse_args().backend)
     rng = np.random.default_rng(0)
     x0, y0 = rng.standard_normal(4), np.eye(3)[2]

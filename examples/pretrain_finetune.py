@@ -22,6 +22,7 @@ except ImportError:
     raise SystemExit("pretrain_finetune.py needs scikit-learn for its digits: pip install -e '.[examples]'")
 
 import graphdiff as gd
+from graphdiff.cli import add_backend_argument
 from graphdiff import nn
 
 
@@ -71,8 +72,7 @@ def main():
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--pretrain-steps", type=int, default=400, help="autoencoder steps (all training images)")
     p.add_argument("--steps", type=int, default=40, help="supervised steps, fine-tuned and from scratch alike")
-    p.add_argument("--backend", default=None,
-                   help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
+    add_backend_argument(p)
     args = p.parse_args()
     gd.set_backend(args.backend)
     X, y = load_digits(return_X_y=True)

@@ -8,9 +8,10 @@ g = 24.7041, dg/da = 138.8338, dg/db = 645.5773.
 import argparse
 
 import graphdiff as gd
+from graphdiff.cli import add_backend_argument
 
 _args = argparse.ArgumentParser(description=__doc__)
-_args.add_argument("--backend", default=None, help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
+add_backend_argument(_args)
 gd.set_backend(_args.parse_args().backend)
 
 g_ = gd.Graph(dtype="float64", eager=True)   # eager: like micrograd, values appear as you build

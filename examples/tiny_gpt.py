@@ -12,6 +12,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # small matrices: one BLAS 
 import argparse  # noqa: E402
 import time  # noqa: E402
 
+from graphdiff.cli import add_backend_argument  # noqa: E402
 from graphdiff import set_backend  # noqa: E402
 from graphdiff.lm import CharTokenizer, GPT, generate  # noqa: E402
 from graphdiff.lm.data import default_corpus  # noqa: E402
@@ -22,7 +23,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--chars", type=int, default=400_000, help="corpus size in characters")
-    p.add_argument("--backend", default=None, help="numpy, cupy or array_api_strict (default: $GRAPHDIFF_BACKEND, else numpy)")
+    add_backend_argument(p)
     args = p.parse_args()
     set_backend(args.backend)
 
