@@ -18,6 +18,7 @@ from . import codegen
 from .backend import SCALAR
 from .errors import GraphError, NonFiniteError
 from .graph import Node, describe
+from .ops.registry import KERNELS
 
 FLOATS = ("float32", "float64")
 SCALAR_FAILS = (ArithmeticError, ValueError, TypeError, AttributeError)   # floats gave up: rerun on NumPy
@@ -240,7 +241,7 @@ def _run(steps, stamp, resample, explain=True):
 @bulk
 def _steps(graph, st, order, F, check):
     """(node, its forward bound to F and its attrs, inputs, random) for each op node of order; cached."""
-    key = ("steps", id(order), F.name, check)
+    key = ("steps", id(order), F.name, check, KERNELS["epoch"])
     steps = st.cache.get(key)
     if steps is None:
         steps = st.cache[key] = [(n, _bind_forward(graph, st, n, F, check), n.inputs, n.spec.random)
@@ -249,8 +250,8 @@ def _steps(graph, st, order, F, check):
 
 
 def _bind_forward(graph, st, n, F, check):
-    spec = n.spec
-    attrs = dict(n.attrs, ctx=graph) if spec.random else n.attrs
+    attrs = dict(n.attrs, ctx=graph) if n.spec.random else n.attrs
+    spec = n.spec.impl(F)                   # the backend's fused kernel, or the op's rule
     if spec.forward_res is None:
         fn = partial(spec.forward, F, **attrs)
     else:                                   # the op keeps residuals for its VJP
@@ -295,7 +296,7 @@ def compute(node):
     spec = node.spec
     kw = {"ctx": graph} if spec.random else {}
     try:
-        node.out = spec.forward(graph.backend, *[p.out for p in node.inputs], **kw, **node.attrs)
+        node.out = spec.impl(graph.backend).forward(graph.backend, *[p.out for p in node.inputs], **kw, **node.attrs)
     except GraphError:
         raise
     except Exception as e:

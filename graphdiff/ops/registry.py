@@ -18,21 +18,30 @@ graphdiff's own ops on Nodes (ops/nodes.py: gradients as graphs). A VJP uses onl
 functions that all of them provide, so one rule serves numeric and symbolic backward alike.
 `slots` says what each input must be: "float" (default), "int" (ids), "bool" (masks) or "any".
 
+The rules above are the reference: readable, and the only ones symbolic backward, the Python-float path and
+array_api_strict run. A backend may add a fused kernel for speed (@kernel(name, backend)): a class with the
+same functions, signatures and residuals, which the engine binds instead of the rule on that backend while
+kernels are on (`fused_kernels(False)` or GRAPHDIFF_KERNELS=0 turns them off, to compare). Tests check every
+kernel against its op's rule.
+
 The registry is explicit: ops/__init__.py imports each module of ops, and each op is listed in REGISTRY.
 """
 import builtins
+import contextlib
+import os
 
 from ..errors import GraphError, ShapeError
 from ..graph import Node, as_ints  # noqa: F401  (as_ints: for the shape ops)
 
 REGISTRY = {}
+KERNELS = {"on": os.environ.get("GRAPHDIFF_KERNELS", "1") != "0", "epoch": 0}   # epoch: bumped per switch
 
 
 class OpDef:
     """A registered op. Attributes mirror the class given to @op."""
 
     __slots__ = ("name", "arity", "slots", "shape", "forward", "forward_res", "vjp", "make_vjp", "dtype",
-                 "differentiable", "random", "doc", "cls")
+                 "differentiable", "random", "doc", "cls", "kernels")
 
     def __init__(self, name, cls, arity, slots, differentiable, random):
         self.name = name
@@ -41,14 +50,18 @@ class OpDef:
         self.slots = slots
         d = cls.__dict__
         self.shape = d["shape"]
-        self.forward_res = d.get("forward_res")
-        self.forward = d.get("forward") or _first_of(self.forward_res)
-        self.make_vjp = d.get("make_vjp")
-        self.vjp = d.get("vjp") or (self.make_vjp and _slot_vjp(self.make_vjp))
+        self.forward, self.forward_res, self.vjp, self.make_vjp = _rules(d)
         self.dtype = d.get("dtype")
         self.differentiable = differentiable and self.vjp is not None
         self.random = random
         self.doc = (cls.__doc__ or "").strip()
+        self.kernels = {}                        # backend name -> Kernel
+
+    def impl(self, F):
+        """What runs this op on backend F: its fused kernel for F while kernels are on, else the op itself."""
+        if self.kernels and KERNELS["on"]:
+            return self.kernels.get(F.name, self)
+        return self
 
     def __call__(self, *args, name=None, **attrs):
         """Build a node of this op: softplus(x) for an op registered as softplus = gd.op("softplus")(...)."""
@@ -63,6 +76,61 @@ class OpDef:
 
     def __repr__(self):
         return f"<op {self.name}>"
+
+
+def _rules(d):
+    """(forward, forward_res, vjp, make_vjp) of an op or kernel class's namespace; the missing ones derived."""
+    forward_res = d.get("forward_res")
+    forward = d.get("forward") or _first_of(forward_res)
+    make_vjp = d.get("make_vjp")
+    vjp = d.get("vjp") or (make_vjp and _slot_vjp(make_vjp))
+    return forward, forward_res, vjp, make_vjp
+
+
+class Kernel:
+    """A backend's fused implementation of an op (see @kernel)."""
+
+    __slots__ = ("op", "backend", "forward", "forward_res", "vjp", "make_vjp", "doc")
+
+    def __init__(self, spec, backend, cls):
+        self.op, self.backend = spec, backend
+        self.forward, self.forward_res, self.vjp, self.make_vjp = _rules(cls.__dict__)
+        self.doc = (cls.__doc__ or "").strip()
+
+    def __repr__(self):
+        return f"<{self.backend} kernel of {self.op.name}>"
+
+
+def kernel(name, backend):
+    """Register a fused kernel of op `name` for `backend` ("numpy", "cupy"): a class with the op's functions
+    (forward or forward_res; vjp or make_vjp), the same signatures and the same residuals as the op's rule,
+    computed in fewer passes. Only values change hands: a kernel's forward may keep residuals only where
+    the rule does, in the rule's format, so a forward by one and a backward by the other agree."""
+    def register(cls):
+        spec = REGISTRY.get(name)
+        if spec is None:
+            raise GraphError(f"kernel for {name!r}: no such op")
+        k = Kernel(spec, backend, cls)
+        if (k.forward_res is None) != (spec.forward_res is None) or (k.make_vjp is None) != (spec.make_vjp is None):
+            raise GraphError(f"kernel for {name!r}: define the same functions as the op (forward_res and make_vjp "
+                             "exactly where the op has them), so residuals agree")
+        spec.kernels[backend] = k
+        return k
+    return register
+
+
+@contextlib.contextmanager
+def fused_kernels(enabled=True):
+    """Run with the backends' fused kernels on (default) or off (every op by its readable rule):
+    `with gd.fused_kernels(False): ...` to compare, or GRAPHDIFF_KERNELS=0 for a whole process."""
+    before = KERNELS["on"]
+    KERNELS["on"] = bool(enabled)
+    KERNELS["epoch"] += 1                        # steps and VJP rules bound under the other setting are stale
+    try:
+        yield
+    finally:
+        KERNELS["on"] = before
+        KERNELS["epoch"] += 1
 
 
 def _first_of(forward_res):

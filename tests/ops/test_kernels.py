@@ -1,0 +1,122 @@
+"""Every fused kernel against its op's rule (registry.kernel): forward values, residuals and each slot's
+VJP, on shapes that span several blocks, on views, in float32 and float64, and with residuals crossed (the
+rule's forward with the kernel's VJP and the other way round, which a switch between them can give)."""
+import numpy as np
+import pytest
+
+import graphdiff as gd
+from graphdiff.backend import get_backend
+from graphdiff.ops import fused_numpy
+from graphdiff.ops.registry import REGISTRY
+
+F = get_backend("numpy")
+BIG = fused_numpy.BLOCK * 2 + 123        # three blocks, the last one partial
+
+
+def _x(rng, shape, dtype, scale=3.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def _noncontiguous(rng, shape, dtype):
+    return _x(rng, shape[:-1] + (2 * shape[-1],), dtype)[..., ::2]
+
+
+# op -> list of (case id, function(rng, dtype) -> (inputs, attrs))
+CASES = {
+    "gelu": [
+        ("tanh-big", lambda r, d: ([_x(r, (BIG,), d)], {"approximate": "tanh"})),
+        ("erf-big", lambda r, d: ([_x(r, (3, BIG // 3), d)], {"approximate": "none"})),
+        ("tanh-view", lambda r, d: ([_noncontiguous(r, (7, 9), d)], {"approximate": "tanh"})),
+        ("erf-0d", lambda r, d: ([_x(r, (), d)], {"approximate": "none"})),
+        ("tanh-empty", lambda r, d: ([_x(r, (0, 4), d)], {"approximate": "tanh"})),
+    ],
+}
+
+TOL = {"float64": dict(rtol=1e-12, atol=1e-12), "float32": dict(rtol=2e-5, atol=2e-6)}
+
+
+def _kernels():
+    return [(name, be) for name, spec in REGISTRY.items() for be in spec.kernels]
+
+
+def test_every_kernel_has_cases():
+    missing = [name for name, be in _kernels() if be == "numpy" and name not in CASES]
+    assert not missing, f"kernels without a case in test_kernels.CASES: {missing}"
+
+
+def _forward(impl, xs, attrs):
+    if impl.forward_res is not None:
+        return impl.forward_res(F, *xs, **attrs)
+    return impl.forward(F, *xs, **attrs), None
+
+
+def _vjps(impl, xs, out, res, attrs, g, n):
+    if impl.make_vjp is not None:
+        per_slot = impl.make_vjp(F, xs, out, res, **attrs)
+        return [per_slot(i, g) for i in range(n)]
+    return [impl.vjp(F, i, g, xs, out, **attrs) for i in range(n)]
+
+
+def _close(a, b, dtype, what):
+    if isinstance(a, tuple):
+        for k, (u, v) in enumerate(zip(a, b)):
+            _close(u, v, dtype, f"{what}[{k}]")
+        return
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype, f"{what}: {a.shape} {a.dtype} vs {b.shape} {b.dtype}"
+    np.testing.assert_allclose(a, b, err_msg=what, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name,case,make", [(n, c, m) for n, cases in CASES.items() for c, m in cases],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_kernel_matches_rule(name, case, make, dtype):
+    spec = REGISTRY[name]
+    kern = spec.kernels["numpy"]
+    rng = np.random.default_rng(0)
+    xs, attrs = make(rng, dtype)
+    out_r, res_r = _forward(spec, xs, attrs)
+    out_k, res_k = _forward(kern, xs, attrs)
+    _close(out_k, out_r, dtype, f"{name} forward")
+    if res_r is not None:
+        _close(res_k, res_r, dtype, f"{name} residuals")
+    g = rng.standard_normal(np.shape(out_r)).astype(np.asarray(out_r).dtype)
+    slots = [i for i, k in enumerate(spec.slot_kinds(len(xs))) if k == "float"]
+    want = _vjps(spec, xs, out_r, res_r, attrs, g, len(xs))
+    for res in ([res_k, res_r, None] if res_r is not None else [None]):   # crossed and recomputed residuals
+        got = _vjps(kern, xs, out_r, res, attrs, g, len(xs))
+        for i in slots:
+            _close(got[i], want[i], dtype, f"{name} vjp slot {i}")
+
+
+def test_switch_runs_the_rule_and_rebinds():
+    """fused_kernels(False) binds the rules; steps bound under one setting are not reused under the other."""
+    g = gd.Graph(dtype="float64")
+    x = g.param("x", np.linspace(-3, 3, 50))
+    y = gd.sum(gd.gelu(x, approximate="tanh") ** 2.0)
+    seen = []
+    kern = REGISTRY["gelu"].kernels["numpy"]
+    orig = kern.forward_res
+    kern.forward_res = lambda *a, **k: (seen.append(1), orig(*a, **k))[1]
+    try:
+        for on in (True, False, True):
+            with gd.fused_kernels(on):
+                before = len(seen)
+                g.forward()
+                g.backward(y)
+                assert (len(seen) > before) == on
+    finally:
+        kern.forward_res = orig
+    with gd.fused_kernels(False):
+        g.forward()
+        ref = g.backward(y)
+    g.forward()
+    np.testing.assert_allclose(g.backward(y)[x], ref[x], rtol=1e-12)
+
+
+def test_kernel_must_keep_the_rules_residuals():
+    with pytest.raises(gd.GraphError, match="same functions"):
+        @gd.kernel("gelu", "test")
+        class Bad:
+            def forward(F, x, approximate="none"):
+                return x
