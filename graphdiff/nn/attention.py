@@ -1,6 +1,7 @@
 """Multi-head self-attention, causal by default (with a key padding mask and a KV cache), and the
 transformer block. causal=False gives the "standard" (encoder) attention: every position sees every one."""
 import math
+import weakref
 
 import numpy as np
 
@@ -12,6 +13,30 @@ from .module import Module
 # masked scores: exp(NEG - max) is exactly 0 in float32 and float64, as PyTorch's masked_fill(-inf), and a
 # finite value keeps a fully masked row finite
 NEG = -1e9
+
+
+_VISIBLE = weakref.WeakKeyDictionary()      # graph -> {(key_mask index, T, causal): the mask node}
+
+
+def visible(g, key_mask, B, T, causal):
+    """Which keys each query sees: (T, T) lower-triangular (causal), and-ed with the key padding mask
+    (B, T) as (B, 1, T, T); None when every key is visible. Built once per graph and shared by every layer
+    (each layer then masks its scores with one where; the mask itself needs no gradient)."""
+    if key_mask is None and not causal:
+        return None
+    memo = _VISIBLE.setdefault(g, {})
+    key = (None if key_mask is None else key_mask.index, T, causal)
+    mask = memo.get(key)
+    if mask is None or mask.graph is not g:
+        keys = None if key_mask is None else ops.reshape(key_mask, (B, 1, 1, T), name="key_mask")
+        if causal:
+            mask = g.constant(np.tril(np.ones((T, T), dtype=bool)), name="causal")         # (T, T)
+            if keys is not None:
+                mask = ops.logical_and(mask, keys, name="visible")                        # (B, 1, T, T)
+        else:
+            mask = keys
+        memo[key] = mask
+    return mask
 
 
 class CausalSelfAttention(Module):
@@ -65,12 +90,9 @@ class CausalSelfAttention(Module):
         if past is not None:
             att = att + past_bias                                   # (B, nh, 1, P+1)
         else:
-            if key_mask is not None:
-                kb = ops.where(key_mask, 0.0, NEG, name="key_bias")                   # (B, T)
-                att = att + ops.reshape(kb, (B, 1, 1, T))                              # (B, nh, T, T)
-            if self.causal:
-                causal = g.constant(np.tril(np.ones((T, T), dtype=bool)), name="causal")       # (T, T)
-                att = ops.where(causal, att, NEG, name="causal_mask")                        # (B, nh, T, T)
+            allowed = visible(g, key_mask, B, T, self.causal)       # (B or 1, 1, T, T) bool, or None
+            if allowed is not None:
+                att = ops.where(allowed, att, NEG, name="masked")   # (B, nh, T, T)
         att = ops.softmax(att, axis=-1, name="attn")
         att = self.attn_drop(att)
         y = ops.matmul(att, v, name="av")                           # (B, nh, T, hs)

@@ -84,5 +84,7 @@ def test_training_steps_agree_on_every_backend(backend, opt_cls):
             opt.step()
         state = opt.state_dict()
         opt_cls(m, lr=0.05).load_state_dict(state)          # state arrays come back on the model's backend
+    # atol: the key bias's gradient is zero in exact arithmetic (softmax ignores a shift shared by every key),
+    # so its entries are rounding noise (~1e-13 after Adam), which NumPy's fused kernels round differently
     for (n, p), q in zip(models[0].named_parameters(), models[1].parameters()):
-        np.testing.assert_allclose(gd.to_numpy(q.data), p.data, rtol=1e-12, atol=1e-14, err_msg=n)
+        np.testing.assert_allclose(gd.to_numpy(q.data), p.data, rtol=1e-12, atol=1e-12, err_msg=n)
