@@ -335,6 +335,16 @@ class CupyBackend(Backend):
         from cupyx.scipy.special import erf
         return erf(x)
 
+    def unbroadcast(self, g, like):
+        """As Backend.unbroadcast; a sum over leading axes only (bias and layer-norm gradients) runs as one
+        GEMM with a ones row, which cuBLAS does several times faster than CuPy's column-sum kernel."""
+        shape = like if isinstance(like, tuple) else tuple(like.shape)
+        lead = g.ndim - len(shape)
+        if lead > 0 and tuple(g.shape[lead:]) == shape and g.size and g.dtype.kind == "f":
+            rows = self.reshape(g, (-1, math.prod(shape)))
+            return self.reshape(self.matmul(self.ones((1, rows.shape[0]), dtype=g.dtype), rows), shape)
+        return super().unbroadcast(g, like)
+
 
 class ScalarBackend:
     """Python floats and the math module: the backend of micrograd-style graphs, where every node is a 0-d

@@ -159,3 +159,18 @@ def test_another_backends_array_is_moved_not_duck_typed():
     x = g.input("x", (2,))
     y = gd.sum(x * g.constant(xp.asarray([2.0, 3.0])))
     assert float(g.forward({x: xp.asarray([1.0, 1.0])}, outputs=y)) == 5.0
+
+
+@pytest.mark.gpu
+def test_cupy_sums_over_leading_axes_as_a_gemm():
+    """CuPy's unbroadcast sums leading axes with a ones-row GEMM; the other reductions take the generic path.
+    Both agree with NumPy's sums."""
+    F = B.get_backend("cupy")
+    rng = np.random.default_rng(0)
+    for gshape, like in [((4, 5, 3), (3,)), ((4, 5, 3), (5, 3)), ((4, 5, 3), (1, 3)), ((4, 5, 3), (4, 1, 3)),
+                         ((2, 3), (2, 3)), ((0, 3), (3,)), ((6,), ())]:
+        g = rng.standard_normal(gshape)
+        want = B.unbroadcast(B.get_backend("numpy"), g, like)
+        got = F.to_numpy(F.unbroadcast(F.from_host(g, "float64"), like))
+        assert got.shape == tuple(like)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
