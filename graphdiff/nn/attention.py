@@ -73,11 +73,7 @@ class CausalSelfAttention(Module):
         B, T, C = x.shape
         nh = self.n_head
         hs = C // nh
-        qkv = self.c_attn(x)                                        # (B, T, 3C)
-        qkv = ops.reshape(qkv, (B, T, 3, nh, hs))                   # (B, T, 3, nh, hs)
-        q = ops.transpose(qkv[:, :, 0], (0, 2, 1, 3), name="q")     # (B, nh, T, hs)
-        k = ops.transpose(qkv[:, :, 1], (0, 2, 1, 3), name="k")     # (B, nh, T, hs)
-        v = ops.transpose(qkv[:, :, 2], (0, 2, 1, 3), name="v")     # (B, nh, T, hs)
+        q, k, v = self.project(x)                                   # each (B, nh, T, hs)
         if cache_out is not None:
             cache_out.append((k, v))
         if past is not None:
@@ -98,6 +94,21 @@ class CausalSelfAttention(Module):
         y = ops.matmul(att, v, name="av")                           # (B, nh, T, hs)
         y = ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (B, T, C))  # (B, T, C): heads side by side
         return self.resid_drop(self.c_proj(y))
+
+    def project(self, x):
+        """q, k, v (B, nh, T, hs): x @ W + b with the q, k and v column blocks of c_attn's weight and bias,
+        one GEMM each (their gradients need no slicing of a (B, T, 3C) activation, only of the weight)."""
+        g = x.graph
+        B, T, C = x.shape
+        nh = self.n_head
+        with g.scope("c_attn"):
+            W, b = self.c_attn.node(g, "weight"), self.c_attn.node(g, "bias")     # (C, 3C), (3C,)
+            out = []
+            for j, nm in enumerate("qkv"):
+                cols = slice(j * C, (j + 1) * C)
+                y = ops.add(ops.matmul(x, W[:, cols], name=f"matmul_{nm}"), b[cols], name=f"bias_{nm}")
+                out.append(ops.transpose(ops.reshape(y, (B, T, nh, C // nh)), (0, 2, 1, 3), name=nm))
+        return out
 
     def extra_repr(self):
         return f"n_embd={self.n_embd}, n_head={self.n_head}" + ("" if self.causal else ", causal=False")
