@@ -82,7 +82,9 @@ class CausalSelfAttention(Module):
                 raise ValueError(f"attention with a KV cache takes one new token at a time, got T={T}")
             k = ops.concat([past_k, k], axis=2)                     # (B, nh, P+1, hs)
             v = ops.concat([past_v, v], axis=2)                     # (B, nh, P+1, hs)
-        att = ops.matmul(q, ops.matrix_transpose(k), name="qk") * (1.0 / math.sqrt(hs))  # (B, nh, T, S)
+        # (q / sqrt(hs)) k^T: the same scores as (q k^T) / sqrt(hs), scaling T*hs numbers instead of T*S
+        att = ops.matmul(ops.multiply(q, 1.0 / math.sqrt(hs), name="scale"), ops.matrix_transpose(k),
+                         name="qk")                                 # (B, nh, T, S)
         if past is not None:
             att = att + past_bias                                   # (B, nh, 1, P+1)
         else:
