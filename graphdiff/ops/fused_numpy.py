@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .registry import kernel
+from .registry import REGISTRY, kernel
 
 BLOCK = 1 << 15          # elements per block: a few float32/float64 scratch blocks stay within L2
 
@@ -102,3 +102,148 @@ class Gelu:
                 np.multiply(us, gf[s:e], out=dx[s:e])
             return dx.reshape(x.shape)
         return vjp
+
+
+# --- softmax and log_softmax --------------------------------------------------------------------------
+# Along the last axis NumPy reduces each short row separately (np.max over rows of 128 costs as much as three
+# elementwise passes), and a (rows, 1) broadcast costs twice a plain one, so the kernels below keep both rare:
+# rows sums are GEMVs against a ones vector, and the shift that keeps exp from overflowing is the block's
+# maximum (one contiguous reduction) instead of each row's. Softmax and log-softmax do not depend on the
+# shift; a row whose sum comes out tiny (its maximum far below the block's, or a NaN) is redone with its own
+# maximum, as the rule does. Along another axis the reductions are over the middle axis of (pre, n, post),
+# which NumPy vectorises, so those kernels follow the rule's steps block by block.
+_TINY_SUM = 1e-12        # a row sum below this was shifted too far: redo the row with its own maximum
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _lanes(x, axis):
+    """x (C-contiguous) as (pre, n) when axis is the last one, else as (pre, n, post); and rows per block."""
+    x = np.ascontiguousarray(x)
+    a = axis % x.ndim
+    n, post = x.shape[a], math.prod(x.shape[a + 1:])
+    v = x.reshape(-1, n) if post == 1 else x.reshape(-1, n, post)
+    return v, max(1, BLOCK // max(1, n * post))
+
+
+def _row_blocks(v, step):
+    return [(s, min(s + step, v.shape[0])) for s in range(0, v.shape[0], step)]
+
+
+def _exp_shifted(xb, eb, sb, ones):
+    """eb = exp(xb - shift) with a shift per row, sb = its row sums (xb, eb: (r, n); sb: (r,)); the shift is
+    the block's maximum except on rows redone with their own. Returns the shifts: a scalar, or (r, 1)."""
+    c = xb.max()
+    np.subtract(xb, c, out=eb)
+    np.exp(eb, out=eb)
+    np.matmul(eb, ones, out=sb)
+    bad = ~(sb >= _TINY_SUM)                       # also NaN: the rule's answer for those rows is its own
+    if not bad.any():
+        return c
+    shift = np.full((xb.shape[0], 1), c, dtype=xb.dtype)
+    rows = np.flatnonzero(bad)
+    xr = xb[rows]
+    m = np.max(xr, axis=1, keepdims=True)
+    er = np.exp(xr - m)
+    eb[rows], sb[rows], shift[rows] = er, np.sum(er, axis=1), m
+    return shift
+
+
+def _fast(*arrays):
+    """True when the arrays share one dtype, float32 or float64 (the kernels' fast path), and are not empty."""
+    dt = arrays[0].dtype
+    return dt in FLOATS and all(a.dtype == dt for a in arrays) and arrays[0].size > 0
+
+
+@kernel("softmax", "numpy")
+class Softmax:
+    """softmax in blocks of whole rows: exp(x - shift), row sums by GEMV, one multiply by 1 / sum."""
+
+    def forward(F, x, axis=-1):
+        if not _fast(x):
+            return REGISTRY["softmax"].forward(F, x, axis=axis)
+        v, step = _lanes(x, axis)
+        y = np.empty_like(v)
+        if v.ndim == 2:
+            ones = np.ones(v.shape[1], dtype=v.dtype)
+            s = np.empty(step, dtype=v.dtype)
+            for a, b in _row_blocks(v, step):
+                xb, yb, sb = v[a:b], y[a:b], s[:b - a]
+                _exp_shifted(xb, yb, sb, ones)
+                np.reciprocal(sb, out=sb)
+                yb *= sb[:, None]
+        else:
+            s = np.empty((step, 1, v.shape[2]), dtype=v.dtype)
+            for a, b in _row_blocks(v, step):
+                xb, yb, sb = v[a:b], y[a:b], s[:b - a]
+                np.max(xb, axis=1, keepdims=True, out=sb)
+                np.subtract(xb, sb, out=yb)
+                np.exp(yb, out=yb)
+                np.sum(yb, axis=1, keepdims=True, out=sb)
+                np.reciprocal(sb, out=sb)
+                yb *= sb
+        return y.reshape(x.shape)
+
+    def vjp(F, i, g, xs, out, axis=-1):           # J^T g = s * (g - <g, s>)
+        if not _fast(g, out):
+            return REGISTRY["softmax"].vjp(F, i, g, xs, out, axis=axis)
+        gv, step = _lanes(g, axis)
+        ov, _ = _lanes(out, axis)
+        dx = np.empty_like(gv)
+        for a, b in _row_blocks(gv, step):
+            gb, ob, db = gv[a:b], ov[a:b], dx[a:b]
+            if gv.ndim == 2:
+                dot = np.einsum("ij,ij->i", gb, ob)[:, None]
+            else:
+                np.multiply(gb, ob, out=db)
+                dot = np.sum(db, axis=1, keepdims=True)
+            np.subtract(gb, dot, out=db)
+            db *= ob
+        return dx.reshape(g.shape)
+
+
+@kernel("log_softmax", "numpy")
+class LogSoftmax:
+    """log_softmax in blocks of whole rows: x - (shift + log(sum exp(x - shift))), row sums by GEMV."""
+
+    def forward(F, x, axis=-1):
+        if not _fast(x):
+            return REGISTRY["log_softmax"].forward(F, x, axis=axis)
+        v, step = _lanes(x, axis)
+        y = np.empty_like(v)
+        e = np.empty((min(step, v.shape[0]),) + v.shape[1:], dtype=v.dtype)
+        if v.ndim == 2:
+            ones = np.ones(v.shape[1], dtype=v.dtype)
+            s = np.empty(step, dtype=v.dtype)
+            for a, b in _row_blocks(v, step):
+                xb, yb, eb, sb = v[a:b], y[a:b], e[:b - a], s[:b - a]
+                shift = _exp_shifted(xb, eb, sb, ones)
+                np.log(sb, out=sb)
+                lse = sb[:, None]
+                lse += shift                                 # as the rule: x - (shift + log(sum))
+                np.subtract(xb, lse, out=yb)
+        else:
+            m, s = (np.empty((step, 1, v.shape[2]), dtype=v.dtype) for _ in range(2))
+            for a, b in _row_blocks(v, step):
+                xb, yb, eb, mb, sb = v[a:b], y[a:b], e[:b - a], m[:b - a], s[:b - a]
+                np.max(xb, axis=1, keepdims=True, out=mb)
+                np.subtract(xb, mb, out=eb)
+                np.exp(eb, out=eb)
+                np.sum(eb, axis=1, keepdims=True, out=sb)
+                np.log(sb, out=sb)
+                sb += mb
+                np.subtract(xb, sb, out=yb)
+        return y.reshape(x.shape)
+
+    def vjp(F, i, g, xs, out, axis=-1):           # g - exp(out) * sum(g)
+        if not _fast(g, out):
+            return REGISTRY["log_softmax"].vjp(F, i, g, xs, out, axis=axis)
+        gv, step = _lanes(g, axis)
+        ov, _ = _lanes(out, axis)
+        dx = np.empty_like(gv)
+        ones = np.ones(gv.shape[1], dtype=gv.dtype)
+        for a, b in _row_blocks(gv, step):
+            gb, ob, db = gv[a:b], ov[a:b], dx[a:b]
+            np.exp(ob, out=db)
+            db *= (gb @ ones)[:, None] if gv.ndim == 2 else np.sum(gb, axis=1, keepdims=True)
+            np.subtract(gb, db, out=db)
+        return dx.reshape(g.shape)

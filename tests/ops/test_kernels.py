@@ -21,6 +21,32 @@ def _noncontiguous(rng, shape, dtype):
     return _x(rng, shape[:-1] + (2 * shape[-1],), dtype)[..., ::2]
 
 
+def _spread(rng, shape, dtype):
+    """Rows whose maxima lie far apart (+-40, some entries masked with -1e9 as attention does): a shift by
+    the block's maximum underflows some rows, which the kernels must redo with their own maximum. (Wider
+    offsets would test float32 rounding, not the kernels: an ulp of 200 is 1.5e-5.)"""
+    x = rng.standard_normal(shape) * 3.0 + rng.uniform(-40, 40, shape[:-1] + (1,))
+    x[..., 1:][rng.random(x[..., 1:].shape) < 0.3] = -1e9
+    return x.astype(dtype)
+
+
+def _softmax_cases():
+    return [
+        ("last-big", lambda r, d: ([_x(r, (300, 257), d)], {"axis": -1})),
+        ("last-4d", lambda r, d: ([_x(r, (2, 3, 40, 128), d)], {"axis": 3})),
+        ("spread", lambda r, d: ([_spread(r, (3, 500, 64), d)], {"axis": -1})),
+        ("axis0-big", lambda r, d: ([_x(r, (70, 1000), d)], {"axis": 0})),
+        ("middle", lambda r, d: ([_x(r, (5, 300, 60), d)], {"axis": 1})),
+        ("middle-spread", lambda r, d: ([_spread(r, (4, 30, 20), d).transpose(0, 2, 1)], {"axis": 1})),
+        ("view", lambda r, d: ([_noncontiguous(r, (7, 9), d)], {"axis": -1})),
+        ("view-axis0", lambda r, d: ([_noncontiguous(r, (7, 9), d)], {"axis": 0})),
+        ("one-row", lambda r, d: ([_x(r, (5,), d)], {"axis": 0})),
+        ("wide", lambda r, d: ([_x(r, (2, BIG), d)], {"axis": -1})),
+        ("empty-rows", lambda r, d: ([_x(r, (0, 5), d)], {"axis": -1})),
+        ("float16", lambda r, d: ([_x(r, (4, 6), "float16")], {"axis": -1})),
+    ]
+
+
 # op -> list of (case id, function(rng, dtype) -> (inputs, attrs))
 CASES = {
     "gelu": [
@@ -30,6 +56,8 @@ CASES = {
         ("erf-0d", lambda r, d: ([_x(r, (), d)], {"approximate": "none"})),
         ("tanh-empty", lambda r, d: ([_x(r, (0, 4), d)], {"approximate": "tanh"})),
     ],
+    "softmax": _softmax_cases(),
+    "log_softmax": _softmax_cases(),
 }
 
 TOL = {"float64": dict(rtol=1e-12, atol=1e-12), "float32": dict(rtol=2e-5, atol=2e-6)}

@@ -1,0 +1,94 @@
+"""Per-kernel times at the GPT step's shapes (float32 pre-LN GPT "small": B 32, T 128, C 128, 4 heads, vocab
+65): each op's rule, its fused NumPy kernel and PyTorch's equivalent (aten's forward or backward function),
+in one process, alternating rounds, one thread.
+
+    python benchmarks/bench_kernels.py [--rounds 30] [--only softmax layer_norm]
+"""
+import argparse
+
+import numpy as np
+
+import common
+from graphdiff.backend import get_backend
+from graphdiff.ops.registry import REGISTRY
+
+F = get_backend("numpy")
+B, T, C, NH, V = 32, 128, 128, 4, 65
+
+
+def _impls(name):
+    spec = REGISTRY[name]
+    return {"rule": spec, "kernel": spec.kernels.get("numpy", spec)}
+
+
+def _forward(impl, xs, attrs):
+    if impl.forward_res is not None:
+        return impl.forward_res(F, *xs, **attrs)
+    return impl.forward(F, *xs, **attrs), None
+
+
+def _vjp_all(impl, xs, out, res, attrs, g, slots):
+    """Every slot's VJP of one node, as the engine asks for them (one make_vjp, then each slot)."""
+    if impl.make_vjp is not None:
+        per_slot = impl.make_vjp(F, xs, out, res, **attrs)
+        return [per_slot(i, g) for i in slots]
+    return [impl.vjp(F, i, g, xs, out, **attrs) for i in slots]
+
+
+def op_cases(name, xs, attrs, slots, torch_fwd, torch_vjp):
+    """{case: {engine: fn}}: the forward and the VJP (all slots) of op `name` on inputs xs."""
+    fwd, vjp = {}, {}
+    out, res = _forward(REGISTRY[name], xs, attrs)
+    g = np.random.default_rng(1).standard_normal(np.shape(out)).astype(np.asarray(out).dtype)
+    for engine, impl in _impls(name).items():
+        fwd[engine] = lambda impl=impl: _forward(impl, xs, attrs)
+        r = _forward(impl, xs, attrs)[1]
+        vjp[engine] = lambda impl=impl, r=r: _vjp_all(impl, xs, out, r, attrs, g, slots)
+    if torch_fwd is not None:
+        fwd["torch"] = torch_fwd
+    if torch_vjp is not None:
+        vjp["torch"] = torch_vjp
+    return {f"{name} fwd": fwd, f"{name} vjp": vjp}
+
+
+def cases():
+    import torch
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    out = {}
+
+    att = (rng.standard_normal((B, NH, T, T)) * 2).astype(f32)
+    att[..., np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] = -1e9     # the causal mask's NEG
+    ta = torch.tensor(att)
+    ts = torch.softmax(ta, -1)
+    tg = torch.randn(ta.shape)
+    out.update(op_cases("softmax", [att], {"axis": -1}, [0], lambda: torch.softmax(ta, -1),
+                        lambda: torch._softmax_backward_data(tg, ts, -1, torch.float32)))
+
+    logits = rng.standard_normal((B * T, V)).astype(f32)
+    tl = torch.tensor(logits)
+    tls = torch.log_softmax(tl, -1)
+    tgl = torch.randn(tl.shape)
+    out.update(op_cases("log_softmax", [logits], {"axis": -1}, [0], lambda: torch.log_softmax(tl, -1),
+                        lambda: torch._log_softmax_backward_data(tgl, tls, -1, torch.float32)))
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--only", nargs="*", help="op names to time (default: all)")
+    args = p.parse_args()
+    import torch  # noqa: F401  (set_threads limits torch's threads too)
+    common.set_threads(1)
+    rows = []
+    for case, fns in cases().items():
+        if args.only and case.split()[0] not in args.only:
+            continue
+        times = common.alternate(fns, args.rounds)
+        rows += [{"case": case, "engine": e, "samples": s} for e, s in times.items()]
+    common.table(rows, baseline="kernel")
+
+
+if __name__ == "__main__":
+    main()
