@@ -71,6 +71,16 @@ def cases():
     tgl = torch.randn(tl.shape)
     out.update(op_cases("log_softmax", [logits], {"axis": -1}, [0], lambda: torch.log_softmax(tl, -1),
                         lambda: torch._log_softmax_backward_data(tgl, tls, -1, torch.float32)))
+
+    x = rng.standard_normal((B, T, C)).astype(f32)
+    gamma, beta = (rng.standard_normal(C).astype(f32) for _ in range(2))
+    tx, tw, tb = torch.tensor(x), torch.tensor(gamma), torch.tensor(beta)
+    _, tmean, trstd = torch.native_layer_norm(tx, (C,), tw, tb, 1e-5)
+    tgx = torch.randn(tx.shape)
+    out.update(op_cases("layer_norm", [x, gamma, beta], {"eps": 1e-5}, [0, 1, 2],
+                        lambda: torch.native_layer_norm(tx, (C,), tw, tb, 1e-5),
+                        lambda: torch.ops.aten.native_layer_norm_backward(tgx, tx, (C,), tmean, trstd, tw, tb,
+                                                                          [True, True, True])))
     return out
 
 

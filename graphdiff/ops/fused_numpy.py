@@ -247,3 +247,96 @@ class LogSoftmax:
             db *= (gb @ ones)[:, None] if gv.ndim == 2 else np.sum(gb, axis=1, keepdims=True)
             np.subtract(gb, db, out=db)
         return dx.reshape(g.shape)
+
+
+# --- layer_norm ---------------------------------------------------------------------------------------
+def _rows(x):
+    """x as C-contiguous (rows, C) over its last axis, and rows per block."""
+    x = np.ascontiguousarray(x)
+    C = x.shape[-1]
+    return x.reshape(-1, C), max(1, BLOCK // max(1, C))
+
+
+@kernel("layer_norm", "numpy")
+class LayerNorm:
+    """layer_norm in blocks of whole rows; row means and column sums (gamma's and beta's gradients) by GEMV.
+
+    The VJP does the three slots' work in one pass and hands out the results: the engine asks for each slot
+    with the same g (an input slot it does not need is never asked for; gamma's and beta's gradients alone
+    skip the pass over dx)."""
+
+    def forward_res(F, x, gamma, beta, eps=1e-5):   # keeps (xhat, rstd), as the rule
+        if not _fast(x, gamma, beta):
+            return REGISTRY["layer_norm"].forward_res(F, x, gamma, beta, eps=eps)
+        v, step = _rows(x)
+        R, C = v.shape
+        y, xhat = np.empty_like(v), np.empty_like(v)
+        rstd = np.empty((R, 1), dtype=v.dtype)
+        ones = np.ones(C, dtype=v.dtype)
+        for a, b in _row_blocks(v, step):
+            xb, hb, rb = v[a:b], xhat[a:b], rstd[a:b]
+            mean = xb @ ones
+            mean *= 1.0 / C
+            np.subtract(xb, mean[:, None], out=hb)
+            var = np.einsum("ij,ij->i", hb, hb)[:, None]
+            var *= 1.0 / C
+            var += eps
+            np.sqrt(var, out=rb)
+            np.reciprocal(rb, out=rb)
+            hb *= rb
+            np.multiply(hb, gamma, out=y[a:b])
+            y[a:b] += beta
+        lead = x.shape[:-1]
+        return y.reshape(x.shape), (xhat.reshape(x.shape), rstd.reshape(lead + (1,)))
+
+    def make_vjp(F, xs, out, res, eps=1e-5):
+        x, gamma, beta = xs
+        if res is None:
+            res = LayerNorm.forward_res(F, x, gamma, beta, eps=eps)[1]
+        xhat, rstd = res
+        rule = REGISTRY["layer_norm"].make_vjp
+        state = {"g": None, "ready": {}, "given": set()}   # per cotangent: slots computed, slots handed out
+
+        def vjp(i, g):
+            if not _fast(g, xhat, rstd, gamma):
+                return rule(F, xs, out, res, eps=eps)(i, g)
+            if state["g"] is not g:                    # a new cotangent: nothing computed for it yet
+                state.update(g=g, ready={}, given=set())
+            ready, given = state["ready"], state["given"]
+            if i not in ready:
+                grads = _layer_norm_vjp(g, xhat, rstd, gamma, with_dx=i == 0)
+                ready.update((k, v) for k, v in zip((1, 2, 0), grads) if v is not None and k not in given)
+            given.add(i)
+            grad = ready.pop(i)
+            if not ready:
+                state["g"] = None                      # nothing kept for g: let it go
+            return grad
+        return vjp
+
+
+def _layer_norm_vjp(g, xhat, rstd, gamma, with_dx):
+    """(dgamma, dbeta) and, with_dx, dx = rstd (d - mean(d) - xhat mean(d xhat)) with d = g gamma."""
+    gv, step = _rows(g)
+    hv, rv = xhat.reshape(gv.shape), rstd.reshape(-1, 1)
+    R, C = gv.shape
+    dgamma, dbeta = np.zeros(C, dtype=gv.dtype), np.zeros(C, dtype=gv.dtype)
+    dx = np.empty_like(gv) if with_dx else None
+    t = np.empty((min(step, R), C), dtype=gv.dtype)
+    ones = np.ones(min(step, R), dtype=gv.dtype)
+    for a, b in _row_blocks(gv, step):
+        gb, hb, tb, ob = gv[a:b], hv[a:b], t[:b - a], ones[:b - a]
+        dbeta += ob @ gb
+        np.multiply(gb, hb, out=tb)                    # g xhat
+        dgamma += ob @ tb
+        if with_dx:
+            rb, db = rv[a:b], dx[a:b]
+            k = tb @ gamma                             # C mean(d xhat), per row
+            md = gb @ gamma                            # C mean(d)
+            k *= 1.0 / C
+            md *= 1.0 / C
+            np.multiply(hb, k[:, None], out=tb)
+            np.multiply(gb, gamma, out=db)
+            db -= tb
+            db -= md[:, None]
+            db *= rb
+    return dgamma, dbeta, (dx.reshape(g.shape) if with_dx else None)
