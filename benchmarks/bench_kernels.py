@@ -81,6 +81,19 @@ def cases():
                         lambda: torch.native_layer_norm(tx, (C,), tw, tb, 1e-5),
                         lambda: torch.ops.aten.native_layer_norm_backward(tgx, tx, (C,), tmean, trstd, tw, tb,
                                                                           [True, True, True])))
+
+    ids = rng.integers(0, V, B * T)
+    ids[rng.random(B * T) < 0.05] = 0                  # pad targets (ignore_index)
+    ti = torch.tensor(ids)
+    t_ls = torch.log_softmax(tl, -1)
+    t_loss, t_total = torch.ops.aten.nll_loss_forward(t_ls, ti, None, 1, 0)
+    one = torch.tensor(1.0)
+
+    def torch_ce_vjp():
+        d = torch.ops.aten.nll_loss_backward(one, t_ls, ti, None, 1, 0, t_total)
+        return torch._log_softmax_backward_data(d, t_ls, -1, torch.float32)
+    out.update(op_cases("cross_entropy", [logits, ids], {"ignore_index": 0}, [0],
+                        lambda: torch.nn.functional.cross_entropy(tl, ti, ignore_index=0), torch_ce_vjp))
     return out
 
 

@@ -340,3 +340,78 @@ def _layer_norm_vjp(g, xhat, rstd, gamma, with_dx):
             db -= md[:, None]
             db *= rb
     return dgamma, dbeta, (dx.reshape(g.shape) if with_dx else None)
+
+
+# --- cross_entropy ------------------------------------------------------------------------------------
+def _lse_rows(v, step):
+    """(R, 1) log-sum-exp of each row of v (R, n), in blocks of rows (the shifts as in softmax)."""
+    lse = np.empty((v.shape[0], 1), dtype=v.dtype)
+    e = np.empty((min(step, v.shape[0]), v.shape[1]), dtype=v.dtype)
+    ones = np.ones(v.shape[1], dtype=v.dtype)
+    for a, b in _row_blocks(v, step):
+        sb = lse[a:b, 0]
+        shift = _exp_shifted(v[a:b], e[:b - a], sb, ones)
+        np.log(sb, out=sb)
+        lse[a:b] += shift
+    return lse
+
+
+def _targets(ids, V, ignore_index, dtype):
+    """Flat ids clipped into [0, V) (out-of-range ids pick nothing, as the rule's one_hot), where they are in
+    range, and the kept-target weights (ids equal to ignore_index weigh 0) in the logits' dtype."""
+    ids = np.asarray(ids).reshape(-1)
+    valid = (ids >= 0) & (ids < V)
+    w = (ids != ignore_index) if ignore_index is not None else np.ones(ids.shape, dtype=bool)
+    return np.where(valid, ids, 0), valid, w.astype(dtype)
+
+
+@kernel("cross_entropy", "numpy")
+class CrossEntropy:
+    """cross_entropy without the one-hot matrix: the log-sum-exp in blocks of rows, the targets' logits picked
+    by index; the VJP is exp(logits - lse) with 1 taken off at each target, scaled, in one pass per block."""
+
+    def forward_res(F, logits, ids, ignore_index=None, check_ids=False):   # keeps the log-sum-exp
+        if check_ids or not _fast(logits):
+            return REGISTRY["cross_entropy"].forward_res(F, logits, ids, ignore_index=ignore_index,
+                                                         check_ids=check_ids)
+        v, step = _rows(logits)
+        R, V = v.shape
+        lse = _lse_rows(v, step)
+        idx, valid, w = _targets(ids, V, ignore_index, v.dtype)
+        picked = v[np.arange(R), idx] - lse[:, 0]
+        picked *= valid
+        picked *= w
+        return -np.sum(picked) / np.sum(w), lse.reshape(logits.shape[:-1] + (1,))
+
+    def make_vjp(F, xs, out, lse, ignore_index=None, check_ids=False):  # (softmax - onehot) / kept
+        logits, ids = xs
+        rule = REGISTRY["cross_entropy"].make_vjp
+        if not _fast(logits) or (lse is not None and lse.dtype != logits.dtype):
+            return rule(F, xs, out, lse, ignore_index=ignore_index, check_ids=check_ids)
+        v, step = _rows(logits)
+        R, V = v.shape
+        lse = _lse_rows(v, step) if lse is None else lse.reshape(R, 1)
+
+        def vjp(i, g):
+            if np.result_type(g, v) != v.dtype:
+                return rule(F, xs, out, lse.reshape(logits.shape[:-1] + (1,)), ignore_index=ignore_index,
+                            check_ids=check_ids)(i, g)
+            idx, valid, w = _targets(ids, V, ignore_index, v.dtype)
+            scale = g / np.sum(w)
+            rows_scale = None if w.all() else w * scale
+            dx = np.empty_like(v)
+            flat_dx = dx.reshape(-1)
+            hot = np.flatnonzero(valid)
+            hot_at = hot * V + idx[hot]                # flat positions of the targets' logits
+            for a, b in _row_blocks(v, step):
+                db = dx[a:b]
+                np.subtract(v[a:b], lse[a:b], out=db)
+                np.exp(db, out=db)
+                lo, hi = np.searchsorted(hot, (a, b))
+                flat_dx[hot_at[lo:hi]] -= 1.0
+                if rows_scale is None:
+                    db *= scale
+                else:
+                    db *= rows_scale[a:b, None]
+            return dx.reshape(logits.shape)
+        return vjp

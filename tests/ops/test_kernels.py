@@ -54,6 +54,14 @@ def _ln_inputs(rng, shape, dtype):
     return [x.astype(dtype), _x(rng, shape[-1:], dtype, 1.0), _x(rng, shape[-1:], dtype, 1.0)]
 
 
+def _ids(rng, shape, V, pad=None):
+    """int64 ids in [0, V), a quarter of them `pad` (the ignored id) when given."""
+    ids = rng.integers(0, V, shape)
+    if pad is not None:
+        ids[rng.random(shape) < 0.25] = pad
+    return ids
+
+
 # op -> list of (case id, function(rng, dtype) -> (inputs, attrs))
 CASES = {
     "gelu": [
@@ -74,6 +82,19 @@ CASES = {
         ("empty", lambda r, d: (_ln_inputs(r, (0, 8), d), {"eps": 1e-5})),
         ("mixed", lambda r, d: ([_x(r, (5, 8), d), _x(r, (8,), "float32"), _x(r, (8,), d)], {"eps": 1e-5})),
         ("float16", lambda r, d: (_ln_inputs(r, (5, 8), "float16"), {"eps": 1e-3})),
+    ],
+    "cross_entropy": [
+        ("gpt", lambda r, d: ([_x(r, (4096, 65), d), _ids(r, (4096,), 65, pad=0)], {"ignore_index": 0})),
+        ("3d-neg-ignore", lambda r, d: ([_x(r, (3, 400, 65), d), _ids(r, (3, 400), 65, pad=-100)],
+                                        {"ignore_index": -100})),
+        ("no-ignore", lambda r, d: ([_x(r, (600, 70), d), _ids(r, (600,), 70)], {"ignore_index": None})),
+        ("spread", lambda r, d: ([_spread(r, (700, 50), d), _ids(r, (700,), 50)], {"ignore_index": None})),
+        ("view", lambda r, d: ([_noncontiguous(r, (20, 9), d), _ids(r, (20,), 9)[::-1]], {"ignore_index": 3})),
+        ("1-row", lambda r, d: ([_x(r, (9,), d), np.array(4)], {"ignore_index": None})),
+        ("all-ignored", lambda r, d: ([_x(r, (5, 9), d), np.full(5, -1)], {"ignore_index": -1})),
+        ("out-of-range", lambda r, d: ([_x(r, (5, 9), d), np.array([0, 9, -2, 3, 12])], {"ignore_index": 3})),
+        ("checked", lambda r, d: ([_x(r, (5, 9), d), _ids(r, (5,), 9)], {"ignore_index": None, "check_ids": True})),
+        ("float16", lambda r, d: ([_x(r, (5, 9), "float16"), _ids(r, (5,), 9)], {"ignore_index": None})),
     ],
 }
 
