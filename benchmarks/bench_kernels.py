@@ -94,6 +94,18 @@ def cases():
         return torch._log_softmax_backward_data(d, t_ls, -1, torch.float32)
     out.update(op_cases("cross_entropy", [logits, ids], {"ignore_index": 0}, [0],
                         lambda: torch.nn.functional.cross_entropy(tl, ti, ignore_index=0), torch_ce_vjp))
+
+    from graphdiff.backend import Backend
+    gx = rng.standard_normal((B * T, C)).astype(f32)
+    tgx2 = torch.tensor(gx)
+    for rows, what in ((V, "wte"), (T, "wpe")):
+        ids_e = rng.integers(0, V, B * T) if what == "wte" else np.tile(np.arange(T), B)
+        ti_e = torch.tensor(ids_e)
+        out[f"embedding vjp ({what})"] = {
+            "rule": lambda ids_e=ids_e, rows=rows: Backend.scatter_rows(F, gx, ids_e, rows),   # np.add.at
+            "kernel": lambda ids_e=ids_e, rows=rows: F.scatter_rows(gx, ids_e, rows),
+            "torch": lambda ti_e=ti_e, rows=rows: torch.ops.aten.embedding_dense_backward(tgx2, ti_e, rows, -1,
+                                                                                          False)}
     return out
 
 

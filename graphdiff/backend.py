@@ -251,6 +251,20 @@ class NumpyBackend(Backend):
         np.add.at(z, idx, g)
         return z
 
+    def scatter_rows(self, g, ids, rows):
+        """zeros((rows, C)) with row g[k] added at row ids[k]: a sparse (rows, N) 0/1 matrix times g (SciPy's
+        CSR product, one pass over g; np.add.at's element loop takes ~20x longer on (4096, 128))."""
+        ids = np.asarray(ids)
+        n = ids.shape[0] if ids.ndim == 1 else -1
+        if not (g.ndim == 2 and g.shape[0] == n and n > 0 and g.shape[1] > 0 and ids.dtype.kind in "iu"
+                and g.dtype in (np.float32, np.float64) and 0 <= ids.min() and ids.max() < rows):
+            return super().scatter_rows(g, ids, rows)       # empty, another dtype, or ids np.add.at wraps
+        from scipy.sparse import csr_array
+        starts = np.zeros(rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(ids, minlength=rows), out=starts[1:])
+        picks = csr_array((np.ones(n, dtype=g.dtype), np.argsort(ids, kind="stable"), starts), shape=(rows, n))
+        return np.ascontiguousarray(picks @ g, dtype=g.dtype)
+
     def from_host(self, value, dtype):
         return np.array(value, dtype=dtype)     # always a copy, as a transfer to a device would be
 

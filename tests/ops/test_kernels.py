@@ -210,3 +210,31 @@ def test_layer_norm_vjp_any_slot_order(order):
         want = spec.make_vjp(F, xs, out, res)
         for i in order:
             _close(per_slot(i, g), want(i, g), "float64", f"layer_norm vjp slot {i}")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("rows,n,c", [(65, 4096, 128), (128, 4096, 128), (5, 40, 3), (3000, 50, 7), (4, 1, 1),
+                                      (4, 0, 5), (0, 0, 5), (6, 7, 0)])
+def test_numpy_scatter_rows_matches_add_at(rows, n, c, dtype):
+    """NumpyBackend.scatter_rows (embedding's VJP) against np.add.at: repeated ids add up, unused rows stay 0."""
+    rng = np.random.default_rng(2)
+    g = rng.standard_normal((n, c)).astype(dtype)
+    ids = rng.integers(0, max(rows, 1), n) if rows else np.zeros(0, dtype=np.int64)
+    if n > 3:
+        ids[: n // 3] = ids[0]                       # one id many times
+    for gg, ii in ((g, ids), (np.asfortranarray(g), ids.astype(np.int32)), (g[::-1], ids[::-1])):
+        want = np.zeros((rows, c), dtype=dtype)
+        np.add.at(want, ii, gg)
+        got = F.scatter_rows(gg, ii, rows)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, **TOL[dtype], err_msg=f"scatter_rows {gg.shape} into {rows}")
+
+
+def test_numpy_scatter_rows_keeps_add_at_semantics_for_odd_ids():
+    """Negative ids count from the end, as np.add.at's; ids past the table raise."""
+    g = np.arange(6.0).reshape(3, 2)
+    want = np.zeros((4, 2))
+    np.add.at(want, np.array([-1, 0, -1]), g)
+    np.testing.assert_array_equal(F.scatter_rows(g, np.array([-1, 0, -1]), 4), want)
+    with pytest.raises(IndexError):
+        F.scatter_rows(g, np.array([0, 4, 1]), 4)
