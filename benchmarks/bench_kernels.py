@@ -95,7 +95,21 @@ def cases():
     out.update(op_cases("cross_entropy", [logits, ids], {"ignore_index": 0}, [0],
                         lambda: torch.nn.functional.cross_entropy(tl, ti, ignore_index=0), torch_ce_vjp))
 
-    from graphdiff.backend import Backend
+    causal = np.tril(np.ones((T, T), dtype=bool))
+    neg = np.asarray(-1e9, dtype=f32)
+    tc, tneg = torch.tensor(causal), torch.tensor(neg)
+    tg_att = torch.tensor(np.random.default_rng(1).standard_normal(att.shape).astype(f32))
+    out.update(op_cases("where", [causal, att, neg], {}, [1], lambda: torch.where(tc, ta, tneg),
+                        lambda: torch.where(tc, tg_att, 0.0)))
+
+    from graphdiff.backend import Backend, unbroadcast
+    for n in (128, 512):
+        gb = rng.standard_normal((B, T, n)).astype(f32)
+        tgb = torch.tensor(gb)
+        out[f"add vjp (bias {n})"] = {
+            "rule": lambda gb=gb, n=n: unbroadcast(F, gb, (n,)),          # Backend.unbroadcast: np.sum
+            "kernel": lambda gb=gb, n=n: F.unbroadcast(gb, (n,)),
+            "torch": lambda tgb=tgb: tgb.sum((0, 1))}
     gx = rng.standard_normal((B * T, C)).astype(f32)
     tgx2 = torch.tensor(gx)
     for rows, what in ((V, "wte"), (T, "wpe")):

@@ -96,6 +96,19 @@ CASES = {
         ("checked", lambda r, d: ([_x(r, (5, 9), d), _ids(r, (5,), 9)], {"ignore_index": None, "check_ids": True})),
         ("float16", lambda r, d: ([_x(r, (5, 9), "float16"), _ids(r, (5,), 9)], {"ignore_index": None})),
     ],
+    "where": [
+        ("causal-mask", lambda r, d: ([np.tril(np.ones((50, 50), bool)), _x(r, (3, 4, 50, 50), d),
+                                       np.asarray(-1e9, d)], {})),
+        ("b-full", lambda r, d: ([r.random((7, 1)) < 0.5, np.asarray(2.0, d), _x(r, (7, 9), d)], {})),
+        ("both-full", lambda r, d: ([r.random((BIG,)) < 0.5, _x(r, (BIG,), d), _x(r, (BIG,), d)], {})),
+        ("broadcast-all", lambda r, d: ([r.random((6, 1)) < 0.5, _x(r, (1, 5), d), _x(r, (6, 1), d)], {})),
+        ("view", lambda r, d: ([r.random((7, 9)) < 0.5, _noncontiguous(r, (7, 9), d), _x(r, (9,), d)], {})),
+        ("nan-masked", lambda r, d: ([np.arange(6) < 3, np.array([1, 2, 3, np.nan, np.inf, 6], d),
+                                      np.zeros(6, d)], {})),
+        ("mixed", lambda r, d: ([r.random((4, 5)) < 0.5, _x(r, (4, 5), "float32"), np.asarray(1.5, d)], {})),
+        ("0d", lambda r, d: ([np.asarray(True), np.asarray(1.0, d), np.asarray(2.0, d)], {})),
+        ("empty", lambda r, d: ([np.zeros((0, 3), bool), _x(r, (0, 3), d), _x(r, (3,), d)], {})),
+    ],
 }
 
 TOL = {"float64": dict(rtol=1e-12, atol=1e-12), "float32": dict(rtol=2e-5, atol=2e-6)}
@@ -238,3 +251,18 @@ def test_numpy_scatter_rows_keeps_add_at_semantics_for_odd_ids():
     np.testing.assert_array_equal(F.scatter_rows(g, np.array([-1, 0, -1]), 4), want)
     with pytest.raises(IndexError):
         F.scatter_rows(g, np.array([0, 4, 1]), 4)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("gshape,shape", [((32, 128, 384), (384,)), ((4096, 128), (128,)), ((5, 3, 4), (3, 4)),
+                                          ((5, 3, 4), (1, 4)), ((5, 3, 4), (3, 1)), ((5, 3, 4), ()),
+                                          ((5, 3, 4), (5, 3, 4)), ((0, 4), (4,)), ((3, 0), (0,))])
+def test_numpy_unbroadcast_matches_the_generic_one(gshape, shape, dtype):
+    """NumpyBackend.unbroadcast (the GEMV for sums over leading axes) against backend.unbroadcast."""
+    from graphdiff.backend import unbroadcast
+    g = np.random.default_rng(3).standard_normal(gshape).astype(dtype)
+    for gg in (g, np.asfortranarray(g)):
+        got, want = F.unbroadcast(gg, shape), unbroadcast(F, gg, shape)
+        assert got.shape == want.shape == shape and got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, rtol=1e-12 if dtype == "float64" else 2e-5,
+                                   atol=1e-11 if dtype == "float64" else 3e-4)
