@@ -261,9 +261,11 @@ def _rows(x):
 class LayerNorm:
     """layer_norm in blocks of whole rows; row means and column sums (gamma's and beta's gradients) by GEMV.
 
-    The VJP does the three slots' work in one pass and hands out the results: the engine asks for each slot
-    with the same g (an input slot it does not need is never asked for; gamma's and beta's gradients alone
-    skip the pass over dx)."""
+    The VJP does the three slots' work in one pass at the first slot asked for and hands out the results:
+    the engine asks for each slot with the same g, in any order (gamma and beta often first). A slot it
+    does not need is never asked for, so when x needs no gradient its dx was computed for nothing: rare
+    (a layer norm's input nearly always depends on parameters), and cheaper than a second pass whenever x
+    comes last."""
 
     def forward_res(F, x, gamma, beta, eps=1e-5):   # keeps (xhat, rstd), as the rule
         if not _fast(x, gamma, beta):
@@ -304,8 +306,8 @@ class LayerNorm:
                 state.update(g=g, ready={}, given=set())
             ready, given = state["ready"], state["given"]
             if i not in ready:
-                grads = _layer_norm_vjp(g, xhat, rstd, gamma, with_dx=i == 0)
-                ready.update((k, v) for k, v in zip((1, 2, 0), grads) if v is not None and k not in given)
+                grads = _layer_norm_vjp(g, xhat, rstd, gamma)
+                ready.update((k, v) for k, v in zip((0, 1, 2), grads) if k not in given)
             given.add(i)
             grad = ready.pop(i)
             if not ready:
@@ -314,13 +316,13 @@ class LayerNorm:
         return vjp
 
 
-def _layer_norm_vjp(g, xhat, rstd, gamma, with_dx):
-    """(dgamma, dbeta) and, with_dx, dx = rstd (d - mean(d) - xhat mean(d xhat)) with d = g gamma."""
+def _layer_norm_vjp(g, xhat, rstd, gamma):
+    """(dx, dgamma, dbeta), dx = rstd (d - mean(d) - xhat mean(d xhat)) with d = g gamma, in one pass."""
     gv, step = _rows(g)
     hv, rv = xhat.reshape(gv.shape), rstd.reshape(-1, 1)
     R, C = gv.shape
     dgamma, dbeta = np.zeros(C, dtype=gv.dtype), np.zeros(C, dtype=gv.dtype)
-    dx = np.empty_like(gv) if with_dx else None
+    dx = np.empty_like(gv)
     t = np.empty((min(step, R), C), dtype=gv.dtype)
     ones = np.ones(min(step, R), dtype=gv.dtype)
     for a, b in _row_blocks(gv, step):
@@ -328,18 +330,17 @@ def _layer_norm_vjp(g, xhat, rstd, gamma, with_dx):
         dbeta += ob @ gb
         np.multiply(gb, hb, out=tb)                    # g xhat
         dgamma += ob @ tb
-        if with_dx:
-            rb, db = rv[a:b], dx[a:b]
-            k = tb @ gamma                             # C mean(d xhat), per row
-            md = gb @ gamma                            # C mean(d)
-            k *= 1.0 / C
-            md *= 1.0 / C
-            np.multiply(hb, k[:, None], out=tb)
-            np.multiply(gb, gamma, out=db)
-            db -= tb
-            db -= md[:, None]
-            db *= rb
-    return dgamma, dbeta, (dx.reshape(g.shape) if with_dx else None)
+        rb, db = rv[a:b], dx[a:b]
+        k = tb @ gamma                                 # C mean(d xhat), per row
+        md = gb @ gamma                                # C mean(d)
+        k *= 1.0 / C
+        md *= 1.0 / C
+        np.multiply(hb, k[:, None], out=tb)
+        np.multiply(gb, gamma, out=db)
+        db -= tb
+        db -= md[:, None]
+        db *= rb
+    return dx.reshape(g.shape), dgamma, dbeta
 
 
 # --- cross_entropy ------------------------------------------------------------------------------------
