@@ -107,7 +107,7 @@ class Gelu:
 # --- softmax and log_softmax --------------------------------------------------------------------------
 # Along the last axis NumPy reduces each short row separately (np.max over rows of 128 costs as much as three
 # elementwise passes), and a (rows, 1) broadcast costs twice a plain one, so the kernels below keep both rare:
-# rows sums are GEMVs against a ones vector, and the shift that keeps exp from overflowing is the block's
+# row sums are GEMVs against a ones vector, and the shift that keeps exp from overflowing is the block's
 # maximum (one contiguous reduction) instead of each row's. Softmax and log-softmax do not depend on the
 # shift; a row whose sum comes out tiny (its maximum far below the block's, or a NaN) is redone with its own
 # maximum, as the rule does. Along another axis the reductions are over the middle axis of (pre, n, post),
