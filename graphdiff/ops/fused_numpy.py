@@ -7,7 +7,10 @@ pass over the whole array into a new temporary: for a (4096, 512) activation tha
 per call, so main memory sees one read of each input and one write of each output.
 
 Each kernel is registered with @kernel(op, "numpy") and keeps the rule's residuals (see registry.kernel);
-tests/test_kernels.py checks every one against its op's rule.
+tests/ops/test_kernels.py checks every one against its op's rule. Kernels here: gelu, softmax, log_softmax,
+layer_norm, cross_entropy, where. Inputs outside a kernel's fast path (a dtype other than float32 or
+float64, mixed dtypes, empty arrays, ids checked on the device) go to the op's rule, so a kernel never
+fails where the rule works. benchmarks/bench_kernels.py times each against its rule and PyTorch.
 """
 import math
 

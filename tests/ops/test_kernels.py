@@ -231,7 +231,7 @@ def test_layer_norm_vjp_any_slot_order(order, monkeypatch):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("rows,n,c", [(65, 4096, 128), (128, 4096, 128), (5, 40, 3), (3000, 50, 7), (4, 1, 1),
-                                      (4, 0, 5), (0, 0, 5), (6, 7, 0)])
+                                      (4, 0, 5), (0, 0, 5), (6, 7, 0), (10, 5000, 4)])
 def test_numpy_scatter_rows_matches_add_at(rows, n, c, dtype):
     """NumpyBackend.scatter_rows (embedding's VJP) against np.add.at: repeated ids add up, unused rows stay 0."""
     rng = np.random.default_rng(2)
