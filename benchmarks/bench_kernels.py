@@ -95,7 +95,7 @@ def cases():
     out.update(op_cases("cross_entropy", [logits, ids], {"ignore_index": 0}, [0],
                         lambda: torch.nn.functional.cross_entropy(tl, ti, ignore_index=0), torch_ce_vjp))
 
-    causal = np.tril(np.ones((T, T), dtype=bool))
+    causal = np.tril(np.ones((T, T), dtype=bool)) & (rng.random((B, 1, 1, T)) < 0.97)   # and padded keys
     neg = np.asarray(-1e9, dtype=f32)
     tc, tneg = torch.tensor(causal), torch.tensor(neg)
     tg_att = torch.tensor(np.random.default_rng(1).standard_normal(att.shape).astype(f32))

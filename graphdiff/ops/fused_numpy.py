@@ -424,27 +424,17 @@ class CrossEntropy:
 # --- where --------------------------------------------------------------------------------------------
 @kernel("where", "numpy")
 class Where:
-    """where as a copy of the operand that has the output's shape, then a masked copy of the other into it
-    (np.where with a broadcast mask and a scalar costs ~3x the copy); the VJP likewise zeroes in place."""
+    """where's VJP as g times the mask (one multiply, ~1.5x faster than np.where with a broadcast mask and
+    a scalar 0). The forward is the rule's: a copy plus a masked copy measured no faster than np.where."""
 
     def forward(F, cond, a, b):
-        shape = np.broadcast_shapes(np.shape(cond), np.shape(a), np.shape(b))
-        dt = np.result_type(a, b)
-        full = a if np.shape(a) == shape else b if np.shape(b) == shape else None
-        if full is None or dt not in FLOATS or np.asarray(cond).dtype != np.bool_ or not shape:
-            return REGISTRY["where"].forward(F, cond, a, b)
-        out = np.empty(shape, dtype=dt)
-        np.copyto(out, full)
-        if full is a:
-            np.copyto(out, b, where=np.logical_not(cond))
-        else:
-            np.copyto(out, a, where=cond)
-        return out
+        return REGISTRY["where"].forward(F, cond, a, b)
 
     def vjp(F, i, g, xs, out):                    # g where the slot was picked, else 0; un-broadcast
         cond = xs[0]
         if g.dtype not in FLOATS or np.asarray(cond).dtype != np.bool_ or not g.shape:
             return REGISTRY["where"].vjp(F, i, g, xs, out)
-        picked = np.array(g, order="C")
-        np.copyto(picked, 0, where=np.logical_not(cond) if i == 1 else cond)
+        picked = np.multiply(g, cond if i == 1 else np.logical_not(cond))
+        if np.isnan(picked.sum()):                 # g * 0 is NaN where g is inf or NaN; where() gives 0
+            return REGISTRY["where"].vjp(F, i, g, xs, out)
         return F.unbroadcast(picked, xs[i])

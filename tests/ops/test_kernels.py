@@ -270,3 +270,15 @@ def test_numpy_unbroadcast_matches_the_generic_one(gshape, shape, dtype):
         assert got.shape == want.shape == shape and got.dtype == want.dtype
         np.testing.assert_allclose(got, want, rtol=1e-12 if dtype == "float64" else 2e-5,
                                    atol=1e-11 if dtype == "float64" else 3e-4)
+
+
+def test_where_vjp_with_inf_and_nan_cotangents():
+    """where's kernel VJP multiplies g by the mask; where g is inf or NaN under a 0 of the mask it must
+    still give where()'s 0 (the rule's answer), not inf * 0 = NaN."""
+    spec = REGISTRY["where"]
+    cond = np.array([[True, False, True, False]])
+    xs = [cond, np.zeros((3, 4)), np.asarray(1.0)]
+    g = np.array([[1.0, np.inf, 2.0, np.nan], [np.nan, 1.0, -np.inf, 2.0], [1.0, 2.0, 3.0, 4.0]])
+    for i in (1, 2):
+        got = spec.kernels["numpy"].vjp(F, i, g, xs, None)
+        np.testing.assert_array_equal(got, spec.vjp(F, i, g, xs, None))
