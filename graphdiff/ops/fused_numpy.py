@@ -116,6 +116,7 @@ class Gelu:
 # maximum, as the rule does. Along another axis the reductions are over the middle axis of (pre, n, post),
 # which NumPy vectorises, so those kernels follow the rule's steps block by block.
 _TINY_SUM = 1e-12        # a row sum below this was shifted too far: redo the row with its own maximum
+_NO_SHIFT = 40.0         # exp(x) of a block whose maximum is below this neither overflows nor sums to inf
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -134,10 +135,15 @@ def _row_blocks(v, step):
 
 def _exp_shifted(xb, eb, sb, ones):
     """eb = exp(xb - shift) with a shift per row, sb = its row sums (xb, eb: (r, n); sb: (r,)); the shift is
-    the block's maximum except on rows redone with their own. Returns the shifts: a scalar, or (r, 1)."""
+    the block's maximum, or 0 when that is at most _NO_SHIFT (exp cannot overflow: one pass fewer), except
+    on rows redone with their own. Returns the shifts: a scalar, or (r, 1)."""
     c = xb.max()
-    np.subtract(xb, c, out=eb)
-    np.exp(eb, out=eb)
+    if c <= _NO_SHIFT:
+        c = xb.dtype.type(0)
+        np.exp(xb, out=eb)
+    else:
+        np.subtract(xb, c, out=eb)
+        np.exp(eb, out=eb)
     np.matmul(eb, ones, out=sb)
     bad = ~(sb >= _TINY_SUM)                       # also NaN: the rule's answer for those rows is its own
     if not bad.any():
