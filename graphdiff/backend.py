@@ -275,6 +275,7 @@ class NumpyBackend(Backend):
                 and g.dtype in (np.float32, np.float64) and 0 <= ids.min() and ids.max() < rows):
             return super().scatter_rows(g, ids, rows)       # small, another dtype, or ids np.add.at wraps
         from scipy.sparse import csr_array
+        ids = ids.astype(np.intp, copy=False)               # bincount takes no uint64
         starts = np.zeros(rows + 1, dtype=np.int64)
         np.cumsum(np.bincount(ids, minlength=rows), out=starts[1:])
         picks = csr_array((np.ones(n, dtype=g.dtype), np.argsort(ids, kind="stable"), starts), shape=(rows, n))

@@ -243,7 +243,8 @@ def test_numpy_scatter_rows_matches_add_at(rows, n, c, dtype):
     ids = rng.integers(0, max(rows, 1), n) if rows else np.zeros(0, dtype=np.int64)
     if n > 3:
         ids[: n // 3] = ids[0]                       # one id many times
-    for gg, ii in ((g, ids), (np.asfortranarray(g), ids.astype(np.int32)), (g[::-1], ids[::-1])):
+    for gg, ii in ((g, ids), (np.asfortranarray(g), ids.astype(np.int32)), (g[::-1], ids[::-1]),
+                   (g, ids.astype(np.uint64))):
         want = np.zeros((rows, c), dtype=dtype)
         np.add.at(want, ii, gg)
         got = F.scatter_rows(gg, ii, rows)
