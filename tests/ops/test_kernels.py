@@ -109,6 +109,7 @@ CASES = {
                                       np.zeros(6, d)], {})),
         ("mixed", lambda r, d: ([r.random((4, 5)) < 0.5, _x(r, (4, 5), "float32"), np.asarray(1.5, d)], {})),
         ("0d", lambda r, d: ([np.asarray(True), np.asarray(1.0, d), np.asarray(2.0, d)], {})),
+        ("float16", lambda r, d: ([r.random((4, 5)) < 0.5, _x(r, (4, 5), "float16"), _x(r, (5,), "float16")], {})),
         ("empty", lambda r, d: ([np.zeros((0, 3), bool), _x(r, (0, 3), d), _x(r, (3,), d)], {})),
     ],
 }
