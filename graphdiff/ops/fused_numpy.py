@@ -115,7 +115,10 @@ class Gelu:
 # shift; a row whose sum comes out tiny (its maximum far below the block's, or a NaN) is redone with its own
 # maximum, as the rule does. Along another axis the reductions are over the middle axis of (pre, n, post),
 # which NumPy vectorises, so those kernels follow the rule's steps block by block.
-_TINY_SUM = 1e-12        # a row sum below this was shifted too far: redo the row with its own maximum
+# _TINY_SUM: a row whose sum is below it has its maximum more than 11.5 below the shift: redone with its own
+# maximum, so that exp(x - shift) of an entry whose probability is still a normal float32 never goes
+# subnormal (entries more than 87 below their row's maximum would lose bits under a shift 11.5 higher)
+_TINY_SUM = 1e-5
 _NO_SHIFT = 40.0         # exp(x) of a block whose maximum is below this neither overflows nor sums to inf
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
