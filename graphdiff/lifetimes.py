@@ -37,6 +37,9 @@ class Shape:
                          "`saves` of the op whose VJP reads it")
 
     __array__ = __bool__ = __float__ = __int__ = __index__ = __len__ = __iter__ = __getitem__ = _misread
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _misread
+    __pow__ = __rpow__ = __matmul__ = __rmatmul__ = __neg__ = __abs__ = _misread
+    __lt__ = __le__ = __gt__ = __ge__ = _misread
 
     def __getattr__(self, attr):      # .sum(), .astype(), __array_interface__, ...: all need the data
         self._misread()
