@@ -226,6 +226,46 @@ class ReleasingRun(Run):
     def __init__(self, F, kept, residuals, rules, binds):
         self.binds = binds
         super().__init__(F, kept, residuals, rules)
+        # Version B adds into a sum it made itself (never into what a VJP returned: add's VJP returns g, a
+        # reshape a view of it). A sum is ours until the loop hands it to a VJP as g, or frees it.
+        ours = set()
+        vjp, free = self.vjp, self.free
+
+        def handing_out(u, i, g):
+            ours.discard(id(g))
+            return vjp(u, i, g)
+
+        def freeing(adj, u):
+            ours.discard(id(adj.get(u)))
+            free(adj, u)
+
+        def accumulate(prev, c):
+            if prev is None:
+                return c
+            if id(prev) in ours and prev.dtype == c.dtype:
+                total = prev
+                total += c                  # an ndarray adds in place; a NumPy scalar makes a new one
+                if total is prev:
+                    return prev
+                ours.discard(id(prev))
+                return total
+            ours.discard(id(prev))
+            total = prev + c
+            ours.add(id(total))
+            return total
+        self.vjp, self.free, self.accumulate = handing_out, freeing, accumulate
+
+    @staticmethod
+    def total(parts):                       # Version A: the first sum is new, the others add into it
+        total = parts[0]
+        if len(parts) > 1:
+            total = total + parts[1]
+            for c in parts[2:]:
+                if c.dtype == total.dtype:
+                    total += c
+                else:
+                    total = total + c
+        return total
 
     def bind(self, u):
         rule = self.rules[u]

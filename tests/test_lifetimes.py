@@ -187,3 +187,38 @@ def test_scalar_graphs_run_the_plain_passes():
     value, = g.forward_backward({}, [y], y, variant="parents")
     assert float(value) == pytest.approx(np.tanh(-4.0))
     assert float(a.grad) == pytest.approx((1 - np.tanh(-4.0) ** 2) * (b.value + 1))
+
+
+@pytest.mark.parametrize("variant", gd.VARIANTS)
+@pytest.mark.parametrize("seed", range(40))
+def test_sums_added_in_place_never_touch_what_a_vjp_passed_on(variant, seed):
+    """Random graphs where values are shared and add-like VJPs hand g itself (or a view of it) on: the
+    in-place accumulation of the release path gives exactly the gradients of the plain backward."""
+    rng = np.random.default_rng(seed)
+    g = gd.Graph(dtype="float64")
+    params = [g.param(f"w{k}", rng.standard_normal((2, 3))) for k in range(3)]
+    nodes = list(params)
+    for _ in range(14):
+        pick = [nodes[k] for k in rng.integers(0, len(nodes), 3)]
+        kind = rng.integers(0, 6)
+        if kind == 0:
+            n = pick[0] + pick[1]
+        elif kind == 1:
+            n = pick[0] * pick[1]
+        elif kind == 2:
+            n = gd.add_n(pick)
+        elif kind == 3:
+            n = pick[0] - pick[0]
+        elif kind == 4:
+            n = gd.reshape(gd.reshape(pick[0], (3, 2)) * 1.0, (2, 3))
+        else:
+            n = gd.tanh(pick[0]) + pick[0]
+        nodes.append(n)
+    y = gd.sum(gd.add_n(nodes[-4:]) * nodes[-1])
+    g.forward(outputs=y)
+    g.backward(y, variant=variant)
+    want = _grads(g)
+    g.forward_backward({}, [y], y, variant=variant)
+    got = _grads(g)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
