@@ -490,7 +490,7 @@ def forward_backward(graph, feeds, outputs, y, variant="children", seed=None, tr
         # Python floats (0-d float64 graphs) hold nothing worth releasing: the plain passes run them
         life = st.cache[key] = False if plan.floats or scalar_graph(graph, order) else Lifetimes(
             order, plan, variant, want, graph.backend)
-    if not life:
+    if not life or graph.eager:             # an eager graph's values stay: later nodes compute from them
         values = forward(graph, feeds, want)
         backward(graph, y, variant, seed=seed, trace=trace)
     else:

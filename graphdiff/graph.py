@@ -580,7 +580,7 @@ class Graph:
 
         Leaves, the outputs and the gradients (.grad, as backward sets them) stay; reading another node's
         value, or a second backward before the next forward, raises ReleasedError. Trace events are those
-        of backward.
+        of backward. Eager graphs and graphs of Python floats keep every value (plain forward and backward).
 
         Args:
             feeds: {input Node or name: array}.  outputs: a list of Nodes (or names).

@@ -222,3 +222,13 @@ def test_sums_added_in_place_never_touch_what_a_vjp_passed_on(variant, seed):
     got = _grads(g)
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_an_eager_graph_keeps_its_values():
+    g = gd.Graph(dtype="float64", eager=True)
+    x = g.param("x", np.arange(3.0))
+    h = gd.tanh(x * 2.0)
+    y = gd.sum(h * h)
+    g.forward_backward({}, [y], y)
+    assert h.value is not None and float(gd.sum(h).value) == pytest.approx(np.tanh(np.arange(3.0) * 2).sum())
+    np.testing.assert_allclose(x.grad, 4 * np.tanh(2 * np.arange(3.0)) * (1 - np.tanh(2 * np.arange(3.0)) ** 2))
