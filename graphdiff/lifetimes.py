@@ -127,8 +127,6 @@ class Lifetimes:
                 if residuals(p):
                     res.append(p.index)
         self.binds = {u: tuple(b) for u, b in binds.items()}
-        self.released = {p for drops, _ in self.after.values() for p in drops} | {
-            p for b in self.binds.values() for p in b[3]}
         self._steps = (None, None)
 
     def forward_steps(self, steps, residuals):
