@@ -12,7 +12,7 @@ import os
 import sys
 
 from .errors import (BackendUnavailable, DTypeError, GradcheckError, GraphError, NonFiniteError,  # noqa: F401
-                     ShapeError)
+                     ReleasedError, ShapeError)
 from .backend import get_backend, set_backend, use_backend  # noqa: F401
 from .graph import Graph, Node, to_numpy  # noqa: F401
 from . import autodiff

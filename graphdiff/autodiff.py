@@ -22,10 +22,11 @@ import numpy as np
 
 from . import codegen
 from .backend import SCALAR
-from .errors import DTypeError, GraphError, NonFiniteError, ShapeError
+from .errors import DTypeError, GraphError, NonFiniteError, ReleasedError, ShapeError
 from .execution import (FLOATS, SCALAR_FAILS, as_arrays, bulk, check_member, compiled_after,  # noqa: F401
                         compute, forward, ranges, scalar_graph, state, topological_order)
-from .graph import Node, describe
+from .graph import RELEASED, Node, describe, released
+from .lifetimes import Lifetimes, release as _release
 from .ops import NODES, add_n, sum as _sum
 from .ops.registry import KERNELS
 
@@ -218,6 +219,75 @@ class Run:
         pass
 
 
+class ReleasingRun(Run):
+    """A numeric backward that lets go of the forward's values as it goes (forward_backward): each VJP gets
+    the values its op reads (a lifetimes.Shape for the others), and once it is bound, the values and
+    residuals that no later VJP reads are released (binds: Lifetimes.binds)."""
+
+    def __init__(self, F, kept, residuals, rules, binds):
+        self.binds = binds
+        super().__init__(F, kept, residuals, rules)
+        # Version B adds into a sum it made itself (never into what a VJP returned: add's VJP returns g, a
+        # reshape a view of it). A sum is ours until the loop hands it to a VJP as g, or frees it.
+        ours = set()
+        vjp, free = self.vjp, self.free
+
+        def handing_out(u, i, g):
+            ours.discard(id(g))
+            return vjp(u, i, g)
+
+        def freeing(adj, u):
+            ours.discard(id(adj.get(u)))
+            free(adj, u)
+
+        def accumulate(prev, c):
+            if prev is None:
+                return c
+            if id(prev) in ours and prev.dtype == c.dtype:
+                total = prev
+                total += c                  # an ndarray adds in place; a NumPy scalar makes a new one
+                if total is prev:
+                    return prev
+                ours.discard(id(prev))
+                return total
+            ours.discard(id(prev))
+            total = prev + c
+            ours.add(id(total))
+            return total
+        self.vjp, self.free, self.accumulate = handing_out, freeing, accumulate
+
+    @staticmethod
+    def total(parts):                       # Version A: the first sum is new, the others add into it
+        total = parts[0]
+        if len(parts) > 1:
+            total = total + parts[1]
+            for c in parts[2:]:
+                if c.dtype == total.dtype:
+                    total += c
+                else:
+                    total = total + c
+        return total
+
+    def bind(self, u):
+        rule = self.rules[u]
+        xs, fill, out, drops, indices = self.binds[u]
+        xs = list(xs)
+        for k, p in fill:
+            xs[k] = p.out
+            if xs[k] is None:
+                raise GraphError(f"backward: the VJP of {u.op} '{u.name}' needs the value of '{p.name}', which "
+                                 "has none; run the forward again")
+        if out is None:
+            out = u.out
+        if u.spec.make_vjp is None:
+            stage = rule, xs, out
+        else:
+            per_slot = rule(xs, out, self.residuals.pop(u.index, None))
+            stage = (lambda i, g, xs, out: per_slot(i, g)), None, None
+        _release(drops, indices, self.residuals)
+        return stage
+
+
 def bound_rules(plan, F):
     """{node: its VJP rule with F and the node's attrs bound}, for the nodes of plan that push or are pulled
     from; cached on the plan per backend (binding is per node, and plans are reused run after run)."""
@@ -327,8 +397,9 @@ def _check_args(graph, y, variant, wrt, what):
 
 
 def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, retain_grads=False,
-             check_finite=None):
-    """See Graph.backward."""
+             check_finite=None, release=None):
+    """See Graph.backward. release: the Lifetimes of the forward that forward_backward just ran (values
+    go as it says, and nothing can be stale)."""
     wrt = _check_args(graph, y, variant, wrt, "backward")
     F = graph.backend
     if y.out is None:
@@ -342,7 +413,8 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
         seed = graph.as_value(y, seed, what=f"backward: the seed for '{y.name}'")
     check = graph.check_finite if check_finite is None else check_finite
     plan = plan_for(graph, y, wrt)
-    check_current(y, plan)
+    if release is None:
+        check_current(y, plan)
     st = state(graph)
     kept = set(plan.wrt)
     if retain_grads:
@@ -352,10 +424,13 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
     emit = None if trace is None else (trace.append if hasattr(trace, "append") else trace)
     loop = LOOPS[variant]
     adj = None
-    if plan.floats and not check and plan.active:
+    if plan.floats and not check and plan.active and release is None:
         adj = _float_backward(plan, variant, seed, kept, emit, retain_grads, st)
     if adj is None:
-        run = Run(F, kept, st.residuals, bound_rules(plan, F))
+        if release is None:
+            run = Run(F, kept, st.residuals, bound_rules(plan, F))
+        else:
+            run = ReleasingRun(F, kept, st.residuals, bound_rules(plan, F), release.binds)
         checked(run, shapes=True, finite=check)
         if emit is not None:
             traced(run, emit)
@@ -399,12 +474,42 @@ def _float_backward(plan, variant, seed, kept, emit, retain_grads, st):
     return {k: np.float64(v) for k, v in adj.items()}
 
 
+def forward_backward(graph, feeds, outputs, y, variant="children", seed=None, trace=None):
+    """See Graph.forward_backward."""
+    _check_args(graph, y, variant, None, "forward_backward")
+    if isinstance(outputs, (Node, str)):
+        raise TypeError("forward_backward: outputs must be a list of Nodes or names")
+    outs = [graph.node(o) if isinstance(o, str) else o for o in outputs]
+    for o in outs:
+        check_member(graph, o, "forward_backward")
+    want = outs if y in outs else outs + [y]
+    st = state(graph)
+    key = ("lifetimes", tuple(n.index for n in want), y.index, variant, graph.backend.name)
+    life = st.cache.get(key)
+    if life is None:
+        plan = plan_for(graph, y, None)
+        order = topological_order(graph, want)
+        # Python floats (0-d float64 graphs) hold nothing worth releasing: the plain passes run them
+        life = st.cache[key] = False if plan.floats or scalar_graph(graph, order) else Lifetimes(
+            order, plan, variant, want, graph.backend)
+    if not life or graph.eager:             # an eager graph's values stay: later nodes compute from them
+        values = forward(graph, feeds, want)
+        backward(graph, y, variant, seed=seed, trace=trace)
+    else:
+        values = forward(graph, feeds, want, release=life)
+        backward(graph, y, variant, seed=seed, trace=trace, release=life)
+    return values[:len(outs)]
+
+
 def check_current(y, plan):
     """Raise unless every value backward will read comes from the current feeds and params: no value may
     be older than one of its inputs' (an input fed or a param assigned since, or an input recomputed by a
     later forward for other outputs), and none may be missing."""
     order = plan.order
     stamps = np.fromiter((n.stamp for n in order), dtype=np.int64, count=len(order))
+    gone = np.flatnonzero(stamps == RELEASED)
+    if len(gone):                           # a second backward after forward_backward (the nn path)
+        raise ReleasedError("backward: " + released(order[gone[0]], f"backward through it to '{y.name}'"))
     bad = np.flatnonzero((stamps[plan.src] > stamps[plan.dst]) | (stamps[plan.dst] < 0))
     if len(bad) == 0:
         for n in order:                     # leaves and input-less ops: no edge says they have a value

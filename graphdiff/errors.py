@@ -5,6 +5,11 @@ class GraphError(RuntimeError):
     """A graph is used in a way that cannot work (wrong graph, missing feed, bad backward call)."""
 
 
+class ReleasedError(GraphError):
+    """A value was released after its last use (Graph.forward_backward, the nn path) and is read again, or a
+    second backward runs through it; run the forward again."""
+
+
 class ShapeError(GraphError, ValueError):
     """Shapes do not fit together; raised when the node is built, not when it runs."""
 

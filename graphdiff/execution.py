@@ -121,8 +121,9 @@ def _as_outputs(graph, outputs):
 
 
 # --- forward ---------------------------------------------------------------------------------------------
-def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True):
-    """See Graph.forward."""
+def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True, release=None):
+    """See Graph.forward. release: a lifetimes.Lifetimes for this order (forward_backward): values go after
+    their last use as it says."""
     graph.feed(feeds or {})
     single, outs = _as_outputs(graph, outputs)
     st = state(graph)
@@ -138,14 +139,17 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True):
         for n in leaves:
             check_value(n, graph.backend)
     stamp = max((n.stamp for n in leaves), default=0)   # every value computed now is from these leaves
-    if not check and _floats(graph, st, order):
+    if not check and release is None and _floats(graph, st, order):
         try:
             _float_forward(graph, st, order, stamp, resample)
         except SCALAR_FAILS:                # inf or nan ahead: NumPy's semantics take over
             as_arrays(order)
         else:
             return _result(single, outs)
-    _run(_steps(graph, st, order, graph.backend, check), stamp, resample)
+    steps = _steps(graph, st, order, graph.backend, check)
+    if release is not None:
+        steps = release.forward_steps(steps, st.residuals)
+    _run(steps, stamp, resample)
     return _result(single, outs)
 
 

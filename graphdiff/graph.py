@@ -18,7 +18,10 @@ import numpy as np
 
 from . import backend as _backend
 from .backend import FLOAT_DTYPES, DTYPES, get_backend
-from .errors import DTypeError, GraphError, ShapeError
+from .errors import DTypeError, GraphError, ReleasedError, ShapeError
+
+# node.stamp of a value the engine let go after its last use (Graph.forward_backward): reading it raises
+RELEASED = -2
 
 _SHORT = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "bool"}
 
@@ -44,9 +47,19 @@ def _ops():
     return _OPS[0]
 
 
+def released(node, what):
+    """The message for a value forward_backward released: what the caller tried, and what to do."""
+    who = f"'{node.name}'" + (f" ({node.op})" if node.op else "")
+    return (f"cannot {what}: {who} was released after its last use by forward_backward (the nn path: "
+            "Program.run(..., backward=...), model.loss(..., backward=True)), which keeps only outputs, leaves "
+            "and gradients; run the forward again first (or ask for the node as an output)")
+
+
 def to_numpy(x):
     """A NumPy array from a Node's value, any backend's array, a list or a number."""
     if isinstance(x, Node):
+        if x.out is None and x.stamp == RELEASED:
+            raise ReleasedError(released(x, "read its value"))
         if x.out is None:
             raise ValueError(f"node '{x.name}' has no value yet; run g.forward first")
         x = x.value
@@ -95,6 +108,8 @@ class Node:
     @property
     def value(self):
         v = self.out
+        if v is None and self.stamp == RELEASED:
+            raise ReleasedError(released(self, "read its value"))
         return np.float64(v) if type(v) is float else v    # scalar graphs run on Python floats inside
 
     @value.setter
@@ -151,6 +166,8 @@ class Node:
         return self.graph.backward(self, variant=variant, retain_grads=retain, **kwargs)
 
     def __float__(self):
+        if self.out is None and self.stamp == RELEASED:
+            raise ReleasedError(released(self, "read its value"))
         if self.out is None:
             raise GraphError(f"node '{self.name}' has no value yet; run g.forward first (or use an eager graph)")
         if self.shape and self.size != 1:
@@ -554,6 +571,24 @@ class Graph:
         """
         return self.engine.backward(self, y, variant=variant, seed=seed, trace=trace, wrt=wrt,
                                     retain_grads=retain_grads, check_finite=check_finite)
+
+    def forward_backward(self, feeds, outputs, y, variant="children", seed=None, trace=None):
+        """forward(feeds, outputs), then backward(y, variant, seed), keeping only what the backward still needs:
+        the values no VJP reads go right after their last use in the forward, the others once the last VJP
+        that reads them has run (PyTorch frees saved tensors the same way), so the peak memory is the
+        activations the backward needs, not every value of the graph. The nn path trains with it.
+
+        Leaves, the outputs and the gradients (.grad, as backward sets them) stay; reading another node's
+        value, or a second backward before the next forward, raises ReleasedError. Trace events are those
+        of backward. Eager graphs and graphs of Python floats keep every value (plain forward and backward).
+
+        Args:
+            feeds: {input Node or name: array}.  outputs: a list of Nodes (or names).
+            y: the node to differentiate (a scalar unless seed= is given; it need not be in outputs).
+        Returns:
+            the list of the outputs' values.
+        """
+        return self.engine.forward_backward(self, feeds, outputs, y, variant=variant, seed=seed, trace=trace)
 
     def gradients(self, y, wrt, variant="children", seed=None):
         """The gradients of y as Nodes of this graph (the backward pass as a graph), under scope "grad".

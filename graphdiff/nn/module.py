@@ -271,6 +271,8 @@ class Program:
 
     def run(self, feeds, outputs=("loss",), backward=None, variant="children"):
         """Bind the current parameters, feed, compute `outputs`; with backward="loss" also set p.grad.
+        With backward, the graph keeps only the outputs' values (Graph.forward_backward): the others are
+        released as soon as the backward is done with them, so a second Program.backward raises.
 
         Args:
             feeds: {input name: array}.  outputs: names of outputs to return.
@@ -282,10 +284,15 @@ class Program:
             node.value = p.data
         g.training = self.module.training
         want = [self.outputs[k] for k in outputs]
-        vals = g.forward({self.inputs[k]: v for k, v in feeds.items()}, outputs=want)
+        feeds = {self.inputs[k]: v for k, v in feeds.items()}
+        if backward is None:
+            vals = g.forward(feeds, outputs=want)
+        else:               # only outputs and gradients are wanted: every other value goes after its last use
+            vals = g.forward_backward(feeds, want, self.outputs[backward], variant=variant)
         self.runs += 1
         if backward is not None:
-            self.backward(backward, variant=variant)
+            for node, p in self.bindings:
+                p.grad = node.grad
         return vals
 
     def backward(self, output, seed=None, variant="children"):

@@ -18,6 +18,7 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 class Add:
     """a + b"""
     shape = broadcast_shapes
+    saves = ()  # what the VJP reads besides shapes (registry.py)
 
     def forward(F, a, b):
         return a + b
@@ -30,6 +31,7 @@ class Add:
 class Subtract:
     """a - b"""
     shape = broadcast_shapes
+    saves = ()
 
     def forward(F, a, b):
         return a - b
@@ -42,6 +44,7 @@ class Subtract:
 class Multiply:
     """a * b"""
     shape = broadcast_shapes
+    saves = {0: (1,), 1: (0,)}
 
     def forward(F, a, b):
         return a * b
@@ -54,6 +57,7 @@ class Multiply:
 class Divide:
     """a / b"""
     shape = broadcast_shapes
+    saves = {0: (1,), 1: (1, "out")}
 
     def forward(F, a, b):
         return a / b
@@ -98,6 +102,7 @@ def _extremum_vjp(F, i, g, xs, wins):
 class Maximum:
     """elementwise max(a, b); a tie sends half the gradient to each side (as PyTorch does)"""
     shape = broadcast_shapes
+    saves = (0, 1)
 
     def forward(F, a, b):
         return F.maximum(a, b)
@@ -110,6 +115,7 @@ class Maximum:
 class Minimum:
     """elementwise min(a, b); a tie sends half the gradient to each side"""
     shape = broadcast_shapes
+    saves = (0, 1)
 
     def forward(F, a, b):
         return F.minimum(a, b)
@@ -123,6 +129,7 @@ class Minimum:
 class Negative:
     """-x"""
     shape = same_shape
+    saves = ()
 
     def forward(F, x):
         return -x
@@ -135,6 +142,7 @@ class Negative:
 class Exp:
     """e^x"""
     shape = same_shape
+    saves = ("out",)
 
     def forward(F, x):
         return F.exp(x)
@@ -147,6 +155,7 @@ class Exp:
 class Log:
     """natural log"""
     shape = same_shape
+    saves = (0,)
 
     def forward(F, x):
         return F.log(x)
@@ -159,6 +168,7 @@ class Log:
 class Sqrt:
     """square root"""
     shape = same_shape
+    saves = ("out",)
 
     def forward(F, x):
         return F.sqrt(x)
@@ -171,6 +181,7 @@ class Sqrt:
 class Tanh:
     """tanh x"""
     shape = same_shape
+    saves = ("out",)
 
     def forward(F, x):
         return F.tanh(x)
@@ -183,6 +194,7 @@ class Tanh:
 class Sigmoid:
     """1 / (1 + e^-x), computed without overflow for large |x|"""
     shape = same_shape
+    saves = ("out",)
 
     def forward(F, x):
         e = F.exp(-F.abs(x))
@@ -196,6 +208,7 @@ class Sigmoid:
 class Relu:
     """max(x, 0); the gradient at 0 is 0; NaN stays NaN (as in NumPy and PyTorch)"""
     shape = same_shape
+    saves = ("out",)
 
     def forward(F, x):
         return F.where(x < 0.0, 0.0, x)         # not x > 0 ? x : 0, which would turn NaN into 0
@@ -208,6 +221,7 @@ class Relu:
 class Abs:
     """|x|; the gradient at 0 is 0"""
     shape = same_shape
+    saves = (0,)
 
     def forward(F, x):
         return F.abs(x)
@@ -229,6 +243,7 @@ class Sign:
 class Erf:
     """the error function, 2/sqrt(pi) * integral_0^x e^(-t^2) dt"""
     shape = same_shape
+    saves = (0,)
 
     def forward(F, x):
         return F.erf(x)
@@ -242,6 +257,7 @@ class Erf:
 class Gelu:
     """x * Phi(x) (approximate="none") or PyTorch's tanh approximation (approximate="tanh")"""
     shape = same_shape
+    saves = (0,)  # and its residual
 
     def forward_res(F, x, approximate="none"):    # keeps Phi(x) or the tanh: the VJP needs it again
         if approximate == "tanh":
@@ -267,6 +283,7 @@ class Gelu:
 class Where:
     """cond ? a : b, elementwise with broadcasting"""
     shape = broadcast_shapes
+    saves = (0,)
 
     def forward(F, cond, a, b):
         return F.where(cond, a, b)
@@ -281,6 +298,7 @@ class Where:
 class Astype:
     """x cast to another dtype; differentiable between float dtypes"""
     shape = same_shape
+    saves = ()
 
     def dtype(x_dtype, dtype):
         return dtype

@@ -31,6 +31,7 @@ def _logsumexp(F, x, axis):
 class Softmax:
     """exp(x) / sum(exp(x)) along axis"""
     shape = _axis_shape
+    saves = ("out",)
 
     def forward(F, x, axis=-1):
         e = F.exp(x - F.max(x, axis=axis, keepdims=True))
@@ -44,6 +45,7 @@ class Softmax:
 class LogSoftmax:
     """x - logsumexp(x) along axis"""
     shape = _axis_shape
+    saves = ("out",)
 
     def forward(F, x, axis=-1):
         return x - _logsumexp(F, x, axis)
@@ -69,6 +71,7 @@ def _keep(F, ids, ignore_index):
 class CrossEntropy:
     """mean over kept targets of -log softmax(logits)[id]; ids equal to ignore_index are left out"""
     shape = _ce_shape
+    saves = (0, 1)  # and the residual lse
 
     def forward_res(F, logits, ids, ignore_index=None, check_ids=False):   # keeps the log-sum-exp
         V = logits.shape[-1]
@@ -159,6 +162,7 @@ def _ln_shape(x, gamma, beta, eps=1e-5):
 class LayerNorm:
     """(x - mean) / sqrt(var + eps) * gamma + beta over the last axis (biased variance, as PyTorch)"""
     shape = _ln_shape
+    saves = (1,)  # gamma, and the residuals xhat, rstd
 
     def forward_res(F, x, gamma, beta, eps=1e-5):   # keeps the normalised x and 1/std
         xhat, rstd = _normalize(F, x, eps)
@@ -194,6 +198,7 @@ def _embedding_shape(table, ids, check_ids=False):
 class Embedding:
     """table[ids]: one row per id"""
     shape = _embedding_shape
+    saves = (1,)
 
     def forward(F, table, ids, check_ids=False):
         V, C = table.shape
@@ -233,6 +238,7 @@ def _scatter_rows_shape(g, ids, rows):
 class ScatterRows:
     """zeros((rows, C)) with g[k] added at row ids[k] (repeats add up): the VJP of embedding"""
     shape = _scatter_rows_shape
+    saves = (1,)
 
     def forward(F, g, ids, rows):
         return F.scatter_rows(g, ids, rows)

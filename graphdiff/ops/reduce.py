@@ -30,6 +30,7 @@ def _count(shape, axis):
 class Sum:
     """sum of x over axis"""
     shape = _reduce_shape
+    saves = ()
 
     def forward(F, x, axis=None, keepdims=False):
         return F.sum(x, axis=axis, keepdims=keepdims)
@@ -42,6 +43,7 @@ class Sum:
 class Mean:
     """mean of x over axis"""
     shape = _reduce_shape
+    saves = ()
 
     def forward(F, x, axis=None, keepdims=False):
         return F.mean(x, axis=axis, keepdims=keepdims)
@@ -56,6 +58,7 @@ class Mean:
 class Max:
     """max of x over axis; tied maxima share the gradient equally (as torch.amax does)"""
     shape = _reduce_shape
+    saves = (0, "out")
 
     def forward(F, x, axis=None, keepdims=False):
         return F.max(x, axis=axis, keepdims=keepdims)
@@ -73,6 +76,7 @@ class Max:
 class AddN:
     """x_0 + x_1 + ... + x_{n-1} as one node (broadcasting): n-ary sums keep a graph's depth honest"""
     shape = broadcast_shapes
+    saves = ()
 
     def forward(F, *xs):
         total = xs[0]

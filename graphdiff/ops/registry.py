@@ -13,6 +13,15 @@ stages), and may keep what its forward computed anyway (the residuals):
     make_vjp(F, inputs, out, res, **attrs) -> vjp(i, g)         (instead of vjp; res is None when the
                                                                  forward kept none: recompute it)
 
+What the VJP reads of the forward, beyond the shapes and dtypes of its inputs and output, is declared so that
+Graph.forward_backward (the nn path) can release every other value at its last use:
+
+    saves = (0, "out")              input positions and/or "out" (a two-stage op's residuals always count)
+    saves = {0: (1,), 1: (0,)}      per input slot, when the slots read different values (multiply, matmul)
+
+An op that declares nothing is taken to read all of its inputs and its output. The VJP is then handed a
+stand-in with only .shape, .dtype and .ndim for each value it does not declare; reading it raises.
+
 `F` is a Backend for arrays (numpy, cupy, array_api_strict; Python floats for 0-d float64 graphs) or
 graphdiff's own ops on Nodes (ops/nodes.py: gradients as graphs). A VJP uses only operators and `F.<name>`
 functions that all of them provide, so one rule serves numeric and symbolic backward alike.

@@ -24,6 +24,7 @@ def _reshape_shape(shape, newshape):
 class Reshape:
     """x with a new shape of the same size"""
     shape = _reshape_shape
+    saves = ()
     dtype = _same_dtype
 
     def forward(F, x, newshape):
@@ -41,6 +42,7 @@ def _transpose_shape(shape, axes):
 class Transpose:
     """x with its axes permuted"""
     shape = _transpose_shape
+    saves = ()
     dtype = _same_dtype
 
     def forward(F, x, axes):
@@ -61,6 +63,7 @@ def _broadcast_shape(shape, newshape):
 class BroadcastTo:
     """x repeated along size-1 and new leading axes"""
     shape = _broadcast_shape
+    saves = ()
     dtype = _same_dtype
 
     def forward(F, x, newshape):
@@ -87,6 +90,7 @@ def _concat_shape(*shapes, axis):
 class Concat:
     """inputs joined along an existing axis"""
     shape = _concat_shape
+    saves = ()
 
     def forward(F, *xs, axis):
         return F.concat(xs, axis=axis)
@@ -112,6 +116,7 @@ def _stack_shape(*shapes, axis):
 class Stack:
     """inputs joined along a new axis"""
     shape = _stack_shape
+    saves = ()
 
     def forward(F, *xs, axis):
         return F.stack(xs, axis=axis)
@@ -148,6 +153,7 @@ def _show_index(idx):
 class GetItem:
     """x[idx] with ints, slices, None, ... and integer arrays (NumPy semantics)"""
     shape = _index_shape
+    saves = ()
     dtype = _same_dtype
 
     def forward(F, x, idx):
@@ -168,6 +174,7 @@ def _index_add_shape(g_shape, shape, idx):
 class IndexAdd:
     """zeros(shape) with g added at [idx]: the adjoint of getitem"""
     shape = _index_add_shape
+    saves = ()
 
     def forward(F, g, shape, idx):
         return F.index_add(shape, idx, g)
@@ -197,6 +204,7 @@ def _matmul_shape(a, b):
 class Matmul:
     """a @ b (NumPy semantics: 1-d operands, broadcast batch axes)"""
     shape = _matmul_shape
+    saves = {0: (1,), 1: (0,)}
 
     def forward(F, a, b):
         if len(b.shape) == 2 and len(a.shape) > 2:   # (..., k) @ (k, m): one 2-d GEMM, not a batched loop

@@ -1,0 +1,155 @@
+"""When each forward value dies in a forward + backward run (Graph.forward_backward, the nn path).
+
+PyTorch frees a saved tensor once the backward of the node that saved it has run. The graph is known before
+it runs, so graphdiff works the same out once per plan, from what each op's VJP reads of the forward: its
+`saves` (input positions and "out", per slot when the slots differ; an op that declares nothing reads all of
+them):
+- a value that no VJP of the plan reads goes right after its last use in the forward (the matmul before a
+  bias add, the scores before the causal mask);
+- a value some VJP reads goes once the last VJP that reads it has been bound (its values gathered) in the
+  backward; a bound VJP holds what it still needs and lets go of it when its node is done;
+- leaves and the outputs asked for keep their values; residuals (forward_res) go when their node's VJP is
+  bound, or with the value when no VJP of the plan uses them.
+A VJP is handed a Shape (shape and dtype, no data) for each value it does not read, so an op whose `saves`
+says too little fails loudly, never with a silent wrong answer.
+"""
+from .errors import GraphError
+from .graph import RELEASED
+
+
+class Shape:
+    """Stands in for a value a VJP does not read: it has the value's shape, dtype and ndim, nothing else."""
+
+    __slots__ = ("shape", "dtype", "node")
+    __array_ufunc__ = None            # NumPy must not turn it into an object array
+
+    def __init__(self, node, dtype):
+        self.shape, self.dtype, self.node = node.shape, dtype, node
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def _misread(self, *args, **kwargs):
+        n = self.node
+        raise GraphError(f"a VJP read the value of '{n.name}' ({n.op or n.kind}), which the ops reading it "
+                         "declare they do not (their `saves`), so forward_backward released it; add it to the "
+                         "`saves` of the op whose VJP reads it")
+
+    __array__ = __bool__ = __float__ = __int__ = __index__ = __len__ = __iter__ = __getitem__ = _misread
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _misread
+    __pow__ = __rpow__ = __matmul__ = __rmatmul__ = __neg__ = __abs__ = _misread
+    __lt__ = __le__ = __gt__ = __ge__ = _misread
+
+    def __getattr__(self, attr):      # .sum(), .astype(), __array_interface__, ...: all need the data
+        self._misread()
+
+    def __repr__(self):
+        return f"<Shape of '{self.node.name}' {self.shape}>"
+
+
+def reads(u, slots):
+    """(input positions, reads out) of what u's VJP reads for the input slots `slots` (all of them for a
+    two-stage op, whose shared work reads at once what every slot needs)."""
+    saves = getattr(u.spec.cls, "saves", None)
+    if saves is None:                 # undeclared (a user's op): everything
+        return set(range(len(u.inputs))), True
+    if isinstance(saves, dict):
+        picked = set()
+        for i in (saves if u.spec.make_vjp is not None else slots):
+            picked.update(saves.get(i, ()))
+        saves = picked
+    return {k for k in saves if k != "out"}, "out" in saves
+
+
+def bind_order(plan, variant):
+    """The nodes whose VJPs the variant's loop binds, in the order it binds them: Version B at each node's
+    visit, Version A at the first pull from the node."""
+    if variant == "parents":
+        return [(u, [i for i, _ in slots]) for u, slots in plan.pushes if slots]
+    slots, order = {}, []
+    for _, children, _ in plan.pulls:
+        for u, i, _ in children:
+            if u not in slots:
+                slots[u] = []
+                order.append(u)
+            slots[u].append(i)
+    return [(u, slots[u]) for u in order]
+
+
+class Lifetimes:
+    """What forward_backward releases, and when, for one forward order, backward plan and variant.
+
+    binds: {u: (xs, fill, out, drops, residuals)}: u's VJP gets list(xs) with fill's (position, node) values put
+        in (Shapes elsewhere), and out (None: u's own value); once bound, the nodes in drops are released and
+        the residuals of those indices popped.
+    after: {node: (drops, residuals)}, the same right after node's forward step."""
+
+    def __init__(self, order, plan, variant, keep, F):
+        keep = set(keep)
+        bound = bind_order(plan, variant)
+        bound_set = {u for u, _ in bound}
+        last, binds = {}, {}
+        for u, slots in bound:
+            positions, out_read = reads(u, slots)
+            xs, fill = [], []
+            for k, p in enumerate(u.inputs):
+                if k in positions:
+                    xs.append(None)
+                    fill.append((k, p))
+                    last[p] = u
+                else:
+                    xs.append(Shape(p, F.dtypes[p.dtype]))
+            if out_read:
+                last[u] = u
+            binds[u] = [xs, fill, None if out_read else Shape(u, F.dtypes[u.dtype]), [], []]
+
+        def goes(p):
+            return p.spec is not None and p not in keep
+
+        def residuals(p):             # a bound node's residuals go at its bind
+            return p.spec is not None and p.spec.forward_res is not None and p not in bound_set
+
+        for p, u in last.items():
+            if goes(p):
+                binds[u][3].append(p)
+                if residuals(p):
+                    binds[u][4].append(p.index)
+        used_last = {}
+        for n in order:
+            for p in n.inputs:
+                used_last[p] = n
+        self.after = {}
+        for p in order:
+            if goes(p) and p not in last and p in used_last:
+                drops, res = self.after.setdefault(used_last[p], ([], []))
+                drops.append(p)
+                if residuals(p):
+                    res.append(p.index)
+        self.binds = {u: tuple(b) for u, b in binds.items()}
+        self._steps = (None, None)
+
+    def forward_steps(self, steps, residuals):
+        """The forward steps (execution's (node, fn, inputs, random)) with the releases after each, built
+        once per list of steps."""
+        if self._steps[0] is not steps:
+            after = self.after
+            self._steps = (steps, [(n, releasing(fn, *after[n], residuals) if n in after else fn, ins, random)
+                                   for n, fn, ins, random in steps])
+        return self._steps[1]
+
+
+def releasing(fn, drops, indices, residuals):
+    """fn, then release the values of drops and pop the residuals of indices."""
+    def step(*xs):
+        out = fn(*xs)
+        release(drops, indices, residuals)
+        return out
+    return step
+
+
+def release(drops, indices, residuals):
+    for p in drops:
+        p.out, p.stamp = None, RELEASED
+    for k in indices:
+        residuals.pop(k, None)
