@@ -86,9 +86,8 @@ def _alive(graph, prefix=""):
 def test_the_forward_keeps_only_what_the_backward_reads():
     """Between the forward and the backward of a step, a block keeps what PyTorch saves: the layer norms'
     outputs (and their xhat, rstd), the scaled q, k^T and v, the attention weights, the heads side by side, the
-    GELU's input and output, and views that cost nothing (c_attn's column blocks of the weight) or are shared
-    (which keys each query sees): not the scores, the masked scores, the sums or the matmul outputs that a
-    bias is added to."""
+    GELU's input and output, and views that cost nothing (c_attn's column blocks of the weight): not the
+    scores, the masked scores, the mask, the sums or the matmul outputs that a bias is added to."""
     m, prog, feeds = _gpt()
     g, loss = prog.graph, prog.outputs["loss"]
     m.loss(feeds["idx"], feeds["targets"], feeds["key_mask"], backward=True)       # builds the lifetimes
@@ -96,7 +95,7 @@ def test_the_forward_keeps_only_what_the_backward_reads():
     gd.autodiff.forward(g, {prog.inputs[k]: v for k, v in feeds.items()}, [loss], release=life)
     assert _alive(g, "h/0/") == {"h/0/ln_1/ln", "h/0/attn/c_attn/getitem", "h/0/attn/c_attn/getitem_2",
                                  "h/0/attn/c_attn/getitem_4", "h/0/attn/scale", "h/0/attn/transpose",
-                                 "h/0/attn/c_attn/v", "h/0/attn/visible", "h/0/attn/attn", "h/0/attn/reshape",
+                                 "h/0/attn/c_attn/v", "h/0/attn/attn", "h/0/attn/reshape",
                                  "h/0/ln_2/ln", "h/0/mlp/c_fc/bias_1", "h/0/mlp/gelu"}
     kept = {g.nodes[k].name for k in state(g).residuals}
     assert kept == {"h/0/ln_1/ln", "h/0/ln_2/ln", "h/0/mlp/gelu", "h/1/ln_1/ln", "h/1/ln_2/ln", "h/1/mlp/gelu",

@@ -15,28 +15,30 @@ from .module import Module
 NEG = -1e9
 
 
-_VISIBLE = weakref.WeakKeyDictionary()      # graph -> {(key_mask index, T, causal): the mask node}
+_MASKS = weakref.WeakKeyDictionary()      # graph -> {(key_mask index, T, causal): the mask's bias node}
 
 
-def visible(g, key_mask, B, T, causal):
-    """Which keys each query sees: (T, T) lower-triangular (causal), and-ed with the key padding mask
-    (B, T) as (B, 1, T, T); None when every key is visible. Built once per graph and shared by every layer
-    (each layer then masks its scores with one where; the mask itself needs no gradient)."""
+def mask_bias(g, key_mask, B, T, causal):
+    """0 where a query sees a key and NEG where it does not, added to the scores: (T, T) for the causal mask
+    (keys up to the query's position), (B, 1, T, T) with the key padding mask (B, T); None when every key is
+    visible. Built once per graph and shared by every layer. An add, not a where: the add's VJP passes the
+    gradient on untouched, and a masked score (NEG + s, which exp sends to exactly 0 as it does NEG) needs no
+    gradient."""
     if key_mask is None and not causal:
         return None
-    memo = _VISIBLE.setdefault(g, {})
+    memo = _MASKS.setdefault(g, {})
     key = (None if key_mask is None else key_mask.index, T, causal)
-    mask = memo.get(key)
-    if mask is None or mask.graph is not g:
+    bias = memo.get(key)
+    if bias is None:
         keys = None if key_mask is None else ops.reshape(key_mask, (B, 1, 1, T), name="key_mask")
         if causal:
-            mask = g.constant(np.tril(np.ones((T, T), dtype=bool)), name="causal")         # (T, T)
+            seen = g.constant(np.tril(np.ones((T, T), dtype=bool)), name="causal")          # (T, T)
             if keys is not None:
-                mask = ops.logical_and(mask, keys, name="visible")                        # (B, 1, T, T)
+                seen = ops.logical_and(seen, keys, name="visible")                         # (B, 1, T, T)
         else:
-            mask = keys
-        memo[key] = mask
-    return mask
+            seen = keys
+        bias = memo[key] = ops.where(seen, 0.0, NEG, name="mask_bias")
+    return bias
 
 
 class CausalSelfAttention(Module):
@@ -88,9 +90,9 @@ class CausalSelfAttention(Module):
         if past is not None:
             att = att + past_bias                                   # (B, nh, 1, P+1)
         else:
-            allowed = visible(g, key_mask, B, T, self.causal)       # (B or 1, 1, T, T) bool, or None
-            if allowed is not None:
-                att = ops.where(allowed, att, NEG, name="masked")   # (B, nh, T, T)
+            bias = mask_bias(g, key_mask, B, T, self.causal)        # (T, T) or (B, 1, T, T), or None
+            if bias is not None:
+                att = ops.add(att, bias, name="masked")              # (B, nh, T, T)
         att = ops.softmax(att, axis=-1, name="attn")
         att = self.attn_drop(att)
         y = ops.matmul(att, v, name="av")                           # (B, nh, T, hs)
