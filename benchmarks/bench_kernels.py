@@ -95,13 +95,6 @@ def cases():
     out.update(op_cases("cross_entropy", [logits, ids], {"ignore_index": 0}, [0],
                         lambda: torch.nn.functional.cross_entropy(tl, ti, ignore_index=0), torch_ce_vjp))
 
-    causal = np.tril(np.ones((T, T), dtype=bool)) & (rng.random((B, 1, 1, T)) < 0.97)   # and padded keys
-    neg = np.asarray(-1e9, dtype=f32)
-    tc, tneg = torch.tensor(causal), torch.tensor(neg)
-    tg_att = torch.tensor(np.random.default_rng(1).standard_normal(att.shape).astype(f32))
-    out.update(op_cases("where", [causal, att, neg], {}, [1], lambda: torch.where(tc, ta, tneg),
-                        lambda: torch.where(tc, tg_att, 0.0)))
-
     from graphdiff.backend import Backend, unbroadcast
     for n in (128, 512):
         gb = rng.standard_normal((B, T, n)).astype(f32)

@@ -8,7 +8,7 @@ per call, so main memory sees one read of each input and one write of each outpu
 
 Each kernel is registered with @kernel(op, "numpy") and keeps the rule's residuals (see registry.kernel);
 tests/ops/test_kernels.py checks every one against its op's rule. Kernels here: gelu, softmax, log_softmax,
-layer_norm, cross_entropy, where. Inputs outside a kernel's fast path (a dtype other than float32 or
+layer_norm, cross_entropy. Inputs outside a kernel's fast path (a dtype other than float32 or
 float64, mixed dtypes, empty arrays, ids checked on the device) go to the op's rule, so a kernel never
 fails where the rule works. benchmarks/bench_kernels.py times each against its rule and PyTorch.
 """
@@ -428,22 +428,3 @@ class CrossEntropy:
                     db *= rows_scale[a:b, None]
             return dx.reshape(logits.shape)
         return vjp
-
-
-# --- where --------------------------------------------------------------------------------------------
-@kernel("where", "numpy")
-class Where:
-    """where's VJP as g times the mask (one multiply, ~1.5x faster than np.where with a broadcast mask and
-    a scalar 0). The forward is the rule's: a copy plus a masked copy measured no faster than np.where."""
-
-    def forward(F, cond, a, b):
-        return REGISTRY["where"].forward(F, cond, a, b)
-
-    def vjp(F, i, g, xs, out):                    # g where the slot was picked, else 0; un-broadcast
-        cond = xs[0]
-        if g.dtype not in FLOATS or np.asarray(cond).dtype != np.bool_ or not g.shape:
-            return REGISTRY["where"].vjp(F, i, g, xs, out)
-        picked = np.multiply(g, cond if i == 1 else np.logical_not(cond))
-        if np.isnan(picked.sum()):                 # g * 0 is NaN where g is inf or NaN; where() gives 0
-            return REGISTRY["where"].vjp(F, i, g, xs, out)
-        return F.unbroadcast(picked, xs[i])
