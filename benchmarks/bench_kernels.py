@@ -2,7 +2,9 @@
 65): each op's rule, its fused NumPy kernel and PyTorch's equivalent (aten's forward or backward function),
 in one process, alternating rounds, one thread.
 
-    python benchmarks/bench_kernels.py [--rounds 30] [--only softmax layer_norm]
+    python benchmarks/bench_kernels.py [--rounds 30] [--only softmax layer_norm] [--quick]
+
+Writes benchmarks/results/kernels.json.
 """
 import argparse
 
@@ -82,6 +84,13 @@ def cases():
                         lambda: torch.ops.aten.native_layer_norm_backward(tgx, tx, (C,), tmean, trstd, tw, tb,
                                                                           [True, True, True])))
 
+    h = rng.standard_normal((B, T, 4 * C)).astype(f32)                      # the MLP's hidden layer
+    th = torch.tensor(h)
+    tgh = torch.randn(th.shape)
+    out.update(op_cases("gelu", [h], {"approximate": "tanh"}, [0],
+                        lambda: torch.nn.functional.gelu(th, approximate="tanh"),
+                        lambda: torch.ops.aten.gelu_backward(tgh, th, approximate="tanh")))
+
     ids = rng.integers(0, V, B * T)
     ids[rng.random(B * T) < 0.05] = 0                  # pad targets (ignore_index)
     ti = torch.tensor(ids)
@@ -117,19 +126,25 @@ def cases():
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=30)
+    p = common.add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), "kernels")
+    p.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 30; quick 2)")
     p.add_argument("--only", nargs="*", help="op names to time (default: all)")
     args = p.parse_args()
     import torch  # noqa: F401  (set_threads limits torch's threads too)
     common.set_threads(1)
+    rounds = args.rounds or (2 if args.quick else 30)
     rows = []
     for case, fns in cases().items():
         if args.only and case.split()[0] not in args.only:
             continue
-        times = common.alternate(fns, args.rounds)
+        times = common.alternate(fns, rounds)
         rows += [{"case": case, "engine": e, "samples": s} for e, s in times.items()]
+    info = common.machine(threads=[1])
+    print(common.machine_line(info))
     common.table(rows, baseline="kernel")
+    common.write("kernels", {"benchmark": "kernels", "machine": info, "quick": args.quick, "rounds": rounds,
+                             "rows": rows, "timing": "wall clock per call, alternating rounds; ratio = kernel "
+                                                     "median / engine median"}, args.json)
 
 
 if __name__ == "__main__":

@@ -84,3 +84,9 @@ def test_gpu_smoke_on_standin(tmp_path):
     assert result["machine"]["standin"] and result["machine"]["torch_device"] == "cpu"
     assert {"graphdiff cupy fp32", "torch fp32"} <= engines
     assert result["checks"]["tiny"]["rel_diff"] < 1e-4
+
+
+def test_kernels(tmp_path):
+    pytest.importorskip("torch")
+    result, engines = run_quick("bench_kernels.py", tmp_path, "--quick", "--only", "softmax", "gelu", "layer_norm")
+    assert engines == {"rule", "kernel", "torch"}
