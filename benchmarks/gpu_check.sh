@@ -117,6 +117,7 @@ if skip_unless bench-gpu torch; then
     part bench-gpu $PY benchmarks/bench_gpu.py --smoke --json "$WORK/gpu.json"
   else
     part bench-gpu $PY benchmarks/bench_gpu.py
+    part bench-gpu-tf32 $PY benchmarks/bench_gpu.py --tf32 --rounds 15
   fi
   grep -E "^(gpu|small|tiny) |memory|GPU:" "$WORK/bench-gpu.log" 2>/dev/null | sed 's/^/  /'
 fi

@@ -88,3 +88,15 @@ def test_render_trace_failure_leaves_no_partial_output(tmp_path):
     with pytest.raises(RenderError):
         render_trace(g, y, tmp_path / "t", renderer=str(tmp_path / "no-such-dot"), repeats=1)
     assert os.listdir(tmp_path) == []
+
+
+def test_tf32_is_a_cupy_setting(monkeypatch, capsys):
+    """--tf32 sets CuPy's CUPY_TF32 (read at its first float32 product); on another backend it is an error."""
+    from graphdiff.cli import main, use_tf32
+    monkeypatch.delenv("CUPY_TF32", raising=False)
+    assert main(["generate", "--checkpoint", "missing.npz", "--tf32", "--backend", "numpy"]) == 2
+    assert "--tf32 is a GPU setting (backend cupy); the backend here is numpy" in capsys.readouterr().err
+    assert "CUPY_TF32" not in __import__("os").environ
+    args = type("Args", (), {"tf32": True})()
+    assert use_tf32(args, "cupy") is None and __import__("os").environ["CUPY_TF32"] == "1"
+    assert use_tf32(type("Args", (), {"tf32": False})(), "numpy") is None

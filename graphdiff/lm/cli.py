@@ -3,7 +3,7 @@ import argparse
 import os
 import sys
 
-from ..cli import add_backend_argument
+from ..cli import add_backend_argument, add_tf32_argument
 
 
 def add_threads_argument(p):
@@ -100,6 +100,7 @@ def add_train_arguments(p):
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal)")
     add_threads_argument(p)
     add_backend_argument(p)
+    add_tf32_argument(p)
 
 
 def run_train(args):
@@ -202,6 +203,7 @@ def add_generate_arguments(p):
                    help="recompute the whole prefix at every step (default: KV cache)")
     add_threads_argument(p)
     add_backend_argument(p)
+    add_tf32_argument(p)
 
 
 def run_generate(args):
