@@ -5,7 +5,8 @@ eager CUDA (fp32, and TF32 matmuls), one process, alternating rounds; sized to f
     GRAPHDIFF_CUPY_STANDIN=1 python benchmarks/bench_gpu.py --smoke   # anywhere: the CuPy stand-in, torch on CPU
 
 Both engines start from the same weights and get the same host batch each step (both pay its transfer);
-the losses must agree with torch fp32 to rtol 1e-4 (1e-2 with --tf32) before timing. Every timed call ends with a device synchronize.
+the losses must agree with torch fp32 to rtol 1e-4 (1e-2 with --tf32) before timing. Every timed call ends
+with a device synchronize.
 Memory: CuPy's default memory pool total bytes after the steps (what graphdiff holds) against PyTorch's
 torch.cuda.max_memory_allocated (its peak). --smoke (or --quick) runs a shrunken "tiny" config on the
 stand-in (tests/cupy_standin: NumPy on the host behind CuPy's interface) with torch on the CPU: it tests
@@ -120,11 +121,12 @@ def main():
         if gdm is not None and tm:
             print(f"  {name}: memory CuPy pool {gdm / 2**20:.0f} MB, torch peak {tm / 2**20:.0f} MB "
                   f"(ratio {gdm / tm:.2f})")
-    common.write("gpu_tf32" if args.tf32 else "gpu", {"benchmark": "gpu", "graphdiff_tf32": args.tf32, "machine": info, "smoke": args.smoke, "quick": args.smoke,
-                         "configs": {c: CONFIGS[c] for c in configs}, "rounds": rounds, "checks": checks,
-                         "memory": memory, "rows": rows,
-                         "timing": "wall clock per step with a device sync (perf_counter), alternating rounds; "
-                                   "ratio = graphdiff median / engine median"},
+    common.write("gpu_tf32" if args.tf32 else "gpu",
+                 {"benchmark": "gpu", "graphdiff_tf32": args.tf32, "machine": info, "smoke": args.smoke,
+                  "quick": args.smoke, "configs": {c: CONFIGS[c] for c in configs}, "rounds": rounds,
+                  "checks": checks, "memory": memory, "rows": rows,
+                  "timing": "wall clock per step with a device sync (perf_counter), alternating rounds; "
+                            "ratio = graphdiff median / engine median"},
                  args.json)
 
 
