@@ -353,6 +353,8 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
     if plan.floats and not check and plan.active:
         adj = _float_backward(plan, variant, seed, kept, emit, retain_grads, st)
     if adj is None:
+        if plan.floats:                         # values a float run left: NumPy's rules take arrays
+            as_arrays(plan.order)
         run = Run(F, kept, st.residuals, bound_rules(plan, F))
         checked(run, shapes=True, finite=check)
         if emit is not None:

@@ -134,6 +134,7 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True):
         raise GraphError(f"forward: no value for input {names}; pass it in feeds, "
                          f"e.g. g.forward({{'{missing[0].name}': array}})")
     if check:
+        as_arrays(leaves)                 # a float run may have left Python floats: NumPy checks arrays
         for n in leaves:
             check_value(n, graph.backend)
     stamp = max((n.stamp for n in leaves), default=0)   # every value computed now is from these leaves
@@ -290,18 +291,49 @@ def as_arrays(nodes):
 
 
 def compute(node):
-    """Compute one node from its inputs' values as it is added (eager mode)."""
+    """Compute one node from its inputs' values as it is added (eager mode). A 0-d float64 node of a
+    NumPy graph whose inputs are too is computed on Python floats, as a forward of a scalar graph is (where
+    floats give up, on NumPy)."""
     graph = node.graph
     spec = node.spec
-    kw = {"ctx": graph} if spec.random else {}
-    try:
-        node.out = spec.forward(graph.backend, *[p.out for p in node.inputs], **kw, **node.attrs)
-    except GraphError:
-        raise
-    except Exception as e:
-        raise GraphError(f"computing {where(node)} failed: {type(e).__name__}: {e}") from e
-    node.stamp = max((p.stamp for p in node.inputs), default=0)
-    state(graph).residuals.pop(node.index, None)      # computed without residuals: none may be older
+    ins = node.inputs
+    out = None
+    if (node.shape == () and node.dtype == "float64" and not spec.random and not graph.check_finite
+            and graph.backend.name == "numpy"):
+        xs = []
+        for p in ins:
+            v = p.out
+            if p.shape != () or p.dtype != "float64":
+                break
+            if type(v) is not float:
+                v = float(v)
+                if p.spec is None:            # a leaf keeps the float, as a float forward leaves it
+                    p.out = v
+            xs.append(v)
+        else:
+            try:
+                out = spec.forward(SCALAR, *xs, **node.attrs)
+            except Exception:                 # inf or nan ahead: NumPy's semantics take over
+                out = None
+            if type(out) is not float:
+                out = None
+    if out is None:
+        kw = {"ctx": graph} if spec.random else {}
+        try:
+            out = spec.forward(graph.backend, *[np.float64(v) if type(v) is float else v
+                                                for v in (p.out for p in ins)], **kw, **node.attrs)
+        except GraphError:
+            raise
+        except Exception as e:
+            raise GraphError(f"computing {where(node)} failed: {type(e).__name__}: {e}") from e
+    node.out = out
+    stamp = ins[0].stamp if ins else 0     # the newest of its inputs'
+    for p in ins:
+        if p.stamp > stamp:
+            stamp = p.stamp
+    node.stamp = stamp
+    if spec.forward_res is not None:      # computed without residuals: none may be older
+        state(graph).residuals.pop(node.index, None)
     if graph.check_finite:
         check_value(node, graph.backend)
 

@@ -78,11 +78,11 @@ class Node:
         self.graph = graph
         self.name = name
         self.kind = kind
-        self.shape = tuple(shape)
+        self.shape = shape if type(shape) is tuple else tuple(shape)
         self.dtype = dtype
         self.spec = spec
         self.op = spec.name if spec is not None else None
-        self.inputs = tuple(inputs)
+        self.inputs = inputs if type(inputs) is tuple else tuple(inputs)
         self.attrs = attrs if attrs is not None else {}
         self.scope = scope
         self.out = None
@@ -293,15 +293,16 @@ class Graph:
         return f"{s}/{name}" if s else name
 
     def _unique(self, base):
-        if base not in self._by_name:
+        by_name = self._by_name
+        if base not in by_name:
             return base
-        k = self._counters.get(base, 0)
-        while True:
+        k = self._counters.get(base, 0) + 1      # the next free number, unless a user took that name
+        cand = f"{base}_{k}"
+        while cand in by_name:
             k += 1
             cand = f"{base}_{k}"
-            if cand not in self._by_name:
-                self._counters[base] = k
-                return cand
+        self._counters[base] = k
+        return cand
 
     def _leaf_name(self, kind, name):
         if not isinstance(name, str) or not name:
@@ -383,6 +384,8 @@ class Graph:
 
     def constant(self, value, name=None, dtype=None):
         """A non-trainable leaf. Python numbers and arrays given to ops are wrapped in one automatically."""
+        if type(value) is float and dtype is None:
+            return self._number(value, name)
         host = _host_array(value, f"constant {name!r}" if name else "a constant")
         if dtype is None:
             dtype = {"b": "bool", "i": "int64", "u": "int64", "f": self.dtype}.get(host.dtype.kind)
@@ -394,6 +397,20 @@ class Graph:
         node = Node(self, full, "constant", host.shape, dtype, scope=self.current_scope)
         node.out = self.backend.from_host(host, dtype)
         return self._register(node)
+
+    def _number(self, value, name=None):
+        """What constant(value, name) makes of a Python number in the graph's float dtype, made directly:
+        x * 2.0 and micrograd-style graphs make one constant per number, so its cost is per node."""
+        scope = self.current_scope
+        base = name or "const"
+        full = self._unique(f"{scope}/{base}" if scope else base)
+        node = Node(self, full, "constant", (), self.dtype, None, (), None, scope)
+        node.out = self.backend.from_host(value, self.dtype)
+        node.stamp = 0
+        self.nodes.append(node)
+        self._by_name[full] = node
+        self.version += 1
+        return node
 
     def _register(self, node):
         self.nodes.append(node)
@@ -489,6 +506,8 @@ class Graph:
 
     def wrap(self, x, slot_kind):
         """A constant node for a Python number or array given to an op in a slot of this kind."""
+        if slot_kind == "float" and (type(x) is float or (type(x) is int and -_EXACT < x < _EXACT)):
+            return self._number(x)             # the common x * 2.0: as below, without the array round trip
         host = to_numpy(x)                    # numbers, lists, NumPy or any backend's array (built once)
         kind = host.dtype.kind
         if slot_kind == "int" and kind not in "iu":
@@ -500,8 +519,50 @@ class Graph:
 
     # --- op nodes ---------------------------------------------------------------------------------
     def add_node(self, spec, inputs, attrs, name=None):
-        """Build one op node: check dtypes and shapes now, so mistakes surface where they are made."""
-        full = self._unique(self._full(name or spec.name))
+        """Build one op node: check dtypes and shapes now, so mistakes surface where they are made.
+
+        inputs: a tuple of this graph's Nodes; attrs: a dict (the node keeps it)."""
+        scope = self.current_scope
+        base = name or spec.name
+        full = self._unique(f"{scope}/{base}" if scope else base)
+        n = len(inputs)
+        if spec.slots == "float" and (spec.arity is None or spec.arity == n):   # most ops: a quick pass
+            dtype = inputs[0].dtype if n else None
+            for x in inputs:
+                if x.dtype != dtype:
+                    dtype = None
+                    break
+            if dtype not in FLOAT_DTYPES:      # mixed dtypes, or one not a float: the full checks below
+                dtype = self._check_slots(spec, inputs, full)
+        else:
+            dtype = self._check_slots(spec, inputs, full)
+        if spec.dtype:
+            dtype = spec.dtype(*map(_DTYPE, inputs), **attrs)
+        try:
+            if n == 2:                         # spelled out: map and * cost more than most shape rules
+                shape = spec.shape(inputs[0].shape, inputs[1].shape, **attrs)
+            elif n == 1:
+                shape = spec.shape(inputs[0].shape, **attrs)
+            else:
+                shape = spec.shape(*map(_SHAPE, inputs), **attrs)
+        except ShapeError as e:
+            ins = ", ".join(f"{x.name!r} {describe(x.shape, x.dtype)}" for x in inputs)
+            raise ShapeError(f"{spec.name} '{full}': {e} (inputs: {ins})") from None
+        node = Node(self, full, "op", shape, dtype, spec, inputs, attrs, scope)
+        if self.eager:
+            for x in inputs:
+                if x.out is None:
+                    break
+            else:
+                self.engine.compute(node)     # before it joins the graph: a failed op leaves no node
+        self.nodes.append(node)
+        self._by_name[full] = node
+        self.version += 1
+        return node
+
+    def _check_slots(self, spec, inputs, full):
+        """Check each input against its slot's kind (float, int, bool, any); the dtype the node gets
+        unless the op has a dtype rule: float64 if any input is, else float32 (the graph's when none is)."""
         kinds = spec.slot_kinds(len(inputs))
         for i, x in enumerate(inputs):
             want = kinds[i]
@@ -511,17 +572,7 @@ class Graph:
                 ok = want == "any" or (x.dtype.startswith("int") if want == "int" else x.dtype == "bool")
             if not ok:
                 raise DTypeError(_dtype_message(spec.name, full, i, x, want))
-        dtype = spec.dtype(*map(_DTYPE, inputs), **attrs) if spec.dtype else _promote(inputs, self.dtype)
-        try:
-            shape = tuple(spec.shape(*map(_SHAPE, inputs), **attrs))
-        except ShapeError as e:
-            ins = ", ".join(f"{x.name!r} {describe(x.shape, x.dtype)}" for x in inputs)
-            raise ShapeError(f"{spec.name} '{full}': {e} (inputs: {ins})") from None
-        node = Node(self, full, "op", shape, dtype, spec=spec, inputs=inputs, attrs=attrs,
-                    scope=self.current_scope)
-        if self.eager and all(x.out is not None for x in inputs):
-            self.engine.compute(node)         # before it joins the graph: a failed op leaves no node
-        return self._register(node)
+        return _promote(inputs, self.dtype)
 
     # --- running ----------------------------------------------------------------------------------
     def forward(self, feeds=None, outputs=None, *, check_finite=None, resample=True):
@@ -580,6 +631,7 @@ class Graph:
 
 
 _SHAPE, _DTYPE = attrgetter("shape"), attrgetter("dtype")
+_EXACT = 2 ** 53      # ints below this are exact in float64: wrap makes them constants directly
 
 
 def _promote(inputs, default):

@@ -113,6 +113,10 @@ def apply(spec, args, attrs=None, name=None):
         spec = REGISTRY[spec]
     if isinstance(args, Node):
         args = (args,)
+    elif type(args) is tuple and len(args) == 2:     # a binary op on two Nodes of one graph: most nodes
+        a, b = args
+        if type(a) is Node and type(b) is Node and a.graph is b.graph:
+            return a.graph.add_node(spec, args, attrs or {}, name)
     graph, wrap = None, False
     for a in args:
         if not isinstance(a, Node):
@@ -136,6 +140,8 @@ def apply(spec, args, attrs=None, name=None):
 # --- shape rules shared by many ops ----------------------------------------------------------------
 def broadcast_shapes(*shapes, **_):
     """NumPy broadcasting of the input shapes."""
+    if len(shapes) == 2 and shapes[0] == shapes[1]:     # the usual case, and every scalar graph's
+        return shapes[0]
     ndim = builtins.max(len(s) for s in shapes)   # the star imports below shadow max and sum
     out = []
     for k in range(-ndim, 0):
