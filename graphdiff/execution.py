@@ -138,7 +138,7 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True):
         for n in leaves:
             check_value(n, graph.backend)
     stamp = max((n.stamp for n in leaves), default=0)   # every value computed now is from these leaves
-    if not check and _floats(graph, st, order):
+    if not check and runs_on_floats(graph, order):
         try:
             _float_forward(graph, st, order, stamp, resample)
         except SCALAR_FAILS:                # inf or nan ahead: NumPy's semantics take over
@@ -149,11 +149,14 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True):
     return _result(single, outs)
 
 
-def _floats(graph, st, order):
+def runs_on_floats(graph, order):
+    """scalar_graph(graph, order), cached with the order (forward and backward of one output share it)."""
+    cache = state(graph).cache
     key = ("floats", id(order))
-    if key not in st.cache:
-        st.cache[key] = scalar_graph(graph, order)
-    return st.cache[key]
+    got = cache.get(key)
+    if got is None:
+        got = cache[key] = scalar_graph(graph, order)
+    return got
 
 
 def _float_forward(graph, st, order, stamp, resample):
