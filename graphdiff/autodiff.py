@@ -140,12 +140,15 @@ class Plan:
 
 @bulk
 def plan_for(graph, y, wrt):
-    """The backward plan of y with respect to wrt (None: params and requires_grad inputs); cached."""
+    """The backward plan of y with respect to wrt (None: params and requires_grad inputs); kept from its
+    second use on. A plan used once (a graph built and run once, as eager users run theirs) is not kept:
+    its pushes, pulls and bound rules would only leave the collector more objects to scan and free. What
+    it leaves is its compile counts, so the run that compiles is the same either way."""
     st = state(graph)
     key = ("bwd", y.index, None if wrt is None else tuple(n.index for n in wrt))
-    plan = st.cache.get(key)
-    if plan is not None:
-        return plan
+    kept = st.cache.get(key)
+    if type(kept) is Plan:
+        return kept
     order = topological_order(graph, [y])
     if wrt is None:
         targets = [n for n in graph.nodes if n.spec is None and n.requires_grad]
@@ -181,8 +184,12 @@ def plan_for(graph, y, wrt):
     plan.y, plan.order, plan.wrt, plan.pushes = y, order, targets, pushes
     plan.active = [u for u, _ in reversed(pushes)]
     plan.floats = runs_on_floats(graph, order)
-    plan.rules, plan.compiled = {}, {}
-    st.cache[key] = plan
+    plan.rules = {}
+    if kept is None:                        # its first use
+        plan.compiled = st.cache[key] = {}
+    else:
+        plan.compiled = kept
+        st.cache[key] = plan
     return plan
 
 
@@ -345,6 +352,7 @@ def _check_args(graph, y, variant, wrt, what):
     return wrt
 
 
+@bulk
 def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, retain_grads=False,
              check_finite=None):
     """See Graph.backward."""

@@ -9,7 +9,6 @@ whose every node is a 0-d float64 on NumPy, Python floats (backend.SCALAR), wher
 dominate. The ops' own rules run on both; where floats meet inf or NaN, the pass reruns on NumPy.
 """
 import gc
-import weakref
 from functools import partial, wraps
 
 import numpy as np
@@ -35,15 +34,13 @@ class State:
         self.with_grad = []       # nodes whose .grad the last backward set
 
 
-_STATES = weakref.WeakKeyDictionary()
-
-
 def state(graph):
     """The engine's State for graph, its caches cleared if the graph's structure changed since, and its
-    cache the one for the graph's current batch size."""
-    st = _STATES.get(graph)
+    cache the one for the graph's current batch size. It lives on the graph (graph.engine_state), so it dies
+    with it: a registry keyed by graph would hold the graph's nodes, and through them the graph, for ever."""
+    st = graph.engine_state
     if st is None:
-        st = _STATES[graph] = State(graph.version)
+        st = graph.engine_state = State(graph.version)
     elif st.version != graph.version:
         st.caches.clear()
         st.version = graph.version
@@ -52,9 +49,12 @@ def state(graph):
 
 
 def bulk(fn):
-    """Run fn with Python's cyclic garbage collector paused. Building an order or a plan allocates a few
-    small containers per node and no cycles; on a graph of a million nodes the collector would otherwise
-    rescan every node several times over (it roughly doubled the first backward of the 1M-node chain)."""
+    """Run fn with Python's cyclic garbage collector paused. Building an order or a plan, and running a
+    forward or backward pass, allocate a few small containers per node and no cycles (reference counting
+    frees them); on a graph of a million nodes the collector would otherwise rescan every node several
+    times over (it roughly doubled the first backward of the 1M-node chain), and on a scalar graph built
+    and run once, as eager users do, its scans of the pass's short-lived containers cost about as much as
+    the pass."""
     @wraps(fn)
     def run(*args, **kwargs):
         if not gc.isenabled():
@@ -120,6 +120,7 @@ def _as_outputs(graph, outputs):
 
 
 # --- forward ---------------------------------------------------------------------------------------------
+@bulk
 def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True):
     """See Graph.forward."""
     graph.feed(feeds or {})
@@ -243,10 +244,16 @@ def _run(steps, stamp, resample, explain=True):
 
 @bulk
 def _steps(graph, st, order, F, check):
-    """(node, its forward bound to F and its attrs, inputs, random) for each op node of order; cached."""
+    """(node, its forward bound to F and its attrs, inputs, random) for each op node of order; kept from the
+    order's second run on. Its first run binds them one by one and keeps none: a graph built and run once,
+    as eager users run theirs, would only leave the collector more objects to scan (and free)."""
     key = ("steps", id(order), F.name, check)
     steps = st.cache.get(key)
     if steps is None:
+        st.cache[key] = False
+        return ((n, _bind_forward(graph, st, n, F, check), n.inputs, n.spec.random)
+                for n in order if n.spec is not None)
+    if steps is False:
         steps = st.cache[key] = [(n, _bind_forward(graph, st, n, F, check), n.inputs, n.spec.random)
                                  for n in order if n.spec is not None]
     return steps

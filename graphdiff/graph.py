@@ -7,7 +7,8 @@ so creation order is always a valid topological order; the engine still sorts th
 Running a graph is not this module's business: `g.forward`, `g.backward` and `g.gradients` hand the graph
 to `Graph.engine` (graphdiff.autodiff, wired in by the package), which owns every cache, plan and adjoint.
 What the engine reads here is public: `node.out` (the stored value), `node.stamp` (which values it was
-computed from) and `graph.version` (bumped by any change of structure that a cached plan depends on).
+computed from) and `graph.version` (bumped by any change of structure that a cached plan depends on); the
+engine keeps its caches in `graph.engine_state`, so they die with the graph.
 """
 import contextlib
 import difflib
@@ -263,6 +264,7 @@ class Graph:
         self.batch = None         # the size of every None (leading) axis, set by feeds; None: not fed yet
         self._dynamic = set()     # indices of inputs declared with a None leading axis
         self.rng = self.backend.rng(seed)
+        self.engine_state = None  # the engine's caches for this graph (graphdiff.execution.State); not read here
 
     def __repr__(self):
         return f"<Graph {len(self.nodes)} nodes, backend={self.backend.name}, dtype={self.dtype}>"

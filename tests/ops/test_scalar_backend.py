@@ -205,3 +205,34 @@ def test_checks_after_a_float_run_see_numpy_values():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             g.forward(outputs=a / b, check_finite=True)
+
+
+@pytest.mark.parametrize("variant", gd.VARIANTS)
+@pytest.mark.parametrize("eager", [False, True])
+def test_a_graph_run_once_keeps_no_plan_and_compiles_on_the_same_run(variant, eager):
+    """A plan and the bound forward steps are kept from their second use on (a graph built and run once, as
+    eager users run theirs, leaves nothing for the collector); the backward still compiles on the
+    COMPILE_AFTER-th run, with the first run's numbers."""
+    from graphdiff import autodiff, codegen, execution
+    g = gd.Graph(dtype="float64", eager=eager)
+    x, w = g.param("x", 0.5), g.param("w", 1.3)
+    y = gd.tanh(x * w + 0.1) * gd.gelu(x) + gd.relu(w) / 3.0
+    cache = execution.state(g).cache
+
+    def kept():
+        return [k[0] for k, v in cache.items() if isinstance(v, autodiff.Plan) or (k[0] == "steps" and v)]
+
+    first = None
+    for run in range(1, codegen.COMPILE_AFTER + 2):
+        g.forward(outputs=y)
+        got = g.backward(y, variant=variant)
+        numbers = [float(y.value), float(got[x]), float(got[w])]
+        first = first or numbers
+        assert numbers == pytest.approx(first, rel=1e-14)
+        plan = cache[("bwd", y.index, None)]
+        counts = plan.compiled if isinstance(plan, autodiff.Plan) else plan
+        assert callable(counts[(variant, False)]) == (run >= codegen.COMPILE_AFTER), run
+        if run == 1:
+            assert kept() == []
+        elif run == 2:
+            assert sorted(kept()) == ["bwd", "steps"]
