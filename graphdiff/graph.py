@@ -33,16 +33,13 @@ def is_float(dtype):
     return dtype in FLOAT_DTYPES
 
 
-_OPS = []     # the ops namespace behind Node's operators; graphdiff.ops installs itself (use_ops)
+_ops = None    # the ops namespace behind Node's operators; graphdiff.ops installs itself (use_ops)
 
 
 def use_ops(namespace):
     """Make Node's operators (+, @, x[i], x.sum(), ...) build nodes with `namespace`'s functions."""
-    _OPS[:] = [namespace]
-
-
-def _ops():
-    return _OPS[0]
+    global _ops
+    _ops = namespace
 
 
 def to_numpy(x):
@@ -187,49 +184,49 @@ class Node:
         raise TypeError(f"node '{self.name}' is not iterable; index it (x[i]) or use gd.stack/concat")
 
     # --- operators: each adds a node to this node's graph ---------------------------------------
-    def __add__(self, o): return _ops().add(self, o)
-    def __radd__(self, o): return _ops().add(o, self)
-    def __sub__(self, o): return _ops().subtract(self, o)
-    def __rsub__(self, o): return _ops().subtract(o, self)
-    def __mul__(self, o): return _ops().multiply(self, o)
-    def __rmul__(self, o): return _ops().multiply(o, self)
-    def __truediv__(self, o): return _ops().divide(self, o)
-    def __rtruediv__(self, o): return _ops().divide(o, self)
-    def __pow__(self, o): return _ops().power(self, o)
-    def __rpow__(self, o): return _ops().power(o, self)
-    def __matmul__(self, o): return _ops().matmul(self, o)
-    def __rmatmul__(self, o): return _ops().matmul(o, self)
-    def __neg__(self): return _ops().negative(self)
+    def __add__(self, o): return _ops.add(self, o)
+    def __radd__(self, o): return _ops.add(o, self)
+    def __sub__(self, o): return _ops.subtract(self, o)
+    def __rsub__(self, o): return _ops.subtract(o, self)
+    def __mul__(self, o): return _ops.multiply(self, o)
+    def __rmul__(self, o): return _ops.multiply(o, self)
+    def __truediv__(self, o): return _ops.divide(self, o)
+    def __rtruediv__(self, o): return _ops.divide(o, self)
+    def __pow__(self, o): return _ops.power(self, o)
+    def __rpow__(self, o): return _ops.power(o, self)
+    def __matmul__(self, o): return _ops.matmul(self, o)
+    def __rmatmul__(self, o): return _ops.matmul(o, self)
+    def __neg__(self): return _ops.negative(self)
     def __pos__(self): return self
-    def __abs__(self): return _ops().abs(self)
-    def __gt__(self, o): return _ops().greater(self, o)
-    def __lt__(self, o): return _ops().less(self, o)
-    def __ge__(self, o): return _ops().greater_equal(self, o)
-    def __le__(self, o): return _ops().less_equal(self, o)
+    def __abs__(self): return _ops.abs(self)
+    def __gt__(self, o): return _ops.greater(self, o)
+    def __lt__(self, o): return _ops.less(self, o)
+    def __ge__(self, o): return _ops.greater_equal(self, o)
+    def __le__(self, o): return _ops.less_equal(self, o)
     __hash__ = object.__hash__   # nodes are dict keys (feeds, grads); == stays identity
 
-    def __getitem__(self, idx): return _ops().getitem(self, idx)
+    def __getitem__(self, idx): return _ops.getitem(self, idx)
 
     @property
     def T(self):
-        return _ops().transpose(self)
+        return _ops.transpose(self)
 
     @property
     def mT(self):
-        return _ops().matrix_transpose(self)
+        return _ops.matrix_transpose(self)
 
     # NumPy-style methods
-    def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
-    def reshape(self, *shape): return _ops().reshape(self, shape[0] if len(shape) == 1 else shape)
-    def transpose(self, *axes): return _ops().transpose(self, (axes[0] if len(axes) == 1 else axes) or None)
-    def astype(self, dtype): return _ops().astype(self, dtype)
-    def exp(self): return _ops().exp(self)
-    def log(self): return _ops().log(self)
-    def tanh(self): return _ops().tanh(self)
-    def relu(self): return _ops().relu(self)
-    def sigmoid(self): return _ops().sigmoid(self)
+    def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return _ops.max(self, axis, keepdims)
+    def reshape(self, *shape): return _ops.reshape(self, shape[0] if len(shape) == 1 else shape)
+    def transpose(self, *axes): return _ops.transpose(self, (axes[0] if len(axes) == 1 else axes) or None)
+    def astype(self, dtype): return _ops.astype(self, dtype)
+    def exp(self): return _ops.exp(self)
+    def log(self): return _ops.log(self)
+    def tanh(self): return _ops.tanh(self)
+    def relu(self): return _ops.relu(self)
+    def sigmoid(self): return _ops.sigmoid(self)
 
 
 class Graph:
