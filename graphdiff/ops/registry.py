@@ -113,10 +113,13 @@ def apply(spec, args, attrs=None, name=None):
         spec = REGISTRY[spec]
     if isinstance(args, Node):
         args = (args,)
-    elif type(args) is tuple and len(args) == 2:     # a binary op on two Nodes of one graph: most nodes
-        a, b = args
-        if type(a) is Node and type(b) is Node and a.graph is b.graph:
-            return a.graph.add_node(spec, args, attrs or {}, name)
+    if type(args) is tuple:                 # Nodes of one graph, one or two of them: most nodes, at once
+        if len(args) == 2:
+            a, b = args
+            if type(a) is Node and type(b) is Node and a.graph is b.graph:
+                return a.graph.add_node(spec, args, attrs or {}, name)
+        elif len(args) == 1 and type(args[0]) is Node:
+            return args[0].graph.add_node(spec, args, attrs or {}, name)
     graph, wrap = None, False
     for a in args:
         if not isinstance(a, Node):
