@@ -288,3 +288,28 @@ def test_a_graph_that_ran_is_freed_when_dropped(eager):
         del g, x, y
     gc.collect()
     assert [r() for r in refs] == [None, None]
+
+
+def test_forward_and_backward_leave_the_collector_as_they_found_it():
+    """They pause Python's cyclic collector while they run (their containers hold no cycles): it is back on
+    afterwards, after an error too, and stays off for a caller who turned it off."""
+    import gc
+    g = gd.Graph(dtype="float64")
+    w = g.param("w", 2.0)
+    y = gd.log(w * w)
+    seen = []
+    assert gc.isenabled()
+    g.forward(outputs=y)
+    g.backward(y, trace=lambda e: seen.append(gc.isenabled()))
+    assert gc.isenabled() and seen and not any(seen)
+    w.value = 3.0
+    with pytest.raises(gd.GraphError, match=r"is stale"):
+        g.backward(y)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        g.forward(outputs=y)
+        g.backward(y)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
