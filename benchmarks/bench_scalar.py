@@ -145,6 +145,19 @@ def count_micrograd_ops(run_builder):
 WORKLOADS = {"chain": (chain_graphdiff, lambda n: chain_micrograd(n)[0]), "mlp": (mlp_graphdiff, mlp_micrograd)}
 
 
+def run_alone(g, y, ops, repeat):
+    """Forward + backward of the built graph g in the steady state, each variant: {mode: [us per node]}."""
+    row = {}
+    for variant in gd.VARIANTS:
+        def step():
+            g.forward(outputs=y)
+            g.backward(y, variant=variant)
+        for _ in range(5):       # plans built, then compiled after the 3rd run: the steady state
+            step()
+        row[f"run alone ({variant})"] = [t / ops * 1e6 for t in _times(step, repeat)]
+    return row
+
+
 def measure(engine, workload, size, repeat):
     """One engine on one workload, in this process: {"op_nodes", "<mode>": [us per node per repeat]}."""
     gd_build, mg_build = WORKLOADS[workload]
@@ -155,14 +168,8 @@ def measure(engine, workload, size, repeat):
     t = time.process_time()
     g, y, ops = gd_build(size)
     row = {"op_nodes": ops, "first_build": [(time.process_time() - t) / ops * 1e6]}
-    for variant in gd.VARIANTS:
-        def step():
-            g.forward(outputs=y)
-            g.backward(y, variant=variant)
-        for _ in range(5):       # plans built, then compiled after the 3rd run: the steady state
-            step()
-        row[f"run alone ({variant})"] = [t / ops * 1e6 for t in _times(step, repeat)]
-    del g, y, step          # build + run starts from a process holding no graph, as micrograd's does
+    row.update(run_alone(g, y, ops, repeat))
+    del g, y                # build + run starts from a process holding no graph, as micrograd's does
     gc.collect()
 
     def lazy():
