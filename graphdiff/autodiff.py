@@ -24,7 +24,7 @@ from . import codegen
 from .backend import SCALAR
 from .errors import DTypeError, GraphError, NonFiniteError, ReleasedError, ShapeError
 from .execution import (FLOATS, SCALAR_FAILS, as_arrays, bulk, check_member, compiled_after,  # noqa: F401
-                        compute, forward, ranges, scalar_graph, state, topological_order)
+                        compute, forward, ranges, runs_on_floats, scalar_graph, state, topological_order)
 from .graph import RELEASED, Node, describe, released
 from .lifetimes import Lifetimes, release as _release
 from .ops import NODES, add_n, sum as _sum
@@ -58,31 +58,34 @@ class Freed(NamedTuple):
 # --- the two variants ------------------------------------------------------------------------------------
 def version_a(plan, seed, run):
     """Version A ("children"): each node v sums the contributions of the children that use it."""
+    vjp, total, final, free = run.vjp, run.total, run.final, run.free     # (looked up once, used per edge)
     adj = {}
+    y = plan.y
     for v, children, lone in plan.pulls:        # reverse topological order, y first
-        if v is plan.y:
+        if v is y:
             adj[v] = seed
         else:
             parts = []
             for u, i, last in children:         # u.inputs[i] is v
-                parts.append(run.vjp(u, i, adj[u]))
+                parts.append(vjp(u, i, adj[u]))
                 if last:                        # u's inputs have all pulled from it
-                    run.free(adj, u)
-            adj[v] = run.total(parts)
-        run.final(v)
+                    free(adj, u)
+            adj[v] = total(parts)
+        final(v)
         if lone:                                # nothing will pull from v
-            run.free(adj, v)
+            free(adj, v)
     return adj
 
 
 def version_b(plan, seed, run):
     """Version B ("parents"): adjoints start at 0; each node u does += into its parents' adjoints."""
+    vjp, accumulate, final, free = run.vjp, run.accumulate, run.final, run.free
     adj = {plan.y: seed}
     for u, slots in plan.pushes:                # reverse topological order, y first
-        run.final(u)
+        final(u)
         for i, p in slots:                      # u.inputs[i] is p
-            adj[p] = run.accumulate(adj.get(p), run.vjp(u, i, adj[u]))
-        run.free(adj, u)
+            adj[p] = accumulate(adj.get(p), vjp(u, i, adj[u]))
+        free(adj, u)
     return adj
 
 
@@ -96,50 +99,65 @@ class Plan:
     pushes: (u, [(slot i, parent p)]) in reverse topological order, for Version B; pulls: (v, [(child u,
     slot i, last pull from u)], lone) for Version A, built from pushes the first time Version A runs;
     order: every node y depends on; wrt: the targets; src/dst: positions in order of each edge, for the
-    staleness check."""
+    staleness check, built the second time the plan is checked (a plan used once is checked by a loop)."""
 
-    __slots__ = ("y", "order", "active", "pushes", "_pulls", "wrt", "src", "dst", "floats", "rules", "compiled",
-                 "shapes_ok")
+    __slots__ = ("y", "order", "active", "pushes", "_pulls", "wrt", "src", "dst", "checked", "floats", "rules",
+                 "compiled", "shapes_ok")
 
     def __init__(self):
         self._pulls = None
+        self.src = self.dst = None
+        self.checked = False
         self.shapes_ok = set()              # (backend, kernel epoch) whose VJP shapes passed the check once
 
     @property
     @bulk
     def pulls(self):
         if self._pulls is None:
-            children = {}                   # v -> its (child, slot) edges, children in topological order
+            # One pass over the pushes in topological order. u's last pull is from the input that Version A
+            # reaches last, the earliest of its inputs in topological order (of one used twice, x * x, the
+            # later slot: children keep slot order).
+            pos = {}                        # node -> position in topological order
+            children = {}                   # v -> its (child u, slot i, last pull from u), u in topological order
+            k = 0
             for u, slots in reversed(self.pushes):
+                pos[u] = k
+                k += 1
+                if not slots:
+                    continue
+                last = slots[0][0]
+                if len(slots) > 1:
+                    first = pos[slots[0][1]]
+                    for i, p in slots:
+                        if pos[p] <= first:
+                            last, first = i, pos[p]
                 for i, p in slots:
-                    children.setdefault(p, []).append((u, i))
-            remaining = {u: len(slots) for u, slots in self.pushes}
-            pulls = []
-            for v, slots in self.pushes:
-                edges = []
-                for u, i in children.pop(v, ()):
-                    remaining[u] -= 1
-                    edges.append((u, i, remaining[u] == 0))
-                pulls.append((v, edges, not slots))
-            self._pulls = pulls
+                    edges = children.get(p)
+                    if edges is None:
+                        children[p] = [(u, i, i == last)]
+                    else:
+                        edges.append((u, i, i == last))
+            self._pulls = [(v, children.pop(v, None) or [], not slots) for v, slots in self.pushes]
         return self._pulls
 
 
 @bulk
 def plan_for(graph, y, wrt):
-    """The backward plan of y with respect to wrt (None: params and requires_grad inputs); cached."""
+    """The backward plan of y with respect to wrt (None: params and requires_grad inputs); kept from its
+    second use on. A plan used once (a graph built and run once, as eager users run theirs) is not kept:
+    its pushes, pulls and bound rules would only leave the collector more objects to scan and free. What
+    it leaves is its compile counts, so the run that compiles is the same either way."""
     st = state(graph)
     key = ("bwd", y.index, None if wrt is None else tuple(n.index for n in wrt))
-    plan = st.cache.get(key)
-    if plan is not None:
-        return plan
+    kept = st.cache.get(key)
+    if type(kept) is Plan:
+        return kept
     order = topological_order(graph, [y])
     if wrt is None:
         targets = [n for n in graph.nodes if n.spec is None and n.requires_grad]
     else:
         targets = list(dict.fromkeys(wrt))
-    N = len(graph.nodes)
-    needs = bytearray(N)
+    needs = bytearray(len(graph.nodes))
     for n in targets:
         needs[n.index] = 1
     for n in order:                         # forward sweep: a node needs a gradient if an input does
@@ -149,25 +167,32 @@ def plan_for(graph, y, wrt):
                 if needs[p.index]:
                     needs[n.index] = 1
                     break
-    live = bytearray(N)                     # backward sweep: ... and if it leads to y
-    live[y.index] = needs[y.index]
-    for u in reversed(order):
-        if live[u.index] and u.spec is not None and u.spec.differentiable:
-            for p in u.inputs:
-                if needs[p.index]:
-                    live[p.index] = 1
-    active = [n for n in order if live[n.index]]
-    pos = np.zeros(N, dtype=np.int64)       # node index -> position in order
-    pos[np.fromiter((n.index for n in order), dtype=np.int64, count=len(order))] = np.arange(len(order))
+    pushes = []                             # backward sweep: ... and if it leads to y (then it is live).
+    if needs[y.index]:                      # A live node pushes into each input that needs a gradient,
+        live = bytearray(len(needs))        # which is live because of it
+        live[y.index] = 1
+        for u in reversed(order):
+            if live[u.index]:
+                spec = u.spec
+                slots = []
+                if spec is not None and spec.differentiable:
+                    i = 0
+                    for p in u.inputs:
+                        if needs[p.index]:
+                            live[p.index] = 1
+                            slots.append((i, p))
+                        i += 1
+                pushes.append((u, slots))
     plan = Plan()
-    plan.y, plan.order, plan.active, plan.wrt = y, order, active, targets
-    plan.pushes = [(u, [(i, p) for i, p in enumerate(u.inputs) if live[p.index]]
-                    if u.spec is not None and u.spec.differentiable else []) for u in reversed(active)]
-    plan.src = pos[np.fromiter((p.index for u in order for p in u.inputs), dtype=np.int64)]
-    plan.dst = pos[np.fromiter((u.index for u in order for _ in u.inputs), dtype=np.int64)]
-    plan.floats = scalar_graph(graph, order)
-    plan.rules, plan.compiled = {}, {}
-    st.cache[key] = plan
+    plan.y, plan.order, plan.wrt, plan.pushes = y, order, targets, pushes
+    plan.active = [u for u, _ in reversed(pushes)]
+    plan.floats = runs_on_floats(graph, order)
+    plan.rules = {}
+    if kept is None:                        # its first use
+        plan.compiled = st.cache[key] = {}
+    else:
+        plan.compiled = kept
+        st.cache[key] = plan
     return plan
 
 
@@ -207,6 +232,8 @@ class Run:
 
     @staticmethod
     def total(parts):
+        if len(parts) == 1:
+            return parts[0]
         total = parts[0]
         for c in parts[1:]:
             total = total + c
@@ -402,6 +429,7 @@ def _check_args(graph, y, variant, wrt, what):
     return wrt
 
 
+@bulk
 def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, retain_grads=False,
              check_finite=None, release=None):
     """See Graph.backward. release: the Lifetimes of the forward that forward_backward just ran (values
@@ -433,6 +461,8 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
     if plan.floats and not check and plan.active and release is None:
         adj = _float_backward(plan, variant, seed, kept, emit, retain_grads, st)
     if adj is None:
+        if plan.floats:                         # values a float run left: NumPy's rules take arrays
+            as_arrays(plan.order)
         if release is None:
             run = Run(F, kept, st.residuals, bound_rules(plan, F))
         else:
@@ -514,6 +544,26 @@ def check_current(y, plan):
     be older than one of its inputs' (an input fed or a param assigned since, or an input recomputed by a
     later forward for other outputs), and none may be missing."""
     order = plan.order
+    if plan.src is None and not plan.checked:     # the plan's first check: one loop (most plans of
+        plan.checked = True                        # a fresh graph are used once)
+        empty = None
+        for u in order:
+            s = u.stamp
+            if s == RELEASED:                      # a second backward after forward_backward (the nn path)
+                raise ReleasedError("backward: " + released(u, f"backward through it to '{y.name}'"))
+            for p in u.inputs:
+                if p.stamp > s or s < 0:
+                    raise _stale(y, u, p)
+            if empty is None and u.out is None:
+                empty = u
+        if empty is not None:
+            raise GraphError(f"backward: '{empty.name}' has no value; run g.forward(...) first")
+        return
+    if plan.src is None:                           # used again: the edges as arrays, checked at once
+        pos = np.zeros(len(y.graph.nodes), dtype=np.int64)      # node index -> position in order
+        pos[np.fromiter((n.index for n in order), dtype=np.int64, count=len(order))] = np.arange(len(order))
+        plan.src = pos[np.fromiter((p.index for u in order for p in u.inputs), dtype=np.int64)]
+        plan.dst = pos[np.fromiter((u.index for u in order for _ in u.inputs), dtype=np.int64)]
     stamps = np.fromiter((n.stamp for n in order), dtype=np.int64, count=len(order))
     gone = np.flatnonzero(stamps == RELEASED)
     if len(gone):                           # a second backward after forward_backward (the nn path)
@@ -524,7 +574,11 @@ def check_current(y, plan):
             if n.out is None:
                 raise GraphError(f"backward: '{n.name}' has no value; run g.forward(...) first")
         return
-    u, p = order[plan.dst[bad[0]]], order[plan.src[bad[0]]]
+    raise _stale(y, order[plan.dst[bad[0]]], order[plan.src[bad[0]]])
+
+
+def _stale(y, u, p):
+    """The error for the edge from p into u, whose value is older than p's or missing."""
     if u.out is None:
         why = "has no value"
     else:
@@ -532,8 +586,8 @@ def check_current(y, plan):
             p.kind, "was recomputed by a later forward (for other outputs, or one that failed part-way)")
         why = f"is stale: its input '{p.name}' {since} after it was computed"
     who = f"'{u.name}' ({u.op})" + ("" if u is y else f", which '{y.name}' depends on,")
-    raise GraphError(f"backward: {who} {why}; run g.forward(feeds, outputs={y.name!r}) again right "
-                     "before backward")
+    return GraphError(f"backward: {who} {why}; run g.forward(feeds, outputs={y.name!r}) again right "
+                      "before backward")
 
 
 # --- symbolic backward: gradients as graph nodes ------------------------------------------------------------

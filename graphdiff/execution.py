@@ -9,7 +9,6 @@ whose every node is a 0-d float64 on NumPy, Python floats (backend.SCALAR), wher
 dominate. The ops' own rules run on both; where floats meet inf or NaN, the pass reruns on NumPy.
 """
 import gc
-import weakref
 from functools import partial, wraps
 
 import numpy as np
@@ -36,15 +35,13 @@ class State:
         self.with_grad = []       # nodes whose .grad the last backward set
 
 
-_STATES = weakref.WeakKeyDictionary()
-
-
 def state(graph):
     """The engine's State for graph, its caches cleared if the graph's structure changed since, and its
-    cache the one for the graph's current batch size."""
-    st = _STATES.get(graph)
+    cache the one for the graph's current batch size. It lives on the graph (graph.engine_state), so it dies
+    with it: a registry keyed by graph would hold the graph's nodes, and through them the graph, for ever."""
+    st = graph.engine_state
     if st is None:
-        st = _STATES[graph] = State(graph.version)
+        st = graph.engine_state = State(graph.version)
     elif st.version != graph.version:
         st.caches.clear()
         st.version = graph.version
@@ -53,9 +50,12 @@ def state(graph):
 
 
 def bulk(fn):
-    """Run fn with Python's cyclic garbage collector paused. Building an order or a plan allocates a few
-    small containers per node and no cycles; on a graph of a million nodes the collector would otherwise
-    rescan every node several times over (it roughly doubled the first backward of the 1M-node chain)."""
+    """Run fn with Python's cyclic garbage collector paused. Building an order or a plan, and running a
+    forward or backward pass, allocate a few small containers per node and no cycles (reference counting
+    frees them); on a graph of a million nodes the collector would otherwise rescan every node several
+    times over (it roughly doubled the first backward of the 1M-node chain), and on a scalar graph built
+    and run once, as eager users do, its scans of the pass's short-lived containers cost about as much as
+    the pass."""
     @wraps(fn)
     def run(*args, **kwargs):
         if not gc.isenabled():
@@ -121,6 +121,7 @@ def _as_outputs(graph, outputs):
 
 
 # --- forward ---------------------------------------------------------------------------------------------
+@bulk
 def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True, release=None):
     """See Graph.forward. release: a lifetimes.Lifetimes for this order (forward_backward): values go after
     their last use as it says."""
@@ -136,10 +137,11 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True, r
         raise GraphError(f"forward: no value for input {names}; pass it in feeds, "
                          f"e.g. g.forward({{'{missing[0].name}': array}})")
     if check:
+        as_arrays(leaves)                 # a float run may have left Python floats: NumPy checks arrays
         for n in leaves:
             check_value(n, graph.backend)
     stamp = max((n.stamp for n in leaves), default=0)   # every value computed now is from these leaves
-    if not check and release is None and _floats(graph, st, order):
+    if not check and release is None and runs_on_floats(graph, order):
         try:
             _float_forward(graph, st, order, stamp, resample)
         except SCALAR_FAILS:                # inf or nan ahead: NumPy's semantics take over
@@ -153,11 +155,14 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True, r
     return _result(single, outs)
 
 
-def _floats(graph, st, order):
+def runs_on_floats(graph, order):
+    """scalar_graph(graph, order), cached with the order (forward and backward of one output share it)."""
+    cache = state(graph).cache
     key = ("floats", id(order))
-    if key not in st.cache:
-        st.cache[key] = scalar_graph(graph, order)
-    return st.cache[key]
+    got = cache.get(key)
+    if got is None:
+        got = cache[key] = scalar_graph(graph, order)
+    return got
 
 
 def _float_forward(graph, st, order, stamp, resample):
@@ -244,10 +249,16 @@ def _run(steps, stamp, resample, explain=True):
 
 @bulk
 def _steps(graph, st, order, F, check):
-    """(node, its forward bound to F and its attrs, inputs, random) for each op node of order; cached."""
+    """(node, its forward bound to F and its attrs, inputs, random) for each op node of order; kept from the
+    order's second run on. Its first run binds them one by one and keeps none: a graph built and run once,
+    as eager users run theirs, would only leave the collector more objects to scan (and free)."""
     key = ("steps", id(order), F.name, check, KERNELS["epoch"])
     steps = st.cache.get(key)
     if steps is None:
+        st.cache[key] = False
+        return ((n, _bind_forward(graph, st, n, F, check), n.inputs, n.spec.random)
+                for n in order if n.spec is not None)
+    if steps is False:
         steps = st.cache[key] = [(n, _bind_forward(graph, st, n, F, check), n.inputs, n.spec.random)
                                  for n in order if n.spec is not None]
     return steps
@@ -295,18 +306,49 @@ def as_arrays(nodes):
 
 
 def compute(node):
-    """Compute one node from its inputs' values as it is added (eager mode)."""
+    """Compute one node from its inputs' values as it is added (eager mode). A 0-d float64 node of a
+    NumPy graph whose inputs are too is computed on Python floats, as a forward of a scalar graph is (where
+    floats give up, on NumPy)."""
     graph = node.graph
     spec = node.spec
-    kw = {"ctx": graph} if spec.random else {}
-    try:
-        node.out = spec.impl(graph.backend).forward(graph.backend, *[p.out for p in node.inputs], **kw, **node.attrs)
-    except GraphError:
-        raise
-    except Exception as e:
-        raise GraphError(f"computing {where(node)} failed: {type(e).__name__}: {e}") from e
-    node.stamp = max((p.stamp for p in node.inputs), default=0)
-    state(graph).residuals.pop(node.index, None)      # computed without residuals: none may be older
+    ins = node.inputs
+    out = None
+    if (node.shape == () and node.dtype == "float64" and not spec.random and not graph.check_finite
+            and graph.backend.name == "numpy"):
+        xs = []
+        for p in ins:
+            v = p.out
+            if p.shape != () or p.dtype != "float64":
+                break
+            if type(v) is not float:
+                v = float(v)
+                if p.spec is None:            # a leaf keeps the float, as a float forward leaves it
+                    p.out = v
+            xs.append(v)
+        else:
+            try:
+                out = spec.forward(SCALAR, *xs, **node.attrs)
+            except Exception:                 # inf or nan ahead: NumPy's semantics take over
+                out = None
+            if type(out) is not float:
+                out = None
+    if out is None:
+        kw = {"ctx": graph} if spec.random else {}
+        try:
+            xs = [np.float64(v) if type(v) is float else v for v in (p.out for p in ins)]
+            out = spec.impl(graph.backend).forward(graph.backend, *xs, **kw, **node.attrs)
+        except GraphError:
+            raise
+        except Exception as e:
+            raise GraphError(f"computing {where(node)} failed: {type(e).__name__}: {e}") from e
+    node.out = out
+    stamp = ins[0].stamp if ins else 0     # the newest of its inputs'
+    for p in ins:
+        if p.stamp > stamp:
+            stamp = p.stamp
+    node.stamp = stamp
+    if spec.forward_res is not None:      # computed without residuals: none may be older
+        state(graph).residuals.pop(node.index, None)
     if graph.check_finite:
         check_value(node, graph.backend)
 

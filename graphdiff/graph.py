@@ -7,7 +7,8 @@ so creation order is always a valid topological order; the engine still sorts th
 Running a graph is not this module's business: `g.forward`, `g.backward` and `g.gradients` hand the graph
 to `Graph.engine` (graphdiff.autodiff, wired in by the package), which owns every cache, plan and adjoint.
 What the engine reads here is public: `node.out` (the stored value), `node.stamp` (which values it was
-computed from) and `graph.version` (bumped by any change of structure that a cached plan depends on).
+computed from) and `graph.version` (bumped by any change of structure that a cached plan depends on); the
+engine keeps its caches in `graph.engine_state`, so they die with the graph.
 """
 import contextlib
 import difflib
@@ -35,16 +36,13 @@ def is_float(dtype):
     return dtype in FLOAT_DTYPES
 
 
-_OPS = []     # the ops namespace behind Node's operators; graphdiff.ops installs itself (use_ops)
+_ops = None    # the ops namespace behind Node's operators; graphdiff.ops installs itself (use_ops)
 
 
 def use_ops(namespace):
     """Make Node's operators (+, @, x[i], x.sum(), ...) build nodes with `namespace`'s functions."""
-    _OPS[:] = [namespace]
-
-
-def _ops():
-    return _OPS[0]
+    global _ops
+    _ops = namespace
 
 
 def released(node, what):
@@ -91,11 +89,11 @@ class Node:
         self.graph = graph
         self.name = name
         self.kind = kind
-        self.shape = tuple(shape)
+        self.shape = shape if type(shape) is tuple else tuple(shape)
         self.dtype = dtype
         self.spec = spec
         self.op = spec.name if spec is not None else None
-        self.inputs = tuple(inputs)
+        self.inputs = inputs if type(inputs) is tuple else tuple(inputs)
         self.attrs = attrs if attrs is not None else {}
         self.scope = scope
         self.out = None
@@ -203,49 +201,49 @@ class Node:
         raise TypeError(f"node '{self.name}' is not iterable; index it (x[i]) or use gd.stack/concat")
 
     # --- operators: each adds a node to this node's graph ---------------------------------------
-    def __add__(self, o): return _ops().add(self, o)
-    def __radd__(self, o): return _ops().add(o, self)
-    def __sub__(self, o): return _ops().subtract(self, o)
-    def __rsub__(self, o): return _ops().subtract(o, self)
-    def __mul__(self, o): return _ops().multiply(self, o)
-    def __rmul__(self, o): return _ops().multiply(o, self)
-    def __truediv__(self, o): return _ops().divide(self, o)
-    def __rtruediv__(self, o): return _ops().divide(o, self)
-    def __pow__(self, o): return _ops().power(self, o)
-    def __rpow__(self, o): return _ops().power(o, self)
-    def __matmul__(self, o): return _ops().matmul(self, o)
-    def __rmatmul__(self, o): return _ops().matmul(o, self)
-    def __neg__(self): return _ops().negative(self)
+    def __add__(self, o): return _ops.add(self, o)
+    def __radd__(self, o): return _ops.add(o, self)
+    def __sub__(self, o): return _ops.subtract(self, o)
+    def __rsub__(self, o): return _ops.subtract(o, self)
+    def __mul__(self, o): return _ops.multiply(self, o)
+    def __rmul__(self, o): return _ops.multiply(o, self)
+    def __truediv__(self, o): return _ops.divide(self, o)
+    def __rtruediv__(self, o): return _ops.divide(o, self)
+    def __pow__(self, o): return _ops.power(self, o)
+    def __rpow__(self, o): return _ops.power(o, self)
+    def __matmul__(self, o): return _ops.matmul(self, o)
+    def __rmatmul__(self, o): return _ops.matmul(o, self)
+    def __neg__(self): return _ops.negative(self)
     def __pos__(self): return self
-    def __abs__(self): return _ops().abs(self)
-    def __gt__(self, o): return _ops().greater(self, o)
-    def __lt__(self, o): return _ops().less(self, o)
-    def __ge__(self, o): return _ops().greater_equal(self, o)
-    def __le__(self, o): return _ops().less_equal(self, o)
+    def __abs__(self): return _ops.abs(self)
+    def __gt__(self, o): return _ops.greater(self, o)
+    def __lt__(self, o): return _ops.less(self, o)
+    def __ge__(self, o): return _ops.greater_equal(self, o)
+    def __le__(self, o): return _ops.less_equal(self, o)
     __hash__ = object.__hash__   # nodes are dict keys (feeds, grads); == stays identity
 
-    def __getitem__(self, idx): return _ops().getitem(self, idx)
+    def __getitem__(self, idx): return _ops.getitem(self, idx)
 
     @property
     def T(self):
-        return _ops().transpose(self)
+        return _ops.transpose(self)
 
     @property
     def mT(self):
-        return _ops().matrix_transpose(self)
+        return _ops.matrix_transpose(self)
 
     # NumPy-style methods
-    def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
-    def reshape(self, *shape): return _ops().reshape(self, shape[0] if len(shape) == 1 else shape)
-    def transpose(self, *axes): return _ops().transpose(self, (axes[0] if len(axes) == 1 else axes) or None)
-    def astype(self, dtype): return _ops().astype(self, dtype)
-    def exp(self): return _ops().exp(self)
-    def log(self): return _ops().log(self)
-    def tanh(self): return _ops().tanh(self)
-    def relu(self): return _ops().relu(self)
-    def sigmoid(self): return _ops().sigmoid(self)
+    def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return _ops.max(self, axis, keepdims)
+    def reshape(self, *shape): return _ops.reshape(self, shape[0] if len(shape) == 1 else shape)
+    def transpose(self, *axes): return _ops.transpose(self, (axes[0] if len(axes) == 1 else axes) or None)
+    def astype(self, dtype): return _ops.astype(self, dtype)
+    def exp(self): return _ops.exp(self)
+    def log(self): return _ops.log(self)
+    def tanh(self): return _ops.tanh(self)
+    def relu(self): return _ops.relu(self)
+    def sigmoid(self): return _ops.sigmoid(self)
 
 
 class Graph:
@@ -280,6 +278,7 @@ class Graph:
         self.batch = None         # the size of every None (leading) axis, set by feeds; None: not fed yet
         self._dynamic = set()     # indices of inputs declared with a None leading axis
         self.rng = self.backend.rng(seed)
+        self.engine_state = None  # the engine's caches for this graph (graphdiff.execution.State); not read here
 
     def __repr__(self):
         return f"<Graph {len(self.nodes)} nodes, backend={self.backend.name}, dtype={self.dtype}>"
@@ -310,15 +309,16 @@ class Graph:
         return f"{s}/{name}" if s else name
 
     def _unique(self, base):
-        if base not in self._by_name:
+        by_name = self._by_name
+        if base not in by_name:
             return base
-        k = self._counters.get(base, 0)
-        while True:
+        k = self._counters.get(base, 0) + 1      # the next free number, unless a user took that name
+        cand = f"{base}_{k}"
+        while cand in by_name:
             k += 1
             cand = f"{base}_{k}"
-            if cand not in self._by_name:
-                self._counters[base] = k
-                return cand
+        self._counters[base] = k
+        return cand
 
     def _leaf_name(self, kind, name):
         if not isinstance(name, str) or not name:
@@ -400,6 +400,8 @@ class Graph:
 
     def constant(self, value, name=None, dtype=None):
         """A non-trainable leaf. Python numbers and arrays given to ops are wrapped in one automatically."""
+        if type(value) is float and dtype is None:
+            return self._number(value, name)
         host = _host_array(value, f"constant {name!r}" if name else "a constant")
         if dtype is None:
             dtype = {"b": "bool", "i": "int64", "u": "int64", "f": self.dtype}.get(host.dtype.kind)
@@ -411,6 +413,20 @@ class Graph:
         node = Node(self, full, "constant", host.shape, dtype, scope=self.current_scope)
         node.out = self.backend.from_host(host, dtype)
         return self._register(node)
+
+    def _number(self, value, name=None):
+        """What constant(value, name) makes of a Python number in the graph's float dtype, made directly:
+        x * 2.0 and micrograd-style graphs make one constant per number, so its cost is per node."""
+        scope = self.current_scope
+        base = name or "const"
+        full = self._unique(f"{scope}/{base}" if scope else base)
+        node = Node(self, full, "constant", (), self.dtype, None, (), None, scope)
+        node.out = self.backend.from_host(value, self.dtype)
+        node.stamp = 0
+        self.nodes.append(node)
+        self._by_name[full] = node
+        self.version += 1
+        return node
 
     def _register(self, node):
         self.nodes.append(node)
@@ -506,6 +522,8 @@ class Graph:
 
     def wrap(self, x, slot_kind):
         """A constant node for a Python number or array given to an op in a slot of this kind."""
+        if slot_kind == "float" and (type(x) is float or (type(x) is int and -_EXACT < x < _EXACT)):
+            return self._number(x)             # the common x * 2.0: as below, without the array round trip
         host = to_numpy(x)                    # numbers, lists, NumPy or any backend's array (built once)
         kind = host.dtype.kind
         if slot_kind == "int" and kind not in "iu":
@@ -517,8 +535,50 @@ class Graph:
 
     # --- op nodes ---------------------------------------------------------------------------------
     def add_node(self, spec, inputs, attrs, name=None):
-        """Build one op node: check dtypes and shapes now, so mistakes surface where they are made."""
-        full = self._unique(self._full(name or spec.name))
+        """Build one op node: check dtypes and shapes now, so mistakes surface where they are made.
+
+        inputs: a tuple of this graph's Nodes; attrs: a dict (the node keeps it)."""
+        scope = self.current_scope
+        base = name or spec.name
+        full = self._unique(f"{scope}/{base}" if scope else base)
+        n = len(inputs)
+        if spec.slots == "float" and (spec.arity is None or spec.arity == n):   # most ops: a quick pass
+            dtype = inputs[0].dtype if n else None
+            for x in inputs:
+                if x.dtype != dtype:
+                    dtype = None
+                    break
+            if dtype not in FLOAT_DTYPES:      # mixed dtypes, or one not a float: the full checks below
+                dtype = self._check_slots(spec, inputs, full)
+        else:
+            dtype = self._check_slots(spec, inputs, full)
+        if spec.dtype:
+            dtype = spec.dtype(*map(_DTYPE, inputs), **attrs)
+        try:
+            if n == 2:                         # spelled out: map and * cost more than most shape rules
+                shape = spec.shape(inputs[0].shape, inputs[1].shape, **attrs)
+            elif n == 1:
+                shape = spec.shape(inputs[0].shape, **attrs)
+            else:
+                shape = spec.shape(*map(_SHAPE, inputs), **attrs)
+        except ShapeError as e:
+            ins = ", ".join(f"{x.name!r} {describe(x.shape, x.dtype)}" for x in inputs)
+            raise ShapeError(f"{spec.name} '{full}': {e} (inputs: {ins})") from None
+        node = Node(self, full, "op", shape, dtype, spec, inputs, attrs, scope)
+        if self.eager:
+            for x in inputs:
+                if x.out is None:
+                    break
+            else:
+                self.engine.compute(node)     # before it joins the graph: a failed op leaves no node
+        self.nodes.append(node)
+        self._by_name[full] = node
+        self.version += 1
+        return node
+
+    def _check_slots(self, spec, inputs, full):
+        """Check each input against its slot's kind (float, int, bool, any); the dtype the node gets
+        unless the op has a dtype rule: float64 if any input is, else float32 (the graph's when none is)."""
         kinds = spec.slot_kinds(len(inputs))
         for i, x in enumerate(inputs):
             want = kinds[i]
@@ -528,17 +588,7 @@ class Graph:
                 ok = want == "any" or (x.dtype.startswith("int") if want == "int" else x.dtype == "bool")
             if not ok:
                 raise DTypeError(_dtype_message(spec.name, full, i, x, want))
-        dtype = spec.dtype(*map(_DTYPE, inputs), **attrs) if spec.dtype else _promote(inputs, self.dtype)
-        try:
-            shape = tuple(spec.shape(*map(_SHAPE, inputs), **attrs))
-        except ShapeError as e:
-            ins = ", ".join(f"{x.name!r} {describe(x.shape, x.dtype)}" for x in inputs)
-            raise ShapeError(f"{spec.name} '{full}': {e} (inputs: {ins})") from None
-        node = Node(self, full, "op", shape, dtype, spec=spec, inputs=inputs, attrs=attrs,
-                    scope=self.current_scope)
-        if self.eager and all(x.out is not None for x in inputs):
-            self.engine.compute(node)         # before it joins the graph: a failed op leaves no node
-        return self._register(node)
+        return _promote(inputs, self.dtype)
 
     # --- running ----------------------------------------------------------------------------------
     def forward(self, feeds=None, outputs=None, *, check_finite=None, resample=True):
@@ -615,6 +665,7 @@ class Graph:
 
 
 _SHAPE, _DTYPE = attrgetter("shape"), attrgetter("dtype")
+_EXACT = 2 ** 53      # ints below this are exact in float64: wrap makes them constants directly
 
 
 def _promote(inputs, default):

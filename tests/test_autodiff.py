@@ -282,3 +282,84 @@ def test_chain_of_a_million_nodes_runs_both_variants():
     for variant in gd.VARIANTS:
         g.backward(h, variant=variant)
         assert float(gd.to_numpy(x.grad)) == pytest.approx(d, rel=1e-9)
+
+
+# --- plans: built in few passes, equal to the definitions -------------------------------------------------------
+def reference_plan(g, y, wrt):
+    """pushes, active and pulls by their definitions (the plan as it was first written: a node is active when it
+    needs a gradient and leads to y; a node's last pull is where its count of unpulled edges reaches 0)."""
+    from graphdiff.execution import topological_order
+    order = topological_order(g, [y])
+    needs = {n for n in g.nodes if n.spec is None and n.requires_grad} if wrt is None else set(wrt)
+    for n in order:
+        if n.spec is not None and n.spec.differentiable and n.dtype in ("float32", "float64"):
+            if any(p in needs for p in n.inputs):
+                needs.add(n)
+    live = {y} if y in needs else set()
+    for u in reversed(order):
+        if u in live and u.spec is not None and u.spec.differentiable:
+            live.update(p for p in u.inputs if p in needs)
+    active = [n for n in order if n in live]
+    pushes = [(u, [(i, p) for i, p in enumerate(u.inputs) if p in live]
+               if u.spec is not None and u.spec.differentiable else []) for u in reversed(active)]
+    children = {}
+    for u, slots in reversed(pushes):
+        for i, p in slots:
+            children.setdefault(p, []).append((u, i))
+    remaining = {u: len(slots) for u, slots in pushes}
+    pulls = []
+    for v, slots in pushes:
+        edges = []
+        for u, i in children.pop(v, ()):
+            remaining[u] -= 1
+            edges.append((u, i, remaining[u] == 0))
+        pulls.append((v, edges, not slots))
+    return active, pushes, pulls
+
+
+@settings(max_examples=60)
+@given(dag=dags(), data=st.data())
+def test_plans_equal_their_definitions(dag, data):
+    from graphdiff.autodiff import plan_for
+    g, params, y = build_gd(*dag)
+    extra = gd.tanh(params[0]) * params[-1] + gd.sum(params[0] * params[0])    # not used by y: no pushes
+    mask = g.input("m", (), dtype="bool")
+    y = y + gd.where(mask, gd.sum(extra), 0.0) * gd.astype(gd.sum(params[0]) > 0.0, "float64")
+    wrt = data.draw(st.one_of(st.none(), st.lists(st.sampled_from(g.nodes[:len(g.nodes) - 3]), min_size=1,
+                                                  max_size=4).filter(lambda ws: all(w.dtype == "float64"
+                                                                                    for w in ws))))
+    plan = plan_for(g, y, wrt)
+    active, pushes, pulls = reference_plan(g, y, list(dict.fromkeys(wrt)) if wrt else None)
+    assert plan.active == active and plan.pushes == pushes and plan.pulls == pulls
+
+
+@pytest.mark.parametrize("case", ["assigned", "fed", "recomputed", "no value"])
+def test_the_first_staleness_check_of_a_plan_and_later_ones_agree(case):
+    """A plan's first check is a loop, later ones use its edges as arrays: the same errors, the same node."""
+    g = gd.Graph(dtype="float64")
+    x, w = g.input("x", (2,)), g.param("w", np.ones(2))
+    h = gd.tanh(x * w)
+    y, z = gd.sum(h * h), gd.sum(h)
+    if case != "no value":
+        g.forward({x: np.ones(2)}, outputs=y)
+    if case == "assigned":
+        w.value = np.full(2, 2.0)
+    elif case == "fed":
+        g.feed({x: np.zeros(2)})
+    elif case == "recomputed":
+        g.forward({x: np.zeros(2)}, outputs=z)
+    messages = []
+    for _ in range(3):
+        with pytest.raises(gd.GraphError) as e:
+            g.backward(y)
+        messages.append(str(e.value))
+    assert messages[0] == messages[1] == messages[2]
+    what = {"assigned": "'multiply' (multiply), which 'sum' depends on, is stale: its input 'w' was assigned",
+            "fed": "'multiply' (multiply), which 'sum' depends on, is stale: its input 'x' was fed",
+            "recomputed": "'multiply_1' (multiply), which 'sum' depends on, is stale: its input 'tanh' was "
+                          "recomputed", "no value": "'sum' has no value"}
+    assert messages[0].startswith("backward: " + what[case])
+    g.forward({x: np.ones(2)}, outputs=y)
+    t = np.tanh(w.value)
+    for variant in gd.VARIANTS * 2:
+        assert g.backward(y, variant=variant)[w] == pytest.approx(2 * t * (1 - t * t))

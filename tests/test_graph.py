@@ -92,3 +92,49 @@ def test_numpy_array_on_the_left_defers_to_node():
     w = g.param("w", np.ones(2))
     y = np.array([2.0, 3.0]) * w
     assert isinstance(y, gd.Node) and y.op == "multiply"
+
+
+# --- the quick paths of building give the general paths' nodes and errors ------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("number", [2.5, 0.1, -7, 3, 2 ** 60, True])
+def test_numbers_wrapped_directly_are_the_constants_the_general_path_makes(dtype, number):
+    g = gd.Graph(dtype=dtype)
+    x = g.param("x", 1.0)
+    with g.scope("s"):
+        quick = (x * number).inputs[1]           # Python floats and exact ints skip the array round trip
+        general = g.constant(np.asarray(number), dtype=dtype)
+        named = g.constant(float(number), name="c")
+    assert (quick.name, general.name, named.name) == ("s/const", "s/const_1", "s/c")
+    for c in (quick, general, named):
+        assert (c.kind, c.shape, c.dtype, c.scope, c.stamp, c.inputs, c.attrs) == \
+            ("constant", (), dtype, "s", 0, (), {})
+        assert type(c.out) is np.ndarray and c.out.dtype == np.dtype(dtype) and c.out.shape == ()
+    assert quick.out == general.out and named.out == np.asarray(float(number), dtype=dtype)
+    assert g.constant(2.0).dtype == dtype and g.constant(2).dtype == "int64"
+
+
+def test_quick_dtype_and_shape_checks_give_the_full_checks_answers():
+    g = gd.Graph(dtype="float32")
+    a, b = g.param("a", np.ones(2)), g.param("b", np.ones(2), dtype="float64")
+    ids = g.input("ids", (2,), dtype="int64")
+    assert (a + a).dtype == "float32" and (a + b).dtype == "float64" and (b * a).dtype == "float64"
+    assert gd.add_n([a, a, b]).dtype == "float64" and gd.add_n([a]).shape == (2,)
+    with pytest.raises(gd.DTypeError, match=r"add 'add_\d': input 1 \('ids', i64\[2\]\) must be a float node"):
+        a + ids
+    with pytest.raises(gd.DTypeError, match=r"tanh 'tanh': input 0 \('ids', i64\[2\]\) must be a float node"):
+        gd.tanh(ids)
+    with pytest.raises(gd.GraphError, match=r"op add takes 2 inputs, got 3"):
+        gd.apply("add", [a, a, a])
+    with pytest.raises(gd.ShapeError, match=r"add 'add_\d': shapes \(2,\) and \(3,\) do not broadcast"):
+        a + g.param("c", np.ones(3))
+    assert (a + g.param("d", np.ones((3, 1)))).shape == (3, 2)
+    assert [n.name for n in g.nodes if n.op] == ["add", "add_1", "multiply", "add_n", "add_n_1", "add_5"]
+
+
+def test_names_skip_over_ones_a_user_took():
+    g = gd.Graph()
+    x = g.param("x", 1.0)
+    assert gd.tanh(x).name == "tanh"
+    taken = g.param("tanh_1", 1.0)
+    assert [gd.tanh(x).name, gd.tanh(x, name="tanh").name, gd.tanh(x).name] == ["tanh_2", "tanh_3", "tanh_4"]
+    assert g["tanh_1"] is taken

@@ -266,3 +266,50 @@ def test_wide_add_n_runs_in_both_variants():
     for variant in gd.VARIANTS:
         g.backward(y, variant=variant)
         np.testing.assert_array_equal(xs[-1].grad, [2.0, 2.0])
+
+
+# --- a graph dropped is freed ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("eager", [False, True])
+def test_a_graph_that_ran_is_freed_when_dropped(eager):
+    """The engine's caches (orders, plans, compiled runs, hvp graphs) live on the graph: a graph built, run and
+    dropped, as eager users do every step, is freed with them (a registry of states kept every graph alive)."""
+    import gc
+    import weakref
+    refs = []
+    for shape in ((), (3,)):
+        g = gd.Graph(dtype="float64", eager=eager)
+        x = g.param("x", np.full(shape, 0.5))
+        y = gd.sum(gd.tanh(x * x + 1.0))
+        for variant in gd.VARIANTS * 2:                  # the float graph compiles from the third run on
+            g.forward(outputs=y)
+            g.backward(y, variant=variant)
+        gd.hvp(y, x, np.ones(shape))
+        refs.append(weakref.ref(g))
+        del g, x, y
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
+
+
+def test_forward_and_backward_leave_the_collector_as_they_found_it():
+    """They pause Python's cyclic collector while they run (their containers hold no cycles): it is back on
+    afterwards, after an error too, and stays off for a caller who turned it off."""
+    import gc
+    g = gd.Graph(dtype="float64")
+    w = g.param("w", 2.0)
+    y = gd.log(w * w)
+    seen = []
+    assert gc.isenabled()
+    g.forward(outputs=y)
+    g.backward(y, trace=lambda e: seen.append(gc.isenabled()))
+    assert gc.isenabled() and seen and not any(seen)
+    w.value = 3.0
+    with pytest.raises(gd.GraphError, match=r"is stale"):
+        g.backward(y)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        g.forward(outputs=y)
+        g.backward(y)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -14,7 +14,7 @@ from .reduce import *  # noqa: F401,F403
 from .shape import *  # noqa: F401,F403
 from .nn import *  # noqa: F401,F403
 
-__all__ = (["REGISTRY", "OpDef", "op", "kernel", "fused_kernels", "apply", "broadcast_shapes"] + elementwise.__all__ + reduce.__all__
-           + shape.__all__ + nn.__all__)
+__all__ = (["REGISTRY", "OpDef", "op", "kernel", "fused_kernels", "apply", "broadcast_shapes"]
+           + elementwise.__all__ + reduce.__all__ + shape.__all__ + nn.__all__)
 
 use_ops(sys.modules[__name__])       # Node's operators (+, @, x[i], x.sum(), ...) build nodes with these

@@ -190,6 +190,13 @@ def apply(spec, args, attrs=None, name=None):
         spec = REGISTRY[spec]
     if isinstance(args, Node):
         args = (args,)
+    if type(args) is tuple:                 # Nodes of one graph, one or two of them: most nodes, at once
+        if len(args) == 2:
+            a, b = args
+            if type(a) is Node and type(b) is Node and a.graph is b.graph:
+                return a.graph.add_node(spec, args, attrs or {}, name)
+        elif len(args) == 1 and type(args[0]) is Node:
+            return args[0].graph.add_node(spec, args, attrs or {}, name)
     graph, wrap = None, False
     for a in args:
         if not isinstance(a, Node):
@@ -213,6 +220,8 @@ def apply(spec, args, attrs=None, name=None):
 # --- shape rules shared by many ops ----------------------------------------------------------------
 def broadcast_shapes(*shapes, **_):
     """NumPy broadcasting of the input shapes."""
+    if len(shapes) == 2 and shapes[0] == shapes[1]:     # the usual case, and every scalar graph's
+        return shapes[0]
     ndim = builtins.max(len(s) for s in shapes)   # the star imports below shadow max and sum
     out = []
     for k in range(-ndim, 0):

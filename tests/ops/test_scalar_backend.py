@@ -137,3 +137,102 @@ def test_residuals_never_outlive_the_values_they_belong_to(variant):
         hy = gd.sum(gd.gelu(hw * 2.0, approximate="tanh") * 3.0)
         h.forward(outputs=hy)
         assert got == pytest.approx(float(h.backward(hy, variant=variant)[hw][0]), rel=1e-12), k
+
+
+# --- eager graphs compute scalar nodes on floats too ----------------------------------------------------------
+def _expression(g):
+    a, b = g.param("a", -4.0), g.param("b", 2.0)
+    c = a * b + b ** 3 - 1.5 / a
+    d = gd.tanh(c * 0.1) + gd.relu(c) * gd.sigmoid(a) + gd.gelu(b) + gd.maximum(a, b) - gd.exp(a) * gd.log(b)
+    return a, b, d * d + gd.sqrt(gd.abs(c)) + 1.0
+
+
+@pytest.mark.parametrize("variant", gd.VARIANTS)
+def test_eager_scalar_nodes_hold_the_floats_a_lazy_forward_computes(variant):
+    lazy, eager = gd.Graph(dtype="float64"), gd.Graph(dtype="float64", eager=True)
+    la, lb, ly = _expression(lazy)
+    ea, eb, ey = _expression(eager)
+    lazy.forward(outputs=ly)
+    assert [n.name for n in eager.nodes] == [n.name for n in lazy.nodes]
+    for n, m in zip(eager.nodes, lazy.nodes):
+        assert type(n.out) is float and n.out == m.out and n.stamp >= 0, n.name    # bit for bit
+        assert isinstance(n.value, np.float64)
+    got, want = eager.backward(ey, variant=variant), lazy.backward(ly, variant=variant)
+    assert [float(got[ea]), float(got[eb])] == [float(want[la]), float(want[lb])]
+
+
+def test_eager_floats_step_aside_for_numpy_at_inf_and_nan():
+    """1/0, log(0), 0 * inf: math raises or gives what NumPy gives; the node gets NumPy's value either way."""
+    g = gd.Graph(dtype="float64", eager=True)
+    z, one = g.param("z", 0.0), g.param("one", 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        inf = one / z
+        nan = inf * z
+        neg = gd.log(z)
+        back = gd.tanh(one) + one                  # after them, floats again
+    assert float(inf.value) == np.inf and math.isnan(nan.value) and float(neg.value) == -np.inf
+    assert type(inf.out) is not float and type(back.out) is float
+    assert float(back.value) == math.tanh(1.0) + 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        grads = g.backward(gd.tanh(one) * inf, wrt=[one, z])
+    assert float(grads[one]) == np.inf and float(grads[z]) == -np.inf
+
+
+def test_eager_scalar_nodes_with_check_finite_run_on_numpy_and_name_the_node():
+    g = gd.Graph(dtype="float64", eager=True, check_finite=True)
+    p = g.param("p", 1.0)
+    with pytest.raises(gd.NonFiniteError, match=r"log 'log'"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            gd.log(p - 2.0)
+    assert [n.name for n in g.nodes] == ["p", "const", "subtract"]
+    assert type(g["subtract"].out) is not float and float(g["subtract"].value) == -1.0
+
+
+def test_checks_after_a_float_run_see_numpy_values():
+    """A float run leaves Python floats in the nodes; a checked forward or backward then runs NumPy's rules,
+    which need arrays (1 / 0 was a ZeroDivisionError, unbroadcast an AttributeError)."""
+    g = gd.Graph(dtype="float64")
+    a, b = g.param("a", 2.0), g.param("b", 0.0)
+    y = a * a + b
+    g.forward(outputs=y)
+    assert type(a.out) is float and type(b.out) is float
+    assert float(g.backward(y, check_finite=True)[a]) == 4.0
+    g.forward(outputs=a * b)
+    with pytest.raises(gd.NonFiniteError, match=r"divide 'divide'.*produced NaN or Inf"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            g.forward(outputs=a / b, check_finite=True)
+
+
+@pytest.mark.parametrize("variant", gd.VARIANTS)
+@pytest.mark.parametrize("eager", [False, True])
+def test_a_graph_run_once_keeps_no_plan_and_compiles_on_the_same_run(variant, eager):
+    """A plan and the bound forward steps are kept from their second use on (a graph built and run once, as
+    eager users run theirs, leaves nothing for the collector); the backward still compiles on the
+    COMPILE_AFTER-th run, with the first run's numbers."""
+    from graphdiff import autodiff, codegen, execution
+    g = gd.Graph(dtype="float64", eager=eager)
+    x, w = g.param("x", 0.5), g.param("w", 1.3)
+    y = gd.tanh(x * w + 0.1) * gd.gelu(x) + gd.relu(w) / 3.0
+    cache = execution.state(g).cache
+
+    def kept():
+        return [k[0] for k, v in cache.items() if isinstance(v, autodiff.Plan) or (k[0] == "steps" and v)]
+
+    first = None
+    for run in range(1, codegen.COMPILE_AFTER + 2):
+        g.forward(outputs=y)
+        got = g.backward(y, variant=variant)
+        numbers = [float(y.value), float(got[x]), float(got[w])]
+        first = first or numbers
+        assert numbers == pytest.approx(first, rel=1e-14)
+        plan = cache[("bwd", y.index, None)]
+        counts = plan.compiled if isinstance(plan, autodiff.Plan) else plan
+        assert callable(counts[(variant, False)]) == (run >= codegen.COMPILE_AFTER), run
+        if run == 1:
+            assert kept() == []
+        elif run == 2:
+            assert sorted(kept()) == ["bwd", "steps"]
