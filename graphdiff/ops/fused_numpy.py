@@ -16,8 +16,10 @@ import math
 
 import numpy as np
 
+from . import fused_numba
 from .registry import REGISTRY, kernel
 
+NUMBA = {"on": fused_numba.available}   # layer norm and the softmax VJP by Numba's row loops (fused_numba.py)
 BLOCK = 1 << 15          # elements per block: a few float32/float64 scratch blocks stay within L2
 
 _C = math.sqrt(2.0 / math.pi)        # tanh GELU: tanh(_C * (x + _A x^3))
@@ -201,6 +203,9 @@ class Softmax:
         gv, step = _lanes(g, axis)
         ov, _ = _lanes(out, axis)
         dx = np.empty_like(gv)
+        if gv.ndim == 2 and NUMBA["on"] and gv.size >= fused_numba.MIN_SIZE:
+            fused_numba.loops().softmax_vjp_rows(gv, ov, dx)
+            return dx.reshape(g.shape)
         for a, b in _row_blocks(gv, step):
             gb, ob, db = gv[a:b], ov[a:b], dx[a:b]
             if gv.ndim == 2:
@@ -286,6 +291,11 @@ class LayerNorm:
         R, C = v.shape
         y, xhat = np.empty_like(v), np.empty_like(v)
         rstd = np.empty((R, 1), dtype=v.dtype)
+        lead = x.shape[:-1]
+        if NUMBA["on"] and v.size >= fused_numba.MIN_SIZE:
+            fused_numba.loops().layer_norm_rows(v, np.ascontiguousarray(gamma), np.ascontiguousarray(beta),
+                                                float(eps), y, xhat, rstd.reshape(-1))
+            return y.reshape(x.shape), (xhat.reshape(x.shape), rstd.reshape(lead + (1,)))
         ones = np.ones(C, dtype=v.dtype)
         for a, b in _row_blocks(v, step):
             xb, hb, rb = v[a:b], xhat[a:b], rstd[a:b]
@@ -335,6 +345,10 @@ def _layer_norm_vjp(g, xhat, rstd, gamma):
     R, C = gv.shape
     dgamma, dbeta = np.zeros(C, dtype=gv.dtype), np.zeros(C, dtype=gv.dtype)
     dx = np.empty_like(gv)
+    if NUMBA["on"] and gv.size >= fused_numba.MIN_SIZE:
+        fused_numba.loops().layer_norm_vjp_rows(gv, np.ascontiguousarray(hv), np.ascontiguousarray(rv.reshape(-1)),
+                                                np.ascontiguousarray(gamma), dx, dgamma, dbeta)
+        return dx.reshape(g.shape), dgamma, dbeta
     t = np.empty((min(step, R), C), dtype=gv.dtype)
     ones = np.ones(min(step, R), dtype=gv.dtype)
     for a, b in _row_blocks(gv, step):

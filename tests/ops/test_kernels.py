@@ -6,7 +6,7 @@ import pytest
 
 import graphdiff as gd
 from graphdiff.backend import get_backend
-from graphdiff.ops import fused_numpy
+from graphdiff.ops import fused_numba, fused_numpy
 from graphdiff.ops.registry import REGISTRY
 
 F = get_backend("numpy")
@@ -145,10 +145,19 @@ def _close(a, b, dtype, what):
     np.testing.assert_allclose(a, b, err_msg=what, **tol)
 
 
+@pytest.fixture(params=["numba", "numpy"])
+def rows(request, monkeypatch):
+    """Each kernel's row loops by Numba (where it has them and Numba is installed) and by NumPy blocks."""
+    if request.param == "numba" and not fused_numba.available:
+        pytest.skip("Numba is not installed")
+    monkeypatch.setitem(fused_numpy.NUMBA, "on", request.param == "numba")
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name,case,make", [(n, c, m) for n, cases in CASES.items() for c, m in cases],
                          ids=lambda v: v if isinstance(v, str) else "")
-def test_kernel_matches_rule(name, case, make, dtype):
+def test_kernel_matches_rule(name, case, make, dtype, rows):
     spec = REGISTRY[name]
     kern = spec.kernels["numpy"]
     rng = np.random.default_rng(0)
@@ -262,3 +271,24 @@ def test_numpy_unbroadcast_matches_the_generic_one(gshape, shape, dtype):
         assert got.shape == want.shape == shape and got.dtype == want.dtype
         np.testing.assert_allclose(got, want, rtol=1e-12 if dtype == "float64" else 2e-5,
                                    atol=1e-11 if dtype == "float64" else 3e-4)
+
+
+def test_numba_rows_run_from_min_size_on(monkeypatch):
+    """The Numba row loops take layer norm and the softmax VJP from MIN_SIZE numbers on (so the "numba" cases
+    above do exercise them), and small arrays never import Numba."""
+    if not fused_numba.available:
+        pytest.skip("Numba is not installed")
+    monkeypatch.setitem(fused_numpy.NUMBA, "on", True)
+    calls = []
+    loops = fused_numba.loops
+    monkeypatch.setattr(fused_numba, "loops", lambda: calls.append(1) or loops())
+    rng = np.random.default_rng(0)
+    ln, sm = REGISTRY["layer_norm"].kernels["numpy"], REGISTRY["softmax"].kernels["numpy"]
+    for rows, want in ((8, 0), (fused_numba.MIN_SIZE // 64, 3)):
+        calls.clear()
+        x, gamma, beta = _x(rng, (rows, 64), "float32"), _x(rng, (64,), "float32"), _x(rng, (64,), "float32")
+        out, res = ln.forward_res(F, x, gamma, beta)
+        ln.make_vjp(F, [x, gamma, beta], out, res)(0, np.ones_like(x))
+        s = sm.forward(F, x)
+        sm.vjp(F, 0, np.ones_like(s), [x], s)
+        assert len(calls) == want, (rows, calls)
