@@ -8,7 +8,9 @@ the model and the batch exist, the process reads VmRSS (the base); before a meas
 to /proc/self/clear_refs (which resets the peak RSS, VmHWM), and after it reads VmHWM: the figure is
 VmHWM - base, the peak the step needs on top of the model. "first" is the first step (graphdiff builds
 and plans its graph in it); "steady" is the 5th, when caches, compiled plans and the allocator are warm;
-"retained" is VmRSS - base after it (what stays between steps). RSS counts what malloc holds, so NumPy
+"retained" is VmRSS - base after it (what stays between steps). Libraries load before the base: torch's
+at import, Numba's (graphdiff's row loops, imported at the first large array) by fused_numba.warm(), whose
+RSS growth is reported apart as "libraries". RSS counts what malloc holds, so NumPy
 temporaries that glibc keeps for reuse count as much as PyTorch's own allocator's blocks: it is what the
 OS sees (not tracemalloc, not torch's allocator statistics).
 Writes benchmarks/results/memory.json.
@@ -75,8 +77,14 @@ def measure(engine, config, quick):
             vg(Pa)
     else:
         raise ValueError(engine)
+    libraries = 0
+    if engine == "graphdiff":           # Numba and its compiled loops load at the first large array: load them
+        from graphdiff.ops import fused_numba     # now, as torch's load at import, and report them apart
+        before = _status("VmRSS")
+        fused_numba.warm("float32")
+        libraries = _status("VmRSS") - before
     base = _status("VmRSS")             # the model, its weights and the batch exist; no step has run
-    out = {"rss_before": base}
+    out = {"rss_before": base, "libraries": libraries}
     for label, before_steps in (("first", 0), ("steady", 3)):
         for _ in range(before_steps):
             step()
@@ -111,7 +119,8 @@ def main():
                 got[e].append(json.loads(res.stdout.strip().splitlines()[-1]))
         for phase in ("first", "steady", "retained"):
             rows += [{"case": f"{config} {phase}", "config": config, "phase": phase, "engine": e,
-                      "samples": [x[phase] for x in got[e]], "rss_before": [x["rss_before"] for x in got[e]]}
+                      "samples": [x[phase] for x in got[e]], "rss_before": [x["rss_before"] for x in got[e]],
+                      "libraries": [x.get("libraries", 0) for x in got[e]]}
                      for e in args.engines]
     import numpy  # noqa: F401
     import torch  # noqa: F401
@@ -119,6 +128,9 @@ def main():
     info = common.machine(threads=1)
     print(common.machine_line(info))
     common.table(rows, unit="MB", scale=1 / 2 ** 20)
+    libs = [v for r in rows if r["engine"] == "graphdiff" for v in r["libraries"]]
+    if libs:
+        print(f"graphdiff's Numba row loops, loaded before the base: {max(libs) / 2 ** 20:.0f} MB of RSS")
     common.write("memory", {"benchmark": "memory", "machine": info, "quick": args.quick, "repeats": repeats,
                             "method": "peak RSS over one step above the RSS once the model and batch exist (VmHWM - "
                                       "base, peak reset through /proc/self/clear_refs) in a fresh subprocess "

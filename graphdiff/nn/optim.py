@@ -136,15 +136,15 @@ class AdamW(Optimizer):
 
     def step(self):
         """One update of every parameter with a gradient, run as one flat update per (backend, dtype) group:
-        the gradients, values and moments of a group are concatenated, updated with a dozen whole-array
-        operations (instead of a dozen per parameter: on a GPU, kernel launches), and handed back as views.
-        The same operations per element as update(), so the same bits."""
+        the gradients and values of a group are concatenated, updated with a dozen whole-array operations in
+        place (instead of a dozen per parameter: on a GPU, kernel launches), and handed back as views; the
+        moments stay flat from step to step. The same operations per element as update(), so the same bits."""
         self.t += 1
         groups = {}
         for name, p in self.params:
             if p.grad is not None:
                 groups.setdefault((backend_of(p.data).name, str(p.data.dtype)), []).append((name, p))
-        for members in groups.values():
+        for key, members in groups.items():
             if len(members) == 1:
                 name, p = members[0]
                 p.data = self.update(p, p.grad, self.state[name])
@@ -156,28 +156,51 @@ class AdamW(Optimizer):
 
             data = flat([p.data for _, p in members])
             states = [self.state[name] for name, _ in members]
-            zero = [B.zeros_like(p.data) for _, p in members]
-            m = flat([st.get("exp_avg", z) for st, z in zip(states, zero)])   # a missing moment is 0: b1 * 0 +
-            v = flat([st.get("exp_avg_sq", z) for st, z in zip(states, zero)])  # (1 - b1) g is (1 - b1) g
-            new, m, v = self.flat_update(data, flat([p.grad for _, p in members]), m, v, B)
+            m, v = self._moments(key, members, states, B, flat)
+            self.flat_update(data, flat([p.grad for _, p in members]), m, v, B)
             start = 0
             for (name, p), st in zip(members, states):
                 n, shape = p.data.size, p.data.shape
-                p.data = B.reshape(new[start:start + n], shape)
+                p.data = B.reshape(data[start:start + n], shape)
                 st["exp_avg"] = B.reshape(m[start:start + n], shape)
                 st["exp_avg_sq"] = B.reshape(v[start:start + n], shape)
                 start += n
+            self._flat[key] = ([name for name, _ in members], m, v, [st["exp_avg"] for st in states],
+                               [st["exp_avg_sq"] for st in states])
+
+    def _moments(self, key, members, states, B, flat):
+        """The group's flat moments: last step's buffers while the per-parameter state still holds the views
+        handed out then (no copy), else concatenated from it (a missing moment is 0: b1 * 0 + (1 - b1) g is
+        (1 - b1) g, bit for bit)."""
+        names = [name for name, _ in members]
+        kept = getattr(self, "_flat", None)
+        if kept is None:
+            kept = self._flat = {}
+        last = kept.get(key)
+        if (last is not None and last[0] == names
+                and all(st.get("exp_avg") is a for st, a in zip(states, last[3]))
+                and all(st.get("exp_avg_sq") is a for st, a in zip(states, last[4]))):
+            return last[1], last[2]
+        zero = [B.zeros_like(p.data) for _, p in members]
+        return (flat([st.get("exp_avg", z) for st, z in zip(states, zero)]),
+                flat([st.get("exp_avg_sq", z) for st, z in zip(states, zero)]))
 
     def flat_update(self, data, g, m, v, B):
-        """(new data, m, v) from flat arrays: update()'s operations, in update()'s order."""
+        """Update the flat data, m and v in place (they are the optimizer's own arrays): update()'s
+        operations, in update()'s order."""
         b1, b2 = self.betas
-        m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * (g * g)
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * (g * g)
         if self.weight_decay:
-            data = data * (1 - self.lr * self.weight_decay)
-        step_size = self.lr / (1 - b1 ** self.t)
-        denom = B.sqrt(v) / math.sqrt(1 - b2 ** self.t) + self.eps
-        return data - step_size * (m / denom), m, v
+            data *= 1 - self.lr * self.weight_decay
+        denom = B.sqrt(v)
+        denom /= math.sqrt(1 - b2 ** self.t)
+        denom += self.eps
+        step = m / denom
+        step *= self.lr / (1 - b1 ** self.t)
+        data -= step
 
     def update(self, p, g, st):
         b1, b2 = self.betas

@@ -98,3 +98,18 @@ def _compile():
 
     return types.SimpleNamespace(layer_norm_rows=layer_norm_rows, layer_norm_vjp_rows=layer_norm_vjp_rows,
                                  softmax_vjp_rows=softmax_vjp_rows)
+
+
+def warm(dtype="float32"):
+    """Import Numba and compile (or load from the cache) every row loop for dtype now, instead of at the
+    first large array: for a benchmark's or a server's start-up. Returns False when Numba is unavailable."""
+    if not available:
+        return False
+    L = loops()
+    x = np.ones((2, 4), dtype=dtype)
+    v = np.ones(4, dtype=dtype)
+    r = np.ones(2, dtype=dtype)
+    L.layer_norm_rows(x, v, v, 1e-5, x.copy(), x.copy(), r.copy())
+    L.layer_norm_vjp_rows(x, x, r, v, x.copy(), v.copy(), v.copy())
+    L.softmax_vjp_rows(x, x, x.copy())
+    return True

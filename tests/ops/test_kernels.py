@@ -292,3 +292,10 @@ def test_numba_rows_run_from_min_size_on(monkeypatch):
         s = sm.forward(F, x)
         sm.vjp(F, 0, np.ones_like(s), [x], s)
         assert len(calls) == want, (rows, calls)
+
+
+def test_numba_warm_compiles_every_loop():
+    if not fused_numba.available:
+        assert fused_numba.warm() is False
+        return
+    assert fused_numba.warm("float64") is True
