@@ -150,7 +150,7 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True, r
             return _result(single, outs)
     steps = _steps(graph, st, order, graph.backend, check)
     if release is not None:
-        steps = release.forward_steps(steps, st.residuals)
+        steps = release.forward_steps(steps, st.residuals, check)
     _run(steps, stamp, resample)
     return _result(single, outs)
 

@@ -127,16 +127,56 @@ class Lifetimes:
                 if residuals(p):
                     res.append(p.index)
         self.binds = {u: tuple(b) for u, b in binds.items()}
+        self.inplace = _in_place(order, self.after, F)
         self._steps = (None, None)
 
-    def forward_steps(self, steps, residuals):
-        """The forward steps (execution's (node, fn, inputs, random)) with the releases after each, built
-        once per list of steps."""
+    def forward_steps(self, steps, residuals, check=False):
+        """The forward steps (execution's (node, fn, inputs, random)) with the releases after each, and the
+        adds that may write into a dying input doing so (not when values are checked), built once per list
+        of steps."""
         if self._steps[0] is not steps:
-            after = self.after
-            self._steps = (steps, [(n, releasing(fn, *after[n], residuals) if n in after else fn, ins, random)
-                                   for n, fn, ins, random in steps])
+            after, inplace = self.after, ({} if check else self.inplace)
+            built = []
+            for n, fn, ins, random in steps:
+                if n in inplace:
+                    fn = inplace[n]
+                built.append((n, releasing(fn, *after[n], residuals) if n in after else fn, ins, random))
+            self._steps = (steps, built)
         return self._steps[1]
+
+
+# ops whose forward always returns a new array that nothing else refers to (no view of an input)
+_FRESH = ("matmul", "add")
+
+
+def _in_place(order, after, F):
+    """{add node: its forward writing into one of its inputs}: allowed where that input is the output of a
+    fresh-array op, read by this add alone (one edge), dies right after it (no VJP reads it: it is in the
+    add's releases) and has the add's shape and dtype. A training step's bias adds (onto a matmul's output),
+    the attention mask's add (onto the scores) and the residual adds qualify; writing in place saves the
+    allocation and half the memory traffic. NumPy and CuPy only (the array API has no out=)."""
+    if F.name not in ("numpy", "cupy"):
+        return {}
+    uses = {}
+    for n in order:
+        for p in n.inputs:
+            uses[p] = uses.get(p, 0) + 1
+    xp, out = F.xp, {}
+    for n, (drops, _) in after.items():
+        if n.spec is None or n.spec.name != "add":
+            continue
+        for k, p in enumerate(n.inputs):
+            if (p in drops and uses[p] == 1 and p.spec is not None and p.spec.name in _FRESH and p.shape
+                    and p.shape == n.shape and p.dtype == n.dtype):      # (0-d values may be NumPy scalars)
+                out[n] = _add_into(xp, k)
+                break
+    return out
+
+
+def _add_into(xp, k):
+    if k == 0:
+        return lambda a, b: xp.add(a, b, out=a)
+    return lambda a, b: xp.add(a, b, out=b)
 
 
 def releasing(fn, drops, indices, residuals):

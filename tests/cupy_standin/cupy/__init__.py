@@ -261,7 +261,14 @@ def _elementwise(name):
     fn = getattr(_np, name)
 
     def kernel(*args, **kwargs):
-        return _wrap(fn(*[_operand(a) for a in args], **kwargs))
+        out = kwargs.pop("out", None)
+        if out is None:
+            return _wrap(fn(*[_operand(a) for a in args], **kwargs))
+        if not isinstance(out, ndarray):      # CuPy's ufuncs write into a device array only
+            raise TypeError(f"Output arrays must be cupy.ndarray, got {type(out)}")
+        fn(*[_operand(a) for a in args], out=out._a, **kwargs)
+        standin.elements += out._a.size
+        return out                            # as CuPy: the out array itself
     kernel.__name__ = name
     return kernel
 
