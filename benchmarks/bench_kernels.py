@@ -12,7 +12,7 @@ import numpy as np
 
 import common
 from graphdiff.backend import get_backend
-from graphdiff.ops.registry import REGISTRY
+from graphdiff.ops.registry import REGISTRY, run_forward, run_vjps
 
 F = get_backend("numpy")
 B, T, C, NH, V = 32, 128, 128, 4, 65
@@ -24,17 +24,11 @@ def _impls(name):
 
 
 def _forward(impl, xs, attrs):
-    if impl.forward_res is not None:
-        return impl.forward_res(F, *xs, **attrs)
-    return impl.forward(F, *xs, **attrs), None
+    return run_forward(impl, F, xs, attrs)
 
 
 def _vjp_all(impl, xs, out, res, attrs, g, slots):
-    """Every slot's VJP of one node, as the engine asks for them (one make_vjp, then each slot)."""
-    if impl.make_vjp is not None:
-        per_slot = impl.make_vjp(F, xs, out, res, **attrs)
-        return [per_slot(i, g) for i in slots]
-    return [impl.vjp(F, i, g, xs, out, **attrs) for i in slots]
+    return run_vjps(impl, F, xs, out, res, attrs, g, slots)
 
 
 def op_cases(name, xs, attrs, slots, torch_fwd, torch_vjp):

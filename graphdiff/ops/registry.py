@@ -128,6 +128,23 @@ def kernel(name, backend):
     return register
 
 
+def run_forward(impl, F, xs, attrs):
+    """(out, residuals) of an op's rule or a kernel (`impl`) on arrays xs, residuals None where it keeps
+    none: how tests and benchmarks call the two side by side, outside any graph."""
+    if impl.forward_res is not None:
+        return impl.forward_res(F, *xs, **attrs)
+    return impl.forward(F, *xs, **attrs), None
+
+
+def run_vjps(impl, F, xs, out, res, attrs, g, slots):
+    """The VJPs of `slots` for cotangent g, as the engine asks for them: one make_vjp (the shared work),
+    then each slot; or the per-slot rule."""
+    if impl.make_vjp is not None:
+        per_slot = impl.make_vjp(F, xs, out, res, **attrs)
+        return [per_slot(i, g) for i in slots]
+    return [impl.vjp(F, i, g, xs, out, **attrs) for i in slots]
+
+
 @contextlib.contextmanager
 def fused_kernels(enabled=True):
     """Run with the backends' fused kernels on (default) or off (every op by its readable rule):

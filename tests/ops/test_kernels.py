@@ -7,7 +7,7 @@ import pytest
 import graphdiff as gd
 from graphdiff.backend import get_backend
 from graphdiff.ops import fused_numba, fused_numpy
-from graphdiff.ops.registry import REGISTRY
+from graphdiff.ops.registry import REGISTRY, run_forward, run_vjps
 
 F = get_backend("numpy")
 BIG = fused_numpy.BLOCK * 2 + 123        # three blocks, the last one partial
@@ -122,16 +122,11 @@ def test_every_kernel_has_cases():
 
 
 def _forward(impl, xs, attrs):
-    if impl.forward_res is not None:
-        return impl.forward_res(F, *xs, **attrs)
-    return impl.forward(F, *xs, **attrs), None
+    return run_forward(impl, F, xs, attrs)
 
 
 def _vjps(impl, xs, out, res, attrs, g, n):
-    if impl.make_vjp is not None:
-        per_slot = impl.make_vjp(F, xs, out, res, **attrs)
-        return [per_slot(i, g) for i in range(n)]
-    return [impl.vjp(F, i, g, xs, out, **attrs) for i in range(n)]
+    return run_vjps(impl, F, xs, out, res, attrs, g, range(n))
 
 
 def _close(a, b, dtype, what):
