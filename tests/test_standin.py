@@ -84,3 +84,55 @@ def test_a_graph_on_cupy_takes_any_array_and_never_converts_implicitly(cp):
     w.value = np.zeros((3, 3))                            # host values move over
     assert isinstance(w.value, cp.ndarray)
     assert sys.modules["cupy"] is cp
+
+
+# --- stream capture (CUDA graphs), as CuPy's tests/cupy_tests/cuda_tests/test_graph.py shows it --------------
+def test_capture_records_work_and_launch_replays_it(cp):
+    x = cp.asarray(np.arange(4.0))
+    acc = cp.asarray(np.zeros(4))
+    s = cp.cuda.Stream(non_blocking=True)
+    with s:
+        s.begin_capture()
+        assert s.is_capturing() and not cp.cuda.Stream.null.is_capturing()
+        y = x * 2.0 + 1.0                     # recorded, not run: garbage until the launch
+        acc += y                              # an in-place update: not done at capture
+        g = s.end_capture()
+    assert not s.is_capturing()
+    assert np.isnan(y.get()).all() and (acc.get() == 0).all()
+    g.launch(stream=s)
+    np.testing.assert_array_equal(y.get(), [1, 3, 5, 7])
+    np.testing.assert_array_equal(acc.get(), [1, 3, 5, 7])
+    x[...] = cp.asarray(np.ones(4))           # new data in the same array, outside the graph
+    g.launch(stream=s)                        # replays on the arrays' current contents
+    np.testing.assert_array_equal(y.get(), [3, 3, 3, 3])
+    np.testing.assert_array_equal(acc.get(), [4, 6, 8, 10])
+
+
+def test_capture_refuses_host_reads_and_copies(cp):
+    x = cp.asarray(np.ones(3))
+    s = cp.cuda.Stream(non_blocking=True)
+    for bad, err in ((lambda: float(x.sum()), "cudaErrorStreamCaptureUnsupported"),
+                     (lambda: s.synchronize(), "cudaErrorStreamCaptureUnsupported"),
+                     (lambda: cp.asarray(np.ones(3)), "host -> device"),
+                     (lambda: x.__setitem__(slice(None), np.zeros(3)), "host -> device")):
+        with s:
+            s.begin_capture()
+            with pytest.raises(cp.cuda.runtime.CUDARuntimeError, match=err):
+                bad()
+            with pytest.raises(cp.cuda.runtime.CUDARuntimeError, match="cudaErrorStreamCaptureInvalidated"):
+                s.end_capture()          # the failed call invalidated the capture
+        assert not s.is_capturing()
+    with pytest.raises(RuntimeError, match="default"):
+        cp.cuda.Stream.null.begin_capture()
+
+
+def test_capture_leaves_other_streams_alone(cp):
+    x = cp.asarray(np.ones(3))
+    s = cp.cuda.Stream(non_blocking=True)
+    with s:
+        s.begin_capture()
+        with cp.cuda.Stream.null:
+            z = x + 1.0                       # issued on another stream: runs now
+        g = s.end_capture()
+    np.testing.assert_array_equal(z.get(), [2, 2, 2])
+    g.launch()

@@ -42,6 +42,7 @@ class _Counters:
         self.where = []
 
     def sync(self):
+        cuda.check_host_read("a device -> host read")
         self.syncs += 1
         if self.trace:
             self.where.append("".join(_traceback.format_stack(limit=8)[:-2]))
@@ -58,7 +59,7 @@ class ndarray:
     __hash__ = None
 
     def __init__(self, shape, dtype=float, order="C"):
-        self._a = _np.empty(shape, dtype=dtype, order=order)
+        self._a = _result(lambda: _np.empty(shape, dtype=dtype, order=order))._a
 
     # --- what CuPy refuses -----------------------------------------------------------------------
     def __array__(self, dtype=None, copy=None):
@@ -122,13 +123,13 @@ class ndarray:
     size = property(lambda self: self._a.size)
     nbytes = property(lambda self: self._a.nbytes)
     itemsize = property(lambda self: self._a.itemsize)
-    T = property(lambda self: _wrap(self._a.T))
+    T = property(lambda self: _result(lambda: self._a.T))
 
     @property
     def mT(self):
         if self.ndim < 2:
             raise ValueError("matrix transpose with ndim < 2 is undefined")
-        return _wrap(_np.swapaxes(self._a, -1, -2))
+        return _result(lambda: _np.swapaxes(self._a, -1, -2))
 
     def __len__(self):
         if self._a.ndim == 0:
@@ -141,28 +142,34 @@ class ndarray:
         return (self[i] for i in range(len(self._a)))
 
     def __getitem__(self, idx):
-        return _wrap(self._a[_index(idx)])
+        idx = _index(idx)
+        return _result(lambda: self._a[idx])
 
     def __setitem__(self, idx, value):
-        self._a[_index(idx)] = _host_in(value)
+        idx, value = _index(idx), _host_in(value)
+
+        def work():
+            self._a[idx] = value
+        _mutate(work)
 
     def astype(self, dtype, order="K", casting=None, subok=None, copy=True):
-        return _wrap(self._a.astype(dtype, order=order, copy=copy))
+        return _result(lambda: self._a.astype(dtype, order=order, copy=copy))
 
     def reshape(self, *shape, order="C"):
-        return _wrap(self._a.reshape(*shape, order=order))
+        return _result(lambda: self._a.reshape(*shape, order=order))
 
     def transpose(self, *axes):
-        return _wrap(self._a.transpose(*axes))
+        return _result(lambda: self._a.transpose(*axes))
 
     def copy(self, order="C"):
-        return _wrap(self._a.copy(order=order))
+        return _result(lambda: self._a.copy(order=order))
 
     def ravel(self, order="C"):
-        return _wrap(self._a.ravel(order=order))
+        return _result(lambda: self._a.ravel(order=order))
 
     def fill(self, value):
-        self._a.fill(_operand(value))
+        value = _operand(value)
+        _mutate(lambda: self._a.fill(value))
 
     def sum(self, axis=None, dtype=None, out=None, keepdims=False):
         return sum(self, axis=axis, dtype=dtype, keepdims=keepdims)
@@ -190,6 +197,38 @@ def _wrap(a):
     return out
 
 
+_GARBAGE = {"f": _np.nan, "c": _np.nan, "b": False}
+
+
+def _result(compute):
+    """The device array compute() gives (NumPy work on the operands' current data). While the current stream
+    captures, the work is recorded instead: the array holds garbage until the graph is launched, and each
+    launch computes it again into the same array (a view stays a view of the same memory)."""
+    work = cuda.recording()
+    if work is None:
+        return _wrap(compute())
+    with _np.errstate(all="ignore"):
+        out = _wrap(compute())
+    if out._a.flags.owndata:                  # not a view of an existing array: not written until launch
+        out._a.fill(_GARBAGE.get(out._a.dtype.kind, 0))
+
+    def replay():
+        with _np.errstate(all="ignore"):
+            _np.copyto(out._a, compute(), casting="unsafe")
+    work.append(replay)
+    return out
+
+
+def _mutate(work_fn):
+    """An in-place update of device arrays: done now, or, while the current stream captures, recorded and
+    done at each launch only."""
+    work = cuda.recording()
+    if work is None:
+        work_fn()
+    else:
+        work.append(work_fn)
+
+
 def _operand(x, op_scalar_ok=False):
     """A ufunc operand: device arrays and Python / NumPy scalars; NumPy arrays are refused as by CuPy's
     kernel argument check (an operator lets a 0-d NumPy array through as a scalar)."""
@@ -212,6 +251,7 @@ def _index(idx):
         if isinstance(k, ndarray):
             k = k._a
         elif isinstance(k, (_np.ndarray, list)):
+            cuda.check_host_copy("indexing with a host array")
             standin.to_device += 1
             k = _np.asarray(k)
         out.append(k)
@@ -222,6 +262,7 @@ def _host_in(value):
     if isinstance(value, ndarray):
         return value._a
     if isinstance(value, (_np.ndarray, list)):
+        cuda.check_host_copy("assigning a host array")
         standin.to_device += 1
     return value
 
@@ -232,7 +273,7 @@ def _binary(ufunc, reflected=False):
         if getattr(other, "__array_ufunc__", 0) is None:     # e.g. graphdiff Nodes: let them handle it
             return NotImplemented
         a, b = self._a, _operand(other, op_scalar_ok=True)
-        return _wrap(ufunc(b, a) if reflected else ufunc(a, b))
+        return _result(lambda: ufunc(b, a) if reflected else ufunc(a, b))
     return op
 
 
@@ -247,13 +288,14 @@ for _name, _uf in [("lt", _np.less), ("le", _np.less_equal), ("eq", _np.equal), 
     setattr(ndarray, f"__{_name}__", _binary(_uf))
 for _name, _uf in [("iadd", _np.add), ("isub", _np.subtract), ("imul", _np.multiply), ("itruediv", _np.divide)]:
     def _inplace(self, other, _uf=_uf):
-        _uf(self._a, _operand(other, op_scalar_ok=True), out=self._a)
+        b = _operand(other, op_scalar_ok=True)
+        _mutate(lambda: _uf(self._a, b, out=self._a))
         return self
     setattr(ndarray, f"__{_name}__", _inplace)
-ndarray.__neg__ = lambda self: _wrap(-self._a)
+ndarray.__neg__ = lambda self: _result(lambda: -self._a)
 ndarray.__pos__ = lambda self: self
-ndarray.__abs__ = lambda self: _wrap(_np.abs(self._a))
-ndarray.__invert__ = lambda self: _wrap(~self._a)
+ndarray.__abs__ = lambda self: _result(lambda: _np.abs(self._a))
+ndarray.__invert__ = lambda self: _result(lambda: ~self._a)
 
 
 # --- functions: CuPy 14's names, NumPy's work, device arrays in and out ----------------------------------
@@ -262,11 +304,12 @@ def _elementwise(name):
 
     def kernel(*args, **kwargs):
         out = kwargs.pop("out", None)
+        xs = [_operand(a) for a in args]
         if out is None:
-            return _wrap(fn(*[_operand(a) for a in args], **kwargs))
+            return _result(lambda: fn(*xs, **kwargs))
         if not isinstance(out, ndarray):      # CuPy's ufuncs write into a device array only
             raise TypeError(f"Output arrays must be cupy.ndarray, got {type(out)}")
-        fn(*[_operand(a) for a in args], out=out._a, **kwargs)
+        _mutate(lambda: fn(*xs, out=out._a, **kwargs))
         standin.elements += out._a.size
         return out                            # as CuPy: the out array itself
     kernel.__name__ = name
@@ -280,8 +323,11 @@ def _routine(name, fn=None):
         args = [[_device(x) for x in a] if isinstance(a, (list, tuple)) and name in ("concat", "concatenate",
                                                                                     "stack") else _device(a)
                 for a in args]
-        out = fn(*args, **{k: _device(v) for k, v in kwargs.items()})
-        return _wrap(out) if isinstance(out, (_np.ndarray, _np.generic)) else out
+        kw = {k: _device(v) for k, v in kwargs.items()}
+        if cuda.recording() is None:
+            out = fn(*args, **kw)
+            return _wrap(out) if isinstance(out, (_np.ndarray, _np.generic)) else out
+        return _result(lambda: fn(*args, **kw))
     routine.__name__ = name
     return routine
 
@@ -313,19 +359,23 @@ for _name in ("zeros", "ones", "empty", "full", "arange", "linspace", "eye"):
 
 def take(a, indices, axis=None, out=None):
     """As CuPy: out-of-range indices wrap around (no error; check ids before they reach the device)."""
-    return _wrap(_np.take(_device(a), _index(indices), axis=axis, mode="wrap"))
+    a, indices = _device(a), _index(indices)
+    return _result(lambda: _np.take(a, indices, axis=axis, mode="wrap"))
 
 
 def asarray(a, dtype=None, order=None, *, blocking=False):
     if isinstance(a, ndarray):
         return a if dtype is None or a.dtype == dtype else a.astype(dtype)
+    cuda.check_host_copy("cupy.asarray of host data")
     standin.to_device += 1
     return _wrap(_np.array(a, dtype=dtype, order=order or "K"))
 
 
 def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0, *, blocking=False):
     if isinstance(obj, ndarray):
-        return _wrap(_np.array(obj._a, dtype=dtype, copy=copy, order=order, ndmin=ndmin))
+        src = obj._a
+        return _result(lambda: _np.array(src, dtype=dtype, copy=copy, order=order, ndmin=ndmin))
+    cuda.check_host_copy("cupy.array of host data")
     standin.to_device += 1
     return _wrap(_np.array(obj, dtype=dtype, order=order, ndmin=ndmin))
 

@@ -7,4 +7,5 @@ import cupy
 def scatter_add(a, slices, value):
     if not isinstance(a, cupy.ndarray):
         raise TypeError(f"Unsupported type {type(a)}")
-    _np.add.at(a._a, cupy._index(slices), cupy._operand(value))
+    target, idx, value = a._a, cupy._index(slices), cupy._operand(value)
+    cupy._mutate(lambda: _np.add.at(target, idx, value))
