@@ -134,72 +134,99 @@ class AdamW(Optimizer):
         super().__init__(params, lr)
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
 
-    def step(self):
+    def step(self, scalars=None):
         """One update of every parameter with a gradient, run as one flat update per (backend, dtype) group:
-        the gradients and values of a group are concatenated, updated with a dozen whole-array operations in
-        place (instead of a dozen per parameter: on a GPU, kernel launches), and handed back as views; the
-        moments stay flat from step to step. The same operations per element as update(), so the same bits."""
+        the gradients of a group are concatenated, the values, moments and gradients updated with a dozen
+        whole-array operations in place (instead of a dozen per parameter: on a GPU, kernel launches). The
+        values and moments are kept flat from step to step and handed out as views (p.data, the state), so
+        their memory stays where it is (what a captured CUDA graph needs). The same operations per element
+        as update(), so the same bits.
+
+        Args:
+            scalars: None (the step's numbers, lr and the bias corrections, go to the kernels as Python
+                numbers), or {group key: a 1-d array of 3 on the group's backend and dtype} that the update
+                reads them from (written with scalar_values() before the step): a recorded step (CapturedStep)
+                then replays with each step's numbers instead of the recorded ones.
+        """
         self.t += 1
-        groups = {}
-        for name, p in self.params:
-            if p.grad is not None:
-                groups.setdefault((backend_of(p.data).name, str(p.data.dtype)), []).append((name, p))
-        for key, members in groups.items():
-            if len(members) == 1:
+        for key, members in self.groups().items():
+            if len(members) == 1 and scalars is None:
                 name, p = members[0]
                 p.data = self.update(p, p.grad, self.state[name])
                 continue
             B = backend_of(members[0][1].data)
-
-            def flat(arrays):
-                return B.concat([B.reshape(a, (-1,)) for a in arrays])
-
-            data = flat([p.data for _, p in members])
             states = [self.state[name] for name, _ in members]
-            m, v = self._moments(key, members, states, B, flat)
-            self.flat_update(data, flat([p.grad for _, p in members]), m, v, B)
-            start = 0
-            for (name, p), st in zip(members, states):
-                n, shape = p.data.size, p.data.shape
-                p.data = B.reshape(data[start:start + n], shape)
-                st["exp_avg"] = B.reshape(m[start:start + n], shape)
-                st["exp_avg_sq"] = B.reshape(v[start:start + n], shape)
-                start += n
-            self._flat[key] = ([name for name, _ in members], m, v, [st["exp_avg"] for st in states],
-                               [st["exp_avg_sq"] for st in states])
+            data, m, v = self._flat_state(key, members, states, B)
+            g = B.concat([B.reshape(p.grad, (-1,)) for _, p in members])
+            self.flat_update(data, g, m, v, B, None if scalars is None else scalars[key])
 
-    def _moments(self, key, members, states, B, flat):
-        """The group's flat moments: last step's buffers while the per-parameter state still holds the views
-        handed out then (no copy), else concatenated from it (a missing moment is 0: b1 * 0 + (1 - b1) g is
-        (1 - b1) g, bit for bit)."""
+    def groups(self):
+        """{(backend name, dtype): [(name, Parameter)]} of the parameters with a gradient."""
+        groups = {}
+        for name, p in self.params:
+            if p.grad is not None:
+                groups.setdefault((backend_of(p.data).name, str(p.data.dtype)), []).append((name, p))
+        return groups
+
+    def _flat_state(self, key, members, states, B):
+        """The group's flat values and moments: last step's buffers while the parameters and the state
+        still hold the views handed out then (nothing copied), else new buffers concatenated from them (a
+        missing moment is 0: b1 * 0 + (1 - b1) g is (1 - b1) g, bit for bit), whose views are handed out."""
         names = [name for name, _ in members]
         kept = getattr(self, "_flat", None)
         if kept is None:
             kept = self._flat = {}
         last = kept.get(key)
         if (last is not None and last[0] == names
-                and all(st.get("exp_avg") is a for st, a in zip(states, last[3]))
-                and all(st.get("exp_avg_sq") is a for st, a in zip(states, last[4]))):
-            return last[1], last[2]
-        zero = [B.zeros_like(p.data) for _, p in members]
-        return (flat([st.get("exp_avg", z) for st, z in zip(states, zero)]),
-                flat([st.get("exp_avg_sq", z) for st, z in zip(states, zero)]))
+                and all(p.data is a for (_, p), a in zip(members, last[4]))
+                and all(st.get("exp_avg") is a for st, a in zip(states, last[5]))
+                and all(st.get("exp_avg_sq") is a for st, a in zip(states, last[6]))):
+            return last[1], last[2], last[3]
 
-    def flat_update(self, data, g, m, v, B):
-        """Update the flat data, m and v in place (they are the optimizer's own arrays): update()'s
-        operations, in update()'s order."""
+        def flat(arrays):
+            return B.concat([B.reshape(a, (-1,)) for a in arrays])
+        zero = [B.zeros_like(p.data) for _, p in members]
+        data = flat([p.data for _, p in members])
+        m = flat([st.get("exp_avg", z) for st, z in zip(states, zero)])
+        v = flat([st.get("exp_avg_sq", z) for st, z in zip(states, zero)])
+        start = 0
+        for (name, p), st in zip(members, states):
+            n, shape = p.data.size, p.data.shape
+            p.data = B.reshape(data[start:start + n], shape)
+            st["exp_avg"] = B.reshape(m[start:start + n], shape)
+            st["exp_avg_sq"] = B.reshape(v[start:start + n], shape)
+            start += n
+        kept[key] = (names, data, m, v, [p.data for _, p in members], [st["exp_avg"] for st in states],
+                     [st["exp_avg_sq"] for st in states])
+        return data, m, v
+
+    def scalar_values(self, t=None):
+        """The numbers of step t (default: the next one) that flat_update reads from `scalars`: the weight
+        decay factor 1 - lr * wd, sqrt(1 - b2^t) and the step size lr / (1 - b1^t)."""
+        t = self.t + 1 if t is None else t
         b1, b2 = self.betas
+        return [1 - self.lr * self.weight_decay, math.sqrt(1 - b2 ** t), self.lr / (1 - b1 ** t)]
+
+    def flat_update(self, data, g, m, v, B, scalars=None):
+        """Update the flat data, m and v in place (they are the optimizer's own arrays): update()'s
+        operations, in update()'s order. scalars: the step's numbers as a device array (see step), else
+        Python numbers; either way rounded to the arrays' dtype, so the same bits."""
+        b1, b2 = self.betas
+        if scalars is None:
+            decay, bias2, step_size = self.scalar_values(self.t)
+        else:
+            decay, bias2, step_size = scalars[0], scalars[1], scalars[2]
         m *= b1
         m += (1 - b1) * g
         v *= b2
         v += (1 - b2) * (g * g)
         if self.weight_decay:
-            data *= 1 - self.lr * self.weight_decay
+            data *= decay
         denom = B.sqrt(v)
-        denom /= math.sqrt(1 - b2 ** self.t)
+        denom /= bias2
         denom += self.eps
         step = m / denom
-        step *= self.lr / (1 - b1 ** self.t)
+        step *= step_size
         data -= step
 
     def update(self, p, g, st):
