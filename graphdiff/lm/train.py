@@ -70,6 +70,15 @@ class Trainer:
         self.history = []          # {"step", "loss", "lr", "tokens", "time"} per step; val entries too
         self.tokens = 0
         self.elapsed = 0.0
+        self.captured = None       # a CapturedStep once use_cuda_graph() is called
+
+    def use_cuda_graph(self, warmup=2):
+        """Run every later training step as one launch of a recorded CUDA graph (CuPy, no dropout): see
+        graphdiff/lm/capture.py. The same operations as train_step's plain path, so the same numbers.
+        Raises GraphError / ValueError now if the model cannot be recorded."""
+        from .capture import CapturedStep
+        self.captured = CapturedStep(self.model, self.opt, self.hp["batch_size"], self.model.config["block_size"],
+                                     grad_clip=self.hp["grad_clip"], warmup=warmup)
 
     def lr_at(self, step):
         hp = self.hp
@@ -79,11 +88,15 @@ class Trainer:
         """One optimizer step on one batch; returns (loss, number of non-<pad> target tokens)."""
         idx, targets, mask = self.sampler.next()
         self.model.train()
-        loss = self.model.loss(idx, targets, mask, backward=True)
-        if self.hp["grad_clip"]:
-            clip_grad_norm(self.model, self.hp["grad_clip"])
-        self.opt.lr = self.lr_at(self.step)
-        self.opt.step()
+        if self.captured is not None:
+            self.opt.lr = self.lr_at(self.step)
+            loss = self.captured(idx, targets, mask)
+        else:
+            loss = self.model.loss(idx, targets, mask, backward=True)
+            if self.hp["grad_clip"]:
+                clip_grad_norm(self.model, self.hp["grad_clip"])
+            self.opt.lr = self.lr_at(self.step)
+            self.opt.step()
         self.step += 1
         return loss, int((targets != self.tokenizer.pad_id).sum())
 
