@@ -36,7 +36,13 @@ def main():
     p.add_argument("--tf32", action="store_true",
                    help="graphdiff with TF32 products too (CuPy's CUPY_TF32=1, as `graphdiff train --tf32`: CuPy "
                         "reads it once per process, so this is a run of its own); writes gpu_tf32.json")
+    p.add_argument("--train-step", action="store_true",
+                   help="time whole training steps (loss, backward, clipping, AdamW) instead: graphdiff plain, "
+                        "graphdiff recorded as a CUDA graph (graphdiff.lm.capture), PyTorch eager with its AdamW; "
+                        "writes gpu_train.json")
     args = p.parse_args()
+    if args.train_step:
+        return train_steps(args)
     if args.tf32:
         os.environ["CUPY_TF32"] = "1"           # before CuPy's first float32 product
     import torch
@@ -127,6 +133,78 @@ def main():
                   "checks": checks, "memory": memory, "rows": rows,
                   "timing": "wall clock per step with a device sync (perf_counter), alternating rounds; "
                             "ratio = graphdiff median / engine median"},
+                 args.json)
+
+
+def train_steps(args):
+    """Whole training steps: graphdiff's Trainer step plain and as a CUDA graph, PyTorch eager with AdamW."""
+    import torch
+    import cupy
+    from graphdiff.lm import GPT
+    from graphdiff.lm.capture import CapturedStep
+    from graphdiff.nn.optim import AdamW, clip_grad_norm
+    standin = hasattr(cupy, "standin")
+    if args.smoke != standin:
+        sys.exit("--train-step: --smoke runs on the CuPy stand-in (GRAPHDIFF_CUPY_STANDIN=1), timings on a GPU")
+    device = "cuda" if torch.cuda.is_available() and not standin else "cpu"
+    configs = args.configs or (["tiny"] if args.smoke else ["gpu", "small"])
+    rounds = args.rounds or (3 if args.smoke else 30)
+    lr, clip = 1e-3, 1.0
+
+    def sync():
+        cupy.cuda.Device().synchronize()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    rows, checks = [], {}
+    for name in configs:
+        cfg = dict(CONFIGS[name])
+        if args.smoke:
+            cfg.update(batch_size=2, block_size=16)
+        idx, targets, mask = batch(cfg)
+        plain = GPT(dtype="float32", dropout=0.0, seed=0, backend="cupy", **model_config(cfg))
+        graphed = GPT(dtype="float32", dropout=0.0, seed=0, backend="cupy", **model_config(cfg))
+        opt_plain, opt_graphed = AdamW(plain, lr=lr), AdamW(graphed, lr=lr)
+        captured = CapturedStep(graphed, opt_graphed, cfg["batch_size"], cfg["block_size"], grad_clip=clip)
+        P = {k: torch.tensor(v, device=device, requires_grad=True) for k, v in plain.state_dict().items()}
+        topt = torch.optim.AdamW(P.values(), lr=lr, weight_decay=0.01)
+
+        def plain_step():
+            loss = plain.loss(idx, targets, mask, backward=True)
+            clip_grad_norm(plain, clip)
+            opt_plain.step()
+            return loss
+
+        def graphed_step():
+            return captured(idx, targets, mask)
+
+        def torch_step():
+            topt.zero_grad(set_to_none=True)
+            ti, tt, tm = (torch.from_numpy(a).to(device, non_blocking=True) for a in (idx, targets, mask))
+            loss = torch_loss(P, cfg, ti, tt, tm)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(P.values(), clip)
+            topt.step()
+            return loss
+        # the same first steps: plain and recorded bit for bit (after the recording), PyTorch to rtol 1e-3
+        first = [(plain_step(), graphed_step(), torch_step().item()) for _ in range(4)]
+        checks[name] = {"losses (plain, cuda graph, torch)": first}
+        for a, b, c in first:
+            if a != b or abs(a - c) > 1e-3 * abs(c):
+                sys.exit(f"{name}: training losses disagree (plain, CUDA graph, torch): {first}")
+        fns = {"graphdiff cuda graph": graphed_step, "graphdiff plain": plain_step, "torch eager": torch_step}
+        times = common.alternate(fns, rounds, warmup=1, sync=sync)
+        rows += [{"case": name, "config": name, "engine": e, "samples": s} for e, s in times.items()]
+        plain = graphed = captured = P = topt = fns = None
+    info = common.machine(threads=1 if device == "cpu" else None)
+    info["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    info["standin"], info["torch_device"] = standin, device
+    print(common.machine_line(info) + f"; GPU: {info['gpu']}; torch on {device}")
+    print(f"training steps (loss, backward, clip {clip}, AdamW lr {lr}); ratio = CUDA graph / engine")
+    common.table(rows, baseline="graphdiff cuda graph")
+    common.write("gpu_train", {"benchmark": "gpu_train", "machine": info, "smoke": args.smoke, "quick": args.smoke,
+                               "configs": {c: CONFIGS[c] for c in configs}, "rounds": rounds, "checks": checks,
+                               "rows": rows, "timing": "wall clock per step with a device sync, alternating rounds"},
                  args.json)
 
 

@@ -44,13 +44,14 @@ PY
 # 1. the GPU tier: the op table, random DAGs, nn/lm parity, CuPy == NumPy, sync counts (stand-in only),
 #    the stand-in's own checks. Files that import torch or graphviz are left out when those are missing.
 TIER=(tests/ops tests/test_autodiff.py tests/test_backend.py tests/test_gpu.py tests/test_standin.py
-      tests/test_syncs.py tests/nn tests/lm/test_generate.py tests/lm/test_gpt.py)
+      tests/test_syncs.py tests/nn tests/lm/test_generate.py tests/lm/test_gpt.py tests/lm/test_capture.py)
 part tier $PY -m pytest -q -p no:cacheprovider -m gpu "${TIER[@]}"
 
 # 2. the whole stack on CuPy, as a user runs it
 TINY=(--model gpt --steps 40 --batch-size 8 --block-size 32 --n-layer 2 --n-head 2 --n-embd 32
       --eval-every 20 --eval-batches 2 --sample-chars 40 --no-progress --backend cupy)
 part train     $PY -m graphdiff train "${TINY[@]}" --out "$WORK/ckpt"
+part train-cuda-graph $PY -m graphdiff train "${TINY[@]}" --dropout 0 --cuda-graph --out "$WORK/ckpt-graph"
 part resume    $PY -m graphdiff train "${TINY[@]}" --steps 50 --out "$WORK/ckpt" --resume
 part generate  $PY -m graphdiff generate --checkpoint "$WORK/ckpt" --prompt "def " --max-new-tokens 40 --backend cupy
 part generate-no-cache $PY -m graphdiff generate --checkpoint "$WORK/ckpt" --prompt "def " --max-new-tokens 40 \
@@ -115,11 +116,14 @@ cat "$WORK/timings.log" 2>/dev/null | sed 's/^/  /'
 if skip_unless bench-gpu torch; then
   if [ "${GRAPHDIFF_CUPY_STANDIN:-}" = "1" ]; then
     part bench-gpu $PY benchmarks/bench_gpu.py --smoke --json "$WORK/gpu.json"
+    part bench-gpu-train $PY benchmarks/bench_gpu.py --train-step --smoke --json "$WORK/gpu_train.json"
   else
     part bench-gpu $PY benchmarks/bench_gpu.py
     part bench-gpu-tf32 $PY benchmarks/bench_gpu.py --tf32 --rounds 15
+    part bench-gpu-train $PY benchmarks/bench_gpu.py --train-step --rounds 15
   fi
-  grep -E "^(gpu|small|tiny) |memory|GPU:" "$WORK/bench-gpu.log" 2>/dev/null | sed 's/^/  /'
+  grep -E "^(gpu|small|tiny) |memory|GPU:" "$WORK/bench-gpu.log" "$WORK/bench-gpu-train.log" 2>/dev/null \
+    | sed 's/^/  /'
 fi
 
 echo "===== gpu_check summary"
