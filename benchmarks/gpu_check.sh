@@ -54,6 +54,8 @@ part train     $PY -m graphdiff train "${TINY[@]}" --out "$WORK/ckpt"
 part train-cuda-graph $PY -m graphdiff train "${TINY[@]}" --dropout 0 --cuda-graph --out "$WORK/ckpt-graph"
 part resume    $PY -m graphdiff train "${TINY[@]}" --steps 50 --out "$WORK/ckpt" --resume
 part generate  $PY -m graphdiff generate --checkpoint "$WORK/ckpt" --prompt "def " --max-new-tokens 40 --backend cupy
+part generate-cuda-graph $PY -m graphdiff generate --checkpoint "$WORK/ckpt" --prompt "def " --max-new-tokens 40 \
+                           --cuda-graph --backend cupy
 part generate-no-cache $PY -m graphdiff generate --checkpoint "$WORK/ckpt" --prompt "def " --max-new-tokens 40 \
                            --no-kv-cache --backend cupy
 part demo      $PY -m graphdiff demo --backend cupy
@@ -105,10 +107,11 @@ for B, T, L, C in [(8, 64, 2, 64), (16, 128, 4, 256)]:
     ms = median_ms(lambda: m.loss(idx, idx, mask, backward=True))
     print(f"GPT B={B} T={T} L={L} C={C}: fwd+bwd step {ms:.1f} ms")
 m = GPT(vocab_size=96, block_size=128, n_layer=4, n_head=4, n_embd=256, seed=0, backend="cupy")
-for cache in (True, False):
-    generate(m, [1, 2, 3], 16, greedy=True, use_cache=cache)
-    t = time.perf_counter(); generate(m, [1, 2, 3], 100, greedy=True, use_cache=cache); sync()
-    print(f"generation, {'KV cache' if cache else 'recompute'}: {100 / (time.perf_counter() - t):.0f} tok/s")
+for cache, graph in ((True, False), (True, True), (False, False)):
+    generate(m, [1, 2, 3], 16, greedy=True, use_cache=cache, cuda_graph=graph)
+    t = time.perf_counter(); generate(m, [1, 2, 3], 100, greedy=True, use_cache=cache, cuda_graph=graph); sync()
+    how = ("KV cache, CUDA graph" if graph else "KV cache") if cache else "recompute"
+    print(f"generation, {how}: {100 / (time.perf_counter() - t):.0f} tok/s")
 PY
 cat "$WORK/timings.log" 2>/dev/null | sed 's/^/  /'
 
@@ -122,7 +125,7 @@ if skip_unless bench-gpu torch; then
     part bench-gpu-tf32 $PY benchmarks/bench_gpu.py --tf32 --rounds 15
     part bench-gpu-train $PY benchmarks/bench_gpu.py --train-step --rounds 15
   fi
-  grep -E "^(gpu|small|tiny) |memory|GPU:" "$WORK/bench-gpu.log" "$WORK/bench-gpu-train.log" 2>/dev/null \
+  grep -hE "^(gpu|small|tiny) |memory|GPU:" "$WORK/bench-gpu.log" "$WORK/bench-gpu-train.log" 2>/dev/null \
     | sed 's/^/  /'
 fi
 

@@ -1,27 +1,105 @@
-"""A training step recorded once as a CUDA graph and replayed (CuPy): one launch per step instead of a thousand.
+"""GPU work recorded once as a CUDA graph and replayed (CuPy): one launch per step instead of a thousand.
 
 On a GPU, a small model's step is host-bound: every op is a kernel launch from Python, and the GPU waits
 between them. A graph engine knows the whole step before it runs, so the step can be recorded once (CUDA
-stream capture) and replayed with a single launch. What replaying needs, and how it is met here:
+stream capture) and replayed with a single launch. Two steps are recorded here: the training step
+(CapturedStep: loss, backward, clipping, AdamW) and the KV-cache decoding step (generate(..., cuda_graph=True)).
+What replaying needs, and how it is met:
 
-- the same memory every step: the batch is copied into the graph's own input arrays (in place), the
-  parameters and AdamW's moments stay in the flat buffers AdamW keeps (updated in place), and everything the
-  step allocates comes from a memory pool of its own, which nothing else uses while the recording lives;
-- no host work inside: no device -> host reads (the engine's step has none; the loss is read after the
-  launch), no host -> device copies (the batch and the step's numbers go over before the launch), no random
-  numbers (dropout is refused: a replay would draw the same mask every step);
-- the step's numbers as data: the learning rate and AdamW's bias corrections change every step, so the
+- the same memory every step: new data (a batch, a token) is copied into the graph's own input arrays, in
+  place; the parameters and AdamW's moments stay in the flat buffers AdamW keeps (updated in place), the KV
+  cache in the decoding graph's input arrays; everything the recorded work allocates comes from a memory pool
+  of its own, which nothing else uses while the recording lives;
+- no host work inside: no device -> host reads (the engine's step has none; the loss or the logits row is
+  read after the launch), no host -> device copies (they go before the launch), no random numbers (dropout
+  is refused: a replay would draw the same mask every step);
+- numbers that change as data: the learning rate and AdamW's bias corrections change every step, so the
   recorded update reads them from a small device array written before each launch, not from the constants
   the recording would otherwise keep.
 
-The first `warmup` steps run as recorded later (same arrays, same operations), then one step is recorded and
-launched, and every later step is a launch. Same operations, same bits as Trainer's plain steps.
+The first `warmup` calls run the work as it will be recorded (same arrays, same operations), the next one
+records it and launches the recording, every later one launches it. Same operations, same bits.
 """
 import numpy as np
 
 from ..errors import GraphError
 from ..nn.layers import Dropout
 from ..nn.optim import AdamW, clip_grad_norm
+
+
+class Recording:
+    """Record body() once as a CUDA graph and replay it: see run(). backend: a CuPy backend (else GraphError,
+    whose message ends with `fix`)."""
+
+    def __init__(self, backend, warmup=2, fix="leave out --cuda-graph"):
+        if backend.name != "cupy":
+            raise GraphError(f"CUDA graphs record GPU work: the model runs on backend {backend.name!r}; build "
+                             f"it with backend='cupy' (or {fix})")
+        if warmup < 1:
+            raise ValueError(f"warmup must be at least 1 (a plain run before recording), got {warmup}")
+        cupy = backend.xp
+        self.cupy, self.warmup = cupy, warmup
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.pool = cupy.cuda.MemoryPool()          # the recording's memory: used by nothing else
+        self.graph = None
+        self.result = None
+        self.calls = 0
+
+    def run(self, prepare, body, replayed=None):
+        """One step: prepare() (copies of new data into the recording's arrays, every call), then body()
+        run plainly (warmup), recorded and launched (the call after), or the recording launched (later calls;
+        replayed() then does on the host what body() would have: counters). All on the recording's stream,
+        waited for before returning. Returns what body() returned when it ran (its arrays hold this step's
+        values after each launch)."""
+        cupy = self.cupy
+        cupy.cuda.get_current_stream().synchronize()    # work queued elsewhere (eval, cache writes) is done
+        with self.stream:
+            prepare()
+            if self.calls < self.warmup:                # plain runs: kernels compiled, buffers settled
+                self.result = body()
+            elif self.graph is None:
+                self.stream.begin_capture()
+                try:
+                    with cupy.cuda.using_allocator(self.pool.malloc):
+                        self.result = body()
+                except BaseException:
+                    try:
+                        self.stream.end_capture()
+                    except Exception:               # the capture was invalidated by what went wrong
+                        pass
+                    raise
+                self.graph = self.stream.end_capture()
+                self.graph.launch(stream=self.stream)
+            else:
+                if replayed is not None:
+                    replayed()
+                self.graph.launch(stream=self.stream)
+            self.stream.synchronize()
+        self.calls += 1
+        return self.result
+
+    @property
+    def recorded(self):
+        """Whether body() has been recorded (later calls launch it)."""
+        return self.graph is not None
+
+
+def feed_in_place(prog, host):
+    """Copy host arrays into a Program's input values, in place once they exist (their memory is what a
+    recording reads): checked as any feed is (shape, dtype, ids in range), then copied."""
+    for name, value in host.items():
+        node = prog.inputs[name]
+        dev = prog.graph.as_value(node, value)
+        if node.out is None:
+            node.value = dev
+        else:
+            node.value[...] = dev
+
+
+def no_dropout(model, fix):
+    drop = [name or "model" for name, m in model.named_modules() if isinstance(m, Dropout) and m.p > 0]
+    if drop:
+        raise ValueError(f"CUDA graphs replay the same dropout mask every step ({drop[0]} has p > 0); {fix}")
 
 
 class CapturedStep:
@@ -38,75 +116,40 @@ class CapturedStep:
     """
 
     def __init__(self, model, opt, batch_size, block_size, grad_clip=0.0, warmup=2):
-        B = model.backend
         if not isinstance(opt, AdamW):
             raise TypeError(f"CapturedStep records AdamW's update; got {type(opt).__name__}")
-        if B.name != "cupy":
-            raise GraphError(f"CUDA graphs record GPU work: the model runs on backend {B.name!r}; build it with "
-                             "backend='cupy' (or leave out --cuda-graph)")
-        drop = [name or "model" for name, m in model.named_modules() if isinstance(m, Dropout) and m.p > 0]
-        if drop:
-            raise ValueError(f"CUDA graphs replay the same dropout mask every step ({drop[0]} has p > 0); "
-                             "train with dropout 0 or without --cuda-graph")
-        if warmup < 1:
-            raise ValueError(f"warmup must be at least 1 (a plain step before recording), got {warmup}")
-        cupy = B.xp
-        self.model, self.opt, self.grad_clip, self.warmup = model, opt, grad_clip, warmup
-        self.B, self.cupy = B, cupy
+        self.recording = Recording(model.backend, warmup)
+        no_dropout(model, "train with dropout 0 or without --cuda-graph")
+        self.model, self.opt, self.grad_clip, self.B = model, opt, grad_clip, model.backend
         self.prog = model.build_program(("loss", batch_size, block_size))   # its own graph, not the cache's
-        self.stream = cupy.cuda.Stream(non_blocking=True)
-        self.pool = cupy.cuda.MemoryPool()          # the recording's memory: used by nothing else
         self.scalars = {}                           # AdamW group -> device array of the step's numbers
-        self.graph = None
-        self.loss = None
-        self.calls = 0
 
     def __call__(self, idx, targets, key_mask):
-        cupy = self.cupy
-        cupy.cuda.get_current_stream().synchronize()    # work queued elsewhere (eval, loading) is done
-        with self.stream:
-            self._feed({"idx": idx, "targets": targets, "key_mask": key_mask})
-            if self.calls < self.warmup:                # plain steps: kernels compiled, buffers settled
-                self.loss = self._step(write_scalars=True)
-            elif self.graph is None:
-                self._write_scalars()
-                self.stream.begin_capture()
-                try:
-                    with cupy.cuda.using_allocator(self.pool.malloc):
-                        self.loss = self._step(write_scalars=False)
-                except BaseException:
-                    try:
-                        self.stream.end_capture()
-                    except Exception:               # the capture was invalidated by what went wrong
-                        pass
-                    raise
-                self.graph = self.stream.end_capture()
-                self.graph.launch(stream=self.stream)
-            else:
-                self._write_scalars()
-                self.opt.t += 1                         # what opt.step() does on the host
-                self.graph.launch(stream=self.stream)
-            loss = float(self.loss)                     # the step's one device -> host read
-            self.stream.synchronize()
-        self.calls += 1
-        return loss
+        rec = self.recording
 
-    def _feed(self, host):
-        """Copy the batch into the graph's input arrays: their memory is what the recording reads."""
-        prog = self.prog
-        for name, value in host.items():
-            node = prog.inputs[name]
-            dev = prog.graph.as_value(node, value)      # checked (shape, dtype, ids in range), then copied
-            if node.out is None:
-                node.value = dev
-            else:
-                node.value[...] = dev                   # in place: the same memory every step
+        def prepare():
+            feed_in_place(self.prog, {"idx": idx, "targets": targets, "key_mask": key_mask})
+            if rec.calls >= rec.warmup:             # the groups are known from the plain steps
+                self._write_scalars()
 
-    def _step(self, write_scalars):
+        def replayed():
+            self.opt.t += 1                         # what opt.step() does on the host
+        loss = rec.run(prepare, self._step, replayed)
+        return float(loss)                          # the step's one device -> host read
+
+    @property
+    def graph(self):
+        return self.recording.graph
+
+    @property
+    def calls(self):
+        return self.recording.calls
+
+    def _step(self):
         (loss,) = self.prog.run({}, ("loss",), backward="loss")
         if self.grad_clip:
             clip_grad_norm(self.model, self.grad_clip)
-        if write_scalars:
+        if not self.recording.calls >= self.recording.warmup:   # plain steps write the numbers here
             self._write_scalars()
         self.opt.step(scalars=self.scalars)
         return loss
@@ -114,10 +157,10 @@ class CapturedStep:
     def _write_scalars(self):
         """This step's lr and bias corrections into the device arrays the update reads (before the launch)."""
         values = np.asarray(self.opt.scalar_values(), dtype=np.float64)
-        for key, members in self.opt.groups().items():
-            dtype = key[1]
+        for key in self.opt.groups():
+            dev = self.B.from_host(values, key[1])
             buf = self.scalars.get(key)
             if buf is None:
-                buf = self.scalars[key] = self.B.from_host(values, dtype)
+                self.scalars[key] = dev
             else:
-                buf[...] = self.B.from_host(values, dtype)
+                buf[...] = dev

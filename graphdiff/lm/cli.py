@@ -103,7 +103,7 @@ def add_train_arguments(p):
     add_tf32_argument(p)
     p.add_argument("--cuda-graph", action="store_true",
                    help="record the training step once as a CUDA graph and replay it, one launch per step "
-                        "(backend cupy, dropout 0; the same numbers as without)")
+                        "(backend cupy, dropout 0; the same numbers as without; default: off)")
 
 
 def run_train(args):
@@ -214,6 +214,9 @@ def add_generate_arguments(p):
     add_threads_argument(p)
     add_backend_argument(p)
     add_tf32_argument(p)
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="record a GPT's KV-cache step once as a CUDA graph and launch it per token (backend cupy; "
+                        "default: off)")
 
 
 def run_generate(args):
@@ -229,7 +232,14 @@ def run_generate(args):
     except (CheckpointError, TokenizerError) as e:
         print(f"graphdiff generate: {e}", file=sys.stderr)
         return 2
-    ids = generate(model, prompt, args.max_new_tokens, greedy=args.greedy, temperature=args.temperature,
-                   top_k=args.top_k, seed=args.seed, use_cache=not args.no_kv_cache)
+    from ..errors import GraphError
+    try:
+        ids = generate(model, prompt, args.max_new_tokens, greedy=args.greedy, temperature=args.temperature,
+                       top_k=args.top_k, seed=args.seed, use_cache=not args.no_kv_cache, cuda_graph=args.cuda_graph)
+    except (GraphError, ValueError) as e:
+        if not args.cuda_graph:
+            raise
+        print(f"graphdiff generate: --cuda-graph: {e}", file=sys.stderr)
+        return 2
     sys.stdout.write(tok.decode(prompt + ids) + "\n")
     return 0

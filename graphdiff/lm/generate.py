@@ -11,7 +11,9 @@ a handful of graphs serve every length; causal masking keeps the padding from ch
 On a GPU, one token costs one device -> host transfer: the (V,) logits row of the last position (sliced on
 the device) comes back, and the token is picked on the host with NumPy's generator (the same samples on
 every backend). The cache stays on the device, and so does its attention mask, updated in place; only the
-new token's id and position go over (a few bytes, no sync).
+new token's id and position go over (a few bytes, no sync). With cuda_graph=True the step graph's GPU work
+is recorded once as a CUDA graph (graphdiff/lm/capture.py) and each token is one launch; the cache then lives
+in that graph's own input arrays.
 """
 import numpy as np
 
@@ -38,13 +40,22 @@ class Decoder:
 
     Args:
         model: a GPT or RNNLM (set to eval mode).  use_cache: KV cache / carried state, else recompute.
+        cuda_graph: record the GPT's KV-cache step as a CUDA graph and launch it per token (CuPy).
     """
 
-    def __init__(self, model, use_cache=True):
+    def __init__(self, model, use_cache=True, cuda_graph=False):
         self.model = model.eval()
         self.use_cache = use_cache
         self.F = model.backend
         self.ids = []
+        self.recording = None
+        if cuda_graph:
+            from .capture import Recording
+            if not (use_cache and model.kind == "gpt"):
+                raise ValueError("cuda_graph records the KV-cache step of a GPT: use it with use_cache=True "
+                                 f"on a GPT (this is {'an RNN-LM' if model.kind == 'rnn' else 'no cache'})")
+            self.recording = Recording(model.backend, fix="generate without cuda_graph / --cuda-graph")
+            self.step_prog = model.build_program(("step", 1))   # its own graph: its inputs hold the cache
 
     def start(self, ids):
         """Feed the prompt ids; returns the logits (V,) after its last token (host float64 array)."""
@@ -115,6 +126,8 @@ class Decoder:
         self.v = [F.zeros((1, nh, P, hs), dtype=dt) for _ in range(L)]
         self.bias = F.full((1, 1, 1, P + 1), NEG, dtype=dt)     # additive mask, on the device
         self.bias[..., P] = 0.0                                  # the new token sees itself
+        if self.recording is not None:          # the cache is the recorded step's input arrays, reset in place
+            self.k, self.v, self.bias = self._recorded_cache(L)
         self.n = 0
         if head:
             n = len(head)
@@ -129,17 +142,32 @@ class Decoder:
             self.bias[..., :n] = 0.0
         return self._gpt_step(last)
 
+    def _recorded_cache(self, L):
+        """The recorded step's cache inputs (k, v per layer, bias), given the fresh cache's values in place."""
+        from .capture import feed_in_place
+        prog = self.step_prog
+        fresh = {"bias": self.bias}
+        for l in range(L):
+            fresh[f"past_k.{l}"], fresh[f"past_v.{l}"] = self.k[l], self.v[l]
+        feed_in_place(prog, fresh)
+        return ([prog.inputs[f"past_k.{l}"].value for l in range(L)],
+                [prog.inputs[f"past_v.{l}"].value for l in range(L)], prog.inputs["bias"].value)
+
     def _gpt_step(self, token):
         m = self.model
         cfg = m.config
         L, P = cfg["n_layer"], cfg["block_size"] - 1
-        prog = m.programs(("step", 1))
-        feeds = {"idx": np.asarray([[token]], dtype=np.int64), "pos": np.asarray([self.n], dtype=np.int64),
-                 "bias": self.bias}
-        for l in range(L):
-            feeds[f"past_k.{l}"], feeds[f"past_v.{l}"] = self.k[l], self.v[l]
         names = ["logits"] + [f"k.{l}" for l in range(L)] + [f"v.{l}" for l in range(L)]
-        outs = prog.run(feeds, names)
+        new = {"idx": np.asarray([[token]], dtype=np.int64), "pos": np.asarray([self.n], dtype=np.int64)}
+        if self.recording is not None:
+            from .capture import feed_in_place
+            prog = self.step_prog
+            outs = self.recording.run(lambda: feed_in_place(prog, new), lambda: prog.run({}, names))
+        else:
+            feeds = dict(new, bias=self.bias)
+            for l in range(L):
+                feeds[f"past_k.{l}"], feeds[f"past_v.{l}"] = self.k[l], self.v[l]
+            outs = m.programs(("step", 1)).run(feeds, names)
         if self.n < P:
             for l in range(L):
                 self.k[l][:, :, self.n:self.n + 1, :] = outs[1 + l]
@@ -156,7 +184,7 @@ class Decoder:
 
 
 def generate(model, prompt_ids, max_new_tokens, greedy=False, temperature=1.0, top_k=None, seed=0,
-             use_cache=True):
+             use_cache=True, cuda_graph=False):
     """Continue prompt_ids by max_new_tokens tokens. Returns the list of new ids.
 
     Args:
@@ -168,9 +196,10 @@ def generate(model, prompt_ids, max_new_tokens, greedy=False, temperature=1.0, t
             distribution towards greedy, above 1 flattens it) and top_k keeps only the k most likely
             tokens: both change the distribution sampled from. NumPy generator seeded with `seed`.
         use_cache: KV cache (GPT) / carried hidden state (RNN); False recomputes the whole prefix.
+        cuda_graph: a GPT's KV-cache step recorded once as a CUDA graph and launched per token (CuPy).
     """
     rng = np.random.default_rng(seed)
-    dec = Decoder(model, use_cache)
+    dec = Decoder(model, use_cache, cuda_graph)
     logits = dec.start(list(prompt_ids))
     out = []
     for _ in range(max_new_tokens):

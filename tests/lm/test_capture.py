@@ -105,3 +105,31 @@ def test_cli_refuses_cuda_graph_on_the_cpu(tmp_path, capsys):
                "--backend", "numpy", "--cuda-graph", "--out", str(tmp_path / "ck.npz")])
     assert rc == 2
     assert "--cuda-graph" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("greedy", [True, False], ids=["greedy", "sampled"])
+def test_recorded_decoding_matches_plain_decoding(greedy):
+    """Past block_size tokens the window slides (the prefill refills the recorded cache in place)."""
+    from graphdiff.lm import generate
+    from graphdiff.lm.generate import Decoder
+    m = GPT(block_size=10, n_layer=2, n_head=2, n_embd=8, vocab_size=13, seed=1, backend="cupy")
+    kw = dict(greedy=greedy, temperature=1.3, seed=3)
+    plain = generate(m, [1, 2, 3], 25, **kw)
+    assert generate(m, [1, 2, 3], 25, cuda_graph=True, **kw) == plain
+    dec = Decoder(m, cuda_graph=True)
+    rows = [dec.start([4, 5])] + [dec.push(t) for t in [6, 7, 8, 9, 10, 11, 12, 1, 2, 3]]
+    ref = Decoder(m)
+    want = [ref.start([4, 5])] + [ref.push(t) for t in [6, 7, 8, 9, 10, 11, 12, 1, 2, 3]]
+    assert dec.recording.recorded
+    for a, b in zip(rows, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_recorded_decoding_refusals():
+    from graphdiff.lm import generate
+    m = GPT(block_size=10, n_layer=1, n_head=2, n_embd=8, vocab_size=13, seed=1, backend="numpy")
+    with pytest.raises(gd.GraphError, match="cupy"):
+        generate(m, [1, 2], 3, cuda_graph=True)
+    with pytest.raises(ValueError, match="KV-cache step of a GPT"):
+        generate(m, [1, 2], 3, cuda_graph=True, use_cache=False)
