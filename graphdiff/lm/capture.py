@@ -134,8 +134,27 @@ class CapturedStep:
 
         def replayed():
             self.opt.t += 1                         # what opt.step() does on the host
+        if rec.recorded:
+            self._check_same_arrays()
         loss = rec.run(prepare, self._step, replayed)
+        if rec.calls == rec.warmup + 1:            # just recorded: the arrays it reads and writes
+            self._arrays = self._state_arrays()
         return float(loss)                          # the step's one device -> host read
+
+    def _state_arrays(self):
+        out = [p.data for _, p in self.opt.params]
+        for st in self.opt.state.values():
+            out += list(st.values())
+        return out
+
+    def _check_same_arrays(self):
+        """The recording reads and writes the arrays that held the parameters and AdamW's moments when it was
+        made: if one was replaced since (load_state_dict), a launch would train arrays nobody reads."""
+        now = self._state_arrays()
+        if len(now) != len(self._arrays) or any(a is not b for a, b in zip(now, self._arrays)):
+            raise GraphError("the parameters or the optimizer state were replaced since the training step was "
+                             "recorded as a CUDA graph (load_state_dict?); make a new CapturedStep "
+                             "(trainer.use_cuda_graph()) after loading")
 
     @property
     def graph(self):

@@ -133,3 +133,16 @@ def test_recorded_decoding_refusals():
         generate(m, [1, 2], 3, cuda_graph=True)
     with pytest.raises(ValueError, match="KV-cache step of a GPT"):
         generate(m, [1, 2], 3, cuda_graph=True, use_cache=False)
+
+
+@pytest.mark.gpu
+def test_replaced_parameters_are_refused():
+    tr = trainer("gpt", "cupy", True)
+    for _ in range(4):
+        tr.train_step()
+    tr.model.load_state_dict(tr.model.state_dict())     # new arrays: the recording would not see them
+    with pytest.raises(gd.GraphError, match="replaced.*use_cuda_graph"):
+        tr.train_step()
+    tr.use_cuda_graph()                                  # a new recording reads the new arrays
+    for _ in range(4):
+        tr.train_step()
