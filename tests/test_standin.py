@@ -109,19 +109,29 @@ def test_capture_records_work_and_launch_replays_it(cp):
 
 
 def test_capture_refuses_host_reads_and_copies(cp):
+    """As CuPy's memory.pyx: a copy to or from the host on a capturing stream raises before reaching CUDA (the
+    capture goes on); a synchronize reaches CUDA, which refuses it and invalidates the capture."""
     x = cp.asarray(np.ones(3))
     s = cp.cuda.Stream(non_blocking=True)
-    for bad, err in ((lambda: float(x.sum()), "cudaErrorStreamCaptureUnsupported"),
-                     (lambda: s.synchronize(), "cudaErrorStreamCaptureUnsupported"),
-                     (lambda: cp.asarray(np.ones(3)), "host -> device"),
-                     (lambda: x.__setitem__(slice(None), np.zeros(3)), "host -> device")):
-        with s:
-            s.begin_capture()
-            with pytest.raises(cp.cuda.runtime.CUDARuntimeError, match=err):
+    with s:
+        s.begin_capture()
+        for bad, err in ((lambda: float(x.sum()), "D2H transfers are disallowed"),
+                         (lambda: x.get(), "D2H transfers are disallowed"),
+                         (lambda: cp.asarray(np.ones(3)), "H2D transfers are disallowed"),
+                         (lambda: x.__setitem__(slice(None), np.zeros(3)), "H2D transfers are disallowed")):
+            with pytest.raises(RuntimeError, match=err):
                 bad()
-            with pytest.raises(cp.cuda.runtime.CUDARuntimeError, match="cudaErrorStreamCaptureInvalidated"):
-                s.end_capture()          # the failed call invalidated the capture
-        assert not s.is_capturing()
+        y = x + 1.0
+        g = s.end_capture()
+    g.launch()
+    np.testing.assert_array_equal(y.get(), [2, 2, 2])
+    with s:
+        s.begin_capture()
+        with pytest.raises(cp.cuda.runtime.CUDARuntimeError, match="cudaErrorStreamCaptureUnsupported"):
+            s.synchronize()
+        with pytest.raises(cp.cuda.runtime.CUDARuntimeError, match="cudaErrorStreamCaptureInvalidated"):
+            s.end_capture()
+    assert not s.is_capturing()
     with pytest.raises(RuntimeError, match="default"):
         cp.cuda.Stream.null.begin_capture()
 

@@ -3,11 +3,12 @@
 Capture is modelled as CUDA does it (checked against CuPy v14's cupy/cuda/stream.pyx and graph.pyx, and the
 CUDA runtime's rules for stream capture): work issued on a capturing stream is recorded, not run, so the
 arrays it produces hold garbage (NaN, or 0 for integers) until the graph is launched, and in-place updates do
-not happen; Graph.launch() replays the recorded work, in order, on the same arrays. A device -> host read
-while capturing raises cudaErrorStreamCaptureUnsupported and invalidates the capture (end_capture then raises
-cudaErrorStreamCaptureInvalidated), as CuPy's test_graph.py shows. A host -> device copy while capturing
-raises too: on a GPU it is refused or, from pinned staging memory, replays the capture-time data. Work on
-another stream runs at once. What the stand-in does not model: memory addresses (an array freed during
+not happen; Graph.launch() replays the recorded work, in order, on the same arrays. A device -> host or host
+-> device copy on the capturing stream raises CuPy's RuntimeError ("the current stream is capturing, so D2H
+transfers are disallowed", cupy/cuda/memory.pyx) before reaching CUDA, so the capture goes on; a
+synchronize while capturing raises cudaErrorStreamCaptureUnsupported and invalidates the capture (end_capture
+then raises cudaErrorStreamCaptureInvalidated), as CuPy's tests/cupy_tests/cuda_tests/test_graph.py shows.
+Work on another stream runs at once. What the stand-in does not model: memory addresses (an array freed during
 capture stays alive here, held by the recording; on a GPU its memory goes back to the pool), and timing.
 """
 import contextlib
@@ -61,16 +62,20 @@ def _refuse(what):
                            f"capturing ({what})")
 
 
+def _capturing_here():
+    return _CAPTURE["stream"] is not None and _CURRENT[-1] is _CAPTURE["stream"]
+
+
 def check_host_read(what):
-    if _CAPTURE["stream"] is not None:
-        _refuse(what)
+    """A device -> host copy (.get(), float(), ...): CuPy refuses it on a capturing stream."""
+    if _capturing_here():
+        raise RuntimeError("the current stream is capturing, so D2H transfers are disallowed")
 
 
 def check_host_copy(what):
-    if _CAPTURE["stream"] is not None and _CURRENT[-1] is _CAPTURE["stream"]:
-        _CAPTURE["invalid"] = True
-        raise CUDARuntimeError(f"cudaErrorStreamCaptureUnsupported: {what} while the stream is capturing (a "
-                               "host -> device copy cannot be part of a CUDA graph; copy before the launch)")
+    """A host -> device copy (cupy.asarray of host data, ...): CuPy refuses it on a capturing stream."""
+    if _capturing_here():
+        raise RuntimeError("the current stream is capturing, so H2D transfers are disallowed")
 
 
 class Stream:
