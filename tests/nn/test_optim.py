@@ -115,3 +115,34 @@ def test_adamw_flat_step_is_the_per_parameter_update_bit_for_bit():
             np.testing.assert_array_equal(p.data, q.data, err_msg=n)
             for k in ("exp_avg", "exp_avg_sq"):
                 np.testing.assert_array_equal(flat.state[n][k], ref.state[n][k], err_msg=f"{k}.{n}")
+
+
+def test_adamw_keeps_its_flat_buffers_and_reads_numbers_from_an_array():
+    """What a recorded step (graphdiff.lm.capture) needs: p.data and the moments stay the same arrays from step
+    to step (updated in place), and the step's numbers read from an array give the same bits as Python
+    numbers; a replaced p.data (load_state_dict) starts new buffers from its values."""
+    rng = np.random.default_rng(1)
+    shapes = [(3, 4), (5,)]
+    a = [(f"p{k}", nn.Parameter(rng.standard_normal(s).astype(np.float32))) for k, s in enumerate(shapes)]
+    b = [(n, nn.Parameter(p.data.copy())) for n, p in a]
+    plain, arrays = nn.AdamW(a, lr=0.1, weight_decay=0.1), nn.AdamW(b, lr=0.1, weight_decay=0.1)
+    held = None
+    for step in range(4):
+        grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        for (_, p), (_, q), g in zip(a, b, grads):
+            p.grad, q.grad = g, g.copy()
+        plain.lr = arrays.lr = 0.1 / (step + 1)
+        plain.step()
+        key = ("numpy", "float32")
+        arrays.step(scalars={key: np.asarray(arrays.scalar_values(), dtype=np.float32)})
+        now = [q.data for _, q in b] + [arrays.state[n][k] for n, _ in b for k in ("exp_avg", "exp_avg_sq")]
+        if held is not None:
+            assert all(x is y for x, y in zip(now, held))
+        held = now
+        for (n, p), (_, q) in zip(a, b):
+            np.testing.assert_array_equal(p.data, q.data, err_msg=n)
+    b[0][1].data = b[0][1].data + 1.0                      # replaced: new buffers, from the new values
+    want = b[0][1].data.copy()
+    arrays.step()
+    assert b[0][1].data is not held[0]
+    assert np.abs(b[0][1].data - want).max() < 0.2
