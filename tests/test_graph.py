@@ -185,3 +185,24 @@ def test_names_given_late_are_the_names_given_at_build_time(eager):
     assert "name 'multiply_3' is already used by <Node 'multiply_3' multiply f64[]>" in names[-3]
     if eager:
         assert "log 'log' (inputs: 'subtract' f64[])" in names[-5]
+
+
+ELEMENTWISE = sorted(name for name, spec in gd.REGISTRY.items() if spec.elementwise)
+
+
+@pytest.mark.parametrize("opname", ELEMENTWISE)
+@pytest.mark.parametrize("shape, dtype", [((), "float64"), ((2, 3), "float32")])
+def test_elementwise_nodes_built_without_rules_are_what_the_rules_give(opname, shape, dtype):
+    """Float inputs of one shape and dtype skip an elementwise op's rules (Graph.add_node): the node must
+    be what they give; other inputs still go through them."""
+    spec = gd.REGISTRY[opname]
+    g = gd.Graph(dtype=dtype)
+    xs = [g.param(f"x{i}", np.ones(shape)) for i in range(spec.arity)]
+    node = spec(*xs)
+    assert node.shape == spec.shape(*(x.shape for x in xs)) and node.dtype == dtype
+    wide = g.param("wide", np.ones((4, 2, 3)), dtype="float64")
+    mixed = spec(*([wide] + xs[1:]))              # broadcast (binary) and/or promoted: by the rules
+    assert mixed.shape == (4, 2, 3) and mixed.dtype == "float64"
+    ids = g.input("ids", shape, dtype="int64")
+    with pytest.raises(gd.DTypeError, match=f"{opname} '{opname}_2': input 0 \\('ids'"):
+        spec(*([ids] + xs[1:]))
