@@ -326,14 +326,22 @@ def bound_rules(plan, F):
     rules = plan.rules.get(key)
     if rules is None:
         rules = plan.rules[key] = {}
+        shared = {}                         # op -> its rule bound to F, for the nodes without attrs
         for u, slots in plan.pushes:
             if slots:
-                spec = u.spec.impl(F)       # a fused kernel has make_vjp exactly where the op has it
-                if spec.make_vjp is not None:
-                    rules[u] = partial(spec.make_vjp, F, **u.attrs)
+                if u.attrs:
+                    rules[u] = _bind_rule(u.spec, F, u.attrs)
                 else:
-                    rules[u] = partial(spec.vjp, F, **u.attrs)
+                    rule = shared.get(u.spec)
+                    if rule is None:
+                        rule = shared[u.spec] = _bind_rule(u.spec, F, u.attrs)
+                    rules[u] = rule
     return rules
+
+
+def _bind_rule(spec, F, attrs):
+    spec = spec.impl(F)                     # a fused kernel has make_vjp exactly where the op has it
+    return partial(spec.vjp if spec.make_vjp is None else spec.make_vjp, F, **attrs)
 
 
 class SymbolicRun(Run):

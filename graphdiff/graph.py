@@ -68,7 +68,9 @@ class Node:
     """One vertex of a Graph: a leaf (input, param, constant) or the result of an op on earlier nodes.
 
     Attributes:
-        name: unique within the graph, including the scope ("block0/attn/qk").
+        name: unique within the graph, including the scope ("block0/attn/qk"). A node named after its op
+            (or "const") gets its number when a name is first needed (Graph._name_pending): the one it
+            would have got when built.
         op: the op's name ("matmul"), None for leaves.  attrs: the op's static arguments (axis=...).
         inputs: tuple of Nodes, one per input slot (x*x has the same node twice).
         shape, dtype: fixed when the node is built ("float32", "int64", ...).
@@ -79,7 +81,7 @@ class Node:
             value it was computed from (leaves: when they were set; -1: none or a failed run).
     """
 
-    __slots__ = ("graph", "name", "op", "spec", "attrs", "inputs", "shape", "dtype", "kind", "scope",
+    __slots__ = ("graph", "_name", "op", "spec", "attrs", "inputs", "shape", "dtype", "kind", "scope",
                  "out", "stamp", "grad", "index", "_requires_grad", "__weakref__")
 
     # NumPy must not turn `array * node` into an object array: defer to Node's reflected operators
@@ -87,7 +89,7 @@ class Node:
 
     def __init__(self, graph, name, kind, shape, dtype, spec=None, inputs=(), attrs=None, scope=""):
         self.graph = graph
-        self.name = name
+        self._name = name                 # None: named later, in creation order (Graph._name_pending)
         self.kind = kind
         self.shape = shape if type(shape) is tuple else tuple(shape)
         self.dtype = dtype
@@ -101,6 +103,23 @@ class Node:
         self.grad = None
         self.index = len(graph.nodes)
         self._requires_grad = kind == "param"
+
+    @property
+    def name(self):
+        name = self._name
+        return name if name is not None else self.graph.name_of(self)
+
+    @name.setter
+    def name(self, name):
+        if self._name is not None:
+            raise GraphError(f"node '{self._name}' is named already; a node's name never changes (feeds, "
+                             "saved params and diagrams refer to it)")
+        self._name = name
+
+    @property
+    def named(self):
+        """Whether the node's name is given (one named after its op gets it when first asked: Graph.name_of)."""
+        return self._name is not None
 
     # --- values --------------------------------------------------------------------------------
     @property
@@ -269,7 +288,8 @@ class Graph:
         self.check_finite = check_finite
         self.training = True
         self.nodes = []
-        self._by_name = {}
+        self._by_name = {}        # name -> node, for nodes[:_named]; later ones get their names when asked
+        self._named = 0
         self._counters = {}
         self._scope = []
         self.current_scope = ""   # "block0/attn" inside g.scope("block0"), g.scope("attn")
@@ -309,6 +329,8 @@ class Graph:
         return f"{s}/{name}" if s else name
 
     def _unique(self, base):
+        """base, or base_k with the next free k: the name the next node called base gets (after every
+        earlier node's name is known: _claim)."""
         by_name = self._by_name
         if base not in by_name:
             return base
@@ -320,21 +342,51 @@ class Graph:
         self._counters[base] = k
         return cand
 
+    def _names(self):
+        """The name -> node index, complete: the nodes named after their op (or "const") get their names now,
+        in creation order, as they would have got them when built (a name given later cannot take one
+        that an earlier node would have had). Names cost a string and a dict entry per node; most scalar
+        graphs never look at them."""
+        nodes, by_name = self.nodes, self._by_name
+        for k in range(self._named, len(nodes)):
+            node = nodes[k]
+            if not node.named:
+                node.name = self._unique(_base_name(node))
+            by_name[node.name] = node
+        self._named = len(nodes)
+        return by_name
+
+    def _claim(self, base):
+        """The unique name of a node being built now (an explicit name, or one an error message needs)."""
+        self._names()
+        return self._unique(base)
+
+    def name_of(self, node):
+        """The name of a node built without one (node.name asks this): every pending name is given now,
+        in creation order, as each would have been when its node was built."""
+        if node.index < len(self.nodes) and self.nodes[node.index] is node:
+            self._names()
+        else:                                 # built but never added (its eager computation failed)
+            node.name = self._claim(_base_name(node))
+        return node.name
+
     def _leaf_name(self, kind, name):
         if not isinstance(name, str) or not name:
             raise GraphError(f"a {kind} needs a non-empty string name, got {name!r}")
         full = self._full(name)
-        if full in self._by_name:
-            raise GraphError(f"name '{full}' is already used by {self._by_name[full]!r}; "
+        by_name = self._names()
+        if full in by_name:
+            raise GraphError(f"name '{full}' is already used by {by_name[full]!r}; "
                              f"{kind}s are fed and saved by name, so give this one another name or scope")
         return full
 
     def node(self, name):
         """The node called `name` (its full, scoped name)."""
+        by_name = self._names()
         try:
-            return self._by_name[name]
+            return by_name[name]
         except KeyError:
-            near = difflib.get_close_matches(name, list(self._by_name), n=3)
+            near = difflib.get_close_matches(name, list(by_name), n=3)
             hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
             raise GraphError(f"no node named {name!r} in this graph{hint}") from None
 
@@ -343,7 +395,7 @@ class Graph:
 
     def __contains__(self, name):
         """'block0/attn/qk' in g: is a node called that (its full, scoped name)?"""
-        return name in self._by_name
+        return name in self._names()
 
     def tick(self):
         """The next stamp: newer than every value set or computed so far."""
@@ -409,7 +461,7 @@ class Graph:
                 raise DTypeError(f"constant {name or ''} of dtype {host.dtype} is not supported; "
                                  f"use one of {', '.join(DTYPES)}")
         dtype = dtype_name(dtype)
-        full = self._unique(self._full(name or "const"))
+        full = self._claim(self._full(name or "const"))
         node = Node(self, full, "constant", host.shape, dtype, scope=self.current_scope)
         node.out = self.backend.from_host(host, dtype)
         return self._register(node)
@@ -418,19 +470,17 @@ class Graph:
         """What constant(value, name) makes of a Python number in the graph's float dtype, made directly:
         x * 2.0 and micrograd-style graphs make one constant per number, so its cost is per node."""
         scope = self.current_scope
-        base = name or "const"
-        full = self._unique(f"{scope}/{base}" if scope else base)
+        full = None if name is None else self._claim(f"{scope}/{name}" if scope else name)
         node = Node(self, full, "constant", (), self.dtype, None, (), None, scope)
         node.out = self.backend.from_host(value, self.dtype)
         node.stamp = 0
         self.nodes.append(node)
-        self._by_name[full] = node
         self.version += 1
         return node
 
     def _register(self, node):
+        """Add a leaf named when built (its name claimed after every earlier node's: _names)."""
         self.nodes.append(node)
-        self._by_name[node.name] = node
         if node.kind == "constant":
             node.stamp = 0
         elif node.out is not None and node.kind != "op":
@@ -539,8 +589,38 @@ class Graph:
 
         inputs: a tuple of this graph's Nodes; attrs: a dict (the node keeps it)."""
         scope = self.current_scope
-        base = name or spec.name
-        full = self._unique(f"{scope}/{base}" if scope else base)
+        full = None if name is None else self._claim(f"{scope}/{name}" if scope else name)
+        n = len(inputs)
+        x = inputs[0] if n else None
+        if (spec.elementwise and n == spec.arity and x.dtype in FLOAT_DTYPES
+                and (n == 1 or (inputs[1].shape == x.shape and inputs[1].dtype == x.dtype))):
+            shape, dtype = x.shape, x.dtype   # float inputs of one shape and dtype: no rule can fail
+        else:
+            try:
+                shape, dtype = self._rules(spec, inputs, attrs, full)
+            except Exception:
+                if full is not None:
+                    raise
+                # the message names the node: its number is taken now, as if it had been added
+                full = self._claim(f"{scope}/{spec.name}" if scope else spec.name)
+                shape, dtype = self._rules(spec, inputs, attrs, full)
+        node = Node(self, full, "op", shape, dtype, spec, inputs, attrs, scope)
+        if self.eager:
+            for x in inputs:
+                if x.out is None:
+                    break
+            else:
+                try:
+                    self.engine.compute(node)     # before it joins the graph: a failed op leaves no node
+                except BaseException:
+                    node.name                      # its number is taken, as if it had been added
+                    raise
+        self.nodes.append(node)
+        self.version += 1
+        return node
+
+    def _rules(self, spec, inputs, attrs, full):
+        """(shape, dtype) of a node of spec on inputs by the op's rules; errors name the node `full`."""
         n = len(inputs)
         if spec.slots == "float" and (spec.arity is None or spec.arity == n):   # most ops: a quick pass
             dtype = inputs[0].dtype if n else None
@@ -564,17 +644,7 @@ class Graph:
         except ShapeError as e:
             ins = ", ".join(f"{x.name!r} {describe(x.shape, x.dtype)}" for x in inputs)
             raise ShapeError(f"{spec.name} '{full}': {e} (inputs: {ins})") from None
-        node = Node(self, full, "op", shape, dtype, spec, inputs, attrs, scope)
-        if self.eager:
-            for x in inputs:
-                if x.out is None:
-                    break
-            else:
-                self.engine.compute(node)     # before it joins the graph: a failed op leaves no node
-        self.nodes.append(node)
-        self._by_name[full] = node
-        self.version += 1
-        return node
+        return shape, dtype
 
     def _check_slots(self, spec, inputs, full):
         """Check each input against its slot's kind (float, int, bool, any); the dtype the node gets
@@ -666,6 +736,12 @@ class Graph:
 
 _SHAPE, _DTYPE = attrgetter("shape"), attrgetter("dtype")
 _EXACT = 2 ** 53      # ints below this are exact in float64: wrap makes them constants directly
+
+
+def _base_name(node):
+    """What a node built without a name is called before its number: scope/op (or scope/const)."""
+    base = node.op or "const"
+    return f"{node.scope}/{base}" if node.scope else base
 
 
 def _promote(inputs, default):

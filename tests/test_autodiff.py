@@ -363,3 +363,38 @@ def test_the_first_staleness_check_of_a_plan_and_later_ones_agree(case):
     t = np.tanh(w.value)
     for variant in gd.VARIANTS * 2:
         assert g.backward(y, variant=variant)[w] == pytest.approx(2 * t * (1 - t * t))
+
+
+def _scalar_session(g, y, variant, trace):
+    g.forward(outputs=y)
+    events = [] if trace else None
+    grads = g.backward(y, variant=variant, trace=events)
+    return ({n.name: float(v) for n, v in grads.items()},
+            [(e.kind,) + tuple(getattr(e, f).name if hasattr(getattr(e, f), "name") else getattr(e, f)
+                               for f in e._fields) for e in events or []])
+
+
+@pytest.mark.parametrize("variant", gd.VARIANTS)
+@pytest.mark.parametrize("trace", [False, True], ids=["plain", "traced"])
+def test_shared_bindings_run_like_per_node_ones(variant, trace):
+    """Nodes of an op without attrs share one forward and one VJP bound to the backend (execution and
+    autodiff bind them once per op); nodes with attrs (gelu's approximate) are bound one by one. A fresh
+    graph's first run, its later runs (steps and plans kept, then compiled) and runs with NumPy's
+    kernels off give the same values, gradients and trace events."""
+    def build():
+        g = gd.Graph(dtype="float64")
+        x, w, b = g.param("x", 0.3), g.param("w", -0.7), g.param("b", 0.2)
+        h = x
+        for k in range(4):
+            h = gd.gelu(h * w + b, approximate="tanh" if k % 2 else "none") + gd.tanh(h) * x
+        return g, h
+    g, y = build()
+    first = _scalar_session(g, y, variant, trace)
+    again = [_scalar_session(g, y, variant, trace) for _ in range(4)]
+    with gd.fused_kernels(False):
+        g2, y2 = build()
+        off = _scalar_session(g2, y2, variant, trace)
+    for other in again + [off]:
+        assert other[1] == first[1]
+        assert other[0] == pytest.approx(first[0], rel=1e-13, abs=1e-15)
+    assert list(first[0]) == ["x", "w", "b"] and (not trace or len(first[1]) > 30)

@@ -138,3 +138,71 @@ def test_names_skip_over_ones_a_user_took():
     taken = g.param("tanh_1", 1.0)
     assert [gd.tanh(x).name, gd.tanh(x, name="tanh").name, gd.tanh(x).name] == ["tanh_2", "tanh_3", "tanh_4"]
     assert g["tanh_1"] is taken
+
+
+def _naming_session(eager, look_now):
+    """Nodes named after their op get their names when first asked for (Graph._names); look_now asks
+    right after each node is built, which is when every name used to be given."""
+    g = gd.Graph(dtype="float64", eager=eager, check_finite=eager)
+    made = []
+
+    def keep(n):
+        if look_now:
+            n.name
+        made.append(n)
+    x, w = g.param("x", 0.5), g.param("w", np.ones(2))
+    keep(x), keep(w), keep(x * x), keep(x * x), keep(gd.multiply(x, x, name="multiply_2")), keep(x * x)
+    keep(x * 2.0), keep(x + 3.0), keep(g.constant(1.0, name="const_1")), keep(g.constant(2.0))
+    with g.scope("blk"):
+        keep(x * x), keep(gd.tanh(x)), keep(gd.tanh(x)), keep(g.constant(4.0)), keep(gd.tanh(x, name="tanh"))
+    keep(gd.tanh(x, name="blk/tanh"))
+    with pytest.raises(gd.ShapeError) as e:      # the message names the node the op would have made
+        x + w * np.ones(3)
+    made.append(str(e.value))
+    keep(x + x), keep(w * w)
+    if eager:
+        with pytest.raises(gd.NonFiniteError) as e:
+            gd.log(x - 1.0)
+        made.append(str(e.value))
+        keep(gd.log(x))
+    with pytest.raises(gd.GraphError) as e:      # a leaf still collides with an op's (pending) name
+        g.param("multiply_3", 1.0)
+    made.append(str(e.value))
+    keep(g.param("multiply_9", 1.0)), keep(x * x)
+    return [m if isinstance(m, str) else m.name for m in made]
+
+
+@pytest.mark.parametrize("eager", [False, True], ids=["lazy", "eager"])
+def test_names_given_late_are_the_names_given_at_build_time(eager):
+    names = _naming_session(eager, look_now=False)
+    assert names == _naming_session(eager, look_now=True)
+    assert [n for n in names if "'" not in n] == (
+        ["x", "w", "multiply", "multiply_1", "multiply_2", "multiply_3", "multiply_4", "add", "const_1_1",
+         "const_2", "blk/multiply", "blk/tanh", "blk/tanh_1", "blk/const", "blk/tanh_2", "blk/tanh_3", "add_1",
+         "multiply_6"] + (["log"] if eager else []) + ["multiply_9", "multiply_7"])
+    assert "multiply 'multiply_5': shapes (2,) and (3,) do not broadcast" in names[16]
+    assert "'const_3' f64[3]" in names[16]
+    assert "name 'multiply_3' is already used by <Node 'multiply_3' multiply f64[]>" in names[-3]
+    if eager:
+        assert "log 'log' (inputs: 'subtract' f64[])" in names[-5]
+
+
+ELEMENTWISE = sorted(name for name, spec in gd.REGISTRY.items() if spec.elementwise)
+
+
+@pytest.mark.parametrize("opname", ELEMENTWISE)
+@pytest.mark.parametrize("shape, dtype", [((), "float64"), ((2, 3), "float32")])
+def test_elementwise_nodes_built_without_rules_are_what_the_rules_give(opname, shape, dtype):
+    """Float inputs of one shape and dtype skip an elementwise op's rules (Graph.add_node): the node must
+    be what they give; other inputs still go through them."""
+    spec = gd.REGISTRY[opname]
+    g = gd.Graph(dtype=dtype)
+    xs = [g.param(f"x{i}", np.ones(shape)) for i in range(spec.arity)]
+    node = spec(*xs)
+    assert node.shape == spec.shape(*(x.shape for x in xs)) and node.dtype == dtype
+    wide = g.param("wide", np.ones((4, 2, 3)), dtype="float64")
+    mixed = spec(*([wide] + xs[1:]))              # broadcast (binary) and/or promoted: by the rules
+    assert mixed.shape == (4, 2, 3) and mixed.dtype == "float64"
+    ids = g.input("ids", shape, dtype="int64")
+    with pytest.raises(gd.DTypeError, match=f"{opname} '{opname}_2': input 0 \\('ids'"):
+        spec(*([ids] + xs[1:]))

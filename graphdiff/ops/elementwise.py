@@ -2,7 +2,7 @@
 import math
 
 from .registry import REGISTRY, apply, broadcast_shapes, op, same_shape
-from ..graph import dtype_name
+from ..graph import Node, dtype_name
 
 __all__ = ["add", "subtract", "multiply", "divide", "power", "negative", "exp", "log", "sqrt", "tanh",
            "sigmoid", "relu", "gelu", "abs", "erf", "sign", "maximum", "minimum", "where", "astype", "greater",
@@ -349,6 +349,8 @@ def _binary(spec_name):
     spec = REGISTRY[spec_name]
 
     def fn(a, b, name=None):
+        if type(a) is Node and type(b) is Node and a.graph is b.graph:     # most calls: skip apply's checks
+            return a.graph.add_node(spec, (a, b), {}, name)
         return apply(spec, (a, b), name=name)
     fn.__name__ = spec_name
     fn.__doc__ = f"{spec.doc}. Args: a, b: Nodes, arrays or numbers (broadcast). name: optional node name."
@@ -359,6 +361,8 @@ def _unary(spec_name):
     spec = REGISTRY[spec_name]
 
     def fn(x, name=None):
+        if type(x) is Node:
+            return x.graph.add_node(spec, (x,), {}, name)
         return apply(spec, (x,), name=name)
     fn.__name__ = spec_name
     fn.__doc__ = f"{spec.doc}. Args: x: a Node. name: optional node name."

@@ -50,7 +50,7 @@ class OpDef:
     """A registered op. Attributes mirror the class given to @op."""
 
     __slots__ = ("name", "arity", "slots", "shape", "forward", "forward_res", "vjp", "make_vjp", "dtype",
-                 "differentiable", "random", "doc", "cls", "kernels")
+                 "differentiable", "random", "doc", "cls", "kernels", "elementwise")
 
     def __init__(self, name, cls, arity, slots, differentiable, random):
         self.name = name
@@ -65,6 +65,10 @@ class OpDef:
         self.random = random
         self.doc = (cls.__doc__ or "").strip()
         self.kernels = {}                        # backend name -> Kernel
+        # float inputs of one shape and dtype give a node of that shape and dtype, and nothing to check
+        # (Graph.add_node skips the rules then)
+        self.elementwise = (slots == "float" and arity in (1, 2) and self.dtype is None
+                            and self.shape in (broadcast_shapes, same_shape))
 
     def impl(self, F):
         """What runs this op on backend F: its fused kernel for F while kernels are on, else the op itself."""
