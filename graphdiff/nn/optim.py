@@ -156,9 +156,14 @@ class AdamW(Optimizer):
                 continue
             B = backend_of(members[0][1].data)
             states = [self.state[name] for name, _ in members]
-            data, m, v = self._flat_state(key, members, states, B)
+            data, m, v, views = self._flat_state(key, members, states, B)
             g = B.concat([B.reshape(p.grad, (-1,)) for _, p in members])
             self.flat_update(data, g, m, v, B, None if scalars is None else scalars[key])
+            if views is not None:               # new buffers: hand out their views once updated (a graph's
+                for (_, p), view in zip(members, views):    # param takes a copy of what it is given)
+                    p.data = view
+                if all(p.data is view for (_, p), view in zip(members, views)):
+                    self._flat[key][4] = views      # else (a graph's param keeps a copy) new buffers each step
 
     def groups(self):
         """{(backend name, dtype): [(name, Parameter)]} of the parameters with a gradient."""
@@ -171,17 +176,18 @@ class AdamW(Optimizer):
     def _flat_state(self, key, members, states, B):
         """The group's flat values and moments: last step's buffers while the parameters and the state
         still hold the views handed out then (nothing copied), else new buffers concatenated from them (a
-        missing moment is 0: b1 * 0 + (1 - b1) g is (1 - b1) g, bit for bit), whose views are handed out."""
+        missing moment is 0: b1 * 0 + (1 - b1) g is (1 - b1) g, bit for bit): then also the views of the
+        values, for step() to hand out after the update. Returns (data, m, v, views or None)."""
         names = [name for name, _ in members]
         kept = getattr(self, "_flat", None)
         if kept is None:
             kept = self._flat = {}
         last = kept.get(key)
-        if (last is not None and last[0] == names
+        if (last is not None and last[0] == names and last[4] is not None
                 and all(p.data is a for (_, p), a in zip(members, last[4]))
                 and all(st.get("exp_avg") is a for st, a in zip(states, last[5]))
                 and all(st.get("exp_avg_sq") is a for st, a in zip(states, last[6]))):
-            return last[1], last[2], last[3]
+            return last[1], last[2], last[3], None
 
         def flat(arrays):
             return B.concat([B.reshape(a, (-1,)) for a in arrays])
@@ -189,16 +195,15 @@ class AdamW(Optimizer):
         data = flat([p.data for _, p in members])
         m = flat([st.get("exp_avg", z) for st, z in zip(states, zero)])
         v = flat([st.get("exp_avg_sq", z) for st, z in zip(states, zero)])
-        start = 0
+        start, views = 0, []
         for (name, p), st in zip(members, states):
             n, shape = p.data.size, p.data.shape
-            p.data = B.reshape(data[start:start + n], shape)
+            views.append(B.reshape(data[start:start + n], shape))
             st["exp_avg"] = B.reshape(m[start:start + n], shape)
             st["exp_avg_sq"] = B.reshape(v[start:start + n], shape)
             start += n
-        kept[key] = (names, data, m, v, [p.data for _, p in members], [st["exp_avg"] for st in states],
-                     [st["exp_avg_sq"] for st in states])
-        return data, m, v
+        kept[key] = [names, data, m, v, None, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states]]
+        return data, m, v, views
 
     def scalar_values(self, t=None):
         """The numbers of step t (default: the next one) that flat_update reads from `scalars`: the weight
