@@ -7,6 +7,7 @@ What it keeps from CuPy (checked against CuPy v14.2.0's cupy/_core/core.pyx, _ke
 - ufuncs and operators refuse NumPy arrays ("Unsupported type"), except 0-d ones next to an operator;
   Python and NumPy scalars are fine; NumPy ufuncs and functions on device arrays dispatch here;
 - reductions return 0-d device arrays, never host scalars; `take` wraps out-of-range indices silently;
+- `fuse` is CuPy's old fusion, refusing what it refuses (see _fusion.py);
 - `.get()`, `asnumpy`, `bool()`, `float()`, `int()`, `.item()`, `.tolist()`, repr and format read the device
   back: each is counted in `standin.syncs` (host -> device copies in `standin.to_device`, and device work,
   the elements of every array an operation produces, in `standin.elements`).
@@ -18,7 +19,8 @@ import traceback as _traceback
 import numpy as _np
 from numpy import bool_, dtype, float32, float64, int32, int64, inf, nan, newaxis  # noqa: F401  (as CuPy)
 
-from . import cuda  # noqa: F401
+from . import _fusion, cuda  # noqa: F401
+from ._fusion import fuse  # noqa: F401
 
 __version__ = "14.2.0+standin"
 bool = _np.bool  # noqa: A001  (CuPy >= 14 with NumPy 2 exports `bool`)
@@ -261,6 +263,8 @@ def _elementwise(name):
     fn = getattr(_np, name)
 
     def kernel(*args, **kwargs):
+        if _fusion.tracing():                 # inside cupy.fuse: recorded, not run (_kernel.pyx:1261)
+            return _fusion.call_ufunc(name, fn, args, kwargs)
         out = kwargs.pop("out", None)
         if out is None:
             return _wrap(fn(*[_operand(a) for a in args], **kwargs))
@@ -277,6 +281,9 @@ def _routine(name, fn=None):
     fn = fn or getattr(_np, name)
 
     def routine(*args, **kwargs):
+        if _fusion.tracing() and (name in _fusion._REDUCTIONS or _builtins.any(
+                isinstance(a, _fusion._Var) for a in list(args) + list(kwargs.values()))):
+            return _fusion.call_routine(name, args, kwargs)
         args = [[_device(x) for x in a] if isinstance(a, (list, tuple)) and name in ("concat", "concatenate",
                                                                                     "stack") else _device(a)
                 for a in args]
