@@ -24,7 +24,6 @@ from .registry import REGISTRY, kernel
 from ..errors import KernelError
 
 SWITCH = "GRAPHDIFF_CUPY_KERNELS"
-FLOATS = ("float32", "float64")
 
 
 class Fused:
@@ -81,12 +80,6 @@ LAYER_NORM_DX = Fused("layer_norm", fm.layer_norm_dx)
 ALL = [v for v in list(globals().values()) if isinstance(v, Fused)]
 
 
-def _fast(F, *arrays):
-    """True when the arrays share one dtype, float32 or float64, and are not empty (the kernels' fast path)."""
-    dt = arrays[0].dtype
-    return str(dt) in FLOATS and all(a.dtype == dt for a in arrays) and arrays[0].size > 0
-
-
 def _last(x, axis):
     return isinstance(axis, int) and x.ndim > 0 and axis % x.ndim == x.ndim - 1
 
@@ -96,7 +89,7 @@ class Gelu:
     """GELU: output and residual in one kernel, the VJP in one."""
 
     def forward_res(F, x, approximate="none"):
-        if not _fast(F, x):
+        if not fm.fast_path(x):
             return REGISTRY["gelu"].forward_res(F, x, approximate=approximate)
         return (GELU_TANH if approximate == "tanh" else GELU_ERF)(x)
 
@@ -106,7 +99,7 @@ class Gelu:
         slope = GELU_TANH_VJP if approximate == "tanh" else GELU_ERF_VJP
 
         def vjp(i, g):
-            if not _fast(F, x, keep, g):
+            if not fm.fast_path(x, keep, g):
                 return REGISTRY["gelu"].make_vjp(F, xs, out, keep, approximate=approximate)(i, g)
             return slope(x, keep, g)
         return vjp
@@ -117,14 +110,14 @@ class Softmax:
     """softmax along the last axis: exp(x - max) fused, CuPy's row sums."""
 
     def forward(F, x, axis=-1):
-        if not (_fast(F, x) and _last(x, axis)):
+        if not (fm.fast_path(x) and _last(x, axis)):
             return REGISTRY["softmax"].forward(F, x, axis=axis)
         e = EXP_SHIFTED(x, F.max(x, axis=-1, keepdims=True))
         e /= F.sum(e, axis=-1, keepdims=True)
         return e
 
     def vjp(F, i, g, xs, out, axis=-1):           # J^T g = s * (g - <g, s>)
-        if not (_fast(F, g, out) and _last(out, axis)):
+        if not (fm.fast_path(g, out) and _last(out, axis)):
             return REGISTRY["softmax"].vjp(F, i, g, xs, out, axis=axis)
         return SOFTMAX_VJP(out, g, F.sum(g * out, axis=-1, keepdims=True))
 
@@ -134,13 +127,13 @@ class LogSoftmax:
     """log_softmax along the last axis: x - (max + log(sum(exp(x - max)))), two fused passes."""
 
     def forward(F, x, axis=-1):
-        if not (_fast(F, x) and _last(x, axis)):
+        if not (fm.fast_path(x) and _last(x, axis)):
             return REGISTRY["log_softmax"].forward(F, x, axis=axis)
         shift = F.max(x, axis=-1, keepdims=True)
         return LOG_SOFTMAX_OUT(x, shift, F.sum(LOG_EXP_SHIFTED(x, shift), axis=-1, keepdims=True))
 
     def vjp(F, i, g, xs, out, axis=-1):           # g - exp(out) * sum(g)
-        if not (_fast(F, g, out) and _last(out, axis)):
+        if not (fm.fast_path(g, out) and _last(out, axis)):
             return REGISTRY["log_softmax"].vjp(F, i, g, xs, out, axis=axis)
         return LOG_SOFTMAX_VJP(out, g, F.sum(g, axis=-1, keepdims=True))
 
@@ -151,7 +144,7 @@ class LayerNorm:
     gradients are the rule's (GEMMs with a ones row)."""
 
     def forward_res(F, x, gamma, beta, eps=1e-5):   # keeps (xhat, rstd), as the rule
-        if not _fast(F, x, gamma, beta):
+        if not fm.fast_path(x, gamma, beta):
             return REGISTRY["layer_norm"].forward_res(F, x, gamma, beta, eps=eps)
         mean = F.mean(x, axis=-1, keepdims=True)
         rstd = RECIPROCAL_STD(F.mean(SQUARED_DEVIATION(x, mean), axis=-1, keepdims=True), eps)
@@ -166,7 +159,7 @@ class LayerNorm:
         rule = REGISTRY["layer_norm"].make_vjp(F, xs, out, res, eps=eps)
 
         def vjp(i, g):
-            if i != 0 or not _fast(F, g, xhat, rstd, gamma):
+            if i != 0 or not fm.fast_path(g, xhat, rstd, gamma):
                 return rule(i, g)
             d, dxhat = LAYER_NORM_D(g, gamma, xhat)
             return LAYER_NORM_DX(d, xhat, rstd, F.mean(d, axis=-1, keepdims=True),

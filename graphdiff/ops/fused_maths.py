@@ -19,10 +19,22 @@ Written for the old fusion of CuPy 14 (cupy/_core/fusion.pyx), the path cupy.fus
 """
 import math
 
+import numpy as np
+
 GELU_C = math.sqrt(2.0 / math.pi)        # tanh GELU: tanh(GELU_C * (x + GELU_A x^3))
 GELU_A = 0.044715
 INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def fast_path(*arrays):
+    """True when the arrays (NumPy's or CuPy's) share one dtype, float32 or float64, and are not empty: what
+    the fused kernels take; they hand anything else to the op's rule."""
+    dt = arrays[0].dtype
+    return dt in FLOATS and all(a.dtype == dt for a in arrays) and arrays[0].size > 0
 
 
 class Maths:
@@ -36,7 +48,6 @@ class Maths:
 
 
 def numpy_maths():
-    import numpy as np
     from scipy.special import erf
     return Maths(np, erf)
 
