@@ -306,7 +306,7 @@ for _name in ("abs", "absolute", "add", "subtract", "multiply", "divide", "true_
               "exp", "log", "log1p", "sqrt", "tanh", "cos", "sin", "sign", "equal", "not_equal", "greater",
               "greater_equal", "less", "less_equal", "logical_and", "logical_or", "logical_not", "maximum",
               "minimum", "isfinite", "isnan", "isinf", "where", "matmul", "floor_divide", "remainder",
-              "bitwise_and", "bitwise_or", "bitwise_xor", "square"):
+              "bitwise_and", "bitwise_or", "bitwise_xor", "square", "invert"):
     globals()[_name] = _elementwise(_name)
 for _name in ("all", "any", "argmax", "argmin", "broadcast_to", "concatenate", "expand_dims", "max", "mean",
               "min", "reshape", "squeeze", "stack", "sum", "prod", "transpose", "swapaxes", "zeros_like",
