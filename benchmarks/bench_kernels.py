@@ -5,6 +5,11 @@ in one process, alternating rounds, one thread.
     python benchmarks/bench_kernels.py [--rounds 30] [--only softmax layer_norm] [--quick]
 
 Writes benchmarks/results/kernels.json.
+
+--backend cupy (a GPU; benchmarks/gpu_check.sh runs it): the fused CuPy kernels (ops/fused_cupy.py) at the
+H200 GPT's shapes (B 64, T 256, C 384, 6 heads), first checked against the rules on the device (float32 at
+those shapes, float64 at smaller ones; exit 1 on a mismatch or on a kernel CuPy traced with new_fusion), then
+timed against the rules with a device sync. Writes benchmarks/results/kernels_cupy.json.
 """
 import argparse
 
@@ -119,11 +124,102 @@ def cases():
     return out
 
 
+# --- CuPy: the fused CuPy kernels against the rules, checked and timed on the device ---------------------
+def cupy_inputs(B_, T_, C_, NH_, dtype, rng):
+    """{op: (inputs, attrs, slots)} at a GPT's shapes, on the host."""
+    def x(*shape, scale=1.0):
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+    att = x(B_, NH_, T_, T_, scale=2.0)
+    att[..., np.triu_indices(T_, 1)[0], np.triu_indices(T_, 1)[1]] = -1e9       # the causal mask's NEG
+    return {"gelu tanh": ("gelu", [x(B_, T_, 4 * C_, scale=3.0)], {"approximate": "tanh"}, [0]),
+            "gelu erf": ("gelu", [x(B_, T_, 4 * C_, scale=3.0)], {"approximate": "none"}, [0]),
+            "softmax": ("softmax", [att], {"axis": -1}, [0]),
+            "log_softmax": ("log_softmax", [x(B_ * T_, V, scale=3.0)], {"axis": -1}, [0]),
+            "layer_norm": ("layer_norm", [x(B_, T_, C_) * 2.0 + 0.5, x(C_), x(C_)], {"eps": 1e-5}, [0, 1, 2])}
+
+
+def cupy_check(cases, F, tol):
+    """Each kernel's forward, residuals and VJPs against the rule's, on the device; the failures' lines."""
+    import cupy
+    bad = []
+    for case, (name, xs, attrs, slots) in cases.items():
+        spec = REGISTRY[name]
+        kern = spec.kernels["cupy"]
+        dxs = [cupy.asarray(a) for a in xs]
+        out_r, res_r = run_forward(spec, F, dxs, attrs)
+        out_k, res_k = run_forward(kern, F, dxs, attrs)
+        g = cupy.asarray(np.random.default_rng(1).standard_normal(out_r.shape).astype(out_r.dtype))
+        pairs = [("forward", out_k, out_r)]
+        if res_r is not None:
+            both = [r if isinstance(r, tuple) else (r,) for r in (res_k, res_r)]
+            pairs += [(f"residual {k}", a, b) for k, (a, b) in enumerate(zip(*both))]
+        want = run_vjps(spec, F, dxs, out_r, res_r, attrs, g, slots)
+        got = run_vjps(kern, F, dxs, out_r, res_k, attrs, g, slots)
+        pairs += [(f"vjp slot {i}", a, b) for i, a, b in zip(slots, got, want)]
+        for what, a, b in pairs:
+            a, b = cupy.asnumpy(a), cupy.asnumpy(b)
+            err = float(np.max(np.abs(a - b) / (tol["atol"] + tol["rtol"] * np.abs(b)))) if a.size else 0.0
+            ok = a.shape == b.shape and a.dtype == b.dtype and err <= 1.0
+            print(f"  check {case:12s} {str(a.dtype):8s} {what:12s} error/tolerance {err:8.3f} "
+                  f"{'ok' if ok else 'MISMATCH'}")
+            if not ok:
+                bad.append(f"{case} {a.dtype} {what}: {a.shape} {a.dtype} vs {b.shape} {b.dtype}, {err:.3g}x tol")
+    return bad
+
+
+def cupy_main(args):
+    import cupy
+    from graphdiff.backend import get_backend
+    from graphdiff.ops import fused_cupy
+    F_ = get_backend("cupy")
+    shape = (4, 32, 64, 4) if args.quick else (64, 256, 384, 6)          # B, T, C, heads
+    rng = np.random.default_rng(0)
+    bad = cupy_check(cupy_inputs(*shape, "float32", rng), F_, {"rtol": 1e-4, "atol": 1e-5})
+    small = (4, 32, 64, 4) if args.quick else (8, 128, 384, 6)
+    bad += cupy_check(cupy_inputs(*small, "float64", rng), F_, {"rtol": 1e-10, "atol": 1e-12})
+    on_new = [f.name for f in fused_cupy.ALL if f.fused is not None and f.fused.new_fusion is not None]
+    if on_new:
+        bad.append(f"traced by CuPy's new_fusion, not the old fusion: {on_new}")
+    rows = []
+    for case, (name, xs, attrs, slots) in cupy_inputs(*shape, "float32", rng).items():
+        if args.only and name not in args.only:
+            continue
+        spec = REGISTRY[name]
+        dxs = [cupy.asarray(a) for a in xs]
+        out, res = run_forward(spec, F_, dxs, attrs)
+        g = cupy.asarray(np.random.default_rng(1).standard_normal(out.shape).astype(out.dtype))
+        fwd, vjp = {}, {}
+        for engine, impl in (("rule", spec), ("kernel", spec.kernels["cupy"])):
+            r = run_forward(impl, F_, dxs, attrs)[1]
+            fwd[engine] = lambda impl=impl: run_forward(impl, F_, dxs, attrs)
+            vjp[engine] = lambda impl=impl, r=r: run_vjps(impl, F_, dxs, out, r, attrs, g, slots)
+        for what, fns in ((f"{case} fwd", fwd), (f"{case} vjp", vjp)):
+            times = common.alternate(fns, args.rounds or (2 if args.quick else 20), sync=cupy.cuda.Device().synchronize)
+            rows += [{"case": what, "engine": e, "samples": s} for e, s in times.items()]
+    info = common.machine()
+    print(common.machine_line(info) + f"; GPU: {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
+    print(f"B, T, C, heads = {shape}, float32")
+    common.table(rows, baseline="kernel")
+    common.write("kernels_cupy", {"benchmark": "kernels_cupy", "machine": info, "quick": args.quick, "shape": shape,
+                                  "rows": rows, "mismatches": bad,
+                                  "timing": "wall clock per call with a device sync, alternating rounds; ratio = "
+                                            "kernel median / engine median"}, args.json)
+    if bad:
+        print("FAIL: fused CuPy kernels disagree with the rules:\n  " + "\n  ".join(bad))
+        return 1
+    print("fused CuPy kernels agree with the rules")
+    return 0
+
+
 def main():
     p = common.add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), "kernels")
     p.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 30; quick 2)")
     p.add_argument("--only", nargs="*", help="op names to time (default: all)")
+    p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
+                   help="cupy: check and time the fused CuPy kernels on the GPU (no PyTorch needed)")
     args = p.parse_args()
+    if args.backend == "cupy":
+        return cupy_main(args)
     import torch  # noqa: F401  (set_threads limits torch's threads too)
     common.set_threads(1)
     rounds = args.rounds or (2 if args.quick else 30)
@@ -142,4 +238,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

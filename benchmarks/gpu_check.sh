@@ -47,6 +47,18 @@ TIER=(tests/ops tests/test_autodiff.py tests/test_backend.py tests/test_gpu.py t
       tests/test_syncs.py tests/nn tests/lm/test_generate.py tests/lm/test_gpt.py tests/lm/test_capture.py)
 part tier $PY -m pytest -q -p no:cacheprovider -m gpu "${TIER[@]}"
 
+# 1b. the fused CuPy kernels (ops/fused_cupy.py; opt-in: GRAPHDIFF_CUPY_KERNELS=1): each against its rule at
+#     the H200 GPT's shapes and timed against it (benchmarks/results/kernels_cupy.json), then the op table,
+#     nn and GPT tests with the kernels bound
+if [ "${GRAPHDIFF_CUPY_STANDIN:-}" = "1" ]; then
+  part kernels $PY benchmarks/bench_kernels.py --backend cupy --quick --json "$WORK/kernels_cupy.json"
+else
+  part kernels $PY benchmarks/bench_kernels.py --backend cupy
+fi
+grep -E "^(gelu|softmax|log_softmax|layer_norm) |MISMATCH|FAIL|agree" "$WORK/kernels.log" 2>/dev/null | sed 's/^/  /'
+part tier-cupy-kernels env GRAPHDIFF_CUPY_KERNELS=1 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py \
+  tests/ops/test_ops.py tests/nn tests/lm/test_gpt.py
+
 # 2. the whole stack on CuPy, as a user runs it
 TINY=(--model gpt --steps 40 --batch-size 8 --block-size 32 --n-layer 2 --n-head 2 --n-embd 32
       --eval-every 20 --eval-batches 2 --sample-chars 40 --no-progress --backend cupy)
@@ -104,8 +116,10 @@ rng = np.random.default_rng(0)
 for B, T, L, C in [(8, 64, 2, 64), (16, 128, 4, 256)]:
     m = GPT(vocab_size=96, block_size=T, n_layer=L, n_head=4, n_embd=C, seed=0, backend="cupy")
     idx = rng.integers(1, 96, (B, T)); mask = np.ones((B, T), bool)
-    ms = median_ms(lambda: m.loss(idx, idx, mask, backward=True))
-    print(f"GPT B={B} T={T} L={L} C={C}: fwd+bwd step {ms:.1f} ms")
+    for fused in (False, True):
+        with gd.fused_kernels(cupy=fused):
+            ms = median_ms(lambda: m.loss(idx, idx, mask, backward=True))
+        print(f"GPT B={B} T={T} L={L} C={C}: fwd+bwd step {ms:.1f} ms, fused CuPy kernels {'on' if fused else 'off'}")
 m = GPT(vocab_size=96, block_size=128, n_layer=4, n_head=4, n_embd=256, seed=0, backend="cupy")
 for cache, graph in ((True, False), (True, True), (False, False)):
     generate(m, [1, 2, 3], 16, greedy=True, use_cache=cache, cuda_graph=graph)

@@ -11,8 +11,8 @@ import importlib.util
 import os
 import sys
 
-from .errors import (BackendUnavailable, DTypeError, GradcheckError, GraphError, NonFiniteError,  # noqa: F401
-                     ReleasedError, ShapeError)
+from .errors import (BackendUnavailable, DTypeError, GradcheckError, GraphError, KernelError,  # noqa: F401
+                     NonFiniteError, ReleasedError, ShapeError)
 from .backend import get_backend, set_backend, use_backend  # noqa: F401
 from .graph import Graph, Node, to_numpy  # noqa: F401
 from . import autodiff

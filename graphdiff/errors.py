@@ -22,6 +22,10 @@ class NonFiniteError(GraphError, FloatingPointError):
     """A NaN or Inf appeared; names the first node that produced one from finite inputs."""
 
 
+class KernelError(GraphError):
+    """A backend's fused kernel failed to compile or run; names the kernel and the switch that turns it off."""
+
+
 class BackendUnavailable(ImportError):
     """The requested array backend (CuPy, array_api_strict) cannot be used on this machine."""
 

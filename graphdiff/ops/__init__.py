@@ -7,7 +7,7 @@ import sys
 from ..graph import use_ops
 from .registry import REGISTRY, OpDef, apply, broadcast_shapes, fused_kernels, kernel, op  # noqa: F401
 from . import elementwise, reduce, shape, nn  # noqa: F401  (modules register their ops on import)
-from . import fused_numpy  # noqa: F401  (NumPy's fused kernels, registered on import)
+from . import fused_numpy, fused_cupy  # noqa: F401  (fused kernels, registered on import; CuPy's import no cupy)
 from .nodes import NODES  # noqa: F401  (F for Nodes: the ops as a namespace)
 from .elementwise import *  # noqa: F401,F403
 from .reduce import *  # noqa: F401,F403

@@ -17,15 +17,14 @@ import math
 import numpy as np
 
 from . import fused_numba
+from .fused_maths import GELU_A, GELU_C, INV_SQRT_2, INV_SQRT_2PI, fast_path as _fast
 from .registry import REGISTRY, kernel
 
 NUMBA = {"on": fused_numba.available}   # layer norm and the softmax VJP by Numba's row loops (fused_numba.py)
 BLOCK = 1 << 15          # elements per block: a few float32/float64 scratch blocks stay within L2
 
-_C = math.sqrt(2.0 / math.pi)        # tanh GELU: tanh(_C * (x + _A x^3))
-_A = 0.044715
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_C, _A = GELU_C, GELU_A              # tanh GELU: tanh(_C * (x + _A x^3))
+_INV_SQRT_2, _INV_SQRT_2PI = INV_SQRT_2, INV_SQRT_2PI
 
 
 def flat(x):
@@ -122,7 +121,6 @@ class Gelu:
 # subnormal (entries more than 87 below their row's maximum would lose bits under a shift 11.5 higher)
 _TINY_SUM = 1e-5
 _NO_SHIFT = 40.0         # exp(x) of a block whose maximum is below this neither overflows nor sums to inf
-FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _lanes(x, axis):
@@ -160,12 +158,6 @@ def _exp_shifted(xb, eb, sb, ones):
     er = np.exp(xr - m)
     eb[rows], sb[rows], shift[rows] = er, np.sum(er, axis=1), m
     return shift
-
-
-def _fast(*arrays):
-    """True when the arrays share one dtype, float32 or float64 (the kernels' fast path), and are not empty."""
-    dt = arrays[0].dtype
-    return dt in FLOATS and all(a.dtype == dt for a in arrays) and arrays[0].size > 0
 
 
 @kernel("softmax", "numpy")

@@ -33,6 +33,9 @@ same functions, signatures and residuals, which the engine binds instead of the 
 kernels are on (`fused_kernels(False)` or GRAPHDIFF_KERNELS=0 turns them off, to compare). Tests check every
 kernel against its op's rule.
 
+CuPy's kernels (ops/fused_cupy.py) are opt-in until a GPU run has validated them: GRAPHDIFF_CUPY_KERNELS=1,
+or `fused_kernels(cupy=True)`, binds them; otherwise CuPy runs the rules.
+
 The registry is explicit: ops/__init__.py imports each module of ops, and each op is listed in REGISTRY.
 """
 import builtins
@@ -43,7 +46,8 @@ from ..errors import GraphError, ShapeError
 from ..graph import Node, as_ints  # noqa: F401  (as_ints: for the shape ops)
 
 REGISTRY = {}
-KERNELS = {"on": os.environ.get("GRAPHDIFF_KERNELS", "1") != "0", "epoch": 0}   # epoch: bumped per switch
+KERNELS = {"on": os.environ.get("GRAPHDIFF_KERNELS", "1") != "0", "epoch": 0,   # epoch: bumped per switch
+           "backends": {"cupy": os.environ.get("GRAPHDIFF_CUPY_KERNELS", "0") == "1"}}   # opt-in ones
 
 
 class OpDef:
@@ -72,7 +76,7 @@ class OpDef:
 
     def impl(self, F):
         """What runs this op on backend F: its fused kernel for F while kernels are on, else the op itself."""
-        if self.kernels and KERNELS["on"]:
+        if self.kernels and KERNELS["on"] and KERNELS["backends"].get(F.name, True):
             return self.kernels.get(F.name, self)
         return self
 
@@ -150,16 +154,19 @@ def run_vjps(impl, F, xs, out, res, attrs, g, slots):
 
 
 @contextlib.contextmanager
-def fused_kernels(enabled=True):
+def fused_kernels(enabled=True, cupy=None):
     """Run with the backends' fused kernels on (default) or off (every op by its readable rule):
-    `with gd.fused_kernels(False): ...` to compare, or GRAPHDIFF_KERNELS=0 for a whole process."""
-    before = KERNELS["on"]
+    `with gd.fused_kernels(False): ...` to compare, or GRAPHDIFF_KERNELS=0 for a whole process.
+    cupy=True / False also turns CuPy's kernels on or off (they are opt-in: GRAPHDIFF_CUPY_KERNELS=1)."""
+    before = (KERNELS["on"], dict(KERNELS["backends"]))
     KERNELS["on"] = bool(enabled)
+    if cupy is not None:
+        KERNELS["backends"]["cupy"] = bool(cupy)
     KERNELS["epoch"] += 1                        # steps and VJP rules bound under the other setting are stale
     try:
         yield
     finally:
-        KERNELS["on"] = before
+        KERNELS["on"], KERNELS["backends"] = before
         KERNELS["epoch"] += 1
 
 

@@ -146,3 +146,14 @@ def test_replaced_parameters_are_refused():
     tr.use_cuda_graph()                                  # a new recording reads the new arrays
     for _ in range(4):
         tr.train_step()
+
+
+@pytest.mark.gpu
+def test_recorded_steps_with_the_fused_cupy_kernels():
+    """The cupy.fuse kernels (opt-in) inside a recording: the same numbers as the plain steps with them."""
+    with gd.fused_kernels(cupy=True):
+        plain, graphed = trainer("gpt", "cupy", False), trainer("gpt", "cupy", True)
+        for step in range(6):
+            a, _ = plain.train_step()
+            b, _ = graphed.train_step()
+            assert a == b, f"step {step}: loss {a} (plain) vs {b} (CUDA graph)"

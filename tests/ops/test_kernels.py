@@ -1,12 +1,17 @@
 """Every fused kernel against its op's rule (registry.kernel): forward values, residuals and each slot's
 VJP, on shapes that span several blocks, on views, in float32 and float64, and with residuals crossed (the
-rule's forward with the kernel's VJP and the other way round, which a switch between them can give)."""
+rule's forward with the kernel's VJP and the other way round, which a switch between them can give).
+
+CuPy's kernels run here twice: in every CI run with each fused function run by NumPy (the maths and the
+passes around it, on the CPU), and marked `gpu` on CuPy (the stand-in's cupy.fuse, or a GPU's)."""
+import functools
+
 import numpy as np
 import pytest
 
 import graphdiff as gd
 from graphdiff.backend import get_backend
-from graphdiff.ops import fused_numba, fused_numpy
+from graphdiff.ops import fused_cupy, fused_maths, fused_numba, fused_numpy
 from graphdiff.ops.registry import REGISTRY, run_forward, run_vjps
 
 F = get_backend("numpy")
@@ -117,16 +122,16 @@ def _kernels():
 
 
 def test_every_kernel_has_cases():
-    missing = [name for name, be in _kernels() if be == "numpy" and name not in CASES]
+    missing = [(name, be) for name, be in _kernels() if be in ("numpy", "cupy") and name not in CASES]
     assert not missing, f"kernels without a case in test_kernels.CASES: {missing}"
 
 
-def _forward(impl, xs, attrs):
-    return run_forward(impl, F, xs, attrs)
+def _forward(impl, xs, attrs, B=F):
+    return run_forward(impl, B, xs, attrs)
 
 
-def _vjps(impl, xs, out, res, attrs, g, n):
-    return run_vjps(impl, F, xs, out, res, attrs, g, range(n))
+def _vjps(impl, xs, out, res, attrs, g, n, B=F):
+    return run_vjps(impl, B, xs, out, res, attrs, g, range(n))
 
 
 def _close(a, b, dtype, what):
@@ -134,7 +139,7 @@ def _close(a, b, dtype, what):
         for k, (u, v) in enumerate(zip(a, b)):
             _close(u, v, dtype, f"{what}[{k}]")
         return
-    a, b = np.asarray(a), np.asarray(b)
+    a, b = gd.to_numpy(a), gd.to_numpy(b)
     assert a.shape == b.shape and a.dtype == b.dtype, f"{what}: {a.shape} {a.dtype} vs {b.shape} {b.dtype}"
     tol = next((t for (w, d), t in OP_TOL.items() if d == dtype and what.startswith(w)), TOL[dtype])
     np.testing.assert_allclose(a, b, err_msg=what, **tol)
@@ -153,22 +158,58 @@ def rows(request, monkeypatch):
 @pytest.mark.parametrize("name,case,make", [(n, c, m) for n, cases in CASES.items() for c, m in cases],
                          ids=lambda v: v if isinstance(v, str) else "")
 def test_kernel_matches_rule(name, case, make, dtype, rows):
+    _check_kernel(name, "numpy", F, make, dtype)
+
+
+def _check_kernel(name, backend, B, make, dtype, device=lambda a: a):
+    """The kernel of `name` for `backend` against the op's rule, both on backend B (inputs moved by device)."""
     spec = REGISTRY[name]
-    kern = spec.kernels["numpy"]
+    kern = spec.kernels[backend]
     rng = np.random.default_rng(0)
     xs, attrs = make(rng, dtype)
-    out_r, res_r = _forward(spec, xs, attrs)
-    out_k, res_k = _forward(kern, xs, attrs)
+    xs = [device(x) for x in xs]
+    out_r, res_r = _forward(spec, xs, attrs, B)
+    out_k, res_k = _forward(kern, xs, attrs, B)
     _close(out_k, out_r, dtype, f"{name} forward")
     if res_r is not None:
         _close(res_k, res_r, dtype, f"{name} residuals")
-    g = rng.standard_normal(np.shape(out_r)).astype(np.asarray(out_r).dtype)
+    g = device(rng.standard_normal(out_r.shape).astype(str(out_r.dtype)))
     slots = [i for i, k in enumerate(spec.slot_kinds(len(xs))) if k == "float"]
-    want = _vjps(spec, xs, out_r, res_r, attrs, g, len(xs))
+    want = _vjps(spec, xs, out_r, res_r, attrs, g, len(xs), B)
     for res in ([res_k, res_r, None] if res_r is not None else [None]):   # crossed and recomputed residuals
-        got = _vjps(kern, xs, out_r, res, attrs, g, len(xs))
+        got = _vjps(kern, xs, out_r, res, attrs, g, len(xs), B)
         for i in slots:
             _close(got[i], want[i], dtype, f"{name} vjp slot {i}")
+
+
+CUPY_CASES = [(n, c, m) for n, cases in CASES.items() if "cupy" in REGISTRY[n].kernels for c, m in cases]
+
+
+@pytest.fixture
+def numpy_fused(monkeypatch):
+    """CuPy's kernels with each fused function run by NumPy (fused_maths with NumPy's exp, erf, ...), as
+    cupy.fuse would run it compiled: the same maths, tested on the CPU."""
+    m = fused_maths.numpy_maths()
+    for f in fused_cupy.ALL:
+        monkeypatch.setattr(f, "fused", functools.partial(f.maths, m))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name,case,make", CUPY_CASES, ids=lambda v: v if isinstance(v, str) else "")
+def test_cupy_kernel_maths_on_numpy(name, case, make, dtype, numpy_fused):
+    _check_kernel(name, "cupy", F, make, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name,case,make", CUPY_CASES, ids=lambda v: v if isinstance(v, str) else "")
+def test_cupy_kernel_matches_rule(name, case, make, dtype):
+    """On CuPy: the stand-in's cupy.fuse (tests/cupy_standin) or a GPU's; each fused function stays on
+    CuPy's old fusion (real CuPy switches silently to new_fusion where the old one refuses a trace)."""
+    import cupy
+    _check_kernel(name, "cupy", get_backend("cupy"), make, dtype, device=cupy.asarray)
+    on_new = [f.name for f in fused_cupy.ALL if f.fused is not None and f.fused.new_fusion is not None]
+    assert not on_new, f"traced by CuPy's new_fusion, not the old fusion: {on_new}"
 
 
 def test_switch_runs_the_rule_and_rebinds():
@@ -294,3 +335,66 @@ def test_numba_warm_compiles_every_loop():
         assert fused_numba.warm() is False
         return
     assert fused_numba.warm("float64") is True
+
+
+def _gelu_graph(backend):
+    g = gd.Graph(backend=backend, dtype="float32")
+    x = g.param("x", np.linspace(-3, 3, 50))
+    return g, x, gd.sum(gd.gelu(x, approximate="tanh") ** 2.0)
+
+
+@pytest.mark.gpu
+def test_cupy_kernels_are_opt_in(monkeypatch):
+    """CuPy's kernels bind only with GRAPHDIFF_CUPY_KERNELS=1 or fused_kernels(cupy=True); the result is the
+    rule's either way."""
+    import os
+    from graphdiff.ops.registry import KERNELS
+    assert KERNELS["backends"]["cupy"] == (os.environ.get("GRAPHDIFF_CUPY_KERNELS", "0") == "1")
+    calls = []
+    kern = REGISTRY["gelu"].kernels["cupy"]
+    monkeypatch.setattr(kern, "forward_res", lambda *a, _f=kern.forward_res, **k: (calls.append(1), _f(*a, **k))[1])
+    g, x, y = _gelu_graph("cupy")
+    grads = {}
+    for on in (False, True):
+        with gd.fused_kernels(cupy=on):
+            before = len(calls)
+            g.forward()
+            grads[on] = gd.to_numpy(g.backward(y)[x])
+            assert (len(calls) > before) == on
+    np.testing.assert_allclose(grads[True], grads[False], rtol=2e-5, atol=1e-6)
+
+
+class _CompileError(Exception):
+    """Stands for cupy.cuda.compiler.CompileException (NVRTC's log as its message)."""
+
+
+@pytest.mark.gpu
+def test_cupy_kernel_failure_names_the_kernel_and_the_switch(monkeypatch):
+    import cupy
+
+    def broken_fuse(*args, **kwargs):
+        def compile_(f):
+            def run(*a):
+                raise _CompileError("nvrtc: error: identifier \"type_in0_raw\" is undefined\n(the kernel's code)")
+            run.new_fusion = None
+            return run
+        return compile_
+    monkeypatch.setattr(cupy, "fuse", broken_fuse)
+    for f in fused_cupy.ALL:
+        monkeypatch.setattr(f, "fused", None)
+    g, x, y = _gelu_graph("cupy")
+    with gd.fused_kernels(cupy=True), pytest.raises(gd.KernelError) as info:
+        g.forward()
+    text = str(info.value)
+    assert "graphdiff_gelu_tanh" in text and "GRAPHDIFF_CUPY_KERNELS" in text and "fused_kernels(cupy=False)" in text
+    assert "type_in0_raw" in text and isinstance(info.value.__cause__, _CompileError)
+    with gd.fused_kernels(cupy=False):                   # the switch the message names: the rule runs
+        g.forward()
+
+
+def test_cupy_out_of_memory_is_not_a_kernel_error(monkeypatch):
+    f = fused_cupy.GELU_TANH
+    monkeypatch.setattr(f, "fused", lambda *a: (_ for _ in ()).throw(MemoryError("out of memory allocating")))
+    with pytest.raises(MemoryError) as info:
+        f(np.ones(3))
+    assert not isinstance(info.value, gd.KernelError)

@@ -7,6 +7,7 @@ What it keeps from CuPy (checked against CuPy v14.2.0's cupy/_core/core.pyx, _ke
 - ufuncs and operators refuse NumPy arrays ("Unsupported type"), except 0-d ones next to an operator;
   Python and NumPy scalars are fine; NumPy ufuncs and functions on device arrays dispatch here;
 - reductions return 0-d device arrays, never host scalars; `take` wraps out-of-range indices silently;
+- `fuse` is CuPy's old fusion, refusing what it refuses (see _fusion.py);
 - `.get()`, `asnumpy`, `bool()`, `float()`, `int()`, `.item()`, `.tolist()`, repr and format read the device
   back: each is counted in `standin.syncs` (host -> device copies in `standin.to_device`, and device work,
   the elements of every array an operation produces, in `standin.elements`).
@@ -18,7 +19,8 @@ import traceback as _traceback
 import numpy as _np
 from numpy import bool_, dtype, float32, float64, int32, int64, inf, nan, newaxis  # noqa: F401  (as CuPy)
 
-from . import cuda  # noqa: F401
+from . import _fusion, cuda  # noqa: F401
+from ._fusion import fuse  # noqa: F401
 
 __version__ = "14.2.0+standin"
 bool = _np.bool  # noqa: A001  (CuPy >= 14 with NumPy 2 exports `bool`)
@@ -191,6 +193,15 @@ class ndarray:
 
 
 def _wrap(a):
+    """A device array holding the NumPy result a, computed now: never while the current stream captures (work
+    there goes through _result / _results / _mutate, which record it)."""
+    if cuda.recording() is not None:
+        raise AssertionError("CuPy stand-in: this device work is not modelled under stream capture; route it "
+                             "through _result, _results or _mutate")
+    return _new(a)
+
+
+def _new(a):
     out = ndarray.__new__(ndarray)
     out._a = _np.asarray(a)           # reductions give NumPy scalars; CuPy gives 0-d device arrays
     standin.elements += out._a.size
@@ -204,19 +215,28 @@ def _result(compute):
     """The device array compute() gives (NumPy work on the operands' current data). While the current stream
     captures, the work is recorded instead: the array holds garbage until the graph is launched, and each
     launch computes it again into the same array (a view stays a view of the same memory)."""
+    if cuda.recording() is None:
+        return _wrap(compute())
+    return _results(lambda: (compute(),))[0]
+
+
+def _results(compute):
+    """_result for work with several outputs: compute() gives a tuple of NumPy results."""
     work = cuda.recording()
     if work is None:
-        return _wrap(compute())
+        return [_wrap(r) for r in compute()]
     with _np.errstate(all="ignore"):
-        out = _wrap(compute())
-    if out._a.flags.owndata:                  # not a view of an existing array: not written until launch
-        out._a.fill(_GARBAGE.get(out._a.dtype.kind, 0))
+        outs = [_new(r) for r in compute()]
+    for out in outs:
+        if out._a.flags.owndata:              # not a view of an existing array: not written until launch
+            out._a.fill(_GARBAGE.get(out._a.dtype.kind, 0))
 
     def replay():
         with _np.errstate(all="ignore"):
-            _np.copyto(out._a, compute(), casting="unsafe")
+            for out, r in zip(outs, compute()):
+                _np.copyto(out._a, r, casting="unsafe")
     work.append(replay)
-    return out
+    return outs
 
 
 def _mutate(work_fn):
@@ -303,6 +323,8 @@ def _elementwise(name):
     fn = getattr(_np, name)
 
     def kernel(*args, **kwargs):
+        if _fusion.tracing():                 # inside cupy.fuse: recorded, not run (_kernel.pyx:1261)
+            return _fusion.call_ufunc(name, fn, args, kwargs)
         out = kwargs.pop("out", None)
         xs = [_operand(a) for a in args]
         if out is None:
@@ -320,6 +342,9 @@ def _routine(name, fn=None):
     fn = fn or getattr(_np, name)
 
     def routine(*args, **kwargs):
+        if _fusion.tracing() and (name in _fusion._REDUCTIONS or _builtins.any(
+                isinstance(a, _fusion._Var) for a in list(args) + list(kwargs.values()))):
+            return _fusion.call_routine(name, args, kwargs)
         args = [[_device(x) for x in a] if isinstance(a, (list, tuple)) and name in ("concat", "concatenate",
                                                                                     "stack") else _device(a)
                 for a in args]
@@ -345,7 +370,7 @@ for _name in ("abs", "absolute", "add", "subtract", "multiply", "divide", "true_
               "exp", "log", "log1p", "sqrt", "tanh", "cos", "sin", "sign", "equal", "not_equal", "greater",
               "greater_equal", "less", "less_equal", "logical_and", "logical_or", "logical_not", "maximum",
               "minimum", "isfinite", "isnan", "isinf", "where", "matmul", "floor_divide", "remainder",
-              "bitwise_and", "bitwise_or", "bitwise_xor", "square"):
+              "bitwise_and", "bitwise_or", "bitwise_xor", "square", "invert"):
     globals()[_name] = _elementwise(_name)
 for _name in ("all", "any", "argmax", "argmin", "broadcast_to", "concatenate", "expand_dims", "max", "mean",
               "min", "reshape", "squeeze", "stack", "sum", "prod", "transpose", "swapaxes", "zeros_like",
