@@ -4,7 +4,9 @@
 # parts that need a missing package say SKIP and why). Installs nothing; runs from the source tree.
 #   bash benchmarks/gpu_check.sh                       # on a GPU machine
 #   GRAPHDIFF_CUPY_STANDIN=1 bash benchmarks/gpu_check.sh   # anywhere: the CuPy stand-in (tests/cupy_standin)
-# Prints one line per part (PASS / FAIL / SKIP part: reason) and exits non-zero if any part fails.
+#   GPU_CHECK_PARTS="tier bench-*" bash benchmarks/gpu_check.sh   # only the parts matching these patterns
+# Prints one line per part (PASS / FAIL / SKIP part: reason, with its seconds) and exits non-zero if any part
+# fails. On a fresh machine CuPy compiles each kernel at its first use, so the first parts take longest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,12 +20,25 @@ trap 'rm -rf "$WORK"' EXIT
 SUMMARY=()
 FAILED=0
 
-part() {   # part NAME COMMAND...: run it, log to $WORK/NAME.log, record PASS/FAIL
+selected() {   # selected NAME: true unless GPU_CHECK_PARTS is set and no pattern in it matches NAME
+  [ -z "${GPU_CHECK_PARTS:-}" ] && return 0
+  local pat
+  for pat in $GPU_CHECK_PARTS; do
+    # shellcheck disable=SC2053  (a glob pattern on purpose)
+    [[ $1 == $pat ]] && return 0
+  done
+  return 1
+}
+
+part() {   # part NAME COMMAND...: run it, log to $WORK/NAME.log, record PASS/FAIL and its seconds
   local name=$1; shift
-  if "$@" >"$WORK/$name.log" 2>&1; then
-    SUMMARY+=("PASS $name")
+  selected "$name" || return 0
+  local start=$SECONDS rc=0
+  "$@" >"$WORK/$name.log" 2>&1 || rc=$?
+  if [ $rc -eq 0 ]; then
+    SUMMARY+=("PASS $name ($((SECONDS - start)) s)")
   else
-    SUMMARY+=("FAIL $name (exit $?; last lines below)")
+    SUMMARY+=("FAIL $name (exit $rc, $((SECONDS - start)) s; last lines below)")
     FAILED=1
     echo "----- $name failed:"; tail -25 "$WORK/$name.log"
   fi
