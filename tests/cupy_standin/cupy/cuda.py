@@ -9,7 +9,9 @@ transfers are disallowed", cupy/cuda/memory.pyx) before reaching CUDA, so the ca
 synchronize while capturing raises cudaErrorStreamCaptureUnsupported and invalidates the capture (end_capture
 then raises cudaErrorStreamCaptureInvalidated), as CuPy's tests/cupy_tests/cuda_tests/test_graph.py shows.
 Work on another stream runs at once. What the stand-in does not model: memory addresses (an array freed during
-capture stays alive here, held by the recording; on a GPU its memory goes back to the pool), and timing.
+capture stays alive here, held by the recording; on a GPU its memory goes back to the pool), timing, and the
+order between streams (everything here runs in the order it is issued; on a GPU, work on a non-blocking
+stream may overlap work on another until one waits for the other).
 """
 import contextlib
 
