@@ -97,56 +97,120 @@ class Plan:
     """The nodes on a path from wrt to y and the edges between them, in the order each variant visits.
 
     pushes: (u, [(slot i, parent p)]) in reverse topological order, for Version B; pulls: (v, [(child u,
-    slot i, last pull from u)], lone) for Version A, built from pushes the first time Version A runs;
-    order: every node y depends on; wrt: the targets; src/dst: positions in order of each edge, for the
-    staleness check, built the second time the plan is checked (a plan used once is checked by a loop)."""
+    slot i, last pull from u)], lone) in the same order, for Version A; active: the nodes with an adjoint,
+    in topological order. plan_for builds the one its variant visits in its sweep over the order; the other
+    and active are built by a sweep of their own the first time they are asked for (most plans of a fresh
+    graph are used once, by one variant). order: every node y depends on; wrt: the targets; src/dst:
+    positions in order of each edge, for the staleness check, built the second time the plan is checked (a
+    plan used once is checked by a loop)."""
 
-    __slots__ = ("y", "order", "active", "pushes", "_pulls", "wrt", "src", "dst", "checked", "floats", "rules",
-                 "compiled", "shapes_ok")
+    __slots__ = ("y", "order", "needs", "_active", "_pushes", "_pulls", "wrt", "src", "dst", "checked", "floats",
+                 "rules", "compiled", "shapes_ok")
 
     def __init__(self):
-        self._pulls = None
+        self._active = self._pushes = self._pulls = None
         self.src = self.dst = None
         self.checked = False
         self.shapes_ok = set()              # (backend, kernel epoch) whose VJP shapes passed the check once
 
     @property
-    @bulk
+    def pushes(self):
+        if self._pushes is None:
+            _sweep(self, pushes=True)
+        return self._pushes
+
+    @property
     def pulls(self):
         if self._pulls is None:
-            # One pass over the pushes in topological order. u's last pull is from the input that Version A
-            # reaches last, the earliest of its inputs in topological order (of one used twice, x * x, the
-            # later slot: children keep slot order).
-            pos = {}                        # node -> position in topological order
-            children = {}                   # v -> its (child u, slot i, last pull from u), u in topological order
-            k = 0
-            for u, slots in reversed(self.pushes):
-                pos[u] = k
-                k += 1
-                if not slots:
-                    continue
-                last = slots[0][0]
-                if len(slots) > 1:
-                    first = pos[slots[0][1]]
-                    for i, p in slots:
-                        if pos[p] <= first:
-                            last, first = i, pos[p]
-                for i, p in slots:
-                    edges = children.get(p)
-                    if edges is None:
-                        children[p] = [(u, i, i == last)]
-                    else:
-                        edges.append((u, i, i == last))
-            self._pulls = [(v, children.pop(v, None) or [], not slots) for v, slots in self.pushes]
+            _sweep(self, pulls=True)
         return self._pulls
+
+    def pushers(self):
+        """The nodes that push into an input (have a VJP to call), from whichever edges are built."""
+        if self._pushes is not None:
+            return [u for u, slots in self._pushes if slots]
+        return [v for v, _, lone in self._pulls if not lone]
+
+    @property
+    def has_adjoints(self):
+        """False when y depends on no node of wrt (and is none): no adjoint, nothing for the loops to visit."""
+        return bool(self._pushes if self._pushes is not None else self._pulls)
+
+    @property
+    def active(self):
+        if self._active is None:
+            self._active = [u for u, _, _ in reversed(self.pulls)] if self._pushes is None else \
+                [u for u, _ in reversed(self._pushes)]
+        return self._active
 
 
 @bulk
-def plan_for(graph, y, wrt):
-    """The backward plan of y with respect to wrt (None: params and requires_grad inputs); kept from its
-    second use on. A plan used once (a graph built and run once, as eager users run theirs) is not kept:
-    its pushes, pulls and bound rules would only leave the collector more objects to scan and free. What
-    it leaves is its compile counts, so the run that compiles is the same either way."""
+def _sweep(plan, pushes=False, pulls=False):
+    """Fill plan's pushes and/or pulls: one sweep over the order from y back. A node is live if it is y or
+    a live node pushes into it; a live node pushes into each input that needs a gradient. Version A's pulls
+    of v are complete when the sweep reaches v (its children come after it in topological order): they are
+    collected in reverse, from the children, and turned around then. u's last pull is from the input that
+    Version A reaches last: the earliest of its inputs in topological order (of one used twice, x * x, the
+    later slot: children keep slot order)."""
+    order, needs, y = plan.order, plan.needs, plan.y
+    push, pull = [], []
+    if needs[y.index]:
+        live = bytearray(len(needs))
+        live[y.index] = 1
+        if pulls:
+            pos = [0] * len(needs)          # node index -> position in topological order
+            k = 0
+            for n in order:
+                pos[n.index] = k
+                k += 1
+            kids = {}                       # v -> its (child u, slot i, last pull from u), u in reverse order
+        for u in reversed(order):
+            if live[u.index]:
+                spec = u.spec
+                slots = []
+                if spec is not None and spec.differentiable:
+                    i = 0
+                    for p in u.inputs:
+                        if needs[p.index]:
+                            live[p.index] = 1
+                            slots.append((i, p))
+                        i += 1
+                if pushes:
+                    push.append((u, slots))
+                if pulls:
+                    children = kids.pop(u, None)
+                    if children is None:
+                        children = []
+                    else:
+                        children.reverse()
+                    pull.append((u, children, not slots))
+                    if not slots:
+                        continue
+                    last = slots[0][0]
+                    if len(slots) > 1:
+                        first = pos[slots[0][1].index]
+                        for i, p in slots:
+                            if pos[p.index] <= first:
+                                last, first = i, pos[p.index]
+                    for i, p in reversed(slots):
+                        edges = kids.get(p)
+                        if edges is None:
+                            kids[p] = [(u, i, i == last)]
+                        else:
+                            edges.append((u, i, i == last))
+    if pushes:
+        plan._pushes = push
+    if pulls:
+        plan._pulls = pull
+
+
+@bulk
+def plan_for(graph, y, wrt, variant=None):
+    """The backward plan of y with respect to wrt (None: params and requires_grad inputs), with the edges
+    variant's loop visits built (both when None); kept from its second use on. A plan used once (a graph
+    built and run once, as eager users run theirs) is not kept: its pushes, pulls and bound rules would only
+    leave the collector more objects to scan and free. What it leaves is its compile counts, so the run
+    that compiles is the same either way."""
     st = state(graph)
     key = ("bwd", y.index, None if wrt is None else tuple(n.index for n in wrt))
     kept = st.cache.get(key)
@@ -167,25 +231,9 @@ def plan_for(graph, y, wrt):
                 if needs[p.index]:
                     needs[n.index] = 1
                     break
-    pushes = []                             # backward sweep: ... and if it leads to y (then it is live).
-    if needs[y.index]:                      # A live node pushes into each input that needs a gradient,
-        live = bytearray(len(needs))        # which is live because of it
-        live[y.index] = 1
-        for u in reversed(order):
-            if live[u.index]:
-                spec = u.spec
-                slots = []
-                if spec is not None and spec.differentiable:
-                    i = 0
-                    for p in u.inputs:
-                        if needs[p.index]:
-                            live[p.index] = 1
-                            slots.append((i, p))
-                        i += 1
-                pushes.append((u, slots))
     plan = Plan()
-    plan.y, plan.order, plan.wrt, plan.pushes = y, order, targets, pushes
-    plan.active = [u for u, _ in reversed(pushes)]
+    plan.y, plan.order, plan.wrt, plan.needs = y, order, targets, needs
+    _sweep(plan, pushes=variant != "children", pulls=variant != "parents")
     plan.floats = runs_on_floats(graph, order)
     plan.rules = {}
     if kept is None:                        # its first use
@@ -327,15 +375,14 @@ def bound_rules(plan, F):
     if rules is None:
         rules = plan.rules[key] = {}
         shared = {}                         # op -> its rule bound to F, for the nodes without attrs
-        for u, slots in plan.pushes:
-            if slots:
-                if u.attrs:
-                    rules[u] = _bind_rule(u.spec, F, u.attrs)
-                else:
-                    rule = shared.get(u.spec)
-                    if rule is None:
-                        rule = shared[u.spec] = _bind_rule(u.spec, F, u.attrs)
-                    rules[u] = rule
+        for u in plan.pushers():
+            if u.attrs:
+                rules[u] = _bind_rule(u.spec, F, u.attrs)
+            else:
+                rule = shared.get(u.spec)
+                if rule is None:
+                    rule = shared[u.spec] = _bind_rule(u.spec, F, u.attrs)
+                rules[u] = rule
     return rules
 
 
@@ -454,7 +501,7 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
     else:
         seed = graph.as_value(y, seed, what=f"backward: the seed for '{y.name}'")
     check = graph.check_finite if check_finite is None else check_finite
-    plan = plan_for(graph, y, wrt)
+    plan = plan_for(graph, y, wrt, variant)
     if release is None:
         check_current(y, plan)
     st = state(graph)
@@ -466,7 +513,7 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
     emit = None if trace is None else (trace.append if hasattr(trace, "append") else trace)
     loop = LOOPS[variant]
     adj = None
-    if plan.floats and not check and plan.active and release is None:
+    if plan.floats and not check and plan.has_adjoints and release is None:
         adj = _float_backward(plan, variant, seed, kept, emit, retain_grads, st)
     if adj is None:
         if plan.floats:                         # values a float run left: NumPy's rules take arrays
@@ -479,7 +526,7 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
         checked(run, shapes=shapes, finite=check)
         if emit is not None:
             traced(run, emit)
-        adj = loop(plan, seed, run) if plan.active else {}
+        adj = loop(plan, seed, run) if plan.has_adjoints else {}
         plan.shapes_ok.add((F.name, KERNELS["epoch"]))
     for n in st.with_grad:
         n.grad = None
@@ -533,7 +580,7 @@ def forward_backward(graph, feeds, outputs, y, variant="children", seed=None, tr
     key = ("lifetimes", tuple(n.index for n in want), y.index, variant, graph.backend.name)
     life = st.cache.get(key)
     if life is None:
-        plan = plan_for(graph, y, None)
+        plan = plan_for(graph, y, None, variant)
         order = topological_order(graph, want)
         # Python floats (0-d float64 graphs) hold nothing worth releasing: the plain passes run them
         life = st.cache[key] = False if plan.floats or scalar_graph(graph, order) else Lifetimes(
@@ -603,7 +650,7 @@ def gradients(graph, y, wrt, variant="children", seed=None):
     """See Graph.gradients."""
     single = isinstance(wrt, Node)
     wrt = _check_args(graph, y, variant, wrt, "gradients")
-    plan = plan_for(graph, y, wrt)
+    plan = plan_for(graph, y, wrt, variant)
     with graph.scope("grad"):
         if isinstance(seed, Node):
             if seed.shape != y.shape:
@@ -618,7 +665,7 @@ def gradients(graph, y, wrt, variant="children", seed=None):
             seed = graph.constant(np.asarray(seed, dtype=y.dtype), name="seed")
         run = SymbolicRun(plan, set(plan.wrt))
         checked(run, shapes=True, finite=False)
-        adj = LOOPS[variant](plan, seed, run) if plan.active else {}
+        adj = LOOPS[variant](plan, seed, run) if plan.has_adjoints else {}
         grads = [adj.get(n) for n in wrt]
         grads = [g if g is not None else graph.constant(np.zeros(n.shape, dtype=n.dtype), name="zero")
                  for g, n in zip(grads, wrt)]
