@@ -516,8 +516,9 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
     if plan.floats and not check and plan.has_adjoints and release is None:
         adj = _float_backward(plan, variant, seed, kept, emit, retain_grads, st)
     if adj is None:
-        if plan.floats:                         # values a float run left: NumPy's rules take arrays
-            as_arrays(plan.order)
+        as_arrays(plan.order)                   # values a float run left (this plan's or, on 0-d nodes of a
+                                                # graph that is not all floats, an eager node's or a forward's
+                                                # of other outputs): NumPy's rules take arrays
         if release is None:
             run = Run(F, kept, st.residuals, bound_rules(plan, F))
         else:

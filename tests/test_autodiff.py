@@ -434,3 +434,22 @@ def test_a_fresh_plans_backward_is_a_kept_plans(dag, data):
     session(g2, y2, other)                       # the plan is kept, built for the other variant
     kept = session(g2, y2, variant)
     assert kept == first
+
+
+@pytest.mark.parametrize("variant", gd.VARIANTS)
+@pytest.mark.parametrize("eager", [False, True], ids=["lazy", "eager"])
+def test_backward_of_a_graph_mixing_floats_and_arrays(variant, eager):
+    """0-d float64 nodes computed on Python floats (eagerly, or by a forward of an all-0-d output) in a graph
+    with arrays: the NumPy backward gets them as arrays."""
+    g = gd.Graph(dtype="float64", eager=eager)
+    a, v = g.param("a", 0.5), g.param("v", np.array([1.0, 2.0, 3.0]))
+    s = gd.tanh(a) * a
+    if not eager:
+        g.forward(outputs=s)            # all 0-d float64: on Python floats
+    y = gd.sum(v * s) + s
+    if not eager:
+        g.forward(outputs=y)
+    grads = g.backward(y, variant=variant)
+    ds = np.tanh(0.5) + 0.5 * (1 - np.tanh(0.5) ** 2)
+    assert float(gd.to_numpy(grads[a])) == pytest.approx(7.0 * ds, rel=1e-12)
+    np.testing.assert_allclose(gd.to_numpy(grads[v]), np.tanh(0.5) * 0.5, rtol=1e-12)
