@@ -262,7 +262,8 @@ class Run:
             stage = stage_of(u)
             if stage is None:
                 stage = stages[u] = bind(u)
-            return stage[0](i, g, stage[1], stage[2])
+            rule, xs, out = stage
+            return rule(i, g, xs, out)
 
         def free(adj, u):
             drop(u, None)
@@ -273,9 +274,11 @@ class Run:
     def bind(self, u):
         """(rule, input values, output value) for u in this run; a two-stage rule's shared work runs here."""
         rule = self.rules[u]
+        ins = u.inputs                      # spelled out: a list comprehension costs more than most rules
+        xs = [ins[0].out, ins[1].out] if len(ins) == 2 else [ins[0].out] if len(ins) == 1 else [p.out for p in ins]
         if u.spec.make_vjp is None:
-            return rule, [p.out for p in u.inputs], u.out
-        per_slot = rule([p.out for p in u.inputs], u.out, self.residuals.get(u.index))
+            return rule, xs, u.out
+        per_slot = rule(xs, u.out, self.residuals.get(u.index))
         return (lambda i, g, xs, out: per_slot(i, g)), None, None
 
     @staticmethod
