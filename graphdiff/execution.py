@@ -330,19 +330,15 @@ def compute(node):
     out = None
     if (node.shape == () and node.dtype == "float64" and not spec.random and not graph.check_finite
             and graph.backend.name == "numpy"):
-        xs = []
-        for p in ins:
-            v = p.out
-            if p.shape != () or p.dtype != "float64":
-                break
-            if type(v) is not float:
-                v = float(v)
-                if p.spec is None:            # a leaf keeps the float, as a float forward leaves it
-                    p.out = v
-            xs.append(v)
-        else:
+        xs = _floats(ins)
+        if xs is not None:
             try:
-                out = spec.forward(SCALAR, *xs, **node.attrs)
+                if node.attrs:
+                    out = spec.forward(SCALAR, *xs, **node.attrs)
+                elif len(xs) == 2:            # spelled out: a call with * costs more than most ops
+                    out = spec.forward(SCALAR, xs[0], xs[1])
+                else:
+                    out = spec.forward(SCALAR, *xs)
             except Exception:                 # inf or nan ahead: NumPy's semantics take over
                 out = None
             if type(out) is not float:
@@ -357,15 +353,40 @@ def compute(node):
         except Exception as e:
             raise GraphError(f"computing {where(node)} failed: {type(e).__name__}: {e}") from e
     node.out = out
-    stamp = ins[0].stamp if ins else 0     # the newest of its inputs'
-    for p in ins:
-        if p.stamp > stamp:
-            stamp = p.stamp
+    if len(ins) == 2:                       # the newest of its inputs'
+        stamp, other = ins[0].stamp, ins[1].stamp
+        if other > stamp:
+            stamp = other
+    else:
+        stamp = ins[0].stamp if ins else 0
+        for p in ins:
+            if p.stamp > stamp:
+                stamp = p.stamp
     node.stamp = stamp
     if spec.forward_res is not None:      # computed without residuals: none may be older
         state(graph).residuals.pop(node.index, None)
     if graph.check_finite:
         check_value(node, graph.backend)
+
+
+def _floats(ins):
+    """The values of ins as Python floats, or None unless each is a 0-d float64 (a leaf keeps its float, as
+    a float forward leaves it)."""
+    if len(ins) == 2:                       # most nodes: two inputs whose values are floats already
+        a, b = ins[0].out, ins[1].out
+        if type(a) is float and type(b) is float:
+            return a, b
+    xs = []
+    for p in ins:
+        v = p.out
+        if p.shape != () or p.dtype != "float64":
+            return None
+        if type(v) is not float:
+            v = float(v)
+            if p.spec is None:
+                p.out = v
+        xs.append(v)
+    return xs
 
 
 def where(n):
