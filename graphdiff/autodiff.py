@@ -163,22 +163,25 @@ def _sweep(plan, pushes=False, pulls=False):
             for n in order:
                 pos[n.index] = k
                 k += 1
-            kids = {}                       # v -> its (child u, slot i, last pull from u), u in reverse order
+            kids = [None] * len(needs)      # node index -> its (child u, slot i, last pull from u), u in
+                                            # reverse topological order (slots of one u in reverse too)
         for u in reversed(order):
-            if live[u.index]:
+            j = u.index
+            if live[j]:
                 spec = u.spec
                 slots = []
                 if spec is not None and spec.differentiable:
                     i = 0
                     for p in u.inputs:
-                        if needs[p.index]:
-                            live[p.index] = 1
+                        k = p.index
+                        if needs[k]:
+                            live[k] = 1
                             slots.append((i, p))
                         i += 1
                 if pushes:
                     push.append((u, slots))
                 if pulls:
-                    children = kids.pop(u, None)
+                    children = kids[j]
                     if children is None:
                         children = []
                     else:
@@ -192,10 +195,11 @@ def _sweep(plan, pushes=False, pulls=False):
                         for i, p in slots:
                             if pos[p.index] <= first:
                                 last, first = i, pos[p.index]
-                    for i, p in reversed(slots):
-                        edges = kids.get(p)
+                        slots = slots[::-1]         # (the pushes keep theirs in slot order)
+                    for i, p in slots:
+                        edges = kids[p.index]
                         if edges is None:
-                            kids[p] = [(u, i, i == last)]
+                            kids[p.index] = [(u, i, i == last)]
                         else:
                             edges.append((u, i, i == last))
     if pushes:
