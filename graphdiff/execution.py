@@ -86,17 +86,19 @@ def topological_order(graph, outputs):
         if seen[root.index]:
             continue
         seen[root.index] = 1
-        stack = [(root, iter(root.inputs))]
-        while stack:
-            node, pending = stack[-1]
-            for parent in pending:
+        nodes, pending = [root], [iter(root.inputs)]    # the path explored, each node with its inputs left
+        while pending:
+            for parent in pending[-1]:
                 if not seen[parent.index]:
                     seen[parent.index] = 1
-                    stack.append((parent, iter(parent.inputs)))
-                    break
+                    if parent.inputs:
+                        nodes.append(parent)
+                        pending.append(iter(parent.inputs))
+                        break
+                    order.append(parent)            # a leaf follows nothing
             else:                       # all inputs placed: the node can follow them
-                stack.pop()
-                order.append(node)
+                pending.pop()
+                order.append(nodes.pop())
     st.cache[key] = order
     return order
 

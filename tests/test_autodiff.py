@@ -453,3 +453,24 @@ def test_backward_of_a_graph_mixing_floats_and_arrays(variant, eager):
     ds = np.tanh(0.5) + 0.5 * (1 - np.tanh(0.5) ** 2)
     assert float(gd.to_numpy(grads[a])) == pytest.approx(7.0 * ds, rel=1e-12)
     np.testing.assert_allclose(gd.to_numpy(grads[v]), np.tanh(0.5) * 0.5, rtol=1e-12)
+
+
+@settings(max_examples=60)
+@given(dag=dags(), data=st.data())
+def test_topological_order_is_the_depth_first_post_order(dag, data):
+    """The order is exactly the depth-first post-order over inputs in slot order, from each output in turn
+    (trace events and Version A's summation order follow it)."""
+    g, params, y = build_gd(*dag)
+    outs = data.draw(st.lists(st.sampled_from(g.nodes), min_size=1, max_size=3)) + [y]
+
+    def visit(n, seen, order):
+        if n in seen:
+            return
+        seen.add(n)
+        for p in n.inputs:
+            visit(p, seen, order)
+        order.append(n)
+    seen, order = set(), []
+    for o in outs:
+        visit(o, seen, order)
+    assert gd.topological_order(g, outs) == order
