@@ -256,29 +256,29 @@ def _steps(graph, st, order, F, check):
     as eager users run theirs, would only leave the collector more objects to scan (and free)."""
     key = ("steps", id(order), F.name, check, KERNELS["epoch"])
     steps = st.cache.get(key)
-    bind = _forward_binder(graph, st, F, check)
     if steps is None:
         st.cache[key] = False
-        return ((n, bind(n), n.inputs, n.spec.random) for n in order if n.spec is not None)
+        return _bound(graph, st, order, F, check)
     if steps is False:
-        steps = st.cache[key] = [(n, bind(n), n.inputs, n.spec.random) for n in order if n.spec is not None]
+        steps = st.cache[key] = list(_bound(graph, st, order, F, check))
     return steps
 
 
-def _forward_binder(graph, st, F, check):
-    """bind(n): n's forward bound to F and its attrs. Nodes of an op without attrs, residuals or
-    randomness share one bound function (a scalar graph's nodes: one per op instead of one per node)."""
+def _bound(graph, st, order, F, check):
+    """The steps of _steps, one by one. Nodes of an op without attrs, residuals or randomness share one
+    bound function (a scalar graph's nodes: one per op instead of one per node)."""
     shared = {}
-
-    def bind(n):
+    for n in order:
         spec = n.spec
+        if spec is None:
+            continue
         if n.attrs or spec.random or spec.forward_res is not None or check:
-            return _bind_forward(graph, st, n, F, check)
-        fn = shared.get(spec)
-        if fn is None:
-            fn = shared[spec] = partial(spec.impl(F).forward, F)
-        return fn
-    return bind
+            fn = _bind_forward(graph, st, n, F, check)
+        else:
+            fn = shared.get(spec)
+            if fn is None:
+                fn = shared[spec] = partial(spec.impl(F).forward, F)
+        yield n, fn, n.inputs, spec.random
 
 
 def _bind_forward(graph, st, n, F, check):
