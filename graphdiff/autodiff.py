@@ -153,7 +153,7 @@ def _sweep(plan, pushes=False, pulls=False):
     Version A reaches last: the earliest of its inputs in topological order (of one used twice, x * x, the
     later slot: children keep slot order)."""
     order, needs, y = plan.order, plan.needs, plan.y
-    push, pull = [], []
+    push, pull, end = [], [], len(needs)
     if needs[y.index]:
         live = bytearray(len(needs))
         live[y.index] = 1
@@ -167,36 +167,39 @@ def _sweep(plan, pushes=False, pulls=False):
                                             # reverse topological order (slots of one u in reverse too)
         for u in reversed(order):
             j = u.index
-            if live[j]:
-                spec = u.spec
-                slots = []
-                if spec is not None and spec.differentiable:
-                    i = 0
-                    for p in u.inputs:
-                        k = p.index
-                        if needs[k]:
-                            live[k] = 1
+            if not live[j]:
+                continue
+            spec = u.spec
+            slots = [] if pushes else None
+            last, first = -1, end           # the slot of u's last pull and its input's position
+            if spec is not None and spec.differentiable:
+                i = 0
+                for p in u.inputs:
+                    k = p.index
+                    if needs[k]:
+                        live[k] = 1
+                        if pushes:
                             slots.append((i, p))
-                        i += 1
-                if pushes:
-                    push.append((u, slots))
-                if pulls:
-                    children = kids[j]
-                    if children is None:
-                        children = []
-                    else:
-                        children.reverse()
-                    pull.append((u, children, not slots))
-                    if not slots:
-                        continue
-                    last = slots[0][0]
-                    if len(slots) > 1:
-                        first = pos[slots[0][1].index]
-                        for i, p in slots:
-                            if pos[p.index] <= first:
-                                last, first = i, pos[p.index]
-                        slots = slots[::-1]         # (the pushes keep theirs in slot order)
-                    for i, p in slots:
+                        if pulls and pos[k] <= first:
+                            last, first = i, pos[k]
+                    i += 1
+            if pushes:
+                push.append((u, slots))
+            if pulls:
+                children = kids[j]
+                if children is None:
+                    children = []
+                else:
+                    children.reverse()
+                pull.append((u, children, last < 0))
+                if last < 0:
+                    continue
+                ins = u.inputs              # its edges, last slot first: reversed with the others at p
+                i = len(ins)
+                while i:
+                    i -= 1
+                    p = ins[i]
+                    if needs[p.index]:
                         edges = kids[p.index]
                         if edges is None:
                             kids[p.index] = [(u, i, i == last)]
