@@ -163,8 +163,9 @@ def _sweep(plan, pushes=False, pulls=False):
             for n in order:
                 pos[n.index] = k
                 k += 1
-            kids = [None] * len(needs)      # node index -> its (child u, slot i, last pull from u), u in
-                                            # reverse topological order (slots of one u in reverse too)
+            # node index -> its (child u, slot i, last pull from u), u in reverse topological order (and
+            # the slots of one u in reverse too)
+            kids = [None] * len(needs)
         for u in reversed(order):
             j = u.index
             if not live[j]:
@@ -526,9 +527,9 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
     if plan.floats and not check and plan.has_adjoints and release is None:
         adj = _float_backward(plan, variant, seed, kept, emit, retain_grads, st)
     if adj is None:
-        as_arrays(plan.order)                   # values a float run left (this plan's or, on 0-d nodes of a
-                                                # graph that is not all floats, an eager node's or a forward's
-                                                # of other outputs): NumPy's rules take arrays
+        # values a float run left (this plan's or, on 0-d nodes of a graph that is not all floats, an eager
+        # node's or a forward's of other outputs): NumPy's rules take arrays
+        as_arrays(plan.order)
         if release is None:
             run = Run(F, kept, st.residuals, bound_rules(plan, F))
         else:
