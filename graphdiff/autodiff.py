@@ -116,13 +116,13 @@ class Plan:
     @property
     def pushes(self):
         if self._pushes is None:
-            _sweep(self, pushes=True)
+            self.sweep(pushes=True)
         return self._pushes
 
     @property
     def pulls(self):
         if self._pulls is None:
-            _sweep(self, pulls=True)
+            self.sweep(pulls=True)
         return self._pulls
 
     def pushers(self):
@@ -143,73 +143,72 @@ class Plan:
                 [u for u, _ in reversed(self._pushes)]
         return self._active
 
-
-@bulk
-def _sweep(plan, pushes=False, pulls=False):
-    """Fill plan's pushes and/or pulls: one sweep over the order from y back. A node is live if it is y or
-    a live node pushes into it; a live node pushes into each input that needs a gradient. Version A's pulls
-    of v are complete when the sweep reaches v (its children come after it in topological order): they are
-    collected in reverse, from the children, and turned around then. u's last pull is from the input that
-    Version A reaches last: the earliest of its inputs in topological order (of one used twice, x * x, the
-    later slot: children keep slot order)."""
-    order, needs, y = plan.order, plan.needs, plan.y
-    push, pull, end = [], [], len(needs)
-    if needs[y.index]:
-        live = bytearray(len(needs))
-        live[y.index] = 1
-        if pulls:
-            pos = [0] * len(needs)          # node index -> position in topological order
-            k = 0
-            for n in order:
-                pos[n.index] = k
-                k += 1
-            # node index -> its (child u, slot i, last pull from u), u in reverse topological order (and
-            # the slots of one u in reverse too)
-            kids = [None] * len(needs)
-        for u in reversed(order):
-            j = u.index
-            if not live[j]:
-                continue
-            spec = u.spec
-            slots = [] if pushes else None
-            last, first = -1, end           # the slot of u's last pull and its input's position
-            if spec is not None and spec.differentiable:
-                i = 0
-                for p in u.inputs:
-                    k = p.index
-                    if needs[k]:
-                        live[k] = 1
-                        if pushes:
-                            slots.append((i, p))
-                        if pulls and pos[k] <= first:
-                            last, first = i, pos[k]
-                    i += 1
-            if pushes:
-                push.append((u, slots))
+    @bulk
+    def sweep(self, pushes=False, pulls=False):
+        """Build the pushes and/or pulls: one sweep over the order from y back. A node is live if it is y or
+        a live node pushes into it; a live node pushes into each input that needs a gradient. Version A's pulls
+        of v are complete when the sweep reaches v (its children come after it in topological order): they are
+        collected in reverse, from the children, and turned around then. u's last pull is from the input that
+        Version A reaches last: the earliest of its inputs in topological order (of one used twice, x * x, the
+        later slot: children keep slot order)."""
+        order, needs, y = self.order, self.needs, self.y
+        push, pull, end = [], [], len(needs)
+        if needs[y.index]:
+            live = bytearray(len(needs))
+            live[y.index] = 1
             if pulls:
-                children = kids[j]
-                if children is None:
-                    children = []
-                else:
-                    children.reverse()
-                pull.append((u, children, last < 0))
-                if last < 0:
+                pos = [0] * len(needs)          # node index -> position in topological order
+                k = 0
+                for n in order:
+                    pos[n.index] = k
+                    k += 1
+                # node index -> its (child u, slot i, last pull from u), u in reverse topological order (and
+                # the slots of one u in reverse too)
+                kids = [None] * len(needs)
+            for u in reversed(order):
+                j = u.index
+                if not live[j]:
                     continue
-                ins = u.inputs              # its edges, last slot first: reversed with the others at p
-                i = len(ins)
-                while i:
-                    i -= 1
-                    p = ins[i]
-                    if needs[p.index]:
-                        edges = kids[p.index]
-                        if edges is None:
-                            kids[p.index] = [(u, i, i == last)]
-                        else:
-                            edges.append((u, i, i == last))
-    if pushes:
-        plan._pushes = push
-    if pulls:
-        plan._pulls = pull
+                spec = u.spec
+                slots = [] if pushes else None
+                last, first = -1, end           # the slot of u's last pull and its input's position
+                if spec is not None and spec.differentiable:
+                    i = 0
+                    for p in u.inputs:
+                        k = p.index
+                        if needs[k]:
+                            live[k] = 1
+                            if pushes:
+                                slots.append((i, p))
+                            if pulls and pos[k] <= first:
+                                last, first = i, pos[k]
+                        i += 1
+                if pushes:
+                    push.append((u, slots))
+                if pulls:
+                    children = kids[j]
+                    if children is None:
+                        children = []
+                    else:
+                        children.reverse()
+                    pull.append((u, children, last < 0))
+                    if last < 0:
+                        continue
+                    ins = u.inputs              # its edges, last slot first: reversed with the others at p
+                    i = len(ins)
+                    while i:
+                        i -= 1
+                        p = ins[i]
+                        if needs[p.index]:
+                            edges = kids[p.index]
+                            if edges is None:
+                                kids[p.index] = [(u, i, i == last)]
+                            else:
+                                edges.append((u, i, i == last))
+        if pushes:
+            self._pushes = push
+        if pulls:
+            self._pulls = pull
 
 
 @bulk
@@ -241,7 +240,7 @@ def plan_for(graph, y, wrt, variant=None):
                     break
     plan = Plan()
     plan.y, plan.order, plan.wrt, plan.needs = y, order, targets, needs
-    _sweep(plan, pushes=variant != "children", pulls=variant != "parents")
+    plan.sweep(pushes=variant != "children", pulls=variant != "parents")
     plan.floats = runs_on_floats(graph, order)
     plan.rules = {}
     if kept is None:                        # its first use
