@@ -97,56 +97,127 @@ class Plan:
     """The nodes on a path from wrt to y and the edges between them, in the order each variant visits.
 
     pushes: (u, [(slot i, parent p)]) in reverse topological order, for Version B; pulls: (v, [(child u,
-    slot i, last pull from u)], lone) for Version A, built from pushes the first time Version A runs;
-    order: every node y depends on; wrt: the targets; src/dst: positions in order of each edge, for the
-    staleness check, built the second time the plan is checked (a plan used once is checked by a loop)."""
+    slot i, last pull from u)], lone) in the same order, for Version A; active: the nodes with an adjoint,
+    in topological order. plan_for builds the one its variant visits in its sweep over the order; the other
+    and active are built by a sweep of their own the first time they are asked for (most plans of a fresh
+    graph are used once, by one variant). order: every node y depends on; wrt: the targets; src/dst:
+    positions in order of each edge, for the staleness check, built the second time the plan is checked (a
+    plan used once is checked by a loop)."""
 
-    __slots__ = ("y", "order", "active", "pushes", "_pulls", "wrt", "src", "dst", "checked", "floats", "rules",
-                 "compiled", "shapes_ok")
+    __slots__ = ("y", "order", "needs", "_active", "_pushes", "_pulls", "wrt", "src", "dst", "checked", "floats",
+                 "rules", "compiled", "shapes_ok")
 
     def __init__(self):
-        self._pulls = None
+        self._active = self._pushes = self._pulls = None
         self.src = self.dst = None
         self.checked = False
         self.shapes_ok = set()              # (backend, kernel epoch) whose VJP shapes passed the check once
 
     @property
-    @bulk
+    def pushes(self):
+        if self._pushes is None:
+            self.sweep(pushes=True)
+        return self._pushes
+
+    @property
     def pulls(self):
         if self._pulls is None:
-            # One pass over the pushes in topological order. u's last pull is from the input that Version A
-            # reaches last, the earliest of its inputs in topological order (of one used twice, x * x, the
-            # later slot: children keep slot order).
-            pos = {}                        # node -> position in topological order
-            children = {}                   # v -> its (child u, slot i, last pull from u), u in topological order
-            k = 0
-            for u, slots in reversed(self.pushes):
-                pos[u] = k
-                k += 1
-                if not slots:
-                    continue
-                last = slots[0][0]
-                if len(slots) > 1:
-                    first = pos[slots[0][1]]
-                    for i, p in slots:
-                        if pos[p] <= first:
-                            last, first = i, pos[p]
-                for i, p in slots:
-                    edges = children.get(p)
-                    if edges is None:
-                        children[p] = [(u, i, i == last)]
-                    else:
-                        edges.append((u, i, i == last))
-            self._pulls = [(v, children.pop(v, None) or [], not slots) for v, slots in self.pushes]
+            self.sweep(pulls=True)
         return self._pulls
+
+    def pushers(self):
+        """The nodes that push into an input (have a VJP to call), from whichever edges are built."""
+        if self._pushes is not None:
+            return [u for u, slots in self._pushes if slots]
+        return [v for v, _, lone in self._pulls if not lone]
+
+    @property
+    def has_adjoints(self):
+        """False when y depends on no node of wrt (and is none): no adjoint, nothing for the loops to visit."""
+        return bool(self._pushes if self._pushes is not None else self._pulls)
+
+    @property
+    def active(self):
+        if self._active is None:
+            self._active = [u for u, _, _ in reversed(self.pulls)] if self._pushes is None else \
+                [u for u, _ in reversed(self._pushes)]
+        return self._active
+
+    @bulk
+    def sweep(self, pushes=False, pulls=False):
+        """Build the pushes and/or pulls: one sweep over the order from y back. A node is live if it is y or
+        a live node pushes into it; a live node pushes into each input that needs a gradient. Version A's pulls
+        of v are complete when the sweep reaches v (its children come after it in topological order): they are
+        collected in reverse, from the children, and turned around then. u's last pull is from the input that
+        Version A reaches last: the earliest of its inputs in topological order (of one used twice, x * x, the
+        later slot: children keep slot order)."""
+        order, needs, y = self.order, self.needs, self.y
+        push, pull, end = [], [], len(needs)
+        if needs[y.index]:
+            live = bytearray(len(needs))
+            live[y.index] = 1
+            if pulls:
+                pos = [0] * len(needs)          # node index -> position in topological order
+                k = 0
+                for n in order:
+                    pos[n.index] = k
+                    k += 1
+                # node index -> its (child u, slot i, last pull from u), u in reverse topological order (and
+                # the slots of one u in reverse too)
+                kids = [None] * len(needs)
+            for u in reversed(order):
+                j = u.index
+                if not live[j]:
+                    continue
+                spec = u.spec
+                slots = [] if pushes else None
+                last, first = -1, end           # the slot of u's last pull and its input's position
+                if spec is not None and spec.differentiable:
+                    i = 0
+                    for p in u.inputs:
+                        k = p.index
+                        if needs[k]:
+                            live[k] = 1
+                            if pushes:
+                                slots.append((i, p))
+                            if pulls and pos[k] <= first:
+                                last, first = i, pos[k]
+                        i += 1
+                if pushes:
+                    push.append((u, slots))
+                if pulls:
+                    children = kids[j]
+                    if children is None:
+                        children = []
+                    else:
+                        children.reverse()
+                    pull.append((u, children, last < 0))
+                    if last < 0:
+                        continue
+                    ins = u.inputs              # its edges, last slot first: reversed with the others at p
+                    i = len(ins)
+                    while i:
+                        i -= 1
+                        p = ins[i]
+                        if needs[p.index]:
+                            edges = kids[p.index]
+                            if edges is None:
+                                kids[p.index] = [(u, i, i == last)]
+                            else:
+                                edges.append((u, i, i == last))
+        if pushes:
+            self._pushes = push
+        if pulls:
+            self._pulls = pull
 
 
 @bulk
-def plan_for(graph, y, wrt):
-    """The backward plan of y with respect to wrt (None: params and requires_grad inputs); kept from its
-    second use on. A plan used once (a graph built and run once, as eager users run theirs) is not kept:
-    its pushes, pulls and bound rules would only leave the collector more objects to scan and free. What
-    it leaves is its compile counts, so the run that compiles is the same either way."""
+def plan_for(graph, y, wrt, variant=None):
+    """The backward plan of y with respect to wrt (None: params and requires_grad inputs), with the edges
+    variant's loop visits built (both when None); kept from its second use on. A plan used once (a graph
+    built and run once, as eager users run theirs) is not kept: its pushes, pulls and bound rules would only
+    leave the collector more objects to scan and free. What it leaves is its compile counts, so the run
+    that compiles is the same either way."""
     st = state(graph)
     key = ("bwd", y.index, None if wrt is None else tuple(n.index for n in wrt))
     kept = st.cache.get(key)
@@ -167,25 +238,9 @@ def plan_for(graph, y, wrt):
                 if needs[p.index]:
                     needs[n.index] = 1
                     break
-    pushes = []                             # backward sweep: ... and if it leads to y (then it is live).
-    if needs[y.index]:                      # A live node pushes into each input that needs a gradient,
-        live = bytearray(len(needs))        # which is live because of it
-        live[y.index] = 1
-        for u in reversed(order):
-            if live[u.index]:
-                spec = u.spec
-                slots = []
-                if spec is not None and spec.differentiable:
-                    i = 0
-                    for p in u.inputs:
-                        if needs[p.index]:
-                            live[p.index] = 1
-                            slots.append((i, p))
-                        i += 1
-                pushes.append((u, slots))
     plan = Plan()
-    plan.y, plan.order, plan.wrt, plan.pushes = y, order, targets, pushes
-    plan.active = [u for u, _ in reversed(pushes)]
+    plan.y, plan.order, plan.wrt, plan.needs = y, order, targets, needs
+    plan.sweep(pushes=variant != "children", pulls=variant != "parents")
     plan.floats = runs_on_floats(graph, order)
     plan.rules = {}
     if kept is None:                        # its first use
@@ -214,7 +269,8 @@ class Run:
             stage = stage_of(u)
             if stage is None:
                 stage = stages[u] = bind(u)
-            return stage[0](i, g, stage[1], stage[2])
+            rule, xs, out = stage
+            return rule(i, g, xs, out)
 
         def free(adj, u):
             drop(u, None)
@@ -225,9 +281,11 @@ class Run:
     def bind(self, u):
         """(rule, input values, output value) for u in this run; a two-stage rule's shared work runs here."""
         rule = self.rules[u]
+        ins = u.inputs                      # spelled out: a list comprehension costs more than most rules
+        xs = [ins[0].out, ins[1].out] if len(ins) == 2 else [ins[0].out] if len(ins) == 1 else [p.out for p in ins]
         if u.spec.make_vjp is None:
-            return rule, [p.out for p in u.inputs], u.out
-        per_slot = rule([p.out for p in u.inputs], u.out, self.residuals.get(u.index))
+            return rule, xs, u.out
+        per_slot = rule(xs, u.out, self.residuals.get(u.index))
         return (lambda i, g, xs, out: per_slot(i, g)), None, None
 
     @staticmethod
@@ -327,15 +385,14 @@ def bound_rules(plan, F):
     if rules is None:
         rules = plan.rules[key] = {}
         shared = {}                         # op -> its rule bound to F, for the nodes without attrs
-        for u, slots in plan.pushes:
-            if slots:
-                if u.attrs:
-                    rules[u] = _bind_rule(u.spec, F, u.attrs)
-                else:
-                    rule = shared.get(u.spec)
-                    if rule is None:
-                        rule = shared[u.spec] = _bind_rule(u.spec, F, u.attrs)
-                    rules[u] = rule
+        for u in plan.pushers():
+            if u.attrs:
+                rules[u] = _bind_rule(u.spec, F, u.attrs)
+            else:
+                rule = shared.get(u.spec)
+                if rule is None:
+                    rule = shared[u.spec] = _bind_rule(u.spec, F, u.attrs)
+                rules[u] = rule
     return rules
 
 
@@ -454,7 +511,7 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
     else:
         seed = graph.as_value(y, seed, what=f"backward: the seed for '{y.name}'")
     check = graph.check_finite if check_finite is None else check_finite
-    plan = plan_for(graph, y, wrt)
+    plan = plan_for(graph, y, wrt, variant)
     if release is None:
         check_current(y, plan)
     st = state(graph)
@@ -466,11 +523,12 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
     emit = None if trace is None else (trace.append if hasattr(trace, "append") else trace)
     loop = LOOPS[variant]
     adj = None
-    if plan.floats and not check and plan.active and release is None:
+    if plan.floats and not check and plan.has_adjoints and release is None:
         adj = _float_backward(plan, variant, seed, kept, emit, retain_grads, st)
     if adj is None:
-        if plan.floats:                         # values a float run left: NumPy's rules take arrays
-            as_arrays(plan.order)
+        # values a float run left (this plan's or, on 0-d nodes of a graph that is not all floats, an eager
+        # node's or a forward's of other outputs): NumPy's rules take arrays
+        as_arrays(plan.order)
         if release is None:
             run = Run(F, kept, st.residuals, bound_rules(plan, F))
         else:
@@ -479,7 +537,7 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
         checked(run, shapes=shapes, finite=check)
         if emit is not None:
             traced(run, emit)
-        adj = loop(plan, seed, run) if plan.active else {}
+        adj = loop(plan, seed, run) if plan.has_adjoints else {}
         plan.shapes_ok.add((F.name, KERNELS["epoch"]))
     for n in st.with_grad:
         n.grad = None
@@ -533,7 +591,7 @@ def forward_backward(graph, feeds, outputs, y, variant="children", seed=None, tr
     key = ("lifetimes", tuple(n.index for n in want), y.index, variant, graph.backend.name)
     life = st.cache.get(key)
     if life is None:
-        plan = plan_for(graph, y, None)
+        plan = plan_for(graph, y, None, variant)
         order = topological_order(graph, want)
         # Python floats (0-d float64 graphs) hold nothing worth releasing: the plain passes run them
         life = st.cache[key] = False if plan.floats or scalar_graph(graph, order) else Lifetimes(
@@ -603,7 +661,7 @@ def gradients(graph, y, wrt, variant="children", seed=None):
     """See Graph.gradients."""
     single = isinstance(wrt, Node)
     wrt = _check_args(graph, y, variant, wrt, "gradients")
-    plan = plan_for(graph, y, wrt)
+    plan = plan_for(graph, y, wrt, variant)
     with graph.scope("grad"):
         if isinstance(seed, Node):
             if seed.shape != y.shape:
@@ -618,7 +676,7 @@ def gradients(graph, y, wrt, variant="children", seed=None):
             seed = graph.constant(np.asarray(seed, dtype=y.dtype), name="seed")
         run = SymbolicRun(plan, set(plan.wrt))
         checked(run, shapes=True, finite=False)
-        adj = LOOPS[variant](plan, seed, run) if plan.active else {}
+        adj = LOOPS[variant](plan, seed, run) if plan.has_adjoints else {}
         grads = [adj.get(n) for n in wrt]
         grads = [g if g is not None else graph.constant(np.zeros(n.shape, dtype=n.dtype), name="zero")
                  for g, n in zip(grads, wrt)]

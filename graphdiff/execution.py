@@ -86,17 +86,19 @@ def topological_order(graph, outputs):
         if seen[root.index]:
             continue
         seen[root.index] = 1
-        stack = [(root, iter(root.inputs))]
-        while stack:
-            node, pending = stack[-1]
-            for parent in pending:
+        nodes, pending = [root], [iter(root.inputs)]    # the path explored, each node with its inputs left
+        while pending:
+            for parent in pending[-1]:
                 if not seen[parent.index]:
                     seen[parent.index] = 1
-                    stack.append((parent, iter(parent.inputs)))
-                    break
+                    if parent.inputs:
+                        nodes.append(parent)
+                        pending.append(iter(parent.inputs))
+                        break
+                    order.append(parent)            # a leaf follows nothing
             else:                       # all inputs placed: the node can follow them
-                stack.pop()
-                order.append(node)
+                pending.pop()
+                order.append(nodes.pop())
     st.cache[key] = order
     return order
 
@@ -254,29 +256,29 @@ def _steps(graph, st, order, F, check):
     as eager users run theirs, would only leave the collector more objects to scan (and free)."""
     key = ("steps", id(order), F.name, check, KERNELS["epoch"])
     steps = st.cache.get(key)
-    bind = _forward_binder(graph, st, F, check)
     if steps is None:
         st.cache[key] = False
-        return ((n, bind(n), n.inputs, n.spec.random) for n in order if n.spec is not None)
+        return _bound(graph, st, order, F, check)
     if steps is False:
-        steps = st.cache[key] = [(n, bind(n), n.inputs, n.spec.random) for n in order if n.spec is not None]
+        steps = st.cache[key] = list(_bound(graph, st, order, F, check))
     return steps
 
 
-def _forward_binder(graph, st, F, check):
-    """bind(n): n's forward bound to F and its attrs. Nodes of an op without attrs, residuals or
-    randomness share one bound function (a scalar graph's nodes: one per op instead of one per node)."""
+def _bound(graph, st, order, F, check):
+    """The steps of _steps, one by one. Nodes of an op without attrs, residuals or randomness share one
+    bound function (a scalar graph's nodes: one per op instead of one per node)."""
     shared = {}
-
-    def bind(n):
+    for n in order:
         spec = n.spec
+        if spec is None:
+            continue
         if n.attrs or spec.random or spec.forward_res is not None or check:
-            return _bind_forward(graph, st, n, F, check)
-        fn = shared.get(spec)
-        if fn is None:
-            fn = shared[spec] = partial(spec.impl(F).forward, F)
-        return fn
-    return bind
+            fn = _bind_forward(graph, st, n, F, check)
+        else:
+            fn = shared.get(spec)
+            if fn is None:
+                fn = shared[spec] = partial(spec.impl(F).forward, F)
+        yield n, fn, n.inputs, spec.random
 
 
 def _bind_forward(graph, st, n, F, check):
@@ -330,19 +332,15 @@ def compute(node):
     out = None
     if (node.shape == () and node.dtype == "float64" and not spec.random and not graph.check_finite
             and graph.backend.name == "numpy"):
-        xs = []
-        for p in ins:
-            v = p.out
-            if p.shape != () or p.dtype != "float64":
-                break
-            if type(v) is not float:
-                v = float(v)
-                if p.spec is None:            # a leaf keeps the float, as a float forward leaves it
-                    p.out = v
-            xs.append(v)
-        else:
+        xs = _floats(ins)
+        if xs is not None:
             try:
-                out = spec.forward(SCALAR, *xs, **node.attrs)
+                if node.attrs:
+                    out = spec.forward(SCALAR, *xs, **node.attrs)
+                elif len(xs) == 2:            # spelled out: a call with * costs more than most ops
+                    out = spec.forward(SCALAR, xs[0], xs[1])
+                else:
+                    out = spec.forward(SCALAR, *xs)
             except Exception:                 # inf or nan ahead: NumPy's semantics take over
                 out = None
             if type(out) is not float:
@@ -357,15 +355,40 @@ def compute(node):
         except Exception as e:
             raise GraphError(f"computing {where(node)} failed: {type(e).__name__}: {e}") from e
     node.out = out
-    stamp = ins[0].stamp if ins else 0     # the newest of its inputs'
-    for p in ins:
-        if p.stamp > stamp:
-            stamp = p.stamp
+    if len(ins) == 2:                       # the newest of its inputs'
+        stamp, other = ins[0].stamp, ins[1].stamp
+        if other > stamp:
+            stamp = other
+    else:
+        stamp = ins[0].stamp if ins else 0
+        for p in ins:
+            if p.stamp > stamp:
+                stamp = p.stamp
     node.stamp = stamp
     if spec.forward_res is not None:      # computed without residuals: none may be older
         state(graph).residuals.pop(node.index, None)
     if graph.check_finite:
         check_value(node, graph.backend)
+
+
+def _floats(ins):
+    """The values of ins as Python floats, or None unless each is a 0-d float64 (a leaf keeps its float, as
+    a float forward leaves it)."""
+    if len(ins) == 2:                       # most nodes: two inputs whose values are floats already
+        a, b = ins[0].out, ins[1].out
+        if type(a) is float and type(b) is float:
+            return a, b
+    xs = []
+    for p in ins:
+        v = p.out
+        if p.shape != () or p.dtype != "float64":
+            return None
+        if type(v) is not float:
+            v = float(v)
+            if p.spec is None:
+                p.out = v
+        xs.append(v)
+    return xs
 
 
 def where(n):

@@ -328,9 +328,12 @@ def test_plans_equal_their_definitions(dag, data):
     wrt = data.draw(st.one_of(st.none(), st.lists(st.sampled_from(g.nodes[:len(g.nodes) - 3]), min_size=1,
                                                   max_size=4).filter(lambda ws: all(w.dtype == "float64"
                                                                                     for w in ws))))
-    plan = plan_for(g, y, wrt)
     active, pushes, pulls = reference_plan(g, y, list(dict.fromkeys(wrt)) if wrt else None)
-    assert plan.active == active and plan.pushes == pushes and plan.pulls == pulls
+    # a fresh plan, then the kept one, each built for one variant (the other's edges and active come later)
+    for variant in (data.draw(st.sampled_from([None, *gd.VARIANTS])), data.draw(st.sampled_from(gd.VARIANTS))):
+        plan = plan_for(g, y, wrt, variant)
+        assert plan.has_adjoints == bool(active)
+        assert plan.active == active and plan.pushes == pushes and plan.pulls == pulls
 
 
 @pytest.mark.parametrize("case", ["assigned", "fed", "recomputed", "no value"])
@@ -398,3 +401,76 @@ def test_shared_bindings_run_like_per_node_ones(variant, trace):
         assert other[1] == first[1]
         assert other[0] == pytest.approx(first[0], rel=1e-13, abs=1e-15)
     assert list(first[0]) == ["x", "w", "b"] and (not trace or len(first[1]) > 30)
+
+
+def _events(trace):
+    return [(e.kind,) + tuple(getattr(e, f).index if hasattr(getattr(e, f), "index") else getattr(e, f)
+                              for f in e._fields) for e in trace]
+
+
+@settings(max_examples=40)
+@given(dag=dags(), data=st.data())
+def test_a_fresh_plans_backward_is_a_kept_plans(dag, data):
+    """A fresh graph's first backward builds only the edges of its variant, in one sweep; a kept plan is
+    built the same way and may be used by the other variant later (its edges built then). Gradients are
+    bit for bit the same, trace events the same in the same order, on arrays and on Python floats."""
+    leaves, prog, seed = dag
+    if data.draw(st.booleans()):
+        leaves = [()] * len(leaves)         # a scalar graph: the Python-float backward
+    variant = data.draw(st.sampled_from(gd.VARIANTS))
+    other = "parents" if variant == "children" else "children"
+    retain = data.draw(st.booleans())
+
+    def session(g, y, v):
+        trace = []
+        grads = g.backward(y, variant=v, trace=trace, retain_grads=retain)
+        plain = g.backward(y, variant=v, retain_grads=retain)
+        got = [gd.to_numpy(grads[n]).tobytes() for n in grads], _events(trace)
+        assert [gd.to_numpy(plain[n]).tobytes() for n in plain] == got[0]
+        return got
+    g, _, y = build_gd(leaves, prog, seed)
+    first = session(g, y, variant)               # fresh plans
+    g2, _, y2 = build_gd(leaves, prog, seed)
+    session(g2, y2, other)                       # the plan is kept, built for the other variant
+    kept = session(g2, y2, variant)
+    assert kept == first
+
+
+@pytest.mark.parametrize("variant", gd.VARIANTS)
+@pytest.mark.parametrize("eager", [False, True], ids=["lazy", "eager"])
+def test_backward_of_a_graph_mixing_floats_and_arrays(variant, eager):
+    """0-d float64 nodes computed on Python floats (eagerly, or by a forward of an all-0-d output) in a graph
+    with arrays: the NumPy backward gets them as arrays."""
+    g = gd.Graph(dtype="float64", eager=eager)
+    a, v = g.param("a", 0.5), g.param("v", np.array([1.0, 2.0, 3.0]))
+    s = gd.tanh(a) * a
+    if not eager:
+        g.forward(outputs=s)            # all 0-d float64: on Python floats
+    y = gd.sum(v * s) + s
+    if not eager:
+        g.forward(outputs=y)
+    grads = g.backward(y, variant=variant)
+    ds = np.tanh(0.5) + 0.5 * (1 - np.tanh(0.5) ** 2)
+    assert float(gd.to_numpy(grads[a])) == pytest.approx(7.0 * ds, rel=1e-12)
+    np.testing.assert_allclose(gd.to_numpy(grads[v]), np.tanh(0.5) * 0.5, rtol=1e-12)
+
+
+@settings(max_examples=60)
+@given(dag=dags(), data=st.data())
+def test_topological_order_is_the_depth_first_post_order(dag, data):
+    """The order is exactly the depth-first post-order over inputs in slot order, from each output in turn
+    (trace events and Version A's summation order follow it)."""
+    g, params, y = build_gd(*dag)
+    outs = data.draw(st.lists(st.sampled_from(g.nodes), min_size=1, max_size=3)) + [y]
+
+    def visit(n, seen, order):
+        if n in seen:
+            return
+        seen.add(n)
+        for p in n.inputs:
+            visit(p, seen, order)
+        order.append(n)
+    seen, order = set(), []
+    for o in outs:
+        visit(o, seen, order)
+    assert gd.topological_order(g, outs) == order
