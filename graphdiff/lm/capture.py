@@ -33,8 +33,8 @@ class Recording:
 
     def __init__(self, backend, warmup=2, fix="leave out --cuda-graph"):
         if backend.name != "cupy":
-            raise GraphError(f"CUDA graphs record GPU work: the model runs on backend {backend.name!r}; build "
-                             f"it with backend='cupy' (or {fix})")
+            raise GraphError(f"CUDA graphs record GPU work, and the model runs on backend {backend.name!r}: run "
+                             f"it on cupy (--backend cupy, or backend='cupy'), or {fix}")
         if warmup < 1:
             raise ValueError(f"warmup must be at least 1 (a plain run before recording), got {warmup}")
         cupy = backend.xp
@@ -99,7 +99,8 @@ def feed_in_place(prog, host):
 def no_dropout(model, fix):
     drop = [name or "model" for name, m in model.named_modules() if isinstance(m, Dropout) and m.p > 0]
     if drop:
-        raise ValueError(f"CUDA graphs replay the same dropout mask every step ({drop[0]} has p > 0); {fix}")
+        raise ValueError(f"CUDA graphs replay the same dropout mask every step (module '{drop[0]}' has p > 0); "
+                         f"{fix}")
 
 
 class CapturedStep:

@@ -54,7 +54,7 @@ class Decoder:
             if not (use_cache and model.kind == "gpt"):
                 raise ValueError("cuda_graph records the KV-cache step of a GPT: use it with use_cache=True "
                                  f"on a GPT (this is {'an RNN-LM' if model.kind == 'rnn' else 'no cache'})")
-            self.recording = Recording(model.backend, fix="generate without cuda_graph / --cuda-graph")
+            self.recording = Recording(model.backend, fix="leave out --cuda-graph (cuda_graph=True)")
             self.step_prog = model.build_program(("step", 1))   # its own graph: its inputs hold the cache
 
     def start(self, ids):
