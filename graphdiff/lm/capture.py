@@ -169,7 +169,7 @@ class CapturedStep:
         (loss,) = self.prog.run({}, ("loss",), backward="loss")
         if self.grad_clip:
             clip_grad_norm(self.model, self.grad_clip)
-        if not self.recording.calls >= self.recording.warmup:   # plain steps write the numbers here
+        if self.recording.calls < self.recording.warmup:     # plain steps write the numbers here
             self._write_scalars()
         self.opt.step(scalars=self.scalars)
         return loss
