@@ -133,6 +133,7 @@ class AdamW(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
         super().__init__(params, lr)
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
+        self._flat = {}             # group key -> _FlatGroup: its buffers, kept from step to step
 
     def step(self, scalars=None):
         """One update of every parameter with a gradient, run as one flat update per (backend, dtype) group:
@@ -163,7 +164,7 @@ class AdamW(Optimizer):
                 for (_, p), view in zip(members, views):    # param takes a copy of what it is given)
                     p.data = view
                 if all(p.data is view for (_, p), view in zip(members, views)):
-                    self._flat[key][4] = views      # else (a graph's param keeps a copy) new buffers each step
+                    self._flat[key].views = views   # else (a graph's param keeps a copy) new buffers each step
 
     def groups(self):
         """{(backend name, dtype): [(name, Parameter)]} of the parameters with a gradient."""
@@ -179,15 +180,9 @@ class AdamW(Optimizer):
         missing moment is 0: b1 * 0 + (1 - b1) g is (1 - b1) g, bit for bit): then also the views of the
         values, for step() to hand out after the update. Returns (data, m, v, views or None)."""
         names = [name for name, _ in members]
-        kept = getattr(self, "_flat", None)
-        if kept is None:
-            kept = self._flat = {}
-        last = kept.get(key)
-        if (last is not None and last[0] == names and last[4] is not None
-                and all(p.data is a for (_, p), a in zip(members, last[4]))
-                and all(st.get("exp_avg") is a for st, a in zip(states, last[5]))
-                and all(st.get("exp_avg_sq") is a for st, a in zip(states, last[6]))):
-            return last[1], last[2], last[3], None
+        last = self._flat.get(key)
+        if last is not None and last.holds(names, members, states):
+            return last.data, last.m, last.v, None
 
         def flat(arrays):
             return B.concat([B.reshape(a, (-1,)) for a in arrays])
@@ -202,7 +197,7 @@ class AdamW(Optimizer):
             st["exp_avg"] = B.reshape(m[start:start + n], shape)
             st["exp_avg_sq"] = B.reshape(v[start:start + n], shape)
             start += n
-        kept[key] = [names, data, m, v, None, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states]]
+        self._flat[key] = _FlatGroup(names, data, m, v, states)
         return data, m, v, views
 
     def scalar_values(self, t=None):
@@ -246,6 +241,25 @@ class AdamW(Optimizer):
         step_size = self.lr / (1 - b1 ** self.t)
         denom = xp.sqrt(v) / math.sqrt(1 - b2 ** self.t) + self.eps
         return data - step_size * (m / denom)
+
+
+class _FlatGroup:
+    """One AdamW group's flat buffers and the views handed out of them (views: of the values, set once the
+    parameters are seen to hold them; None while they do not)."""
+
+    __slots__ = ("names", "data", "m", "v", "views", "m_views", "v_views")
+
+    def __init__(self, names, data, m, v, states):
+        self.names, self.data, self.m, self.v, self.views = names, data, m, v, None
+        self.m_views = [st["exp_avg"] for st in states]
+        self.v_views = [st["exp_avg_sq"] for st in states]
+
+    def holds(self, names, members, states):
+        """Whether the parameters and their state still hold this group's views (nothing replaced them)."""
+        return (self.names == names and self.views is not None
+                and all(p.data is a for (_, p), a in zip(members, self.views))
+                and all(st.get("exp_avg") is a for st, a in zip(states, self.m_views))
+                and all(st.get("exp_avg_sq") is a for st, a in zip(states, self.v_views)))
 
 
 def clip_grad_norm(params, max_norm):
