@@ -156,15 +156,66 @@ def cupy_check(cases, F, tol):
         want = run_vjps(spec, F, dxs, out_r, res_r, attrs, g, slots)
         got = run_vjps(kern, F, dxs, out_r, res_k, attrs, g, slots)
         pairs += [(f"vjp slot {i}", a, b) for i, a, b in zip(slots, got, want)]
-        for what, a, b in pairs:
-            a, b = cupy.asnumpy(a), cupy.asnumpy(b)
-            err = float(np.max(np.abs(a - b) / (tol["atol"] + tol["rtol"] * np.abs(b)))) if a.size else 0.0
-            ok = a.shape == b.shape and a.dtype == b.dtype and err <= 1.0
-            print(f"  check {case:12s} {str(a.dtype):8s} {what:12s} error/tolerance {err:8.3f} "
-                  f"{'ok' if ok else 'MISMATCH'}")
-            if not ok:
-                bad.append(f"{case} {a.dtype} {what}: {a.shape} {a.dtype} vs {b.shape} {b.dtype}, {err:.3g}x tol")
+        bad += [line for what, a, b in pairs if (line := compare(case, what, a, b, tol))]
     return bad
+
+
+def compare(case, what, a, b, tol):
+    """Print how far device arrays a and b are apart (in tolerances); a line for the failures, or None."""
+    import cupy
+    a, b = cupy.asnumpy(a), cupy.asnumpy(b)
+    err = float(np.max(np.abs(a - b) / (tol["atol"] + tol["rtol"] * np.abs(b)))) if a.size else 0.0
+    ok = a.shape == b.shape and a.dtype == b.dtype and err <= 1.0
+    print(f"  check {case:12s} {str(a.dtype):8s} {what:12s} error/tolerance {err:8.3f} {'ok' if ok else 'MISMATCH'}")
+    return None if ok else f"{case} {a.dtype} {what}: {a.shape} {a.dtype} vs {b.shape} {b.dtype}, {err:.3g}x tol"
+
+
+def adamw_group(F_, n, dtype, seed=0):
+    """An AdamW over one flat parameter of n elements on the device, after one step (moments non-zero)."""
+    import cupy
+    from graphdiff import nn
+    rng = np.random.default_rng(seed)
+    p = nn.Parameter(cupy.asarray(rng.standard_normal(n).astype(dtype)))
+    opt = nn.AdamW([("w", p)], lr=1e-3, weight_decay=0.1)
+    p.grad = cupy.asarray(rng.standard_normal(n).astype(dtype))
+    opt.step(scalars={("cupy", dtype): cupy.asarray(np.asarray(opt.scalar_values(), dtype=dtype))})
+    return p, opt
+
+
+def adamw_check(F_, quick):
+    """The fused AdamW update (one kernel) against the unfused operations: values and moments after 3 steps."""
+    import cupy
+    import graphdiff as gd
+    bad = []
+    for dtype, tol in (("float32", {"rtol": 1e-5, "atol": 1e-6}), ("float64", {"rtol": 1e-12, "atol": 1e-14})):
+        out = {}
+        for fused in (False, True):
+            p, opt = adamw_group(F_, 1000 if quick else 1_000_003, dtype)
+            rng = np.random.default_rng(1)
+            with gd.fused_kernels(cupy=fused):
+                for _ in range(3):
+                    p.grad = cupy.asarray(rng.standard_normal(p.data.shape).astype(dtype))
+                    opt.step()
+            out[fused] = [p.data, opt.state["w"]["exp_avg"], opt.state["w"]["exp_avg_sq"]]
+        bad += [line for what, a, b in zip(("values", "exp_avg", "exp_avg_sq"), out[True], out[False])
+                if (line := compare("adamw", what, a, b, tol))]
+    return bad
+
+
+def adamw_rows(F_, args):
+    """AdamW's update of one flat group of the H200 GPT's size (10.8M float32 parameters): the unfused
+    operations (a dozen kernels) against the fused kernel, the step's numbers read from a device array."""
+    import cupy
+    import graphdiff as gd
+    p, opt = adamw_group(F_, 100_000 if args.quick else 10_800_000, "float32")
+    scalars = {("cupy", "float32"): cupy.asarray(np.asarray(opt.scalar_values(), dtype="float32"))}
+
+    def step(fused):
+        with gd.fused_kernels(cupy=fused):
+            opt.step(scalars=scalars)
+    fns = {"rule": lambda: step(False), "kernel": lambda: step(True)}
+    times = common.alternate(fns, args.rounds or (2 if args.quick else 20), sync=cupy.cuda.Device().synchronize)
+    return [{"case": "adamw update (flat)", "engine": e, "samples": s} for e, s in times.items()]
 
 
 def cupy_main(args):
@@ -196,6 +247,9 @@ def cupy_main(args):
         for what, fns in ((f"{case} fwd", fwd), (f"{case} vjp", vjp)):
             times = common.alternate(fns, args.rounds or (2 if args.quick else 20), sync=cupy.cuda.Device().synchronize)
             rows += [{"case": what, "engine": e, "samples": s} for e, s in times.items()]
+    if not args.only or "adamw" in args.only:
+        bad += adamw_check(F_, args.quick)
+        rows += adamw_rows(F_, args)
     info = common.machine()
     print(common.machine_line(info) + f"; GPU: {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
     print(f"B, T, C, heads = {shape}, float32")

@@ -5,8 +5,12 @@
 #   bash benchmarks/gpu_check.sh                       # on a GPU machine
 #   GRAPHDIFF_CUPY_STANDIN=1 bash benchmarks/gpu_check.sh   # anywhere: the CuPy stand-in (tests/cupy_standin)
 #   GPU_CHECK_PARTS="tier bench-*" bash benchmarks/gpu_check.sh   # only the parts matching these patterns
+#   GPU_CHECK_OUT=/some/dir bash benchmarks/gpu_check.sh  # keep the results there as each part ends
 # Prints one line per part (PASS / FAIL / SKIP part: reason, with its seconds) and exits non-zero if any part
 # fails. On a fresh machine CuPy compiles each kernel at its first use, so the first parts take longest.
+# With GPU_CHECK_OUT, each part's output is appended to DIR/gpu_check.log and the summary so far rewritten
+# to DIR/summary.txt as soon as the part ends, and the benchmarks write their JSON there (else to
+# benchmarks/results): a run stopped part-way (a time limit) keeps every part it finished, in a few files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -19,6 +23,17 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 SUMMARY=()
 FAILED=0
+OUTDIR=${GPU_CHECK_OUT:-}
+RES=${OUTDIR:-$ROOT/benchmarks/results}      # where the benchmarks' JSON goes
+if [ -n "$OUTDIR" ]; then
+  mkdir -p "$OUTDIR" && : >"$OUTDIR/gpu_check.log" && : >"$OUTDIR/summary.txt" || exit 1
+fi
+
+keep() {   # keep NAME: with GPU_CHECK_OUT, the part's log appended to gpu_check.log, the summary rewritten
+  [ -n "$OUTDIR" ] || return 0
+  { echo "===== $1"; cat "$WORK/$1.log" 2>/dev/null; } >>"$OUTDIR/gpu_check.log"
+  printf '%s\n' "${SUMMARY[@]}" >"$OUTDIR/summary.txt"
+}
 
 selected() {   # selected NAME: true unless GPU_CHECK_PARTS is set and no pattern in it matches NAME
   [ -z "${GPU_CHECK_PARTS:-}" ] && return 0
@@ -42,11 +57,13 @@ part() {   # part NAME COMMAND...: run it, log to $WORK/NAME.log, record PASS/FA
     FAILED=1
     echo "----- $name failed:"; tail -25 "$WORK/$name.log"
   fi
+  keep "$name"
 }
 
 skip_unless() {   # skip_unless NAME MODULE: true when MODULE imports, else records SKIP
   if $PY -c "import $2" >/dev/null 2>&1; then return 0; fi
   SUMMARY+=("SKIP $1: the '$2' package is not installed here")
+  keep "$1"
   return 1
 }
 
@@ -68,9 +85,9 @@ part tier $PY -m pytest -q -p no:cacheprovider -m gpu "${TIER[@]}"
 if [ "${GRAPHDIFF_CUPY_STANDIN:-}" = "1" ]; then
   part kernels $PY benchmarks/bench_kernels.py --backend cupy --quick --json "$WORK/kernels_cupy.json"
 else
-  part kernels $PY benchmarks/bench_kernels.py --backend cupy
+  part kernels $PY benchmarks/bench_kernels.py --backend cupy --json "$RES/kernels_cupy.json"
 fi
-grep -E "^(gelu|softmax|log_softmax|layer_norm) |MISMATCH|FAIL|agree" "$WORK/kernels.log" 2>/dev/null | sed 's/^/  /'
+grep -E "^(gelu|softmax|log_softmax|layer_norm|adamw) |MISMATCH|FAIL|agree" "$WORK/kernels.log" 2>/dev/null | sed 's/^/  /'
 part tier-cupy-kernels env GRAPHDIFF_CUPY_KERNELS=1 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py \
   tests/ops/test_ops.py tests/nn tests/lm/test_gpt.py
 
@@ -149,13 +166,18 @@ if skip_unless bench-gpu torch; then
   if [ "${GRAPHDIFF_CUPY_STANDIN:-}" = "1" ]; then
     part bench-gpu $PY benchmarks/bench_gpu.py --smoke --json "$WORK/gpu.json"
     part bench-gpu-train $PY benchmarks/bench_gpu.py --train-step --smoke --json "$WORK/gpu_train.json"
+    part bench-gpu-train-kernels env GRAPHDIFF_CUPY_KERNELS=1 $PY benchmarks/bench_gpu.py --train-step --smoke \
+      --json "$WORK/gpu_train_kernels.json"
   else
-    part bench-gpu $PY benchmarks/bench_gpu.py
-    part bench-gpu-tf32 $PY benchmarks/bench_gpu.py --tf32 --rounds 15
-    part bench-gpu-train $PY benchmarks/bench_gpu.py --train-step --rounds 15
+    part bench-gpu $PY benchmarks/bench_gpu.py --json "$RES/gpu.json"
+    part bench-gpu-tf32 $PY benchmarks/bench_gpu.py --tf32 --rounds 15 --json "$RES/gpu_tf32.json"
+    part bench-gpu-train $PY benchmarks/bench_gpu.py --train-step --rounds 15 --json "$RES/gpu_train.json"
+    # the same training steps with the fused CuPy kernels on (the ops' kernels and AdamW's one-kernel update)
+    part bench-gpu-train-kernels env GRAPHDIFF_CUPY_KERNELS=1 $PY benchmarks/bench_gpu.py --train-step --rounds 15 \
+      --json "$RES/gpu_train_kernels.json"
   fi
-  grep -hE "^(gpu|small|tiny) |memory|GPU:" "$WORK/bench-gpu.log" "$WORK/bench-gpu-train.log" 2>/dev/null \
-    | sed 's/^/  /'
+  grep -hE "^(gpu|small|tiny) |memory|GPU:" "$WORK/bench-gpu.log" "$WORK/bench-gpu-train.log" \
+    "$WORK/bench-gpu-train-kernels.log" 2>/dev/null | sed 's/^/  /'
 fi
 
 echo "===== gpu_check summary"

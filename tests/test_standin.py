@@ -197,6 +197,36 @@ def test_fuse_compiles_once_per_dtype_and_ndim(cp):
     assert float(f(x.astype(np.float64))[0, 0]) == -6.0             # a new key: traced again
 
 
+def test_fuse_writes_arguments_in_place_and_capture_defers_it(cp):
+    """A fused function may update its array arguments in place and return None (fusion.pyx:330-364 and
+    712-714: the kernel declares them _non_const); under stream capture nothing runs until each launch, the
+    in-place writes included (the stand-in once ran them at capture time too, so a launch updated twice)."""
+    x, m = _traced(cp)
+    acc = cp.asarray(np.zeros((3, 4), dtype=np.float32))
+
+    @cp.fuse(kernel_name="standin_inplace")
+    def f(acc, x, m, c):
+        acc *= c
+        acc += x * m
+        return None
+
+    assert f(acc, x, m, 0.5) is None
+    want = cp.asnumpy(x) * cp.asnumpy(m)
+    np.testing.assert_array_equal(cp.asnumpy(acc), want)
+    s = cp.cuda.Stream(non_blocking=True)
+    with s:
+        s.begin_capture()
+        out = cp.fuse(lambda a, b: a + b)(x, m)
+        f(acc, x, m, 0.5)
+        g = s.end_capture()
+    np.testing.assert_array_equal(cp.asnumpy(acc), want)           # recorded, not run
+    assert np.isnan(cp.asnumpy(out)).all()
+    g.launch(stream=s)
+    g.launch(stream=s)
+    np.testing.assert_array_equal(cp.asnumpy(acc), (want * np.float32(0.5) + want) * np.float32(0.5) + want)
+    np.testing.assert_array_equal(cp.asnumpy(out), cp.asnumpy(x) + cp.asnumpy(m))
+
+
 def test_fuse_without_device_arrays_is_plain_python(cp):
     f = cp.fuse(lambda x: cp.exp(x))
     assert float(f(1.0)) == pytest.approx(np.e)                    # Python scalars: cupy.exp(1.0)

@@ -4,6 +4,7 @@ Updates use only array-API arithmetic on `Parameter.data` / `.grad`, so they run
 step replaces p.data with a new array (see module.py on how graphs pick it up). They take a Module, its
 parameters, or the param Nodes of a raw graph (`SGD(g.params(), lr=0.1)`).
 """
+import functools
 import math
 
 import numpy as np
@@ -11,6 +12,8 @@ import numpy as np
 from ..backend import backend_of, to_numpy
 from ..errors import GraphError
 from ..graph import Node
+from ..ops import fused_maths
+from ..ops.registry import KERNELS
 from .module import Module
 
 
@@ -209,25 +212,16 @@ class AdamW(Optimizer):
 
     def flat_update(self, data, g, m, v, B, scalars=None):
         """Update the flat data, m and v in place (they are the optimizer's own arrays): update()'s
-        operations, in update()'s order. scalars: the step's numbers as a device array (see step), else
+        operations, in update()'s order (ops/fused_maths.adamw; on CuPy with its fused kernels on, that
+        function compiled into one kernel). scalars: the step's numbers as a device array (see step), else
         Python numbers; either way rounded to the arrays' dtype, so the same bits."""
         b1, b2 = self.betas
         if scalars is None:
             decay, bias2, step_size = self.scalar_values(self.t)
         else:
             decay, bias2, step_size = scalars[0], scalars[1], scalars[2]
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * (g * g)
-        if self.weight_decay:
-            data *= decay
-        denom = B.sqrt(v)
-        denom /= bias2
-        denom += self.eps
-        step = m / denom
-        step *= step_size
-        data -= step
+        update(B)(data, g, m, v, b1, 1 - b1, b2, 1 - b2, decay if self.weight_decay else None, bias2, step_size,
+                  self.eps)
 
     def update(self, p, g, st):
         b1, b2 = self.betas
@@ -241,6 +235,15 @@ class AdamW(Optimizer):
         step_size = self.lr / (1 - b1 ** self.t)
         denom = xp.sqrt(v) / math.sqrt(1 - b2 ** self.t) + self.eps
         return data - step_size * (m / denom)
+
+
+def update(B):
+    """AdamW's flat update on backend B: fused_maths.adamw run by B's array library, or on CuPy with its
+    fused kernels on (gd.fused_kernels(cupy=True), GRAPHDIFF_CUPY_KERNELS=1) compiled by cupy.fuse."""
+    if B.name == "cupy" and KERNELS["on"] and KERNELS["backends"].get("cupy"):
+        from ..ops import fused_cupy
+        return fused_cupy.ADAMW
+    return functools.partial(fused_maths.adamw, fused_maths.Maths(B.xp))
 
 
 class _FlatGroup:

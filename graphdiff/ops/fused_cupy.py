@@ -13,6 +13,9 @@ leading axes (gamma's and beta's gradients) stay the rule's, a GEMM with a ones 
     layer_norm   mean, 1 fused, mean, 1 fused (rstd),      dx: 1 fused (two outputs), 2 means, 1 fused;
                  1 fused (output and xhat)                 gamma, beta: the rule's GEMMs
 
+and AdamW's update of each (backend, dtype) group of parameters (nn.optim.AdamW.flat_update): one kernel that
+updates the values and both moments in place, instead of a dozen element-wise kernels over the group.
+
 Each kernel is registered with @kernel(op, "cupy") and keeps the rule's residuals; inputs outside its fast
 path (dtypes other than one of float32 / float64, empty arrays, softmax along another axis than the last)
 go to the op's rule. CuPy's kernels are opt-in (GRAPHDIFF_CUPY_KERNELS=1, or gd.fused_kernels(cupy=True))
@@ -49,7 +52,7 @@ class Fused:
             raise KernelError(
                 f"{self.op}: the fused CuPy kernel {self.name} failed ({type(e).__name__}: {what}). "
                 f"CuPy's fused kernels are opt-in: unset {SWITCH} (or set it to 0), or run inside "
-                "gd.fused_kernels(cupy=False), to use the op's rule; please report this with the output of "
+                "gd.fused_kernels(cupy=False), to run the unfused operations; please report this with the output of "
                 "`python -c 'import cupy; cupy.show_config()'`") from e
 
     def _compile(self):
@@ -77,6 +80,7 @@ RECIPROCAL_STD = Fused("layer_norm", fm.reciprocal_std)
 LAYER_NORM_OUT = Fused("layer_norm", fm.layer_norm_out)
 LAYER_NORM_D = Fused("layer_norm", fm.layer_norm_d)
 LAYER_NORM_DX = Fused("layer_norm", fm.layer_norm_dx)
+ADAMW = Fused("AdamW", fm.adamw)                # nn.optim.AdamW.flat_update: a group's update in one kernel
 ALL = [v for v in list(globals().values()) if isinstance(v, Fused)]
 
 

@@ -43,7 +43,7 @@ class Maths:
 
     __slots__ = ("exp", "log", "sqrt", "tanh", "erf")
 
-    def __init__(self, xp, erf):
+    def __init__(self, xp, erf=None):
         self.exp, self.log, self.sqrt, self.tanh, self.erf = xp.exp, xp.log, xp.sqrt, xp.tanh, erf
 
 
@@ -120,3 +120,23 @@ def layer_norm_d(m, g, gamma, xhat):
 def layer_norm_dx(m, d, xhat, rstd, md, mdx):
     """rstd (d - md - xhat mdx), md = mean(d), mdx = mean(d xhat) over the row."""
     return rstd * (d - md - xhat * mdx)
+
+
+# --- AdamW: one group's whole update, in place (nn.optim.AdamW.flat_update) --------------------------------
+def adamw(m, data, g, mom, var, b1, c1, b2, c2, decay, bias2, step_size, eps):
+    """AdamW's update of data and of the moments mom, var, in place (no output), in PyTorch's order of
+    operations (AdamW.update's). c1 = 1 - b1 and c2 = 1 - b2 come from Python, as AdamW.update computes
+    them (in double, then rounded once to the arrays' dtype); decay None: no weight decay. decay, bias2 and
+    step_size: Python numbers, or 0-d arrays a recorded step reads from the device."""
+    mom *= b1
+    mom += c1 * g
+    var *= b2
+    var += c2 * (g * g)
+    if decay is not None:
+        data *= decay
+    denom = m.sqrt(var)
+    denom /= bias2
+    denom += eps
+    step = mom / denom
+    step *= step_size
+    data -= step

@@ -146,3 +146,40 @@ def test_adamw_keeps_its_flat_buffers_and_reads_numbers_from_an_array():
     arrays.step()
     assert b[0][1].data is not held[0]
     assert np.abs(b[0][1].data - want).max() < 0.2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("weight_decay", [0.1, 0.0])
+def test_adamw_fused_cupy_kernel_matches_the_unfused_update(dtype, weight_decay):
+    """On CuPy with its fused kernels on, each group's update is one kernel (fused_maths.adamw compiled by
+    cupy.fuse, on CuPy's old fusion): it must give the unfused operations' values and moments, with the
+    numbers as Python floats and read from a device array (what a recorded step does). A GPU may contract
+    a * b + c into one rounding (FMA), so the two agree to a few float32 ulps rather than bit for bit."""
+    import cupy
+    import graphdiff as gd
+    from graphdiff.ops import fused_cupy
+    rng = np.random.default_rng(3)
+    shapes = [(3, 4), (7,), ()]
+    start = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    runs = {}
+    for fused in (False, True):
+        ps = [(f"p{k}", nn.Parameter(cupy.asarray(v))) for k, v in enumerate(start)]
+        opt = nn.AdamW(ps, lr=0.05, weight_decay=weight_decay)
+        grad_rng = np.random.default_rng(4)
+        with gd.fused_kernels(cupy=fused):
+            for step in range(5):
+                for _, p in ps:
+                    p.grad = cupy.asarray(grad_rng.standard_normal(p.data.shape).astype(dtype))
+                if step % 2:
+                    key = ("cupy", dtype)
+                    opt.step(scalars={key: cupy.asarray(np.asarray(opt.scalar_values(), dtype=dtype))})
+                else:
+                    opt.step()
+        runs[fused] = [gd.to_numpy(p.data) for _, p in ps] + \
+            [gd.to_numpy(opt.state[n][k]) for n, _ in ps for k in ("exp_avg", "exp_avg_sq")]
+    assert fused_cupy.ADAMW.fused is not None and fused_cupy.ADAMW.fused.new_fusion is None
+    tol = {"float32": dict(rtol=1e-5, atol=1e-6), "float64": dict(rtol=1e-12, atol=1e-14)}[dtype]
+    for a, b in zip(runs[True], runs[False]):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_allclose(a, b, **tol)
