@@ -8,8 +8,12 @@ the model and the batch exist, the process reads VmRSS (the base); before a meas
 to /proc/self/clear_refs (which resets the peak RSS, VmHWM), and after it reads VmHWM: the figure is
 VmHWM - base, the peak the step needs on top of the model. "first" is the first step (graphdiff builds
 and plans its graph in it); "steady" is the 5th, when caches, compiled plans and the allocator are warm;
-"retained" is VmRSS - base after it (what stays between steps). Libraries load before the base: torch's
-at import, Numba's (graphdiff's row loops, imported at the first large array) by fused_numba.warm(), whose
+"retained" is VmRSS - base after it (what stays between steps); "steady faults" counts the minor page
+faults of the steady step (getrusage): memory the step touches for the first time (a fresh mmap'd
+buffer), where reused memory causes none. graphdiff reuses memory across steps through the allocator: it
+releases each value at its last use, so glibc hands the same blocks out again, as PyTorch's caching
+allocator does. Libraries load before the base: torch's at import, Numba's (graphdiff's row loops,
+imported at the first large array) by fused_numba.warm(), whose
 RSS growth is reported apart as "libraries". RSS counts what malloc holds, so NumPy
 temporaries that glibc keeps for reuse count as much as PyTorch's own allocator's blocks: it is what the
 OS sees (not tracemalloc, not torch's allocator statistics).
@@ -18,6 +22,7 @@ Writes benchmarks/results/memory.json.
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 
@@ -89,8 +94,10 @@ def measure(engine, config, quick):
         for _ in range(before_steps):
             step()
         _reset_peak()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         step()
         out[label] = _status("VmHWM") - base
+        out[f"{label} faults"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     out["retained"] = _status("VmRSS") - base
     return out
 
@@ -108,7 +115,7 @@ def main():
     if not os.path.exists("/proc/self/clear_refs"):
         sys.exit("bench_memory needs Linux's /proc/self/clear_refs (peak RSS reset)")
     repeats = args.repeats or (1 if args.quick else 3)
-    rows = []
+    rows, faults = [], []
     for config in args.configs:
         got = {e: [] for e in args.engines}
         for r in range(repeats):
@@ -122,12 +129,16 @@ def main():
                       "samples": [x[phase] for x in got[e]], "rss_before": [x["rss_before"] for x in got[e]],
                       "libraries": [x.get("libraries", 0) for x in got[e]]}
                      for e in args.engines]
+        faults += [{"case": f"{config} steady faults", "config": config, "phase": "steady faults", "engine": e,
+                    "samples": [x["steady faults"] for x in got[e]]} for e in args.engines]
     import numpy  # noqa: F401
     import torch  # noqa: F401
     common.set_threads(1)        # as in the measuring processes, so the machine line says so
     info = common.machine(threads=1)
     print(common.machine_line(info))
     common.table(rows, unit="MB", scale=1 / 2 ** 20)
+    print("minor page faults in the steady (5th) step: memory touched for the first time")
+    common.table(faults, unit="faults", scale=1.0)
     libs = [v for r in rows if r["engine"] == "graphdiff" for v in r["libraries"]]
     if libs:
         print(f"graphdiff's Numba row loops, loaded before the base: {max(libs) / 2 ** 20:.0f} MB of RSS")
@@ -135,7 +146,7 @@ def main():
                             "method": "peak RSS over one step above the RSS once the model and batch exist (VmHWM - "
                                       "base, peak reset through /proc/self/clear_refs) in a fresh subprocess "
                                       "per engine; first and 5th (steady) step; retained = RSS after - base; bytes",
-                            "configs": {c: CONFIGS[c] for c in args.configs}, "rows": rows}, args.json)
+                            "configs": {c: CONFIGS[c] for c in args.configs}, "rows": rows + faults}, args.json)
 
 
 if __name__ == "__main__":
