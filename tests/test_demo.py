@@ -41,5 +41,6 @@ def test_demo_without_out_is_the_quick_check(capsys):
 @pytest.mark.gpu
 def test_tour_on_cupy(tmp_path, capsys):
     """The tour computes on the GPU backend and brings every value to the host through gd.to_numpy."""
+    pytest.importorskip("graphviz", reason="the tour draws its graphs with the graphviz package")
     assert main(["demo", "--out", str(tmp_path), "--quick", "--no-progress", "--backend", "cupy"]) == 0
     assert "open " in capsys.readouterr().out and (tmp_path / "gpt_loss.png").stat().st_size > 500

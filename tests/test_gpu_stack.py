@@ -66,6 +66,7 @@ def test_generate_cache_and_recompute_agree(checkpoint):
 
 
 def test_demo():
+    need("graphviz")                # the tour draws its graphs (a GPU machine may lack the package)
     assert "backend 'cupy'" in graphdiff("demo", "--backend", "cupy")
 
 
