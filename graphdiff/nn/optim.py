@@ -220,8 +220,8 @@ class AdamW(Optimizer):
             decay, bias2, step_size = self.scalar_values(self.t)
         else:
             decay, bias2, step_size = scalars[0], scalars[1], scalars[2]
-        update(B)(data, g, m, v, b1, 1 - b1, b2, 1 - b2, decay if self.weight_decay else None, bias2, step_size,
-                  self.eps)
+        flat_update_fn(B)(data, g, m, v, b1, 1 - b1, b2, 1 - b2, decay if self.weight_decay else None, bias2,
+                          step_size, self.eps)
 
     def update(self, p, g, st):
         b1, b2 = self.betas
@@ -237,7 +237,7 @@ class AdamW(Optimizer):
         return data - step_size * (m / denom)
 
 
-def update(B):
+def flat_update_fn(B):
     """AdamW's flat update on backend B: fused_maths.adamw run by B's array library, or on CuPy with its
     fused kernels on (gd.fused_kernels(cupy=True), GRAPHDIFF_CUPY_KERNELS=1) compiled by cupy.fuse."""
     if B.name == "cupy" and KERNELS["on"] and KERNELS["backends"].get("cupy"):
