@@ -78,15 +78,17 @@ PY
 #    the stand-in's own checks. Files that import torch or graphviz are left out when those are missing.
 TIER=(tests/ops tests/test_autodiff.py tests/test_backend.py tests/test_gpu.py tests/test_standin.py
       tests/test_syncs.py tests/nn tests/lm/test_generate.py tests/lm/test_gpt.py tests/lm/test_capture.py)
+HAVE_TORCH=0
+$PY -c "import torch" >/dev/null 2>&1 && HAVE_TORCH=1
 without_torch() {   # without_torch PATH...: the paths, less the test files that import torch (or tests/lm/
   # torch_ref) at the top when torch is missing here, and --ignore for those inside folders
-  if $PY -c "import torch" >/dev/null 2>&1; then printf '%s\n' "$@"; return; fi
+  if [ $HAVE_TORCH = 1 ]; then printf '%s\n' "$@"; return; fi
   local f torchy
   torchy=$(grep -rlE "^(import torch|from torch|from \.torch_ref import)" tests --include="test_*.py")
   for f in "$@"; do grep -qxF "$f" <<<"$torchy" || echo "$f"; done
   for f in $torchy; do echo "--ignore=$f"; done
 }
-if ! $PY -c "import torch" >/dev/null 2>&1 && selected tier; then
+if [ $HAVE_TORCH = 0 ] && selected tier; then
   SUMMARY+=("NOTE tier: torch is not installed here: the test files that import it are left out")
 fi
 mapfile -t TIER_RUN < <(without_torch "${TIER[@]}")

@@ -220,13 +220,18 @@ def _result(compute):
     return _results(lambda: (compute(),))[0]
 
 
-def _results(compute):
-    """_result for work with several outputs: compute() gives a tuple of NumPy results."""
+def _results(compute, like=None):
+    """_result for work with several outputs: compute() gives a tuple of NumPy results. like: their (shape,
+    dtype) when known, for work that must not run at capture (it writes its arguments in place): the
+    outputs are then made from it, and compute() runs only at each launch."""
     work = cuda.recording()
     if work is None:
         return [_wrap(r) for r in compute()]
-    with _np.errstate(all="ignore"):
-        outs = [_new(r) for r in compute()]
+    if like is not None:
+        outs = [_new(_np.empty(shape, dtype=dtype)) for shape, dtype in like]
+    else:
+        with _np.errstate(all="ignore"):
+            outs = [_new(r) for r in compute()]
     for out in outs:
         if out._a.flags.owndata:              # not a view of an existing array: not written until launch
             out._a.fill(_GARBAGE.get(out._a.dtype.kind, 0))

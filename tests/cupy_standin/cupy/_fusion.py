@@ -257,16 +257,8 @@ class Fusion:
         arrays = [a._a for a in args if isinstance(a, cupy.ndarray)]
         shape = np.broadcast_shapes(*[a.shape for a in arrays])
         values = [a._a if isinstance(a, cupy.ndarray) else a for a in args if a is not None]
-        work = cupy.cuda.recording()
-        if work is None:
-            results = [cupy._wrap(r) for r in trace.run(values, outputs, shape)]
-        else:       # capturing: nothing runs now (no output, no argument written in place) until each launch
-            results = [cupy._new(np.full(shape, cupy._GARBAGE.get(v.dtype.kind, 0), dtype=v.dtype)) for v in outputs]
-
-            def replay():
-                for out, r in zip(results, trace.run(values, outputs, shape)):
-                    np.copyto(out._a, r, casting="unsafe")
-            work.append(replay)
+        # under capture nothing runs (no output, no argument written in place) until each launch
+        results = cupy._results(lambda: trace.run(values, outputs, shape), like=[(shape, v.dtype) for v in outputs])
         return None if kind == "none" else results[0] if kind == "single" else tuple(results)
 
     def _trace(self, args):
