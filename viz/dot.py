@@ -183,11 +183,22 @@ def _host(x):
     return None if x is None else np.asarray(gd.to_numpy(x))
 
 
+RELEASED_TEXT = "released"
+
+
+def node_value(node):
+    """node.value (None before a forward), or RELEASED_TEXT where forward_backward freed it after its last use."""
+    try:
+        return node.value
+    except gd.ReleasedError:
+        return RELEASED_TEXT
+
+
 class _Notes:
     """Which placeholders a diagram used, so its caption can say what they mean."""
 
     def __init__(self):
-        self.no_value = self.no_grad = False
+        self.no_value = self.no_grad = self.released = False
 
 
 def _value_rows(node, fields, small, notes):
@@ -198,24 +209,33 @@ def _value_rows(node, fields, small, notes):
               and (node.kind in ("param", "op") or node.grad is not None))
     if not (show_v or show_g) or node.size > small:
         return []
-    value, grad = _host(node.value), _host(node.grad)
+    value, grad = node_value(node), _host(node.grad)
+    value = value if value is RELEASED_TEXT else _host(value)
     if value is None:
         notes.no_value = True
+    elif value is RELEASED_TEXT:
+        notes.released = True
     if grad is None and show_g:
         notes.no_grad = True
     if node.shape == ():
         cells = []
         if show_v:
-            cells.append("data " + ("&#8212;" if value is None else escape(_number(value))))
+            cells.append("data " + _value_text(value, _number))
         if show_g:
             cells.append("grad " + ("&#8212;" if grad is None else escape(_number(grad))))
         return [cells] if len(cells) > 1 else cells
     rows = []
     if show_v:
-        rows.append("value " + ("&#8212;" if value is None else escape(_array_text(value))))
+        rows.append("value " + _value_text(value, _array_text))
     if show_g:
         rows.append("grad " + ("&#8212;" if grad is None else escape(_array_text(grad))))
     return rows
+
+
+def _value_text(value, fmt):
+    if value is None:
+        return "&#8212;"
+    return "<I>released</I>" if value is RELEASED_TEXT else escape(fmt(value))
 
 
 def node_label(node, fields=FIELDS, small=SMALL, in_cluster=True, notes=None, extra=()):
@@ -455,6 +475,8 @@ def _notes_text(nodes, fields, notes):
         out.append("grad \u2014: not kept; g.backward(y, retain_grads=True) keeps every node's gradient")
     if notes.no_value:
         out.append("data \u2014: no value yet; run g.forward(feeds) first")
+    if notes.released:
+        out.append("released: freed after its last use by forward_backward; g.forward(feeds) computes it again")
     return out
 
 

@@ -3,7 +3,7 @@ import networkx as nx
 
 from graphdiff.graph import describe
 
-from .dot import select
+from .dot import RELEASED_TEXT, node_value, select
 
 
 def to_networkx(obj):
@@ -14,15 +14,18 @@ def to_networkx(obj):
     Returns:
         networkx.MultiDiGraph: node k (position in creation order among the drawn nodes) has attributes
         name, op (None for leaves), kind, scope, shape (tuple), dtype, text ("f32[4,8]"), has_value,
-        has_grad, output; an edge input -> consumer per input slot, with key and attribute slot.
+        has_grad, released (freed by forward_backward), output; an edge input -> consumer per input slot,
+        with key and attribute slot.
     """
     nodes, outputs = select(obj)
     pos = {n.index: k for k, n in enumerate(nodes)}
     out = {o.index for o in outputs}
     G = nx.MultiDiGraph()
     for k, n in enumerate(nodes):
+        value = node_value(n)
         G.add_node(k, name=n.name, op=n.op, kind=n.kind, scope=n.scope, shape=tuple(n.shape), dtype=n.dtype,
-                   text=describe(n.shape, n.dtype), has_value=n.value is not None, has_grad=n.grad is not None,
+                   text=describe(n.shape, n.dtype), has_value=value is not None and value is not RELEASED_TEXT,
+                   released=value is RELEASED_TEXT, has_grad=n.grad is not None,
                    output=n.index in out)
     for n in nodes:
         for slot, p in enumerate(n.inputs):

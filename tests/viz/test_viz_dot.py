@@ -257,3 +257,20 @@ def test_to_dot_renders_pipes_and_displays_without_system_graphviz(monkeypatch, 
     bundle = dot._repr_mimebundle_(include=["image/svg+xml", "image/png"])   # what Jupyter calls
     assert "<svg" in bundle["image/svg+xml"] and bundle["image/png"].startswith(b"\x89PNG")
     assert used and set(used) == {"graphviz-pure"}
+
+
+def test_values_released_by_forward_backward_are_drawn_as_released():
+    """After forward_backward, to_dot draws freed values as 'released' (with a caption) instead of raising,
+    and to_networkx marks them; kept values (leaves, the output) still show."""
+    g = gd.Graph(dtype="float64")
+    a, b = g.param("a", np.array([2.0, 1.0])), g.param("b", np.array([3.0, 1.0]))
+    y = gd.sum(gd.tanh(a * b + a))
+    g.forward_backward({}, [y], y)
+    src = viz.to_dot(y).source
+    assert src.count("value <I>released</I>") == 3                 # multiply, add, tanh
+    assert "released: freed after its last use by forward_backward" in src
+    assert "value [2, 1]" in src                                     # the leaf a keeps its value
+    G = viz.to_networkx(y)
+    freed = {G.nodes[k]["name"] for k in G.nodes if G.nodes[k]["released"]}
+    assert freed == {"multiply", "add", "tanh"}
+    assert all(G.nodes[k]["has_value"] != G.nodes[k]["released"] for k in G.nodes)

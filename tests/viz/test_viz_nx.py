@@ -15,7 +15,8 @@ def test_multidigraph_keeps_both_edges_of_x_times_x():
     assert G.number_of_edges(0, 1) == 2 and G.number_of_edges(1, 2) == 2
     assert sorted(d["slot"] for _, _, d in G.edges(data=True)) == [0, 0, 1, 1]
     assert G.nodes[0] == {"name": "a", "op": None, "kind": "param", "scope": "", "shape": (), "dtype": "float64",
-                          "text": "f64[]", "has_value": True, "has_grad": False, "output": False}
+                          "text": "f64[]", "has_value": True, "released": False, "has_grad": False,
+                          "output": False}
     assert G.nodes[2]["op"] == "multiply" and G.nodes[2]["output"]
     g.backward(c, retain_grads=True)
     assert all(d["has_grad"] for _, d in viz.to_networkx(c).nodes(data=True))
