@@ -47,8 +47,9 @@ class LogSoftmax:
     shape = _axis_shape
     saves = ("out",)
 
-    def forward(F, x, axis=-1):
-        return x - _logsumexp(F, x, axis)
+    def forward(F, x, axis=-1):                   # (x - m) - log s, not x - (m + log s): exactly 0 over one
+        xm = x - F.max(x, axis=axis, keepdims=True)  # class, or at a masked row's only finite entry
+        return xm - F.log(F.sum(F.exp(xm), axis=axis, keepdims=True))
 
     def vjp(F, i, g, xs, out, axis=-1):
         return g - F.exp(out) * F.sum(g, axis=axis, keepdims=True)
@@ -79,7 +80,8 @@ class CrossEntropy:
         if check_ids:
             _check_on_device(F, ids, _ce_rule(V, ignore_index))
         lse = _logsumexp(F, logits, -1)
-        picked = F.sum((logits - lse) * F.one_hot(ids, V, logits.dtype), axis=-1)
+        hot = F.one_hot(ids, V, logits.dtype) > 0.5       # picked by where: a masked (-inf) logit times 0 is NaN
+        picked = F.sum(F.where(hot, logits - lse, 0.0), axis=-1)
         w = F.astype_like(keep, logits)
         return -F.sum(picked * w) / F.sum(w), lse
 
