@@ -80,7 +80,7 @@ class CrossEntropy:
         if check_ids:
             _check_on_device(F, ids, _ce_rule(V, ignore_index))
         lse = _logsumexp(F, logits, -1)
-        hot = F.one_hot(ids, V, logits.dtype) > 0.5       # picked by where: a masked (-inf) logit times 0 is NaN
+        hot = F.one_hot(ids, V, F.dtypes["bool"])        # picked by where: a masked (-inf) logit times 0 is NaN
         picked = F.sum(F.where(hot, logits - lse, 0.0), axis=-1)
         w = F.astype_like(keep, logits)
         return -F.sum(picked * w) / F.sum(w), lse
