@@ -105,13 +105,15 @@ class Plan:
     plan used once is checked by a loop)."""
 
     __slots__ = ("y", "order", "needs", "_active", "_pushes", "_pulls", "wrt", "src", "dst", "checked", "floats",
-                 "rules", "compiled", "shapes_ok")
+                 "rules", "compiled", "shapes_ok", "casts")
 
     def __init__(self):
         self._active = self._pushes = self._pulls = None
         self.src = self.dst = None
         self.checked = False
         self.shapes_ok = set()              # (backend, kernel epoch) whose VJP shapes passed the check once
+        self.casts = {}                     # (backend, kernel epoch) -> edges (u, i) whose VJP returns another
+        #                                     dtype than its input's (found by that check; cast from then on)
 
     @property
     def pushes(self):
@@ -420,23 +422,42 @@ class SymbolicRun(Run):
         return parts[0] if len(parts) == 1 else add_n(parts)
 
 
-def checked(run, shapes, finite):
-    """Wrap run.vjp: each contribution must have its parent's shape (shapes) and be finite (finite)."""
+def checked(run, shapes, finite, casts=None):
+    """Wrap run.vjp: each contribution must have its parent's shape (shapes) and be finite (finite). With
+    shapes, one of another dtype than its parent's is cast to it (PyTorch's rule: a gradient has its input's
+    dtype), and its edge (u, i) is added to casts, for the runs that no longer check (cast)."""
     if not (shapes or finite):
         return
     vjp, F = run.vjp, run.F
+    dtypes = F.dtypes
+    casts = set() if casts is None else casts
 
     def checked_vjp(u, i, g):
         c = vjp(u, i, g)
         p = u.inputs[i]
-        if shapes and tuple(c.shape) != p.shape:
-            raise ShapeError(f"backward: the VJP of {u.op} '{u.name}' for input {i} ('{p.name}') returned shape "
-                             f"{tuple(c.shape)}, expected {p.shape}; a VJP must un-broadcast to its input's "
-                             "shape (F.unbroadcast(g, x))")
+        if shapes:
+            if tuple(c.shape) != p.shape:
+                raise ShapeError(f"backward: the VJP of {u.op} '{u.name}' for input {i} ('{p.name}') returned "
+                                 f"shape {tuple(c.shape)}, expected {p.shape}; a VJP must un-broadcast to its "
+                                 "input's shape (F.unbroadcast(g, x))")
+            if c.dtype != dtypes[p.dtype]:
+                casts.add((u, i))
+                c = F.astype(c, dtypes[p.dtype])
         if finite:
             _check_grad(F, c, u, i, p)
         return c
     run.vjp = checked_vjp
+
+
+def cast(run, edges):
+    """Wrap run.vjp: the contributions of edges (u, i) are cast to the dtype of u.inputs[i] (their VJPs return
+    another; checked found them on the plan's first run, so only plans with such edges pay for this)."""
+    vjp, F = run.vjp, run.F
+
+    def cast_vjp(u, i, g):
+        c = vjp(u, i, g)
+        return F.astype(c, F.dtypes[u.inputs[i].dtype]) if (u, i) in edges else c
+    run.vjp = cast_vjp
 
 
 def traced(run, emit):
@@ -533,12 +554,16 @@ def backward(graph, y, variant="children", seed=None, trace=None, wrt=None, reta
             run = Run(F, kept, st.residuals, bound_rules(plan, F))
         else:
             run = ReleasingRun(F, kept, st.residuals, bound_rules(plan, F), release.binds, variant)
-        shapes = (F.name, KERNELS["epoch"]) not in plan.shapes_ok   # a plan's shapes are fixed: check one run
-        checked(run, shapes=shapes, finite=check)
+        key = (F.name, KERNELS["epoch"])
+        shapes = key not in plan.shapes_ok  # a plan's shapes (and dtypes) are fixed: check one run
+        casts = plan.casts.setdefault(key, set())
+        if casts and not shapes:
+            cast(run, casts)
+        checked(run, shapes=shapes, finite=check, casts=casts)
         if emit is not None:
             traced(run, emit)
         adj = loop(plan, seed, run) if plan.has_adjoints else {}
-        plan.shapes_ok.add((F.name, KERNELS["epoch"]))
+        plan.shapes_ok.add(key)
     for n in st.with_grad:
         n.grad = None
     holders = list(plan.wrt)
@@ -673,6 +698,9 @@ def gradients(graph, y, wrt, variant="children", seed=None):
                                  "that shape) or reduce it to a scalar first, e.g. gd.sum(y)")
             seed = graph.constant(np.ones((), dtype=y.dtype), name="seed")
         else:
+            if tuple(np.shape(seed)) != y.shape:     # as backward: a seed is never broadcast
+                raise ShapeError(f"gradients: the seed for '{y.name}' has shape {tuple(np.shape(seed))}, "
+                                 f"'{y.name}' has shape {y.shape}; pass a seed of that shape")
             seed = graph.constant(np.asarray(seed, dtype=y.dtype), name="seed")
         run = SymbolicRun(plan, set(plan.wrt))
         checked(run, shapes=True, finite=False)

@@ -564,6 +564,10 @@ class Graph:
             held = "is a bool mask" if node.dtype == "bool" else f"holds {node.dtype}"
             got = B.dtype_name(value) if on_device else value.dtype.name
             raise DTypeError(f"{what} {held}, got {got} data{fix}")
+        if accepts == "iu":
+            got = np.dtype(B.dtype_name(value) if on_device else value.dtype)
+            if not np.can_cast(got, node.dtype):          # a narrowing cast would wrap: check the values
+                _check_int_range(B.to_numpy(value) if on_device else value, node.dtype, what)
         for check in node.attrs.get("host_checks", ()):   # e.g. ids in range, asked for by the ops using them
             check(B.to_numpy(value) if on_device else value)
         if on_device:
@@ -753,6 +757,19 @@ def _promote(inputs, default):
         if x.dtype == "float32":
             seen = "float32"
     return seen or default
+
+
+def _check_int_range(host, dtype, what):
+    """DTypeError when an integer of host does not fit dtype (a cast would wrap it: 2**31 -> -2**31)."""
+    info = np.iinfo(dtype)
+    if host.size == 0:
+        return
+    bad = (host < info.min) | (host > info.max)
+    if bad.any():
+        pos = tuple(int(k) for k in np.argwhere(bad)[0])
+        raise DTypeError(f"{what} holds {dtype}, got {host.dtype} data with {int(host[pos])} at position {pos}, "
+                         f"outside [{info.min}, {info.max}]; build the input with dtype='int64' or pass values "
+                         f"that fit {dtype}")
 
 
 def _dtype_message(opname, full, i, x, want):

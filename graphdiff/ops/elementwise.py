@@ -92,10 +92,11 @@ def _less(x, other):
 
 
 def _extremum_vjp(F, i, g, xs, wins):
-    """maximum/minimum: all of g where input i strictly wins, half where the two tie, else 0."""
+    """maximum/minimum: none of g where the other input strictly wins, half where the two tie, else all of
+    it: where either is NaN neither wins, and the NaN's gradient flows to both (as in PyTorch)."""
     x, other = xs[i], xs[1 - i]
-    share = F.where(F.equal(x, other), g * 0.5, 0.0)
-    return F.unbroadcast(F.where(wins(x, other), g, share), x)
+    mine = F.where(F.equal(x, other), g * 0.5, g)
+    return F.unbroadcast(F.where(wins(other, x), 0.0, mine), x)
 
 
 @op("maximum", arity=2)

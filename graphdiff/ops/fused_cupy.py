@@ -128,7 +128,7 @@ class Softmax:
 
 @kernel("log_softmax", "cupy")
 class LogSoftmax:
-    """log_softmax along the last axis: x - (max + log(sum(exp(x - max)))), two fused passes."""
+    """log_softmax along the last axis: (x - max) - log(sum(exp(x - max))), two fused passes."""
 
     def forward(F, x, axis=-1):
         if not (fm.fast_path(x) and _last(x, axis)):

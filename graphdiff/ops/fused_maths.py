@@ -81,8 +81,9 @@ def exp_shifted(m, x, shift):
 
 
 def log_softmax_out(m, x, shift, total):
-    """x - (shift + log(total)), total = sum(exp(x - shift)) over the row."""
-    return x - (shift + m.log(total))
+    """(x - shift) - log(total), total = sum(exp(x - shift)) over the row (the rule's order: exactly 0 over
+    one class)."""
+    return (x - shift) - m.log(total)
 
 
 def softmax_vjp(m, out, g, dot):

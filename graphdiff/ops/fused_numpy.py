@@ -212,10 +212,12 @@ class Softmax:
 
 @kernel("log_softmax", "numpy")
 class LogSoftmax:
-    """log_softmax in blocks of whole rows: x - (shift + log(sum exp(x - shift))), row sums by GEMV."""
+    """log_softmax in blocks of whole rows: x - (shift + log(sum exp(x - shift))), row sums by GEMV. One
+    class (an axis of length 1) is the rule's: exactly 0, which a shift other than the row's own misses by
+    a rounding (and a kink after it, abs or relu, would then take the wrong branch)."""
 
     def forward(F, x, axis=-1):
-        if not _fast(x):
+        if not _fast(x) or x.shape[axis] == 1:
             return REGISTRY["log_softmax"].forward(F, x, axis=axis)
         v, step = _lanes(x, axis)
         y = np.empty_like(v)
@@ -235,12 +237,11 @@ class LogSoftmax:
             for a, b in _row_blocks(v, step):
                 xb, yb, eb, mb, sb = v[a:b], y[a:b], e[:b - a], m[:b - a], s[:b - a]
                 np.max(xb, axis=1, keepdims=True, out=mb)
-                np.subtract(xb, mb, out=eb)
-                np.exp(eb, out=eb)
+                np.subtract(xb, mb, out=yb)                  # as the rule: (x - max) - log(sum)
+                np.exp(yb, out=eb)
                 np.sum(eb, axis=1, keepdims=True, out=sb)
                 np.log(sb, out=sb)
-                sb += mb
-                np.subtract(xb, sb, out=yb)
+                yb -= sb
         return y.reshape(x.shape)
 
     def vjp(F, i, g, xs, out, axis=-1):           # g - exp(out) * sum(g)

@@ -47,8 +47,9 @@ class LogSoftmax:
     shape = _axis_shape
     saves = ("out",)
 
-    def forward(F, x, axis=-1):
-        return x - _logsumexp(F, x, axis)
+    def forward(F, x, axis=-1):                   # (x - m) - log s, not x - (m + log s): exactly 0 over one
+        xm = x - F.max(x, axis=axis, keepdims=True)  # class, or at a masked row's only finite entry
+        return xm - F.log(F.sum(F.exp(xm), axis=axis, keepdims=True))
 
     def vjp(F, i, g, xs, out, axis=-1):
         return g - F.exp(out) * F.sum(g, axis=axis, keepdims=True)
@@ -79,7 +80,8 @@ class CrossEntropy:
         if check_ids:
             _check_on_device(F, ids, _ce_rule(V, ignore_index))
         lse = _logsumexp(F, logits, -1)
-        picked = F.sum((logits - lse) * F.one_hot(ids, V, logits.dtype), axis=-1)
+        hot = F.one_hot(ids, V, F.dtypes["bool"])        # picked by where: a masked (-inf) logit times 0 is NaN
+        picked = F.sum(F.where(hot, logits - lse, 0.0), axis=-1)
         w = F.astype_like(keep, logits)
         return -F.sum(picked * w) / F.sum(w), lse
 
@@ -102,6 +104,10 @@ def _ce_rule(V, ignore_index):
 
 def _embedding_rule(V):
     return V, None, f"ids must lie in [0, {V}) for a table of {V} rows"
+
+
+def _rows_rule(V, what):
+    return V, None, f"ids must lie in [0, {V}) for {V} {what}"
 
 
 def _first_bad(host, rule):
@@ -212,7 +218,7 @@ class Embedding:
         return F.scatter_rows(F.reshape(g, (-1, table.shape[1])), F.reshape(ids, (-1,)), table.shape[0])
 
 
-def _one_hot_shape(ids, n, dtype):
+def _one_hot_shape(ids, n, dtype, check_ids=False):
     return tuple(ids) + (n,)
 
 
@@ -221,14 +227,16 @@ class OneHot:
     """(..., n): 1 where the last index equals ids, else 0 (in the float dtype given)"""
     shape = _one_hot_shape
 
-    def dtype(ids, n, dtype):
+    def dtype(ids, n, dtype, check_ids=False):
         return dtype
 
-    def forward(F, ids, n, dtype):
+    def forward(F, ids, n, dtype, check_ids=False):
+        if check_ids:
+            _check_on_device(F, ids, _rows_rule(n, "classes"))
         return F.one_hot(ids, n, F.dtypes[dtype])
 
 
-def _scatter_rows_shape(g, ids, rows):
+def _scatter_rows_shape(g, ids, rows, check_ids=False):
     if len(g) != 2 or tuple(ids) != g[:1]:
         raise ShapeError(f"scatter_rows needs g (N, C) and ids (N,), got g{g} and ids{ids}")
     return (rows, g[1])
@@ -240,10 +248,12 @@ class ScatterRows:
     shape = _scatter_rows_shape
     saves = (1,)
 
-    def forward(F, g, ids, rows):
+    def forward(F, g, ids, rows, check_ids=False):
+        if check_ids:
+            _check_on_device(F, ids, _rows_rule(rows, "rows"))
         return F.scatter_rows(g, ids, rows)
 
-    def vjp(F, i, gg, xs, out, rows):              # the adjoint of a scatter is a gather
+    def vjp(F, i, gg, xs, out, rows, check_ids=False):   # the adjoint of a scatter is a gather
         return F.gather_rows(gg, xs[1])
 
 
@@ -296,13 +306,17 @@ def cross_entropy(logits, ids, ignore_index=None, name=None):
 
 
 def one_hot(ids, n, dtype="float32", name=None):
-    """(..., n) one-hot rows of integer ids. Args: ids: int Node; n: classes; dtype: float dtype name."""
-    return apply(REGISTRY["one_hot"], (ids,), {"n": int(n), "dtype": str(dtype)}, name)
+    """(..., n) one-hot rows of integer ids. Args: ids: int Node or array of ids in [0, n) (checked, as
+    embedding's); n: classes; dtype: float dtype name."""
+    n = int(n)
+    return _guarded(REGISTRY["one_hot"], (ids,), {"n": n, "dtype": str(dtype)}, name, ids, _rows_rule(n, "classes"))
 
 
 def scatter_rows(g, ids, rows, name=None):
-    """zeros((rows, C)) with g[k] (g is (N, C)) added at row ids[k] (ids (N,) ints): the VJP of embedding."""
-    return apply(REGISTRY["scatter_rows"], (g, ids), {"rows": int(rows)}, name)
+    """zeros((rows, C)) with g[k] (g is (N, C)) added at row ids[k] (ids (N,) ints in [0, rows), checked as
+    embedding's): the VJP of embedding."""
+    rows = int(rows)
+    return _guarded(REGISTRY["scatter_rows"], (g, ids), {"rows": rows}, name, ids, _rows_rule(rows, "rows"))
 
 
 def layer_norm(x, gamma, beta, eps=1e-5, name=None):

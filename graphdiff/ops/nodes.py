@@ -3,6 +3,7 @@ gradients from arrays build them as graph nodes (the symbolic backward, gradient
 import numpy as np
 
 from . import elementwise as E, nn as N, reduce as R, shape as S
+from .registry import REGISTRY, apply
 from ..backend import DTYPES, unbroadcast as _unbroadcast
 
 
@@ -18,7 +19,7 @@ class Nodes:
                    not_equal=E.not_equal, logical_and=E.logical_and, sum=R.sum, mean=R.mean, max=R.max,
                    reshape=S.reshape, broadcast_to=S.broadcast_to, transpose=S.transpose,
                    matrix_transpose=S.matrix_transpose, matmul=S.matmul, getitem=S.getitem, concat=S.concat,
-                   stack=S.stack, scatter_rows=N.scatter_rows, gather_rows=N.embedding)
+                   stack=S.stack, gather_rows=N.embedding, astype=E.astype)
         self.__dict__.update(fns)
 
     def __repr__(self):
@@ -35,9 +36,15 @@ class Nodes:
     def index_add(shape, idx, g):
         return S.index_add(g, shape, idx)
 
+    # the ops themselves, not gd.one_hot and gd.scatter_rows, whose id checks are the forward's business: the
+    # ids here were checked where they entered, and cross_entropy's ignored ids give zero one-hot rows
     @staticmethod
     def one_hot(ids, n, dtype):
-        return N.one_hot(ids, n, dtype)
+        return apply(REGISTRY["one_hot"], (ids,), {"n": int(n), "dtype": str(dtype)})
+
+    @staticmethod
+    def scatter_rows(g, ids, rows):
+        return apply(REGISTRY["scatter_rows"], (g, ids), {"rows": int(rows)})
 
     @staticmethod
     def astype_like(x, like):

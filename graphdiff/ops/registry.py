@@ -189,7 +189,9 @@ def op(name, arity=1, slots="float", differentiable=True, random=False):
         name: the op's name (node.op), unique.
         arity: number of inputs; None for a list of inputs (concat, stack).
         slots: "float", "int", "bool" or "any", one for all inputs or a tuple with one per slot.
-        differentiable: False for ops whose output has no gradient (comparisons, casts to int).
+        differentiable: False for ops whose output has no gradient (comparisons, casts to int): the
+            backward treats their output as a constant. An op that is differentiable (the default) must
+            define vjp or make_vjp; `differentiable = False` in the class says the same as the argument.
         random: the forward draws random numbers; it receives ctx= (the Graph) for its rng.
     """
     def register(cls):
@@ -198,7 +200,14 @@ def op(name, arity=1, slots="float", differentiable=True, random=False):
         for fns in (("shape",), ("forward", "forward_res")):
             if not any(fn in cls.__dict__ for fn in fns):
                 raise GraphError(f"op {name!r}: class {cls.__name__} needs a '{fns[0]}' function")
-        spec = OpDef(name, cls, arity, slots, differentiable, random)
+        grad = differentiable and cls.__dict__.get("differentiable", True)
+        if grad and not any(fn in cls.__dict__ for fn in ("vjp", "make_vjp")):
+            # without a rule its output would be a constant to the backward: zero gradients, silently
+            raise GraphError(f"op {name!r}: class {cls.__name__} has no 'vjp' (or 'make_vjp') function, so "
+                             "nothing could carry gradients through it; add one (gd.gradcheck checks it), or "
+                             f"register it with @gd.op({name!r}, differentiable=False) (or set differentiable = "
+                             "False in the class) if its output has no gradient")
+        spec = OpDef(name, cls, arity, slots, grad, random)
         REGISTRY[name] = spec
         return spec
     return register
