@@ -3,7 +3,7 @@ import argparse
 import os
 import sys
 
-from ..cli import add_backend_argument, add_tf32_argument
+from ..cli import add_backend_argument, add_tf32_argument, number as _number
 
 
 def add_threads_argument(p):
@@ -25,19 +25,6 @@ def set_threads(n):
     threadpool_limits(n)
 
 
-def _number(kind, lo, what):
-    """An argparse type: a `kind` (int or float) >= lo; argparse turns the ValueError into one line, exit 2."""
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
-        if not value >= lo:          # also refuses NaN
-            raise argparse.ArgumentTypeError(f"{text} is not {what}")
-        return value
-    return parse
-
-
 def _nonempty(text):
     if not text:
         raise argparse.ArgumentTypeError("must not be empty: give at least one character to continue")
@@ -45,7 +32,8 @@ def _nonempty(text):
 
 
 POSITIVE, COUNT = _number(int, 1, "a positive integer"), _number(int, 0, "a count (0 or more)")
-NONNEG = _number(float, 0.0, "a number >= 0")
+NONNEG = _number(float, 0.0, "a finite number >= 0")
+PROBABILITY = _number(float, 0.0, "a probability in [0, 1)", below=1.0)
 
 # the model and data settings; None on the command line means "not given": a fresh run uses these, a
 # resumed run the checkpoint's (and giving a different value is an error: the model cannot change)
@@ -74,7 +62,7 @@ def add_train_arguments(p):
     arg("--n-head", type=POSITIVE)
     arg("--n-embd", type=POSITIVE, help="GPT width C / RNN embedding size")
     arg("--n-hidden", type=POSITIVE, help="RNN hidden size")
-    arg("--dropout", type=NONNEG)
+    arg("--dropout", type=PROBABILITY)
     arg("--norm", choices=("pre", "post"), help="Pre-LN or Post-LN blocks")
     arg("--pos", choices=("learned", "sinusoidal"))
     arg("--dtype", choices=("float32", "float64"))
