@@ -184,6 +184,16 @@ def test_train_rnn_refuses_gpt_only_flags(tmp_path, corpus, capsys, flag, value)
     assert flag in line and "rnn" in line
 
 
+@pytest.mark.parametrize("how", ["--resume", "--init"])
+def test_train_from_an_rnn_checkpoint_refuses_gpt_only_flags(tmp_path, corpus, capsys, how):
+    a = str(tmp_path / "r.npz")
+    assert main(["train", "--corpus", corpus, "--out", a, "--steps", "1"] + RNN_TINY) == 0
+    out = a if how == "--resume" else str(tmp_path / "b.npz")
+    line = refused(capsys, ["train", "--corpus", corpus, "--out", out, "--n-layer", "3", "--steps", "2",
+                            "--no-progress", "--sample-chars", "0"] + ([how] if how == "--resume" else [how, a]))
+    assert "--n-layer" in line and "rnn" in line
+
+
 def test_train_gpt_refuses_rnn_only_flag(tmp_path, corpus, capsys):
     line = refused(capsys, ["train", "--corpus", corpus, "--out", str(tmp_path / "m.npz"), "--n-hidden", "8",
                             "--steps", "1"] + TINY)
