@@ -74,6 +74,15 @@ def test_to_dot_collapse_takes_one_scope_name():
     assert as_str.ids["attn/W"] == as_str.ids["attn/tanh"] != as_str.ids["mlp/V"]
 
 
+def test_to_dot_refuses_a_collapse_name_that_is_no_scope(tmp_path, capsys):
+    """collapse='atn' (a typo) collapsed nothing, silently."""
+    _, y = two_scoped_graph()
+    with pytest.raises(ValueError, match=r"collapse='atn' is not the scope.*'attn'"):
+        to_dot(y, collapse=["attn", "atn"])
+    line = refused(capsys, ["render", "transformer", "--out", str(tmp_path), "--collapse", "nosuch"])
+    assert "'nosuch'" in line
+
+
 def test_to_dot_highlight_takes_one_node_name():
     """highlight='attn/W' is one node, not the nodes 'a', 't', ..."""
     _, y = two_scoped_graph()

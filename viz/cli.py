@@ -67,8 +67,12 @@ def run_render(args):
     else:
         g.backward(y, retain_grads=True)
         what, name = y, args.name
-    dot = to_dot(what, rankdir=args.rankdir, clusters=args.clusters, collapse=args.collapse, legend=args.legend,
-                 max_nodes=args.max_nodes)
+    try:
+        dot = to_dot(what, rankdir=args.rankdir, clusters=args.clusters, collapse=args.collapse, legend=args.legend,
+                     max_nodes=args.max_nodes)
+    except ValueError as e:                      # --collapse naming no scope of the example
+        print(f"graphdiff render: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     gv = out / f"{name}.gv"
     try:

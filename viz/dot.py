@@ -268,7 +268,17 @@ def _group_keys(nodes, collapse):
             if n.scope == p or n.scope.startswith(p + "/"):
                 keys[n.index] = p
                 break
+    unknown = sorted(set(prefixes) - set(keys.values()))
+    if unknown:
+        scopes = sorted({s for n in nodes for s in _scope_prefixes(n.scope)})
+        raise ValueError(f"to_dot: collapse={unknown[0]!r} is not the scope of any node drawn; scopes: "
+                         f"{scopes[:20] if scopes else 'none (the graph has no g.scope(...))'}")
     return keys
+
+
+def _scope_prefixes(scope):
+    parts = scope_parts(scope)
+    return ["/".join(parts[:k]) for k in range(1, len(parts) + 1)]
 
 
 def _count_units(nodes, depth):
