@@ -25,15 +25,15 @@ COMMANDS = {
 }
 
 
-def number(kind, lo, what, below=math.inf):
-    """An argparse type: a `kind` (int or float) with lo <= value < below (so never inf, nor NaN);
+def number(kind, lo, what, hi=math.inf):
+    """An argparse type: a finite `kind` (int or float) with lo <= value <= hi (never inf, nor NaN);
     argparse turns the ArgumentTypeError into one line and exit 2."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
-        if not lo <= value < below:
+        if not (lo <= value <= hi and math.isfinite(value)):
             raise argparse.ArgumentTypeError(f"{text} is not {what}")
         return value
     return parse

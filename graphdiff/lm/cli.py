@@ -3,7 +3,7 @@ import argparse
 import os
 import sys
 
-from ..cli import add_backend_argument, add_tf32_argument, number as _number
+from ..cli import POSITIVE, add_backend_argument, add_tf32_argument, number as _number
 
 
 def add_threads_argument(p):
@@ -31,9 +31,9 @@ def _nonempty(text):
     return text
 
 
-POSITIVE, COUNT = _number(int, 1, "a positive integer"), _number(int, 0, "a count (0 or more)")
+COUNT = _number(int, 0, "a count (0 or more)")
 NONNEG = _number(float, 0.0, "a finite number >= 0")
-PROBABILITY = _number(float, 0.0, "a probability in [0, 1)", below=1.0)
+DROPOUT = _number(float, 0.0, "a dropout probability in [0, 0.99]", hi=0.99)    # what a checkpoint may hold
 
 # the model and data settings; None on the command line means "not given": a fresh run uses these, a
 # resumed run the checkpoint's (and giving a different value is an error: the model cannot change)
@@ -62,7 +62,7 @@ def add_train_arguments(p):
     arg("--n-head", type=POSITIVE)
     arg("--n-embd", type=POSITIVE, help="GPT width C / RNN embedding size")
     arg("--n-hidden", type=POSITIVE, help="RNN hidden size")
-    arg("--dropout", type=PROBABILITY)
+    arg("--dropout", type=DROPOUT)
     arg("--norm", choices=("pre", "post"), help="Pre-LN or Post-LN blocks")
     arg("--pos", choices=("learned", "sinusoidal"))
     arg("--dtype", choices=("float32", "float64"))
