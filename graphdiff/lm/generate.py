@@ -27,7 +27,8 @@ def _pick(logits, rng, greedy, temperature, top_k):
     if greedy or temperature == 0:
         return int(np.argmax(logits))
     z = logits.astype(np.float64)
-    z = (z - z.max()) / temperature         # shifted first: a tiny temperature gives 0 and -inf, never inf - inf
+    with np.errstate(over="ignore"):        # shifted first: a tiny temperature gives 0 and -inf, never inf - inf
+        z = (z - z.max()) / temperature
     if top_k:
         kth = np.sort(z)[-min(top_k, len(z))]
         z = np.where(z < kth, -np.inf, z)
