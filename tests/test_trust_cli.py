@@ -179,7 +179,8 @@ def test_viz_commands_refuse_bad_counts(tmp_path, capsys, argv, flag):
     assert f"argument {flag}" in refused(capsys, argv + ["--out", str(tmp_path / "o")])
 
 
-@pytest.mark.parametrize("flag, value", [("--dropout", "1"), ("--dropout", "1.5"), ("--dropout", "0.995"), ("--lr", "inf"),
+@pytest.mark.parametrize("flag, value", [("--dropout", "1"), ("--dropout", "1.5"), ("--dropout", "0.995"),
+                                         ("--lr", "inf"),
                                          ("--lr", "nan"), ("--weight-decay", "inf")])
 def test_train_refuses_out_of_range_settings(tmp_path, corpus, capsys, flag, value):
     line = refused(capsys, ["train", "--corpus", corpus, "--out", str(tmp_path / "m.npz"), flag, value] + TINY)

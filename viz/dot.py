@@ -393,7 +393,8 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
         clusters: "nested" (a cluster per scope, nested), "top" (top-level scopes only) or "none".
         collapse: scopes drawn as one summary node each: a depth (1 = every top-level scope), True (= 1),
             a scope name, or a list of scope names.
-        highlight: a node (Node or name), or a list of nodes and edges ((parent, child) or (parent, child, slot)) to draw red.
+        highlight: a node (Node or name), or a list of nodes and edges ((parent, child) or (parent, child,
+            slot)) to draw red.
         legend: add a legend of the colours.
         max_nodes: past this many nodes (at least 1), scopes are collapsed automatically (and the diagram
             says so); None draws every node however long the layout takes.

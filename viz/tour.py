@@ -284,7 +284,8 @@ def run(args):
         return 2
     t0 = time.perf_counter()
     try:
-        page = Tour(args.out, quick=args.quick, renderer=args.renderer, progress=not args.no_progress and sys.stderr.isatty()).build()
+        page = Tour(args.out, quick=args.quick, renderer=args.renderer,
+                    progress=not args.no_progress and sys.stderr.isatty()).build()
     except RenderError as e:
         print(f"graphdiff demo: {e}", file=sys.stderr)
         return 1

@@ -165,7 +165,8 @@ def check_model_flags(kind, args):
         given = [k for k in keys if getattr(args, k, None) is not None]
         if owner != kind and given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
-            return (f"{flags}: {'a GPT setting' if owner == 'gpt' else 'an RNN setting'}, which {'an' if kind == 'rnn' else 'a'} {kind} model "
+            article = "an" if kind == "rnn" else "a"
+            return (f"{flags}: {'a GPT setting' if owner == 'gpt' else 'an RNN setting'}, which {article} {kind} model "
                     f"does not have; leave {'it' if len(given) == 1 else 'them'} out, or use --model {owner}")
     return None
 
