@@ -6,6 +6,7 @@ graphviz or matplotlib. A module provides `add_arguments(parser)` and `run(args)
 import argparse
 import importlib
 import importlib.metadata
+import math
 import os
 import signal
 import sys
@@ -22,6 +23,23 @@ COMMANDS = {
     "generate": ("graphdiff.lm.cli", "generate text from a checkpoint"),
     "growth": ("graphdiff.viz.growth", "measure RNN-LM vs Transformer-LM graph growth with sequence length"),
 }
+
+
+def number(kind, lo, what, hi=math.inf):
+    """An argparse type: a finite `kind` (int or float) with lo <= value <= hi (never inf, nor NaN);
+    argparse turns the ArgumentTypeError into one line and exit 2."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if not (lo <= value <= hi and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+    return parse
+
+
+POSITIVE = number(int, 1, "a positive integer")
 
 
 def add_backend_argument(parser):

@@ -1,4 +1,4 @@
-"""The README's two commands, the CI script and the examples stay true."""
+"""The README's two commands, its Python blocks, the CI script and the examples stay true."""
 import pathlib
 import re
 import subprocess
@@ -6,7 +6,14 @@ import sys
 
 import pytest
 
+import graphdiff as gd
+
+from .viz.viz_helpers import need_renderer
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# a ```python block holding this comment is not run by test_readme_python_blocks_run_in_order; put it only on
+# a block that cannot run on a CPU test machine, and say why on the same line
+SKIP_MARKER = "# readme-test: skip"
 
 
 def readme_commands():
@@ -79,3 +86,31 @@ def test_readme_first_graph_runs_as_written():
     exec(compile(block, "README.md", "exec"), env)
     W = env["W"]
     assert W.grad.shape == (3, 2) and W.grad.dtype.name == "float64"
+
+
+def readme_python_blocks():
+    """[(line where the code starts, code)] of every ```python block of README.md, in order."""
+    text = (ROOT / "README.md").read_text()
+    return [(text.count("\n", 0, m.start(1)) + 1, m.group(1))
+            for m in re.finditer(r"^```python\n(.*?)^```", text, re.S | re.M)]
+
+
+def test_readme_python_blocks_run_in_order(tmp_path, monkeypatch):
+    """Every ```python block of README.md runs as written, in order, in one namespace (a block may use what
+    the blocks above it defined) and in an empty folder: a reader can paste them one after another."""
+    need_renderer("graphviz-pure")                       # the diagrams block renders an SVG
+    monkeypatch.chdir(tmp_path)
+    blocks = readme_python_blocks()
+    assert len(blocks) >= 8
+    registry = dict(gd.REGISTRY)                        # the README registers an op ("softplus") for good
+    namespace = {"__name__": "__readme__"}
+    try:
+        for line, code in blocks:
+            if SKIP_MARKER in code:
+                continue
+            # padded so that a traceback names the README's own line numbers
+            exec(compile("\n" * (line - 1) + code, str(ROOT / "README.md"), "exec"), namespace)
+    finally:
+        gd.REGISTRY.clear()
+        gd.REGISTRY.update(registry)
+    assert (tmp_path / "out" / "model.svg").exists() and (tmp_path / "mlp.npz").exists()

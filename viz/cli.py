@@ -1,8 +1,36 @@
 """`graphdiff render NAME --out DIR` and `graphdiff compare NAME --out DIR` on the built-in example graphs."""
+import argparse
 import sys
 from pathlib import Path
 
+from graphdiff.cli import POSITIVE
+
 from .gallery import EXAMPLES, build
+
+
+def _collapse(text):
+    """--collapse: a depth (an integer >= 1) or a scope name."""
+    if text.lstrip("+-").isdigit():
+        if int(text) < 1:
+            raise argparse.ArgumentTypeError(f"depth {text} collapses nothing; give a depth >= 1 (1: every "
+                                             "top-level scope) or a scope name")
+        return int(text)
+    if not text.strip("/"):
+        raise argparse.ArgumentTypeError("give a depth >= 1 or a scope name")
+    return text
+
+
+class _CollapseAction(argparse.Action):
+    """One depth, or scope names gathered into a list (--collapse attn --collapse mlp)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        have = getattr(namespace, self.dest)
+        if isinstance(value, int) or isinstance(have, int):
+            if have is not None:
+                parser.error(f"argument {option_string}: give one depth, or scope names, not both or two depths")
+            setattr(namespace, self.dest, value)
+        else:
+            setattr(namespace, self.dest, (have or []) + [value])
 
 
 def add_render_arguments(parser):
@@ -13,9 +41,11 @@ def add_render_arguments(parser):
     parser.add_argument("--format", choices=("svg", "png", "pdf"), default="svg")
     parser.add_argument("--rankdir", choices=("LR", "TB", "RL", "BT"), default=None)
     parser.add_argument("--clusters", choices=("nested", "top", "none"), default="nested")
-    parser.add_argument("--collapse", type=int, default=None, help="draw scopes at this depth as one box each")
+    parser.add_argument("--collapse", type=_collapse, action=_CollapseAction, default=None, metavar="DEPTH|SCOPE",
+                        help="draw scopes at this depth (1 = top level) as one box each, or the scope named "
+                             "(repeat for several scopes)")
     parser.add_argument("--legend", action="store_true", help="add a colour legend")
-    parser.add_argument("--max-nodes", type=int, default=300, help="collapse scopes past this many nodes")
+    parser.add_argument("--max-nodes", type=POSITIVE, default=300, help="collapse scopes past this many nodes")
     parser.add_argument("--renderer", default="auto", help="auto (system dot, else graphviz-pure), dot, "
                         "graphviz-pure, or a program path")
     parser.add_argument("--seed", type=int, default=0)
@@ -37,8 +67,12 @@ def run_render(args):
     else:
         g.backward(y, retain_grads=True)
         what, name = y, args.name
-    dot = to_dot(what, rankdir=args.rankdir, clusters=args.clusters, collapse=args.collapse, legend=args.legend,
-                 max_nodes=args.max_nodes)
+    try:
+        dot = to_dot(what, rankdir=args.rankdir, clusters=args.clusters, collapse=args.collapse, legend=args.legend,
+                     max_nodes=args.max_nodes)
+    except ValueError as e:                      # --collapse naming no scope of the example
+        print(f"graphdiff render: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     gv = out / f"{name}.gv"
     try:
@@ -58,7 +92,7 @@ def add_compare_arguments(parser):
     add_backend_argument(parser)
     parser.add_argument("name", choices=sorted(EXAMPLES), help="example graph")
     parser.add_argument("--out", default=".", help="folder for the report and the stepper page (default: .)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed backward runs per variant")
+    parser.add_argument("--repeats", type=POSITIVE, default=5, help="timed backward runs per variant")
     parser.add_argument("--renderer", default="auto", help="auto, dot, graphviz-pure, or a program path")
     parser.add_argument("--seed", type=int, default=0)
 

@@ -142,6 +142,11 @@ def select(obj):
     """
     roots = [obj] if isinstance(obj, gd.Node) else obj
     if isinstance(roots, (list, tuple)) and roots and all(isinstance(r, gd.Node) for r in roots):
+        other = next((r for r in roots if r.graph is not roots[0].graph), None)
+        if other is not None:
+            raise gd.GraphError(f"to_dot: the nodes given belong to two graphs ({roots[0].name!r} to one, "
+                                f"{other.name!r} to another), which would be drawn as one; draw each graph on "
+                                "its own")
         seen, stack = {r.index: r for r in roots}, list(roots)
         while stack:                                   # a loop, not recursion: graphs can be deep
             for p in stack.pop().inputs:
@@ -277,13 +282,23 @@ def _group_keys(nodes, collapse):
             if len(parts) >= depth:
                 keys[n.index] = "/".join(parts[:depth])
         return keys
-    prefixes = sorted({str(s).strip("/") for s in collapse}, key=len)
+    prefixes = sorted({str(s).strip("/") for s in _names(collapse)}, key=len)
     for n in nodes:
         for p in prefixes:
             if n.scope == p or n.scope.startswith(p + "/"):
                 keys[n.index] = p
                 break
+    unknown = sorted(set(prefixes) - set(keys.values()))
+    if unknown:
+        scopes = sorted({s for n in nodes for s in _scope_prefixes(n.scope)})
+        raise ValueError(f"to_dot: collapse={unknown[0]!r} is not the scope of any node drawn; scopes: "
+                         f"{scopes[:20] if scopes else 'none (the graph has no g.scope(...))'}")
     return keys
+
+
+def _scope_prefixes(scope):
+    parts = scope_parts(scope)
+    return ["/".join(parts[:k]) for k in range(1, len(parts) + 1)]
 
 
 def _count_units(nodes, depth):
@@ -355,6 +370,11 @@ class Diagram(graphviz.Digraph):
         return self._repr_image_svg_xml()
 
 
+def _names(items):
+    """One name (a str, or a Node) or several: collapse= and highlight= take either."""
+    return [items] if isinstance(items, (str, gd.Node)) else items
+
+
 def _as_set(items, what):
     out = set()
     for it in items or ():
@@ -370,7 +390,7 @@ def _as_set(items, what):
 def _split_highlight(highlight):
     """highlight= holds nodes (Node or name) and edges ((parent, child) or (parent, child, slot))."""
     nodes, edges = [], set()
-    for h in highlight or ():
+    for h in _names(highlight) or ():
         if isinstance(h, tuple):
             if len(h) not in (2, 3):
                 raise ValueError(f"to_dot: highlight edge {h!r} must be (parent, child) or (parent, child, slot)")
@@ -392,11 +412,12 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
         fields: which of "name", "op", "shape", "value", "grad" the node labels show.
         clusters: "nested" (a cluster per scope, nested), "top" (top-level scopes only) or "none".
         collapse: scopes drawn as one summary node each: a depth (1 = every top-level scope), True (= 1),
-            or a list of scope names.
-        highlight: nodes (Node or name) and edges ((parent, child) or (parent, child, slot)) to draw red.
+            a scope name, or a list of scope names.
+        highlight: a node (Node or name), or a list of nodes and edges ((parent, child) or (parent, child,
+            slot)) to draw red.
         legend: add a legend of the colours.
-        max_nodes: past this many nodes, scopes are collapsed automatically (and the diagram says so);
-            None draws every node however long the layout takes.
+        max_nodes: past this many nodes (at least 1), scopes are collapsed automatically (and the diagram
+            says so); None draws every node however long the layout takes.
         small: arrays with at most this many elements show their values (scalars as `data | grad`).
         title: a caption at the top.
         node_extra, node_style, edge_style: hooks for trace frames: {name: [rows]}, {name: {attr: value}},
@@ -411,6 +432,9 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
         raise ValueError(f"to_dot: unknown fields {bad}; choose from {FIELDS}")
     if clusters not in CLUSTERS:
         raise ValueError(f"to_dot: clusters={clusters!r}; use one of {CLUSTERS}")
+    if max_nodes is not None and (isinstance(max_nodes, bool) or not max_nodes >= 1):
+        raise ValueError(f"to_dot: max_nodes={max_nodes!r} draws no box; give a number of boxes >= 1 "
+                         f"(default {MAX_NODES}), or None to draw every node")
     caption, collapsed = [title] if title else [], None
     if collapse is None:
         depth = auto_collapse(nodes, max_nodes)
@@ -684,6 +708,7 @@ def find_renderer(renderer="auto"):
     return (Path(str(renderer)).name, path) if path else None
 
 
+RENDERERS = ("auto", "dot", "graphviz-pure")
 INSTALL_HINT = ("install a renderer: `pip install graphviz-pure` (self-contained, no system package), or the "
                 "system Graphviz (`apt-get install graphviz`, `brew install graphviz`, `conda install graphviz`)")
 
@@ -758,6 +783,10 @@ def pipe(source, format="svg", renderer="auto", timeout=300, max_boxes=LAYOUT_LI
                              "to_dot(..., collapse=1) folds each scope into one box, max_nodes=300 folds "
                              "automatically; or pass max_boxes=None to try anyway")
     found = find_renderer(renderer)
+    if found is None and renderer not in RENDERERS:
+        raise RendererUnavailable(f"unknown renderer {renderer!r}: it is not one of {', '.join(RENDERERS)}, nor "
+                                  "a program on PATH or a file; pass one of those names, or the path of a "
+                                  "dot-compatible program")
     if found is None:
         raise RendererUnavailable(f"no Graphviz renderer found (asked for {renderer!r}); {INSTALL_HINT}")
     name, exe = found

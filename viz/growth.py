@@ -205,11 +205,11 @@ def _keep_positions_in_order(dot, u):
 
 
 def add_growth_arguments(parser):
-    from graphdiff.cli import add_backend_argument
+    from graphdiff.cli import POSITIVE, add_backend_argument
     add_backend_argument(parser)
-    parser.add_argument("--max-len", type=int, default=64, help="largest sequence length T (default 64)")
+    parser.add_argument("--max-len", type=POSITIVE, default=64, help="largest sequence length T (default 64)")
     parser.add_argument("--out", default="out/growth", help="folder for growth.json and the figures")
-    parser.add_argument("--render-len", type=int, default=4, help="T of the two rendered graphs (default 4)")
+    parser.add_argument("--render-len", type=POSITIVE, default=4, help="T of the two rendered graphs (default 4)")
 
 
 def run_growth(args):

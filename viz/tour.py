@@ -273,7 +273,7 @@ def add_arguments(parser):
     parser.add_argument("--quick", action="store_true", help="a smaller tour in seconds (tests use it)")
     parser.add_argument("--renderer", default="auto", help="auto (system dot, else graphviz-pure), dot, "
                         "graphviz-pure, or a program path")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (default: bars on a terminal)")
 
 
 def run(args):
@@ -284,7 +284,8 @@ def run(args):
         return 2
     t0 = time.perf_counter()
     try:
-        page = Tour(args.out, quick=args.quick, renderer=args.renderer, progress=not args.no_progress).build()
+        page = Tour(args.out, quick=args.quick, renderer=args.renderer,
+                    progress=not args.no_progress and sys.stderr.isatty()).build()
     except RenderError as e:
         print(f"graphdiff demo: {e}", file=sys.stderr)
         return 1

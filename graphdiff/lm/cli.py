@@ -3,7 +3,7 @@ import argparse
 import os
 import sys
 
-from ..cli import add_backend_argument, add_tf32_argument
+from ..cli import POSITIVE, add_backend_argument, add_tf32_argument, number as _number
 
 
 def add_threads_argument(p):
@@ -25,27 +25,15 @@ def set_threads(n):
     threadpool_limits(n)
 
 
-def _number(kind, lo, what):
-    """An argparse type: a `kind` (int or float) >= lo; argparse turns the ValueError into one line, exit 2."""
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
-        if not value >= lo:          # also refuses NaN
-            raise argparse.ArgumentTypeError(f"{text} is not {what}")
-        return value
-    return parse
-
-
 def _nonempty(text):
     if not text:
         raise argparse.ArgumentTypeError("must not be empty: give at least one character to continue")
     return text
 
 
-POSITIVE, COUNT = _number(int, 1, "a positive integer"), _number(int, 0, "a count (0 or more)")
-NONNEG = _number(float, 0.0, "a number >= 0")
+COUNT = _number(int, 0, "a count (0 or more)")
+NONNEG = _number(float, 0.0, "a finite number >= 0")
+DROPOUT = _number(float, 0.0, "a dropout probability in [0, 0.99]", hi=0.99)    # what a checkpoint may hold
 
 # the model and data settings; None on the command line means "not given": a fresh run uses these, a
 # resumed run the checkpoint's (and giving a different value is an error: the model cannot change)
@@ -74,7 +62,7 @@ def add_train_arguments(p):
     arg("--n-head", type=POSITIVE)
     arg("--n-embd", type=POSITIVE, help="GPT width C / RNN embedding size")
     arg("--n-hidden", type=POSITIVE, help="RNN hidden size")
-    arg("--dropout", type=NONNEG)
+    arg("--dropout", type=DROPOUT)
     arg("--norm", choices=("pre", "post"), help="Pre-LN or Post-LN blocks")
     arg("--pos", choices=("learned", "sinusoidal"))
     arg("--dtype", choices=("float32", "float64"))
@@ -88,8 +76,9 @@ def add_train_arguments(p):
     arg("--eval-every", type=POSITIVE)
     arg("--eval-batches", type=POSITIVE)
     arg("--seed", type=COUNT)
-    p.add_argument("--out", default="out/ckpt.npz", help="checkpoint path (.npz; a .json copy of the "
-                   "metadata is written beside it, and <name>.lock while a run writes it; default out/ckpt.npz)")
+    p.add_argument("--out", default="out/ckpt.npz", help="checkpoint path (.npz; a .json copy of the metadata "
+                   "and <name>.tokenizer.json are written beside it, and <name>.lock while a run writes it; a "
+                   "folder ending in / (DIR/, made if missing) means DIR/ckpt.npz; default out/ckpt.npz)")
     p.add_argument("--resume", action="store_true", help="continue from --out (default: off)")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="fine-tune: start from this checkpoint's weights and tokenizer on --corpus, with a new "
@@ -117,7 +106,14 @@ def run_train(args):
         print("graphdiff train: --init starts a new run from a checkpoint's weights and --resume continues "
               "one; give one of them", file=sys.stderr)
         return 2
+    error = None if args.init or args.resume else check_model_flags(args.model or MODEL_DEFAULTS["model"], args)
+    if error:                                     # (--init and --resume: checked once the checkpoint is read)
+        print(f"graphdiff train: {error}", file=sys.stderr)
+        return 2
+    if args.out.endswith(("/", os.sep)):          # a folder, there or not yet
+        args.out = os.path.join(args.out, "ckpt.npz")
     try:
+        check_paths(args)
         check_writable(args.out, "checkpoint (--out)")
         if args.log:
             check_writable(args.log, "log (--log)")
@@ -126,6 +122,53 @@ def run_train(args):
     except (CheckpointError, CorpusError, TokenizerError, OutputError) as e:
         print(f"graphdiff train: {e}", file=sys.stderr)
         return 2
+
+
+def check_paths(args):
+    """OutputError when a file this run writes is one it reads (the corpus, the --init checkpoint), or two
+    of its outputs are one file: compared as resolved paths (symbolic links, `.`, `..` followed)."""
+    from ..nn.serialization import OutputError
+    from .train import lock_path, tokenizer_path
+    base = args.out[:-4] if args.out.endswith(".npz") else args.out
+    outputs = [("--out", args.out), (f"the metadata --out {args.out!r} writes beside it", base + ".json"),
+               (f"the tokenizer file --out {args.out!r} writes beside it", tokenizer_path(args.out)),
+               (f"the lock file --out {args.out!r} takes beside it", lock_path(args.out))]
+    outputs += [("--log", args.log)] if args.log else []
+    inputs = [(flag, path) for flag, path in (("--corpus", args.corpus), ("--init", args.init)) if path]
+
+    def same(a, b):
+        if os.path.realpath(a) == os.path.realpath(b):
+            return True
+        try:
+            return os.path.samefile(a, b)           # hard links
+        except OSError:
+            return False
+    for i, (what, path) in enumerate(outputs):
+        for flag, src in inputs:
+            if same(path, src):
+                name = f"{what} {path!r} is" if what in ("--out", "--log") else f"{what} ({path!r}) is"
+                raise OutputError(f"{name} the {flag} file: the run would overwrite what it reads; choose "
+                                  f"another {'--log' if what == '--log' else '--out'}")
+        for other, path2 in outputs[:i]:
+            if same(path, path2):
+                raise OutputError(f"--log {path!r} is {other} ({path2!r}): the log would overwrite the "
+                                  "checkpoint's files; choose another --log")
+
+
+# the model settings that only one model family has: given for the other, they would be ignored
+ONLY = {"gpt": ("n_layer", "n_head", "dropout", "norm", "pos"), "rnn": ("n_hidden",)}
+
+
+def check_model_flags(kind, args):
+    """An error line when a setting of the other model family is given (it would be ignored), else None."""
+    for owner, keys in ONLY.items():
+        given = [k for k in keys if getattr(args, k, None) is not None]
+        if owner != kind and given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            article = "an" if kind == "rnn" else "a"
+            return (f"{flags}: {'a GPT setting' if owner == 'gpt' else 'an RNN setting'}, which {article} {kind} model "
+                    f"does not have; leave {'it' if len(given) == 1 else 'them'} out, or use --model {owner}")
+    return None
 
 
 def _train(args):
@@ -140,6 +183,10 @@ def _train(args):
         _, tok, meta, _ = load_checkpoint(args.out)
         check_resume_settings(meta, args.out, **{k: getattr(args, k) for k in MODEL_DEFAULTS},
                               batch_size=args.batch_size, seed=args.seed)
+        error = check_model_flags(meta["model"]["kind"], args)
+        if error:
+            print(f"graphdiff train: {error}", file=sys.stderr)
+            return 2
         train, val = prepare_data(docs, tok)
         trainer = Trainer.resume(args.out, train, val, **given)
         for k, (old, new) in trainer.changed.items():
@@ -150,6 +197,10 @@ def _train(args):
         trainer, meta = init_trainer(args.init, docs, settings={k: getattr(args, k) for k in MODEL_DEFAULTS},
                                      **given)
         tok = trainer.tokenizer
+        error = check_model_flags(trainer.model.kind, args)
+        if error:
+            print(f"graphdiff train: {error}", file=sys.stderr)
+            return 2
         print(f"initialised from {args.init} (trained {meta.get('train', {}).get('step')} steps there): its "
               "weights and tokenizer; new optimizer state, step 0")
     else:
@@ -185,12 +236,16 @@ def _train(args):
     print(f"model: {m.kind}, {m.num_parameters():,} parameters, vocab {tok.vocab_size}, "
           f"backend {m.backend.name}, {m.dtype}", flush=True)
     fit_schedule = args.time_limit is not None and args.steps is None and not args.resume
-    trainer.fit(time_limit=args.time_limit, checkpoint=args.out, progress=not args.no_progress, log=args.log,
-                on_eval=(lambda e: print(eval_line(e), flush=True)) if args.no_progress else None,
-                fit_schedule=fit_schedule)
-    tok_file = tokenizer_path(args.out)
-    tokenizers.save(tok, tok_file)
-    print(f"saved {args.out} at step {trainer.step} (and {os.path.basename(tok_file)} beside it)")
+    bar = not args.no_progress and sys.stderr.isatty()        # no bar drawn into a log file or a pipe
+    first = trainer.step
+    trainer.fit(time_limit=args.time_limit, checkpoint=args.out, progress=bar, log=args.log,
+                on_eval=None if bar else (lambda e: print(eval_line(e), flush=True)), fit_schedule=fit_schedule)
+    if trainer.step == first:
+        why = (f"--time-limit {args.time_limit:g} s ended before the first one" if first < trainer.hp["steps"]
+               else f"--steps {trainer.hp['steps']}" + (f" and the checkpoint is at step {first}" if first else ""))
+        print(f"no training step was run ({why}): nothing saved")
+        return 0
+    print(f"saved {args.out} at step {trainer.step} (and {os.path.basename(tokenizer_path(args.out))} beside it)")
     if args.sample_chars:
         from .generate import generate
         prompt = tok.encode("\n")

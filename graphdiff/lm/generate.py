@@ -26,7 +26,9 @@ def _pick(logits, rng, greedy, temperature, top_k):
     """Next id from (V,) host logits: argmax, or a sample from softmax(logits / temperature) kept to top_k."""
     if greedy or temperature == 0:
         return int(np.argmax(logits))
-    z = logits.astype(np.float64) / temperature
+    z = logits.astype(np.float64)
+    with np.errstate(over="ignore"):        # shifted first: a tiny temperature gives 0 and -inf, never inf - inf
+        z = (z - z.max()) / temperature
     if top_k:
         kth = np.sort(z)[-min(top_k, len(z))]
         z = np.where(z < kth, -np.inf, z)
@@ -198,6 +200,8 @@ def generate(model, prompt_ids, max_new_tokens, greedy=False, temperature=1.0, t
         use_cache: KV cache (GPT) / carried hidden state (RNN); False recomputes the whole prefix.
         cuda_graph: a GPT's KV-cache step recorded once as a CUDA graph and launched per token (CuPy).
     """
+    if not greedy and not 0 <= temperature < np.inf:
+        raise ValueError(f"generate: temperature={temperature!r}; expected a finite number >= 0 (0 is greedy)")
     rng = np.random.default_rng(seed)
     dec = Decoder(model, use_cache, cuda_graph)
     logits = dec.start(list(prompt_ids))

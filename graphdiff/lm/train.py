@@ -71,6 +71,7 @@ class Trainer:
         self.tokens = 0
         self.elapsed = 0.0
         self.captured = None       # a CapturedStep once use_cuda_graph() is called
+        self._tokenizer_file = None    # the tokenizer file save() wrote (it never changes: once per path)
 
     def use_cuda_graph(self, warmup=2):
         """Run every later training step as one launch of a recorded CUDA graph (CuPy, no dropout): see
@@ -129,7 +130,7 @@ class Trainer:
             from tqdm import tqdm
             bar = tqdm(total=steps, initial=self.step, unit="step", dynamic_ncols=True)
         t0 = time.perf_counter()
-        start_elapsed = self.elapsed
+        start_elapsed, start_step = self.elapsed, self.step
         recent = []
         try:
             while self.step < steps:
@@ -171,13 +172,19 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        if checkpoint and self.history and self.step % save_every:
+        if checkpoint and self.step > start_step and self.step % save_every:
             self.save(checkpoint)
         return self.history
 
     # --- checkpoints ------------------------------------------------------------------------------------
     def save(self, path):
-        """Write the whole training state to `path` (.npz + JSON metadata), atomically."""
+        """Write the whole training state to `path` (.npz + JSON metadata), atomically; the first save to a
+        path also writes the tokenizer file beside it (tokenizer_path), first, so that a run killed after
+        any checkpoint leaves both."""
+        tok_file = tokenizer_path(path)
+        if self._tokenizer_file != tok_file:
+            tokenizers.save(self.tokenizer, tok_file)
+            self._tokenizer_file = tok_file
         arrays = {f"model/{k}": v for k, v in self.model.state_dict().items()}
         opt = self.opt.state_dict()
         arrays.update({f"optim/{k}": v for k, v in opt.items() if isinstance(v, np.ndarray)})
@@ -456,7 +463,17 @@ def init_trainer(path, docs, backend=None, settings=None, **hp):
     """
     model, tok, meta, _ = load_checkpoint(path, backend=backend)
     check_init_settings(meta, path, **(settings or {}))
-    train, val = prepare_data(docs, tok)
+    try:
+        train, val = prepare_data(docs, tok)
+    except tokenizers.TokenizerError:
+        if not isinstance(tok, tokenizers.CharTokenizer):
+            raise
+        # the tokenizer's own hint (--tokenizer bpe) cannot apply: a fine-tuned model keeps its tokenizer
+        bad = sorted(set("".join(docs)) - set(tok.stoi))
+        raise tokenizers.TokenizerError(
+            f"cannot fine-tune {path!r} on this corpus: characters {bad[:10]!r} are not in the vocabulary of "
+            f"its character tokenizer ({tok.vocab_size - 1} characters), which --init keeps; remove them from "
+            "the corpus, or pre-train the checkpoint with --tokenizer bpe (byte level, covers any text)") from None
     return Trainer(model, tok, train, val, **hp), meta
 
 
@@ -483,18 +500,29 @@ def checkpoint_lock(path):
     """Hold an advisory lock on checkpoint `path` (the file <name>.lock beside it) while the block runs.
 
     One training run writes a checkpoint at a time; a second raises CheckpointError naming the pid that
-    holds the lock. The OS releases the lock when the process ends, however it ends (SIGKILL too). Once
-    held, temporary files that an interrupted save of this checkpoint left behind are removed."""
+    holds the lock. The OS releases the lock when the process ends, however it ends (SIGKILL too), so a
+    lock file that a killed run left blocks nothing. The file is removed when the block ends (normally, by
+    an exception or Ctrl-C), while still locked: a run that opened it just before then finds, once it has
+    the lock, that the path no longer names its file, and locks the file now there instead. Once held,
+    temporary files that an interrupted save of this checkpoint left behind are removed."""
     lock = lock_path(path)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
             raise CheckpointError(f"{os.path.dirname(os.path.abspath(path))!r} is in use: another training "
                                   f"run (pid {holder}) holds {lock!r} and writes {os.path.basename(path)!r}; "
                                   "wait for it to finish or pass another --out") from None
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)                    # the run before removed the file we locked: lock the one there now
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         base = path[:-4] if path.endswith(".npz") else path
@@ -503,6 +531,8 @@ def checkpoint_lock(path):
             serialization.remove_stale_temps(p)
         yield
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
         os.close(fd)
 
 

@@ -73,6 +73,8 @@ class Dropout(Module):
 
     def __init__(self, p=0.0, backend=None, dtype="float32"):
         super().__init__(backend, dtype)
+        if not 0.0 <= p < 1.0:                  # also NaN; checked here, not at the first call
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p!r}")
         self.p = p
 
     def forward(self, x):

@@ -135,6 +135,16 @@ class AdamW(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
         super().__init__(params, lr)
+        if not self.params:
+            raise ValueError("AdamW: no parameters to update (an empty list, or a Module without Parameters); "
+                             "pass model.parameters(), a Module, or g.params() of a graph with params")
+        betas = tuple(betas)
+        for what, value, ok in (("lr", lr, 0 <= lr < math.inf), ("eps", eps, 0 <= eps < math.inf),
+                                ("weight_decay", weight_decay, 0 <= weight_decay < math.inf),
+                                ("betas", betas, len(betas) == 2 and all(0 <= b < 1 for b in betas))):
+            if not ok:
+                raise ValueError(f"AdamW: {what}={value!r}; expected " + (
+                    "two numbers in [0, 1), e.g. (0.9, 0.999)" if what == "betas" else "a finite number >= 0"))
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
         self._flat = {}             # group key -> _FlatGroup: its buffers, kept from step to step
 
