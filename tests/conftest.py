@@ -63,3 +63,13 @@ def backend(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _registry_restored():
+    """Ops a test registers (throwaway custom ops) are removed after it, so none leaks into another test."""
+    before = dict(gd.REGISTRY)
+    yield
+    if gd.REGISTRY.keys() != before.keys():
+        gd.REGISTRY.clear()
+        gd.REGISTRY.update(before)

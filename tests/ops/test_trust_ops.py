@@ -211,17 +211,20 @@ def test_int_feed_into_unsigned_input_that_is_negative_is_refused():
 
 
 # --- a VJP that returns another dtype (item 8) ------------------------------------------------------------
-@gd.op("h3_square_f32")
-class SquareF32:
-    """x * x, with a VJP that (wrongly) returns float32"""
-    def shape(x):
-        return x
+def square_f32():
+    """Registers and returns an op x * x whose VJP (wrongly) returns float32 (the conftest fixture removes it)."""
+    @gd.op("h3_square_f32")
+    class SquareF32:
+        """x * x, with a VJP that returns float32"""
+        def shape(x):
+            return x
 
-    def forward(F, x):
-        return x * x
+        def forward(F, x):
+            return x * x
 
-    def vjp(F, i, g, xs, out):
-        return F.astype(2.0 * g * xs[0], F.dtypes["float32"])
+        def vjp(F, i, g, xs, out):
+            return F.astype(2.0 * g * xs[0], F.dtypes["float32"])
+    return SquareF32
 
 
 @pytest.mark.parametrize("variant", ["children", "parents"])
@@ -230,7 +233,7 @@ def test_vjp_result_is_cast_to_its_inputs_dtype(variant):
     input's dtype), on the run that checks the plan and on the runs after it."""
     g = gd.Graph(dtype="float64")
     w = g.param("w", np.array([1.0 / 3.0, 2.0]))
-    y = gd.sum(SquareF32(w) * 3.0)
+    y = gd.sum(square_f32()(w) * 3.0)
     for _ in range(3):
         g.forward()
         g.backward(y, variant=variant)
