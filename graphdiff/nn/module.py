@@ -18,12 +18,14 @@ the Program's backward with the output's gradient and sets p.grad, so the cached
 import numpy as np
 
 from ..backend import get_backend, to_numpy
-from ..errors import GraphError, ShapeError
+from ..errors import DTypeError, GraphError, ShapeError
 from ..graph import Graph, Node, dtype_name
 from . import serialization
 from .serialization import CheckpointError
 
-FORMAT = "graphdiff.nn.Module"      # the 'format' field of Module.save's metadata
+FORMAT = "graphdiff.nn.Module"
+_KINDS = {"c": "complex numbers: the imaginary parts would be lost", "U": "text", "S": "bytes",
+          "O": "Python objects", "M": "datetimes", "m": "timedeltas", "V": "structured records"}      # the 'format' field of Module.save's metadata
 
 
 def _bound(graph):
@@ -88,12 +90,25 @@ class Module:
         setattr(self, name, module)
         return module
 
-    def named_parameters(self, prefix=""):
-        """(dotted name, Parameter) pairs, this module's own first, then each submodule's in order."""
+    def named_parameters(self, prefix="", remove_duplicate=True):
+        """(dotted name, Parameter) pairs, this module's own first, then each submodule's in order.
+
+        A Parameter shared by several modules (tied weights) comes once, under its first name, as in
+        PyTorch, so optimizers move it once and clip_grad_norm counts it once; remove_duplicate=False lists
+        every name."""
+        seen = set() if remove_duplicate else None
+        for name, p in self._named_parameters(prefix):
+            if seen is not None:
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+            yield name, p
+
+    def _named_parameters(self, prefix):
         for n, p in self._params.items():
             yield prefix + n, p
         for n, m in self._modules.items():
-            yield from m.named_parameters(prefix + n + ".")
+            yield from m._named_parameters(prefix + n + ".")
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
@@ -112,24 +127,42 @@ class Module:
         return {n: np.array(to_numpy(p.data)) for n, p in self.named_parameters()}
 
     def load_state_dict(self, state, strict=True):
-        """Copy arrays into the Parameters by name; shapes must match. strict: keys must match exactly."""
+        """Copy arrays into the Parameters by name; shapes must match. strict: keys must match exactly.
+        Every array is checked before any is copied, so a failed load leaves the module as it was. A tied
+        Parameter may be given under any of its names (all of them, as PyTorch's state_dict has, if equal)."""
         own = dict(self.named_parameters())
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
+        first = {id(p): k for k, p in own.items()}
+        alias = {k: first[id(p)] for k, p in self.named_parameters(remove_duplicate=False)}
+        given = {}                                 # first name -> the state's keys for that Parameter
+        for k in state:
+            if k in alias:
+                given.setdefault(alias[k], []).append(k)
+        missing = [k for k in own if k not in given]
+        unexpected = [k for k in state if k not in alias]
         if strict and (missing or unexpected):
             raise KeyError(f"load_state_dict: missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                            f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}; the state "
                            f"comes from a different model or configuration")
-        for k, p in own.items():
-            if k not in state:
-                continue
-            v = np.asarray(to_numpy(state[k]))
-            if tuple(v.shape) != p.shape:
-                raise ShapeError(f"load_state_dict: '{k}' has shape {tuple(v.shape)} in the state, "
-                                 f"{p.shape} in the model; build the model with the same sizes")
+        values = []
+        for name, keys in given.items():
+            p = own[name]
+            for k in keys:
+                v = np.asarray(to_numpy(state[k]))
+                if v.dtype.kind not in "biuf":
+                    what = _KINDS.get(v.dtype.kind, v.dtype.kind)
+                    raise DTypeError(f"load_state_dict: '{k}' holds {v.dtype} data ({what}); parameters hold "
+                                     "real numbers, so nothing was loaded")
+                if tuple(v.shape) != p.shape:
+                    raise ShapeError(f"load_state_dict: '{k}' has shape {tuple(v.shape)} in the state, "
+                                     f"{p.shape} in the model; build the model with the same sizes")
+                if k != keys[0] and not np.array_equal(v, values[-1][1]):
+                    raise GraphError(f"load_state_dict: '{keys[0]}' and '{k}' are one tied Parameter in the "
+                                     "model but hold different values in the state; give one of them")
+                if k == keys[0]:
+                    values.append((p, v))
+        for p, v in values:                        # all checked: now copy
             p.data = self.backend.from_host(v, self.dtype)
         return self
-
     def train(self, mode=True):
         for _, m in self.named_modules():
             object.__setattr__(m, "training", mode)
@@ -162,7 +195,7 @@ class Module:
                                   f"into a {meta.get('class')} built with the same sizes")
         try:
             self.load_state_dict(arrays)
-        except (KeyError, ShapeError) as e:
+        except (KeyError, GraphError) as e:
             raise CheckpointError(f"{path!r}: {e.args[0]}") from None
         return self
 

@@ -44,12 +44,18 @@ class NodeParam:
 
 
 def _named(params):
-    """[(name, parameter)] from a Module, Parameters, (name, Parameter) pairs or a graph's param Nodes."""
+    """[(name, parameter)] from a Module, Parameters, (name, Parameter) pairs or a graph's param Nodes.
+
+    Each parameter comes once, under its first name (PyTorch's optimizers and clip_grad_norm_ treat a tied
+    or repeated one so): listed twice, it would be moved twice by a step and counted twice by a norm."""
     if isinstance(params, Module):
         return list(params.named_parameters())
-    out = []
+    out, seen = [], set()
     for k, p in enumerate(params):
         name, p = p if isinstance(p, tuple) else (None, p)
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
         if isinstance(p, Node):
             if p.kind != "param":
                 raise GraphError(f"optimizers update params; '{p.name}' is a {p.kind}: pass g.params()")
