@@ -15,6 +15,8 @@ X's shape and dtype once (a Program in its ProgramCache), runs it, and returns t
 new small eager graph (a Tape) in which the user's loss is built. `loss.backward()` on the Tape then seeds
 the Program's backward with the output's gradient and sets p.grad, so the cached graph never grows.
 """
+import os
+
 import numpy as np
 
 from ..backend import get_backend, to_numpy
@@ -23,9 +25,9 @@ from ..graph import Graph, Node, dtype_name
 from . import serialization
 from .serialization import CheckpointError
 
-FORMAT = "graphdiff.nn.Module"
+FORMAT = "graphdiff.nn.Module"      # the 'format' field of Module.save's metadata
 _KINDS = {"c": "complex numbers: the imaginary parts would be lost", "U": "text", "S": "bytes",
-          "O": "Python objects", "M": "datetimes", "m": "timedeltas", "V": "structured records"}      # the 'format' field of Module.save's metadata
+          "O": "Python objects", "M": "datetimes", "m": "timedeltas", "V": "structured records"}
 
 
 def _bound(graph):
@@ -176,16 +178,19 @@ class Module:
             p.grad = None
 
     def save(self, path):
-        """Write the parameters to `path` (.npz: arrays by dotted name, never pickle; written atomically)
-        and their class, dtype and shapes to the same name with .json. Module.load reads it back."""
+        """Write the parameters to `path` (str or os.PathLike; .npz: arrays by dotted name, never pickle;
+        written atomically) and their class, dtype and shapes to the same name with .json. Module.load reads
+        it back."""
         state = self.state_dict()
         meta = {"format": FORMAT, "class": type(self).__name__, "dtype": self.dtype,
                 "params": {k: list(v.shape) for k, v in state.items()}}
         serialization.save(path, state, meta)
 
     def load(self, path):
-        """Copy the parameters saved by `save` at `path` into this module (built with the same sizes);
-        returns self. Raises CheckpointError naming the file and what does not match."""
+        """Copy the parameters saved by `save` at `path` (str or os.PathLike) into this module (built with
+        the same sizes); returns self. Raises CheckpointError naming the file and what does not match, and
+        then leaves the module as it was."""
+        path = os.fspath(path)
         arrays, meta = serialization.load(path)
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{path!r} is not a Module checkpoint (format {meta.get('format')!r}); "

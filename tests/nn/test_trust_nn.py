@@ -170,7 +170,7 @@ def test_load_refuses_text_arrays_and_metadata_that_is_not_an_object(tmp_path):
         model.load(path)
     model.save(path)
     rewrite(path, meta=["not", "an", "object"])
-    with pytest.raises(CheckpointError, match="metadata is a JSON list"):
+    with pytest.raises(CheckpointError, match="'metadata'.* is a JSON list, not an object"):
         model.load(path)
 
 
