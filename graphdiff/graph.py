@@ -172,15 +172,36 @@ class Node:
         """The value as a NumPy array (copied from the GPU if needed)."""
         return to_numpy(self)
 
+    @property
+    def data(self):
+        """micrograd's name for .value (assigning it assigns .value)."""
+        return self.value
+
+    @data.setter
+    def data(self, new):
+        self.value = new
+
+    def __array__(self, dtype=None, copy=None):
+        """np.asarray(node), np.argmax(node, axis=1), ...: the value, on backends whose arrays are on the
+        host. A GPU value is copied only when asked for (node.numpy()), never behind NumPy's back."""
+        if self.graph.backend.name == "cupy":
+            raise GraphError(f"NumPy cannot read node '{self.name}' directly: its value is on the cupy backend "
+                             "(the GPU); copy it with node.numpy() or gd.to_numpy(node), as CuPy's .get() does")
+        host = to_numpy(self)
+        if dtype is not None and host.dtype != dtype:
+            return host.astype(dtype)
+        return host.copy() if copy else host
+
     def item(self):
         """The value of a one-element node as a Python number."""
         return self.numpy().item()
 
     def backward(self, variant="children", retain_grads=None, **kwargs):
         """g.backward(this node, ...), micrograd's c.backward(): in an eager graph every node on the way
-        keeps its .grad too (retain_grads), as micrograd's Values do."""
+        keeps its .grad too (retain_grads), as micrograd's Values do. Returns None, as PyTorch's does
+        (g.backward returns {node: gradient})."""
         retain = self.graph.eager if retain_grads is None else retain_grads
-        return self.graph.backward(self, variant=variant, retain_grads=retain, **kwargs)
+        self.graph.backward(self, variant=variant, retain_grads=retain, **kwargs)
 
     def __float__(self):
         if self.out is None and self.stamp == RELEASED:
@@ -271,7 +292,8 @@ class Graph:
     Args:
         backend: "numpy", "cupy" or "array_api_strict"; None uses gd.use_backend / gd.set_backend /
             $GRAPHDIFF_BACKEND / "numpy", in that order.
-        dtype: "float32" or "float64": the dtype of params, constants and float inputs.
+        dtype: "float32" or "float64": the dtype of params, constants and float inputs. Default: float32,
+            or float64 in an eager graph (micrograd's arithmetic: Python floats, so 0.1 * 3 is 0.1 * 3).
         eager: compute each node's value as it is added (micrograd-style interactive use).
         seed: seeds the graph's random numbers (dropout masks).
         check_finite: raise NonFiniteError naming the first node that produces NaN or Inf.
@@ -279,7 +301,9 @@ class Graph:
 
     engine = None    # the module that runs graphs (graphdiff.autodiff); graphdiff/__init__.py plugs it in
 
-    def __init__(self, backend=None, dtype="float32", eager=False, seed=None, check_finite=False):
+    def __init__(self, backend=None, dtype=None, eager=False, seed=None, check_finite=False):
+        if dtype is None:
+            dtype = "float64" if eager else "float32"
         if dtype not in FLOAT_DTYPES:
             raise DTypeError(f"Graph dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
         self.backend = get_backend(backend)
