@@ -207,7 +207,8 @@ class Module:
     # --- building -----------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         g = _graph_of(args, kwargs)
-        if g is None and args and all(isinstance(a, np.ndarray) or self.backend.owns(a) for a in args):
+        if g is None and args and all(isinstance(a, (np.ndarray, list, tuple)) or self.backend.owns(a)
+                                      for a in args):
             return self.call_on_arrays(args, kwargs)
         if g is None or not self._name:
             return self.forward(*args, **kwargs)
@@ -215,14 +216,31 @@ class Module:
             return self.forward(*args, **kwargs)
 
     def call_on_arrays(self, args, kwargs):
-        """model(X, ...) with arrays: run the Program cached for these shapes and dtypes (built on the first
-        call) and return its output as the leaf of a new Tape; kwargs are fixed options of forward."""
-        specs = tuple((tuple(a.shape), self._feed_dtype(a)) for a in args)
+        """model(X, ...) with arrays (or nested lists, read as NumPy reads them): run the Program cached for
+        these shapes and dtypes (built on the first call) and return its output as the leaf of a new Tape;
+        kwargs are fixed options of forward."""
+        listed = [isinstance(a, (list, tuple)) for a in args]
+        args = [np.asarray(a) if is_list else a for a, is_list in zip(args, listed)]
+        key = (tuple((tuple(a.shape), self._feed_dtype(a)) for a in args), tuple(sorted(kwargs.items())))
         try:
-            prog = self._programs((specs, tuple(sorted(kwargs.items()))))
+            hash(key)
         except TypeError as e:
             raise TypeError(f"{type(self).__name__} called on arrays: keyword options must be hashable "
                             f"(they select the cached graph): {e}") from None
+        try:
+            prog = self._programs(key)
+        except DTypeError as e:
+            ints = [k for k, a in enumerate(args) if np.dtype(self._feed_dtype(a)).kind != "f"]
+            if ints and all(listed[k] for k in ints):      # lists of ints: numbers, as NumPy code reads them
+                return self.call_on_arrays([a.astype(self.dtype) if k in ints else a
+                                            for k, a in enumerate(args)], kwargs)
+            if not ints:
+                raise
+            a = args[ints[0]]
+            got = a.dtype if isinstance(a, np.ndarray) else self.backend.dtype_name(a)
+            raise DTypeError(f"{type(self).__name__} called on arrays: argument {ints[0]} holds {got} data (shape "
+                             f"{tuple(a.shape)}) where the model computes with floats; pass "
+                             f"X.astype(np.{self.dtype}) ({e})") from None
         out, = prog.run({f"x{k}": a for k, a in enumerate(args)}, outputs=("out",))
         return Tape.of_output(prog, out, type(self).__name__)
 

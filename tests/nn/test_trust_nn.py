@@ -229,7 +229,9 @@ def test_save_leaves_the_temporary_file_of_a_live_writer_alone(tmp_path):
 # --- models called on arrays: dtypes and array-likes (item 20) -----------------------------------------------
 def test_model_called_on_an_int_array_says_the_dtype_and_the_fix():
     model = nn.Linear(3, 2, rng=0)
-    with pytest.raises(gd.DTypeError, match=r"int64 array.*X\.astype\(np\.float32\)") as e:
+    fix = (r"argument 0 holds int64 data \(shape \(2, 3\)\) where the model computes with floats; "
+           r"pass X\.astype\(np\.float32\)")
+    with pytest.raises(gd.DTypeError, match=fix) as e:
         model(np.ones((2, 3), dtype=np.int64))
     assert "hashable" not in str(e.value)
     with pytest.raises(TypeError, match="keyword options must be hashable"):
