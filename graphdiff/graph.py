@@ -598,6 +598,9 @@ class Graph:
         """A constant node for a Python number or array given to an op in a slot of this kind."""
         if slot_kind == "float" and (type(x) is float or (type(x) is int and -_EXACT < x < _EXACT)):
             return self._number(x)             # the common x * 2.0: as below, without the array round trip
+        as_node = getattr(x, "as_node", None)  # graphdiff.nn's Parameter: a leaf with a gradient, not a constant
+        if as_node is not None:
+            return as_node(self)
         host = to_numpy(x)                    # numbers, lists, NumPy or any backend's array (built once)
         kind = host.dtype.kind
         if slot_kind == "int" and kind not in "iu":
@@ -756,6 +759,35 @@ class Graph:
         """Clear .grad on every node."""
         for n in self.nodes:
             n.grad = None
+
+    def join(self, other):
+        """The graph in which nodes of this graph and of `other` can meet in one op, or None: graphs built
+        apart stay apart (the default). graphdiff.nn's Tapes join: one absorbs the other."""
+        return None
+
+    def absorb(self, other):
+        """Move every node of `other`, an eager graph, into this one (after its own nodes), values and
+        gradients kept; `other` is left empty. A name this graph has already gets the next free number;
+        stamps move past this graph's clock, so they still order every value set or computed."""
+        if not (self.eager and other.eager) or other._dynamic or other.backend.name != self.backend.name:
+            raise GraphError(f"absorb: only eager graphs of one backend without a None batch axis merge "
+                             f"({self!r} and {other!r})")
+        by_name, shift = self._names(), self.clock
+        for node in other.nodes:
+            node.name                          # every pending name given, in other's creation order
+        for node in other.nodes:
+            if node._name in by_name:
+                node._name = self._unique(node._name)
+            node.graph, node.index = self, len(self.nodes)
+            if node.stamp > 0:
+                node.stamp += shift
+            self.nodes.append(node)
+            by_name[node._name] = node
+        self._named = len(self.nodes)
+        self.clock += other.clock
+        self.version += 1
+        other.nodes, other._by_name, other._named, other.engine_state = [], {}, 0, None
+        other.version += 1
 
 
 _SHAPE, _DTYPE = attrgetter("shape"), attrgetter("dtype")

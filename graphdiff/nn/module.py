@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from ..backend import get_backend, to_numpy
+from ..backend import backend_of, get_backend, to_numpy
 from ..errors import DTypeError, GraphError, ShapeError
 from ..graph import Graph, Node, dtype_name
 from . import serialization
@@ -37,13 +37,15 @@ def _bound(graph):
 
 
 class Parameter:
-    """A trainable array owned by a Module. Attributes: data (backend array), grad (backend array or None)."""
+    """A trainable array owned by a Module. Attributes: data (backend array), grad (backend array or None),
+    version (bumped by an optimizer that updates data in place, so a replay can tell that it changed)."""
 
-    __slots__ = ("data", "grad", "__weakref__")
+    __slots__ = ("data", "grad", "version", "__weakref__")
 
     def __init__(self, data):
         self.data = data
         self.grad = None
+        self.version = 0
 
     @property
     def shape(self):
@@ -54,6 +56,42 @@ class Parameter:
 
     def __repr__(self):
         return f"<Parameter {self.shape}>"
+
+    def as_node(self, graph=None):
+        """This Parameter as a node of `graph`, so that it can be used in expressions (an L2 penalty,
+        gd.sum(model.weight ** 2), added to a loss on a model's output): in a Tape (None: a new one) a leaf
+        holding its current value, whose gradient Tape.backward adds to .grad; in a graph the module was
+        called in, its param node there. Operators and gd.* functions on a Parameter call this."""
+        if graph is None:
+            B = backend_of(self.data)
+            graph = Tape(B, B.dtype_name(self.data))
+        if isinstance(graph, Tape):
+            return graph.leaf_of(self)
+        node = _bound(graph).get(id(self))
+        if node is None:
+            raise GraphError(f"a Parameter {self.shape} is used in a graph its module was not called in; call "
+                             "the module in this graph first, or use module.node(graph, name)")
+        return node
+
+    def __iter__(self):
+        raise TypeError(f"a Parameter {self.shape} is not iterable; index it (p[i]) or use p.numpy()")
+
+
+def _on_node(name):
+    """A Parameter method that does what the Node method `name` does, on the Parameter as a node (in the
+    graph of a Node argument, else in a new Tape)."""
+    def method(self, *args, **kwargs):
+        return getattr(self.as_node(_graph_of(args, kwargs)), name)(*args, **kwargs)
+    method.__name__ = name
+    return method
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
+              "__pow__", "__rpow__", "__matmul__", "__rmatmul__", "__neg__", "__abs__", "__getitem__", "sum",
+              "mean", "max", "reshape", "transpose", "exp", "log", "tanh", "relu", "sigmoid"):
+    setattr(Parameter, _name, _on_node(_name))
+Parameter.__array_ufunc__ = None        # array * parameter: NumPy defers to Parameter.__rmul__, as for Nodes
+Parameter.T = property(lambda self: self.as_node().T)
 
 
 class Module:
@@ -241,8 +279,7 @@ class Module:
             raise DTypeError(f"{type(self).__name__} called on arrays: argument {ints[0]} holds {got} data (shape "
                              f"{tuple(a.shape)}) where the model computes with floats; pass "
                              f"X.astype(np.{self.dtype}) ({e})") from None
-        out, = prog.run({f"x{k}": a for k, a in enumerate(args)}, outputs=("out",))
-        return Tape.of_output(prog, out, type(self).__name__)
+        return Tape.of_call(prog.call({f"x{k}": a for k, a in enumerate(args)}), type(self).__name__)
 
     def _feed_dtype(self, a):
         kind = np.dtype(a.dtype if isinstance(a, np.ndarray) else self.backend.dtype_name(a)).kind
@@ -324,6 +361,7 @@ class Program:
         bound = _bound(graph)
         self.bindings = [(bound[id(p)], p) for p in module.parameters() if id(p) in bound]
         self.runs = 0           # how many times run() has refreshed the graph's values
+        self.random = any(n.spec is not None and n.spec.random for n in graph.nodes)   # dropout masks
 
     def run(self, feeds, outputs=("loss",), backward=None, variant="children"):
         """Bind the current parameters, feed, compute `outputs`; with backward="loss" also set p.grad.
@@ -358,6 +396,63 @@ class Program:
         for node, p in self.bindings:
             p.grad = node.grad
 
+    def call(self, feeds):
+        """run(feeds, outputs=("out",)) for a module called on arrays; returns a Call, which can compute
+        this run's values again (replay) once the Program has run on other inputs."""
+        rng = self.graph.rng.state if self.random else None      # the masks this run draws, drawn again
+        out, = self.run(feeds, outputs=("out",))
+        return Call(self, out, rng)
+
+    def replay(self, call):
+        """Compute the values of `call` again (its inputs, the parameters as they were, its dropout masks),
+        so that its backward can run after the Program ran on other inputs; the rng goes on as before."""
+        g = self.graph
+        for node, p, data, version in call.params:
+            if p.data is not data or p.version != version:
+                raise GraphError(f"backward through '{call.leaf.name}': the parameters changed (an optimizer "
+                                 "step) after this output was made and the module ran again on inputs of the same "
+                                 f"shape {tuple(g.inputs()[0].shape)}; call backward before the step")
+        for node, p, data, version in call.params:
+            node.value = data
+        g.feed({node: value for node, value in call.feeds})
+        g.training = call.training
+        if call.rng is not None:
+            now, g.rng.state = g.rng.state, call.rng
+        try:
+            g.forward(outputs=[self.outputs["out"]])
+        finally:
+            if call.rng is not None:
+                g.rng.state = now
+        self.runs += 1
+        call.runs = self.runs
+
+
+class Call:
+    """One run of a Program for a module called on arrays, as its Tape keeps it: the output value (and
+    leaf, once in a Tape), the run count it belongs to, and what replay needs to compute it again: the
+    inputs fed (the graph's own copies), the parameters' arrays, the training flag and the rng state."""
+
+    __slots__ = ("prog", "out", "leaf", "runs", "feeds", "params", "training", "rng")
+
+    def __init__(self, prog, out, rng):
+        self.prog, self.out, self.leaf, self.runs, self.rng = prog, out, None, prog.runs, rng
+        self.feeds = [(node, node.out) for node in prog.inputs.values()]
+        self.params = [(node, p, p.data, p.version) for node, p in prog.bindings]
+        self.training = prog.graph.training
+
+    def backward(self, variant):
+        """The Program's backward seeded with the leaf's gradient (after a replay if the Program has run
+        since); the gradients are left on the Program's param nodes. Then the call lets go of its inputs."""
+        prog = self.prog
+        if prog.runs != self.runs:
+            if self.feeds is None:
+                raise GraphError(f"backward through '{self.leaf.name}': the module ran again on inputs of the "
+                                 f"same shape {tuple(prog.graph.inputs()[0].shape)} since this output's "
+                                 "backward ran, so its values are gone; call the module again")
+            prog.replay(self)
+        prog.graph.backward(prog.outputs["out"], variant=variant, seed=self.leaf.grad)
+        self.feeds = self.params = self.rng = None            # done: keep nothing alive for a replay
+
 
 class ProgramCache:
     """Programs keyed by (kind, shapes...): "a graph per shape, cached". build(key) makes one on a miss."""
@@ -382,32 +477,77 @@ class ProgramCache:
 class Tape(Graph):
     """The small eager graph that a module called on arrays puts its output in: the user's loss is built
     here and dropped with it, so cached Programs never grow. backward(y) also runs, for each module output
-    held here, its Program's backward seeded with that output's gradient (two graphs chained)."""
+    held here, its Program's backward seeded with that output's gradient (two graphs chained), and sets
+    each Parameter's .grad to the sum over its uses: in every call, and as a leaf in expressions.
+
+    Tapes join: an op on nodes of two Tapes (a model called twice in one loss, a penalty on a Parameter
+    added to a loss) moves the smaller one's nodes into the larger. A Program that ran again on inputs of
+    the same shape before a call's backward computes that call's values again first (Program.replay)."""
 
     def __init__(self, backend, dtype):
         super().__init__(backend=backend, dtype=dtype, eager=True)
-        self.calls = []         # (output leaf, Program, the Program's run count when the leaf was made)
+        self.calls = []         # Calls whose output leaves are here
+        self.leaves = {}        # id(Parameter) -> (its leaf here, the Parameter): Parameters used in expressions
 
     @classmethod
-    def of_output(cls, prog, value, name):
-        """A new Tape whose one leaf holds `value`, the output prog.run just computed."""
-        node = prog.outputs["out"]
-        tape = cls(prog.graph.backend, prog.graph.dtype)
+    def of_call(cls, call, name):
+        """A new Tape whose one leaf holds the output of `call` (a Program.call just made)."""
+        node = call.prog.outputs["out"]
+        tape = cls(call.prog.graph.backend, call.prog.graph.dtype)
         leaf = tape.input(name, node.shape, node.dtype, requires_grad=node.dtype in ("float32", "float64"))
-        tape.feed({leaf: value})
-        tape.calls.append((leaf, prog, prog.runs))
+        tape.feed({leaf: call.out})
+        call.leaf, call.out = leaf, None
+        tape.calls.append(call)
         return leaf
+
+    def leaf_of(self, p):
+        """The leaf holding Parameter p's value in this Tape (made on first use; its gradient goes to p.grad)."""
+        held = self.leaves.get(id(p))
+        if held is None:
+            k = len(self.leaves)
+            while f"param_{k}" in self:
+                k += 1
+            leaf = self.input(f"param_{k}", p.shape, self.backend.dtype_name(p.data), requires_grad=True)
+            self.feed({leaf: p.data})
+            held = self.leaves[id(p)] = (leaf, p)
+        return held[0]
+
+    def join(self, other):
+        if not isinstance(other, Tape) or other.backend.name != self.backend.name:
+            return None
+        big, small = (self, other) if len(self.nodes) >= len(other.nodes) else (other, self)
+        big.absorb(small)
+        return big
+
+    def absorb(self, other):
+        super().absorb(other)
+        self.calls += other.calls
+        for key, (leaf, p) in other.leaves.items():   # a Parameter with a leaf in both keeps both: grads add
+            self.leaves[key if key not in self.leaves else id(leaf)] = (leaf, p)
+        other.calls, other.leaves = [], {}
 
     def backward(self, y, variant="children", **kwargs):
         grads = super().backward(y, variant=variant, **kwargs)
-        for leaf, prog, runs in self.calls:
-            if leaf.grad is None:
+        total = {}                                  # id(Parameter) -> [Parameter, the sum of its gradients]
+
+        def add(p, g):
+            if g is not None:
+                have = total.get(id(p))
+                if have is None:
+                    total[id(p)] = [p, g]
+                else:
+                    have[1] = have[1] + g
+        for leaf, p in self.leaves.values():
+            add(p, leaf.grad)
+        # the calls whose values are current first: a replay then spoils no other call's values
+        for call in sorted(self.calls, key=lambda c: c.prog.runs != c.runs):
+            if call.leaf.grad is None:
                 continue
-            if prog.runs != runs:
-                raise GraphError(f"backward through '{leaf.name}': the module ran again on inputs of the same "
-                                 f"shape {tuple(prog.graph.inputs()[0].shape)} since this output was made, "
-                                 "so its values are gone; call backward before the next call")
-            prog.backward("out", seed=leaf.grad, variant=variant)
+            call.backward(variant)
+            for node, p in call.prog.bindings:
+                add(p, node.grad)
+        for p, g in total.values():
+            p.grad = g
         return grads
 
 
@@ -419,4 +559,4 @@ def new_graph(module, seed=None, rng=None):
     return g
 
 
-__all__ = ["Parameter", "Module", "ModuleList", "Program", "ProgramCache", "Tape", "new_graph", "GraphError"]
+__all__ = ["Parameter", "Module", "ModuleList", "Program", "ProgramCache", "Call", "Tape", "new_graph", "GraphError"]

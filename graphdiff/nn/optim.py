@@ -14,7 +14,7 @@ from ..errors import GraphError
 from ..graph import Node
 from ..ops import fused_maths
 from ..ops.registry import KERNELS
-from .module import Module
+from .module import Module, Parameter
 
 
 class NodeParam:
@@ -169,6 +169,9 @@ class AdamW(Optimizer):
             data, m, v, views = self._flat_state(key, members, states, B)
             g = B.concat([B.reshape(p.grad, (-1,)) for _, p in members])
             self.flat_update(data, g, m, v, B, None if scalars is None else scalars[key])
+            for _, p in members:                # changed in place: a replay (module.Call) must see it
+                if isinstance(p, Parameter):
+                    p.version += 1
             if views is not None:               # new buffers: hand out their views once updated (a graph's
                 for (_, p), view in zip(members, views):    # param takes a copy of what it is given)
                     p.data = view

@@ -305,6 +305,22 @@ def test_two_calls_with_dropout_use_each_calls_own_mask():
     np.testing.assert_allclose(model.lin.weight.grad, want, rtol=1e-12)
 
 
+@pytest.mark.parametrize("make", [nn.SGD, nn.AdamW], ids=["SGD-new-arrays", "AdamW-in-place"])
+def test_replay_after_an_optimizer_step_is_refused(make):
+    model = nn.Linear(3, 2, rng=0, dtype="float64")
+    X = np.ones((4, 3))
+    opt = make(model, lr=0.1)
+    gd.sum(model(X)).backward()
+    opt.step()                                  # AdamW: the parameters are views of its flat buffer from now on
+    data = model.weight.data
+    first = gd.sum(model(X))
+    gd.sum(model(2 * X)).backward()
+    opt.step()
+    assert (model.weight.data is data) == (make is nn.AdamW)   # AdamW updated it in place
+    with pytest.raises(gd.GraphError, match="parameters changed.*call backward before the step"):
+        first.backward()
+
+
 def test_l2_penalty_on_a_parameter_with_a_model_output_then_a_step():
     model = nn.Linear(3, 2, rng=0, dtype="float64")
     X = np.random.default_rng(6).standard_normal((4, 3))
