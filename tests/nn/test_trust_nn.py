@@ -398,3 +398,40 @@ def test_eager_scalar_graph_defaults_to_float64_like_micrograd():
     assert g.dtype == "float64" and y.dtype == "float64"
     assert y.item() == 0.1 * 3.0                 # Python's float arithmetic, bit for bit
     assert gd.Graph().dtype == "float32"         # a graph built to run later keeps float32
+
+
+def test_two_calls_and_a_penalty_on_every_backend(backend):
+    """The join, the replay and Parameter leaves use only the backend's arrays (CuPy stand-in included)."""
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((4, 3))
+    grads = {}
+    for name in ("numpy", backend):
+        model = nn.Linear(3, 2, rng=0, backend=name, dtype="float64")
+        loss = gd.mean(model(X) * model(X * 2)) + gd.sum(model.weight ** 2)
+        loss.backward()
+        grads[name] = (gd.to_numpy(model.weight.grad), gd.to_numpy(model.bias.grad))
+    for got, want in zip(grads[backend], grads["numpy"]):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    if backend == "cupy":
+        with pytest.raises(gd.GraphError, match=r"on the cupy backend.*\.numpy\(\)"):
+            np.asarray(loss)
+
+
+def test_lm_paths_may_be_pathlib_paths(tmp_path):
+    """The language-model files go through the same funnel (serialization, tokenizers, the corpus)."""
+    from graphdiff.lm import CharTokenizer, GPT, tokenizers
+    from graphdiff.lm.data import load_corpus
+    from graphdiff.lm.train import Trainer, load_checkpoint, prepare_data
+    text = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(60))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text)
+    docs, _ = load_corpus(corpus)
+    tok = CharTokenizer.train(docs[0])
+    tokenizers.save(tok, tmp_path / "tok.json")
+    assert tokenizers.load(tmp_path / "tok.json").vocab_size == tok.vocab_size
+    train, val = prepare_data(docs, tok)
+    model = GPT(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    trainer = Trainer(model, tok, train, val, steps=2, batch_size=2, warmup=1, eval_every=2, eval_batches=1)
+    trainer.fit(progress=False, checkpoint=tmp_path / "ckpt.npz", log=tmp_path / "log.jsonl")
+    again, _, meta, _ = load_checkpoint(tmp_path / "ckpt.npz")
+    assert meta["train"]["step"] == 2
