@@ -116,6 +116,13 @@ class Node:
                              "saved params and diagrams refer to it)")
         self._name = name
 
+    def rehome(self, graph, index, name, shift):
+        """Graph.absorb: the node now belongs to `graph`, at `index`, called `name`; its stamp moves by
+        `shift` (past the new graph's clock)."""
+        self.graph, self.index, self._name = graph, index, name
+        if self.stamp > 0:
+            self.stamp += shift
+
     @property
     def named(self):
         """Whether the node's name is given (one named after its op gets it when first asked: Graph.name_of)."""
@@ -769,25 +776,28 @@ class Graph:
         """Move every node of `other`, an eager graph, into this one (after its own nodes), values and
         gradients kept; `other` is left empty. A name this graph has already gets the next free number;
         stamps move past this graph's clock, so they still order every value set or computed."""
-        if not (self.eager and other.eager) or other._dynamic or other.backend.name != self.backend.name:
-            raise GraphError(f"absorb: only eager graphs of one backend without a None batch axis merge "
-                             f"({self!r} and {other!r})")
+        nodes, clock = other.hand_over(self)
         by_name, shift = self._names(), self.clock
-        for node in other.nodes:
-            node.name                          # every pending name given, in other's creation order
-        for node in other.nodes:
-            if node._name in by_name:
-                node._name = self._unique(node._name)
-            node.graph, node.index = self, len(self.nodes)
-            if node.stamp > 0:
-                node.stamp += shift
+        for node in nodes:
+            name = node.name
+            node.rehome(self, len(self.nodes), self._unique(name) if name in by_name else name, shift)
             self.nodes.append(node)
-            by_name[node._name] = node
+            by_name[node.name] = node
         self._named = len(self.nodes)
-        self.clock += other.clock
+        self.clock += clock
         self.version += 1
-        other.nodes, other._by_name, other._named, other.engine_state = [], {}, 0, None
-        other.version += 1
+
+    def hand_over(self, to):
+        """absorb's other half: this eager graph's nodes (every name given) and its clock, for the graph
+        `to`; this graph is left empty."""
+        if not (self.eager and to.eager) or self._dynamic or self.backend.name != to.backend.name:
+            raise GraphError(f"absorb: only eager graphs of one backend without a None batch axis merge "
+                             f"({to!r} and {self!r})")
+        self._names()
+        nodes = self.nodes
+        self.nodes, self._by_name, self._named, self.engine_state = [], {}, 0, None
+        self.version += 1
+        return nodes, self.clock
 
 
 _SHAPE, _DTYPE = attrgetter("shape"), attrgetter("dtype")

@@ -15,6 +15,7 @@ X's shape and dtype once (a Program in its ProgramCache), runs it, and returns t
 new small eager graph (a Tape) in which the user's loss is built. `loss.backward()` on the Tape then seeds
 the Program's backward with the output's gradient and sets p.grad, so the cached graph never grows.
 """
+import itertools
 import os
 
 import numpy as np
@@ -136,19 +137,16 @@ class Module:
         A Parameter shared by several modules (tied weights) comes once, under its first name, as in
         PyTorch, so optimizers move it once and clip_grad_norm counts it once; remove_duplicate=False lists
         every name."""
-        seen = set() if remove_duplicate else None
-        for name, p in self._named_parameters(prefix):
-            if seen is not None:
+        seen = set()
+        every = itertools.chain(((prefix + n, p) for n, p in self._params.items()),
+                                (pair for n, m in self._modules.items()
+                                 for pair in m.named_parameters(prefix + n + ".", remove_duplicate=False)))
+        for name, p in every:
+            if remove_duplicate:
                 if id(p) in seen:
                     continue
                 seen.add(id(p))
             yield name, p
-
-    def _named_parameters(self, prefix):
-        for n, p in self._params.items():
-            yield prefix + n, p
-        for n, m in self._modules.items():
-            yield from m._named_parameters(prefix + n + ".")
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
