@@ -243,7 +243,7 @@ class Module:
     # --- building -----------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         g = _graph_of(args, kwargs)
-        if g is None and args and all(isinstance(a, (np.ndarray, list, tuple)) or self.backend.owns(a)
+        if g is None and args and all(isinstance(a, np.ndarray) or _numbers(a) or self.backend.owns(a)
                                       for a in args):
             return self.call_on_arrays(args, kwargs)
         if g is None or not self._name:
@@ -255,7 +255,7 @@ class Module:
         """model(X, ...) with arrays (or nested lists, read as NumPy reads them): run the Program cached for
         these shapes and dtypes (built on the first call) and return its output as the leaf of a new Tape;
         kwargs are fixed options of forward."""
-        listed = [isinstance(a, (list, tuple)) for a in args]
+        listed = [_numbers(a) for a in args]
         args = [np.asarray(a) if is_list else a for a, is_list in zip(args, listed)]
         key = (tuple((tuple(a.shape), self._feed_dtype(a)) for a in args), tuple(sorted(kwargs.items())))
         try:
@@ -334,6 +334,16 @@ class ModuleList(Module):
 
     def __iter__(self):
         return iter(self._modules.values())
+
+
+def _numbers(a):
+    """Whether `a` is a (nested) list or tuple of numbers, judged by its first element: data, not Nodes
+    (a tuple of state Nodes goes to forward as it is)."""
+    if not isinstance(a, (list, tuple)):
+        return False
+    while isinstance(a, (list, tuple)) and a:
+        a = a[0]
+    return isinstance(a, (int, float, np.number, np.bool_))
 
 
 def _graph_of(args, kwargs):

@@ -435,3 +435,14 @@ def test_lm_paths_may_be_pathlib_paths(tmp_path):
     trainer.fit(progress=False, checkpoint=tmp_path / "ckpt.npz", log=tmp_path / "log.jsonl")
     again, _, meta, _ = load_checkpoint(tmp_path / "ckpt.npz")
     assert meta["train"]["step"] == 2
+
+
+def test_a_tuple_of_nodes_still_goes_to_forward():
+    class Sum(nn.Module):
+        def forward(self, pair):
+            return pair[0] + pair[1]
+
+    g = gd.Graph(dtype="float64")
+    a, b = g.constant(np.ones(2)), g.constant(np.ones(2))
+    out = Sum()((a, b))
+    assert out.graph is g and out.op == "add"
