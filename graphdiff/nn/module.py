@@ -201,6 +201,7 @@ class Module:
         for p, v in values:                        # all checked: now copy
             p.data = self.backend.from_host(v, self.dtype)
         return self
+
     def train(self, mode=True):
         for _, m in self.named_modules():
             object.__setattr__(m, "training", mode)
