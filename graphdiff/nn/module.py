@@ -22,6 +22,7 @@ import numpy as np
 
 from ..backend import backend_of, get_backend, to_numpy
 from ..errors import DTypeError, GraphError, ShapeError
+from ..execution import topological_order
 from ..graph import Graph, Node, dtype_name
 from . import serialization
 from .serialization import CheckpointError
@@ -537,26 +538,26 @@ class Tape(Graph):
 
     def backward(self, y, variant="children", **kwargs):
         grads = super().backward(y, variant=variant, **kwargs)
+        reached = set(topological_order(self, [y]))  # a joined Tape may hold calls that y does not use
         total = {}                                  # id(Parameter) -> [Parameter, the sum of its gradients]
 
         def add(p, g):
-            if g is not None:
-                have = total.get(id(p))
-                if have is None:
-                    total[id(p)] = [p, g]
-                else:
-                    have[1] = have[1] + g
+            have = total.get(id(p))
+            if have is None:
+                total[id(p)] = [p, g]
+            elif g is not None:
+                have[1] = g if have[1] is None else have[1] + g
         for leaf, p in self.leaves.values():
-            add(p, leaf.grad)
+            add(p, leaf.grad if leaf in reached else None)
         # the calls whose values are current first: a replay then spoils no other call's values
         for call in sorted(self.calls, key=lambda c: c.prog.runs != c.runs):
-            if call.leaf.grad is None:
-                continue
-            call.backward(variant)
+            used = call.leaf in reached and call.leaf.grad is not None
+            if used:
+                call.backward(variant)
             for node, p in call.prog.bindings:
-                add(p, node.grad)
-        for p, g in total.values():
-            p.grad = g
+                add(p, node.grad if used else None)
+        for p, g in total.values():                 # as g.backward: zeros for a Parameter that y does not use
+            p.grad = backend_of(p.data).zeros_like(p.data) if g is None else g
         return grads
 
 

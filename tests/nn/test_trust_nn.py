@@ -446,3 +446,17 @@ def test_a_tuple_of_nodes_still_goes_to_forward():
     a, b = g.constant(np.ones(2)), g.constant(np.ones(2))
     out = Sum()((a, b))
     assert out.graph is g and out.op == "add"
+
+
+def test_backward_of_one_part_of_a_joined_tape_leaves_the_other_calls_alone():
+    model = nn.Linear(3, 2, rng=0, dtype="float64")
+    other = nn.Linear(3, 2, rng=1, dtype="float64")
+    X = np.ones((4, 3))
+    a, b, c = model(X), model(2 * X), other(X)
+    both = a + b + c                                       # one Tape now
+    gd.sum(a).backward()                                   # a's call runs its backward: its inputs are let go
+    model(3 * X)
+    gd.sum(b * 2.0).backward()                             # b is replayed; a (not used) is not, c gets zeros
+    np.testing.assert_allclose(model.weight.grad, 2 * (2 * X).T @ np.ones((4, 2)))
+    np.testing.assert_array_equal(other.weight.grad, np.zeros((3, 2)))
+    assert both.graph is a.graph
