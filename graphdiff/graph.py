@@ -116,6 +116,13 @@ class Node:
                              "saved params and diagrams refer to it)")
         self._name = name
 
+    def rehome(self, graph, index, name, shift):
+        """Graph.absorb: the node now belongs to `graph`, at `index`, called `name`; its stamp moves by
+        `shift` (past the new graph's clock)."""
+        self.graph, self.index, self._name = graph, index, name
+        if self.stamp > 0:
+            self.stamp += shift
+
     @property
     def named(self):
         """Whether the node's name is given (one named after its op gets it when first asked: Graph.name_of)."""
@@ -172,15 +179,36 @@ class Node:
         """The value as a NumPy array (copied from the GPU if needed)."""
         return to_numpy(self)
 
+    @property
+    def data(self):
+        """micrograd's name for .value (assigning it assigns .value)."""
+        return self.value
+
+    @data.setter
+    def data(self, new):
+        self.value = new
+
+    def __array__(self, dtype=None, copy=None):
+        """np.asarray(node), np.argmax(node, axis=1), ...: the value, on backends whose arrays are on the
+        host. A GPU value is copied only when asked for (node.numpy()), never behind NumPy's back."""
+        if self.graph.backend.name == "cupy":
+            raise GraphError(f"NumPy cannot read node '{self.name}' directly: its value is on the cupy backend "
+                             "(the GPU); copy it with node.numpy() or gd.to_numpy(node), as CuPy's .get() does")
+        host = to_numpy(self)
+        if dtype is not None and host.dtype != dtype:
+            return host.astype(dtype)
+        return host.copy() if copy else host
+
     def item(self):
         """The value of a one-element node as a Python number."""
         return self.numpy().item()
 
     def backward(self, variant="children", retain_grads=None, **kwargs):
         """g.backward(this node, ...), micrograd's c.backward(): in an eager graph every node on the way
-        keeps its .grad too (retain_grads), as micrograd's Values do."""
+        keeps its .grad too (retain_grads), as micrograd's Values do. Returns None, as PyTorch's does
+        (g.backward returns {node: gradient})."""
         retain = self.graph.eager if retain_grads is None else retain_grads
-        return self.graph.backward(self, variant=variant, retain_grads=retain, **kwargs)
+        self.graph.backward(self, variant=variant, retain_grads=retain, **kwargs)
 
     def __float__(self):
         if self.out is None and self.stamp == RELEASED:
@@ -271,7 +299,8 @@ class Graph:
     Args:
         backend: "numpy", "cupy" or "array_api_strict"; None uses gd.use_backend / gd.set_backend /
             $GRAPHDIFF_BACKEND / "numpy", in that order.
-        dtype: "float32" or "float64": the dtype of params, constants and float inputs.
+        dtype: "float32" or "float64": the dtype of params, constants and float inputs. Default: float32,
+            or float64 in an eager graph (micrograd's arithmetic: Python floats, so 0.1 * 3 is 0.1 * 3).
         eager: compute each node's value as it is added (micrograd-style interactive use).
         seed: seeds the graph's random numbers (dropout masks).
         check_finite: raise NonFiniteError naming the first node that produces NaN or Inf.
@@ -279,7 +308,9 @@ class Graph:
 
     engine = None    # the module that runs graphs (graphdiff.autodiff); graphdiff/__init__.py plugs it in
 
-    def __init__(self, backend=None, dtype="float32", eager=False, seed=None, check_finite=False):
+    def __init__(self, backend=None, dtype=None, eager=False, seed=None, check_finite=False):
+        if dtype is None:
+            dtype = "float64" if eager else "float32"
         if dtype not in FLOAT_DTYPES:
             raise DTypeError(f"Graph dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
         self.backend = get_backend(backend)
@@ -578,6 +609,9 @@ class Graph:
         """A constant node for a Python number or array given to an op in a slot of this kind."""
         if slot_kind == "float" and (type(x) is float or (type(x) is int and -_EXACT < x < _EXACT)):
             return self._number(x)             # the common x * 2.0: as below, without the array round trip
+        as_node = getattr(x, "as_node", None)  # graphdiff.nn's Parameter: a leaf with a gradient, not a constant
+        if as_node is not None:
+            return as_node(self)
         host = to_numpy(x)                    # numbers, lists, NumPy or any backend's array (built once)
         kind = host.dtype.kind
         if slot_kind == "int" and kind not in "iu":
@@ -736,6 +770,38 @@ class Graph:
         """Clear .grad on every node."""
         for n in self.nodes:
             n.grad = None
+
+    def join(self, other):
+        """The graph in which nodes of this graph and of `other` can meet in one op, or None: graphs built
+        apart stay apart (the default). graphdiff.nn's Tapes join: one absorbs the other."""
+        return None
+
+    def absorb(self, other):
+        """Move every node of `other`, an eager graph, into this one (after its own nodes), values and
+        gradients kept; `other` is left empty. A name this graph has already gets the next free number;
+        stamps move past this graph's clock, so they still order every value set or computed."""
+        nodes, clock = other.hand_over(self)
+        by_name, shift = self._names(), self.clock
+        for node in nodes:
+            name = node.name
+            node.rehome(self, len(self.nodes), self._unique(name) if name in by_name else name, shift)
+            self.nodes.append(node)
+            by_name[node.name] = node
+        self._named = len(self.nodes)
+        self.clock += clock
+        self.version += 1
+
+    def hand_over(self, to):
+        """absorb's other half: this eager graph's nodes (every name given) and its clock, for the graph
+        `to`; this graph is left empty."""
+        if not (self.eager and to.eager) or self._dynamic or self.backend.name != to.backend.name:
+            raise GraphError(f"absorb: only eager graphs of one backend without a None batch axis merge "
+                             f"({to!r} and {self!r})")
+        self._names()
+        nodes = self.nodes
+        self.nodes, self._by_name, self._named, self.engine_state = [], {}, 0, None
+        self.version += 1
+        return nodes, self.clock
 
 
 _SHAPE, _DTYPE = attrgetter("shape"), attrgetter("dtype")

@@ -41,9 +41,11 @@ def default_corpus(max_chars=4_000_000):
 
 
 def load_corpus(path=None, min_chars=64):
-    """Documents from a UTF-8 text file (one document), or the default corpus when path is None."""
+    """Documents from a UTF-8 text file (str or os.PathLike; one document), or the default corpus when path
+    is None."""
     if path is None:
         return default_corpus()
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise CorpusError(f"corpus file {path!r} does not exist; pass --corpus with a UTF-8 text file, or "
                           "leave it out to train on the Python standard library's source")

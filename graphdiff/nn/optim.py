@@ -14,7 +14,7 @@ from ..errors import GraphError
 from ..graph import Node
 from ..ops import fused_maths
 from ..ops.registry import KERNELS
-from .module import Module
+from .module import Module, Parameter
 
 
 class NodeParam:
@@ -44,12 +44,18 @@ class NodeParam:
 
 
 def _named(params):
-    """[(name, parameter)] from a Module, Parameters, (name, Parameter) pairs or a graph's param Nodes."""
+    """[(name, parameter)] from a Module, Parameters, (name, Parameter) pairs or a graph's param Nodes.
+
+    Each parameter comes once, under its first name (PyTorch's optimizers and clip_grad_norm_ treat a tied
+    or repeated one so): listed twice, it would be moved twice by a step and counted twice by a norm."""
     if isinstance(params, Module):
         return list(params.named_parameters())
-    out = []
+    out, seen = [], set()
     for k, p in enumerate(params):
         name, p = p if isinstance(p, tuple) else (None, p)
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
         if isinstance(p, Node):
             if p.kind != "param":
                 raise GraphError(f"optimizers update params; '{p.name}' is a {p.kind}: pass g.params()")
@@ -173,6 +179,9 @@ class AdamW(Optimizer):
             data, m, v, views = self._flat_state(key, members, states, B)
             g = B.concat([B.reshape(p.grad, (-1,)) for _, p in members])
             self.flat_update(data, g, m, v, B, None if scalars is None else scalars[key])
+            for _, p in members:                # changed in place: a replay (module.Call) must see it
+                if isinstance(p, Parameter):
+                    p.version += 1
             if views is not None:               # new buffers: hand out their views once updated (a graph's
                 for (_, p), view in zip(members, views):    # param takes a copy of what it is given)
                     p.data = view

@@ -2,14 +2,18 @@
 
 The .npz holds the arrays and a '__meta__' entry with the JSON text (as uint8), so one file is the
 checkpoint and the single source of truth; a crash mid-write leaves the previous one intact (write to a
-temporary file '.tmp-<name>-*' in the same folder, fsync, os.replace). A readable copy of the metadata is
-written next to it as <name>.json *after* the .npz, so a crash between the two leaves the copy behind,
-never ahead; loading never reads it. Files follow the umask, as files opened with open() do.
+temporary file '.tmp-<name>-*' in the same folder, fsync, os.replace). The writer holds an advisory lock
+(flock) on its temporary file while it writes, and the OS drops it when the process ends, however it ends:
+the next save to the same place removes the temporary files nobody holds (left by a writer that was killed).
+A readable copy of the metadata is written next to it as <name>.json *after* the .npz, so a crash between
+the two leaves the copy behind, never ahead; loading never reads it. Files follow the
+umask, as files opened with open() do.
 
 Loading reads each entry's .npy header first: entries must be stored uncompressed and hold exactly the
 bytes their header declares, so reading a file never allocates more memory than the file's size.
 """
 import contextlib
+import fcntl
 import glob
 import json
 import os
@@ -39,17 +43,25 @@ def _umask():
 
 
 def atomic_write(path, write):
-    """Call write(binary file) on a temporary file beside `path`, fsync it, and rename it onto `path`."""
+    """Call write(binary file) on a temporary file beside `path`, fsync it, and rename it onto `path`.
+    Temporary files of `path` that a killed writer left are removed first (remove_stale_temps)."""
+    path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{TMP_PREFIX}{os.path.basename(path)}-")
+    remove_stale_temps(path)
+    while True:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{TMP_PREFIX}{os.path.basename(path)}-")
+        fcntl.flock(fd, fcntl.LOCK_EX)             # ours while we write: remove_stale_temps leaves it alone
+        if os.fstat(fd).st_nlink:
+            break
+        os.close(fd)                               # removed as stale between mkstemp and flock: a new one
     try:
         os.fchmod(fd, 0o666 & ~_umask())          # mkstemp makes 0600; a plain open() would follow the umask
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)                  # still locked: nobody takes it for a stale one
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -64,16 +76,24 @@ def atomic_write(path, write):
 def remove_stale_temps(path):
     """Delete '.tmp-<name>*' files that an interrupted atomic_write of `path` left; returns their names.
 
-    Only call this while holding the folder's lock: another writer's live temporary file matches too."""
+    A temporary file whose writer is alive is locked (atomic_write holds a flock on it) and stays."""
+    path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     pattern = os.path.join(glob.escape(folder), glob.escape(TMP_PREFIX + os.path.basename(path)) + "*")
     gone = []
     for tmp in glob.glob(pattern):
         try:
-            os.unlink(tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:                            # gone already, or not ours to read
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(tmp)                         # while locked: its writer, if any, sees st_nlink 0
             gone.append(os.path.basename(tmp))
-        except FileNotFoundError:
-            pass
+        except (BlockingIOError, FileNotFoundError):
+            pass                                   # a live writer's, or removed meanwhile
+        finally:
+            os.close(fd)
     return gone
 
 
@@ -82,6 +102,7 @@ def check_writable(path, what="output", folder=False):
 
     Raises OutputError with one line naming `what`, the path and the fix. Works as root too: a probe file
     is created and removed instead of asking os.access."""
+    path = os.fspath(path)
     target = os.path.abspath(path)
     where = target if folder else os.path.dirname(target)
     try:
@@ -100,7 +121,9 @@ def check_writable(path, what="output", folder=False):
 
 
 def save(path, arrays, meta):
-    """Write {name: array} and a JSON-able meta dict to `path` (.npz) atomically, then `path`.json."""
+    """Write {name: array} and a JSON-able meta dict to `path` (.npz; str or os.PathLike) atomically, then
+    `path`.json."""
+    path = os.fspath(path)
     text = json.dumps(meta, indent=1, sort_keys=True)
     payload = {k: np.asarray(v) for k, v in arrays.items()}
     if META_KEY in payload:
@@ -148,7 +171,9 @@ def load(path, arrays=True):
     """(arrays, meta) from a checkpoint written by save; CheckpointError says what is wrong.
 
     arrays=False reads only the metadata and the headers: `arrays` is then {name: (shape, dtype)}.
+    path: str or os.PathLike.
     """
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     if os.path.isdir(path):
@@ -169,4 +194,11 @@ def load(path, arrays=True):
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
         raise _open_error(path, e) from None
+    if not isinstance(meta, dict):
+        kind = _JSON_TYPES.get(type(meta), type(meta).__name__)
+        raise CheckpointError(f"{path!r}: field 'metadata' (the {META_KEY!r} entry) is a JSON {kind}, not an "
+                              "object; the file was not written by graphdiff, or was edited")
     return headers, meta
+
+
+_JSON_TYPES = {list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}

@@ -242,12 +242,18 @@ def apply(spec, args, attrs=None, name=None):
             if graph is None:
                 graph = a.graph
             elif a.graph is not graph:
-                other = next(b for b in args if isinstance(b, Node) and b.graph is graph)
-                raise GraphError(f"{spec.name}: '{other.name}' and '{a.name}' belong to two different graphs; "
-                                 "build every node of one computation in the same gd.Graph")
+                joined = graph.join(a.graph)          # None, except for graphs made to meet (nn's Tapes)
+                if joined is None:
+                    other = next(b for b in args if isinstance(b, Node) and b.graph is graph)
+                    raise GraphError(f"{spec.name}: '{other.name}' and '{a.name}' belong to two different graphs; "
+                                     "build every node of one computation in the same gd.Graph")
+                graph = joined
     if graph is None:
-        raise GraphError(f"{spec.name} needs at least one Node argument to know its graph; "
-                         "wrap numbers with g.constant(...) first")
+        lift = next((a.as_node for a in args if hasattr(a, "as_node")), None)   # an nn.Parameter alone
+        if lift is None:
+            raise GraphError(f"{spec.name} needs at least one Node argument to know its graph; "
+                             "wrap numbers with g.constant(...) first")
+        graph = lift().graph
     if wrap:
         kinds = spec.slot_kinds(len(args))
         args = [a if isinstance(a, Node) else graph.wrap(a, k) for a, k in zip(args, kinds)]
