@@ -150,6 +150,8 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True, r
             as_arrays(order)
         else:
             return _result(single, outs)
+    elif not check:                         # a float run of other outputs may have left Python floats in
+        as_arrays(_scalar_leaves(st, order, graph))     # leaves: NumPy's rules and kernels read .shape
     steps = _steps(graph, st, order, graph.backend, check)
     if release is not None:
         steps = release.forward_steps(steps, st.residuals, check)
@@ -198,6 +200,16 @@ def _keepers(st, order):
     nodes = st.cache.get(key)
     if nodes is None:
         nodes = st.cache[key] = [n for n in order if n.spec is not None and n.spec.forward_res is not None]
+    return nodes
+
+
+def _scalar_leaves(st, order, graph):
+    """The leaves of order that a float run may leave holding Python floats: 0-d float64 on NumPy."""
+    key = ("scalar leaves", id(order))
+    nodes = st.cache.get(key)
+    if nodes is None:
+        numpy = graph.backend.name == "numpy"
+        nodes = st.cache[key] = [n for n in _leaves(st, order) if numpy and not n.shape and n.dtype == "float64"]
     return nodes
 
 
