@@ -609,20 +609,26 @@ def forward_backward(graph, feeds, outputs, y, variant="children", seed=None, tr
 def check_current(y, plan):
     """Raise unless every value backward will read comes from the current feeds and params: no value may
     be older than one of its inputs' (an input fed or a param assigned since, or an input recomputed by a
-    later forward for other outputs), and none may be missing."""
+    later forward for other outputs), and none may be missing. An input newer than its consumer is only a
+    suspect: a forward for other outputs (or hvp's) recomputes shared nodes with its own stamp from the same
+    values; _stale_edge keeps those whose sources (leaves, random draws) did change."""
     order = plan.order
     if plan.src is None and not plan.checked:     # the plan's first check: one loop (most plans of
         plan.checked = True                        # a fresh graph are used once)
-        empty = None
+        empty, suspects = None, []
         for u in order:
             s = u.stamp
             if s == RELEASED:                      # a second backward after forward_backward (the nn path)
                 raise ReleasedError("backward: " + released(u, f"backward through it to '{y.name}'"))
             for p in u.inputs:
                 if p.stamp > s or s < 0:
-                    raise _stale(y, u, p)
+                    suspects.append((u, p))
             if empty is None and u.out is None:
                 empty = u
+        if suspects:
+            stale = _stale_edge(order, suspects)
+            if stale is not None:
+                raise _stale(y, *stale)
         if empty is not None:
             raise GraphError(f"backward: '{empty.name}' has no value; run g.forward(...) first")
         return
@@ -636,12 +642,42 @@ def check_current(y, plan):
     if len(gone):                           # a second backward after forward_backward (the nn path)
         raise ReleasedError("backward: " + released(order[gone[0]], f"backward through it to '{y.name}'"))
     bad = np.flatnonzero((stamps[plan.src] > stamps[plan.dst]) | (stamps[plan.dst] < 0))
-    if len(bad) == 0:
-        for n in order:                     # leaves and input-less ops: no edge says they have a value
-            if n.out is None:
-                raise GraphError(f"backward: '{n.name}' has no value; run g.forward(...) first")
-        return
-    raise _stale(y, order[plan.dst[bad[0]]], order[plan.src[bad[0]]])
+    if len(bad):
+        stale = _stale_edge(order, ((order[plan.dst[k]], order[plan.src[k]]) for k in bad))
+        if stale is not None:
+            raise _stale(y, *stale)
+    for n in order:                         # leaves and input-less ops: no edge says they have a value
+        if n.out is None:
+            raise GraphError(f"backward: '{n.name}' has no value; run g.forward(...) first")
+
+
+def _stale_edge(order, suspects):
+    """The first (u, p) of suspects (p, an input of u, newer than u, or u without a value) along which u's
+    value is stale: u has none, or a leaf or random draw that p's value comes from is newer than u (fed,
+    assigned or redrawn since). None when every suspect is p recomputed from the values u read."""
+    newest = None
+    for u, p in suspects:
+        if u.stamp < 0:
+            return u, p
+        if newest is None:
+            newest = _newest_sources(order)
+        if newest[p.index] > u.stamp:
+            return u, p
+    return None
+
+
+def _newest_sources(order):
+    """{node index: the newest stamp of the leaves and random draws its value is computed from}: their
+    stamps say when each was set, where an op node's stamp only says when it was computed."""
+    newest = {}
+    for n in order:
+        s = n.stamp if n.spec is None or n.spec.random else -1
+        for p in n.inputs:
+            t = newest[p.index]
+            if t > s:
+                s = t
+        newest[n.index] = s
+    return newest
 
 
 def _stale(y, u, p):
@@ -649,8 +685,10 @@ def _stale(y, u, p):
     if u.out is None:
         why = "has no value"
     else:
-        since = {"input": "was fed a new value", "param": "was assigned a new value"}.get(
-            p.kind, "was recomputed by a later forward (for other outputs, or one that failed part-way)")
+        since = {"input": "was fed a new value", "param": "was assigned a new value"}.get(p.kind)
+        if since is None:
+            since = ("drew new random numbers in a later forward" if p.spec is not None and p.spec.random else
+                     "was recomputed by a later forward (for other outputs, or one that failed part-way)")
         why = f"is stale: its input '{p.name}' {since} after it was computed"
     who = f"'{u.name}' ({u.op})" + ("" if u is y else f", which '{y.name}' depends on,")
     return GraphError(f"backward: {who} {why}; run g.forward(feeds, outputs={y.name!r}) again right "

@@ -143,6 +143,9 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True, r
         for n in leaves:
             check_value(n, graph.backend)
     stamp = max((n.stamp for n in leaves), default=0)   # every value computed now is from these leaves
+    draws = _random_nodes(st, order)
+    if draws:                               # and from random draws (dropout masks)
+        stamp = _stamp_with_draws(graph, draws, stamp, resample)
     if not check and release is None and runs_on_floats(graph, order):
         try:
             _float_forward(graph, st, order, stamp, resample)
@@ -201,6 +204,26 @@ def _keepers(st, order):
     if nodes is None:
         nodes = st.cache[key] = [n for n in order if n.spec is not None and n.spec.forward_res is not None]
     return nodes
+
+
+def _random_nodes(st, order):
+    key = ("random", id(order))
+    nodes = st.cache.get(key)
+    if nodes is None:
+        nodes = st.cache[key] = [n for n in order if n.spec is not None and n.spec.random]
+    return nodes
+
+
+def _stamp_with_draws(graph, nodes, stamp, resample):
+    """The stamp of a run that reads the random draws of nodes: a new tick where it draws (resample, or a
+    draw not made yet), newer than every value so far, so that a value that read the old draws and is not
+    recomputed now is stale; else no older than the draws it keeps."""
+    for n in nodes:
+        if resample or n.out is None:
+            return graph.tick()
+        if n.stamp > stamp:
+            stamp = n.stamp
+    return stamp
 
 
 def _scalar_leaves(st, order, graph):

@@ -66,6 +66,17 @@ def test_a_mask_redrawn_by_a_forward_of_another_output_makes_backward_refuse():
     np.testing.assert_allclose(value, 2.0 * mask.sum())
 
 
+def test_a_redrawn_mask_read_by_y_directly_is_named():
+    """When y's own op reads the mask (not recomputed by the other forward), the message says it was redrawn."""
+    g, x, W, d, y, z = dropout_graph()
+    mask = d.inputs[1]
+    g.forward({x: np.ones(50)}, outputs=y)
+    g.forward(outputs=mask)
+    with pytest.raises(gd.GraphError, match=r"'drop' \(multiply\), which 'y' depends on, is stale: its input "
+                                            r"'drop_mask' drew new random numbers in a later forward"):
+        g.backward(y)
+
+
 def test_a_forward_that_keeps_the_masks_is_not_stale():
     """resample=False keeps the masks: nothing y reads changed, so backward(y) runs."""
     g, x, W, d, y, z = dropout_graph()
