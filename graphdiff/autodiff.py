@@ -748,16 +748,17 @@ def hvp(y, wrt, v, variant="children"):
     graph = y.graph
     single, ws = _listed(wrt)
     vs = [v] if single else list(v)
-    st = state(graph)
-    key = ("hvp", y.index, tuple(w.index for w in ws), variant)
-    if key not in st.built:
-        vin = [graph.input(_free_name(graph, "hvp/v"), w.shape, dtype=w.dtype) for w in ws]
-        grads = gradients(graph, y, ws, variant)
-        with graph.scope("hvp"):
-            hv = gradients(graph, _dot(zip(grads, vin)), ws, variant)
-        st.built[key] = (vin, hv)
-    vin, hv = st.built[key]
-    values = graph.forward(dict(zip(vin, vs)), outputs=hv, resample=False)
+    with graph.lock:                        # built and run as one step (Graph.lock)
+        st = state(graph)
+        key = ("hvp", y.index, tuple(w.index for w in ws), variant)
+        if key not in st.built:
+            vin = [graph.input(_free_name(graph, "hvp/v"), w.shape, dtype=w.dtype) for w in ws]
+            grads = gradients(graph, y, ws, variant)
+            with graph.scope("hvp"):
+                hv = gradients(graph, _dot(zip(grads, vin)), ws, variant)
+            st.built[key] = (vin, hv)
+        vin, hv = st.built[key]
+        values = graph.forward(dict(zip(vin, vs)), outputs=hv, resample=False)
     return values[0] if single else values
 
 
@@ -783,17 +784,18 @@ def jvp(outputs, wrt, tangents, variant="children"):
     single, ws = _listed(wrt)
     ts = [tangents] if single else list(tangents)
     graph = ys[0].graph
-    st = state(graph)
-    key = ("jvp", tuple(y.index for y in ys), tuple(w.index for w in ws), variant)
-    if key not in st.built:
-        us = [graph.input(_free_name(graph, "jvp/u"), y.shape, dtype=y.dtype) for y in ys]
-        tin = [graph.input(_free_name(graph, "jvp/t"), w.shape, dtype=w.dtype) for w in ws]
-        with graph.scope("jvp"):
-            vjps = gradients(graph, _dot(zip(ys, us)), ws, variant)          # J^T u
-            jt = gradients(graph, _dot(zip(vjps, tin)), us, variant)         # J t
-        st.built[key] = (us, tin, jt)
-    us, tin, jt = st.built[key]
-    feeds = {u: np.zeros(u.shape) for u in us}
-    feeds.update(zip(tin, ts))
-    values = graph.forward(feeds, outputs=jt, resample=False)
+    with graph.lock:                        # built and run as one step (Graph.lock)
+        st = state(graph)
+        key = ("jvp", tuple(y.index for y in ys), tuple(w.index for w in ws), variant)
+        if key not in st.built:
+            us = [graph.input(_free_name(graph, "jvp/u"), y.shape, dtype=y.dtype) for y in ys]
+            tin = [graph.input(_free_name(graph, "jvp/t"), w.shape, dtype=w.dtype) for w in ws]
+            with graph.scope("jvp"):
+                vjps = gradients(graph, _dot(zip(ys, us)), ws, variant)          # J^T u
+                jt = gradients(graph, _dot(zip(vjps, tin)), us, variant)         # J t
+            st.built[key] = (us, tin, jt)
+        us, tin, jt = st.built[key]
+        feeds = {u: np.zeros(u.shape) for u in us}
+        feeds.update(zip(tin, ts))
+        values = graph.forward(feeds, outputs=jt, resample=False)
     return values[0] if single_out else values
