@@ -15,7 +15,7 @@ import numpy as np
 
 from . import codegen
 from .backend import SCALAR
-from .errors import GraphError, NonFiniteError
+from .errors import GraphError, NonFiniteError, ShapeError
 from .graph import Node, describe
 from .ops.registry import KERNELS
 
@@ -158,8 +158,26 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True, r
     steps = _steps(graph, st, order, graph.backend, check)
     if release is not None:
         steps = release.forward_steps(steps, st.residuals, check)
-    _run(steps, stamp, resample)
+    shapes = ("shapes ok", id(order), graph.backend.name, KERNELS["epoch"])
+    if shapes in st.cache:
+        _run(steps, stamp, resample)
+    else:                                   # an order's shapes are fixed: its first run checks them
+        _run(((n, _shape_checked(fn, n), ins, random) for n, fn, ins, random in steps), stamp, resample)
+        st.cache[shapes] = True
     return _result(single, outs)
+
+
+def _shape_checked(fn, node):
+    """fn, refusing a value of another shape than its node's: an op whose forward breaks its own shape rule
+    is named where it happens, not by the op or VJP that trips over the value later (or by none)."""
+    def checked(*xs):
+        out = fn(*xs)
+        shape = tuple(getattr(out, "shape", ()))
+        if shape != node.shape:
+            raise ShapeError(f"forward: {where(node)} returned shape {shape}, but its shape rule says "
+                             f"{node.shape}; fix the op's forward or its shape rule")
+        return out
+    return checked
 
 
 def runs_on_floats(graph, order):
