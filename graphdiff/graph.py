@@ -79,7 +79,7 @@ class Node:
         value: the array computed by the last forward (or held by a leaf).  grad: set by backward.
         index: position in graph.nodes (creation order).
         out: the stored value as the engine keeps it (read .value); stamp: the clock of the newest leaf
-            value it was computed from (leaves: when they were set; -1: none or a failed run).
+            value (or random draw) it was computed from (leaves: when they were set; -1: none or a failed run).
     """
 
     __slots__ = ("graph", "_name", "op", "spec", "attrs", "inputs", "shape", "dtype", "kind", "scope",
@@ -301,7 +301,8 @@ class Graph:
         self._scope = []
         self.current_scope = ""   # "block0/attn" inside g.scope("block0"), g.scope("attn")
         self.version = 0          # bumped by every change of structure: the engine's caches follow it
-        self.clock = 0            # the newest leaf stamp: each feed or assignment takes the next tick
+        self.clock = 0            # the newest stamp: each feed, assignment or run drawing random numbers takes
+                                  # the next tick
         self.batch = None         # the size of every None (leading) axis, set by feeds; None: not fed yet
         self._dynamic = set()     # indices of inputs declared with a None leading axis
         self.rng = self.backend.rng(seed)

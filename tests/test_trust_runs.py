@@ -126,6 +126,55 @@ def test_hvp_between_forward_and_backward_leaves_backward_valid(variant):
     np.testing.assert_allclose(hv, hvt.numpy())
 
 
+ACTIONS = ["forward y", "forward z", "forward z, keep masks", "feed u, forward w", "feed x, forward w",
+           "assign W"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_partial_forwards_in_any_order_refuse_exactly_when_y_read_something_that_changed(seed):
+    """Random sequences of partial forwards (one sharing y's dropout mask, one sharing a node of W but not
+    the mask), feeds and assignments: backward(y) refuses exactly when a feed, assignment or new mask that y
+    reads came after y's last forward; otherwise it gives the gradient for the current x, W and mask."""
+    rng = np.random.default_rng(seed)
+    g = gd.Graph(dtype="float64", seed=seed)
+    x, u = g.input("x", (6,)), g.input("u", (6,))
+    W = g.param("W", rng.standard_normal(6))
+    h = W * 3.0                                   # shared by y and w
+    d = gd.dropout(x * W, 0.5)                    # shared by y and z
+    y = gd.sum(d * 2.0) + gd.sum(h * x)
+    z = gd.sum(d * 3.0)
+    w = gd.sum(h * u)
+    g.forward({x: rng.standard_normal(6), u: rng.standard_normal(6)}, outputs=[y, w])
+    current = True
+    for k in rng.integers(0, len(ACTIONS), size=rng.integers(1, 6)):
+        action = ACTIONS[k]
+        if action == "forward y":
+            g.forward(outputs=y)
+            current = True
+        elif action == "forward z":
+            g.forward(outputs=z)
+            current = False                       # a new mask
+        elif action == "forward z, keep masks":
+            g.forward(outputs=z, resample=False)
+        elif action == "feed u, forward w":
+            g.forward({u: rng.standard_normal(6)}, outputs=w)
+        elif action == "feed x, forward w":
+            g.forward({x: rng.standard_normal(6)}, outputs=w)
+            current = False
+        else:
+            W.value = rng.standard_normal(6)
+            current = False
+    variant = VARIANTS[seed % 2]
+    if not current:
+        with pytest.raises(gd.GraphError, match="is stale"):
+            g.backward(y, variant)
+        return
+    g.backward(y, variant)
+    mask = d.inputs[1].value
+    np.testing.assert_allclose(W.grad, 2.0 * x.value * mask + 3.0 * x.value)
+    np.testing.assert_allclose(y.value, np.sum(2.0 * x.value * W.value * mask) + np.sum(3.0 * W.value * x.value))
+
+
 # --- one graph, two threads (item 7) --------------------------------------------------------------------------
 class _Spy:
     """Delegates to the graph's lock, and says when thread `who` is about to take it."""
