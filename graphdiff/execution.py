@@ -143,10 +143,7 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True, r
         for n in leaves:
             check_value(n, graph.backend)
     stamp = max((n.stamp for n in leaves), default=0)   # every value computed now is from these leaves
-    draws = _random_nodes(st, order)
-    if draws:                               # and from random draws (dropout masks)
-        stamp = _stamp_with_draws(graph, draws, stamp, resample)
-    if not check and release is None and runs_on_floats(graph, order):
+    if not check and release is None and runs_on_floats(graph, order):     # (nothing random)
         try:
             _float_forward(graph, st, order, stamp, resample)
         except SCALAR_FAILS:                # inf or nan ahead: NumPy's semantics take over
@@ -155,6 +152,9 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True, r
             return _result(single, outs)
     elif not check:                         # a float run of other outputs may have left Python floats in
         as_arrays(_scalar_leaves(st, order, graph))     # leaves: NumPy's rules and kernels read .shape
+    draws = _random_nodes(st, order)
+    if draws:                               # and from random draws (dropout masks)
+        stamp = _stamp_with_draws(graph, draws, stamp, resample)
     steps = _steps(graph, st, order, graph.backend, check)
     if release is not None:
         steps = release.forward_steps(steps, st.residuals, check)
