@@ -612,7 +612,8 @@ def forward_backward(graph, feeds, outputs, y, variant="children", seed=None, tr
     for o in outs:
         check_member(graph, o, "forward_backward")
     want = outs if y in outs else outs + [y]
-    st = state(graph)
+    graph.feed(feeds or {})                 # first: a feed of another batch size resizes the graph, and the
+    st = state(graph)                       # release plan is that size's (its Shapes, its order)
     key = ("lifetimes", tuple(n.index for n in want), y.index, variant, graph.backend.name)
     life = st.cache.get(key)
     if life is None:
@@ -622,10 +623,10 @@ def forward_backward(graph, feeds, outputs, y, variant="children", seed=None, tr
         life = st.cache[key] = False if plan.floats or scalar_graph(graph, order) else Lifetimes(
             order, plan, variant, want, graph.backend)
     if not life or graph.eager:             # an eager graph's values stay: later nodes compute from them
-        values = forward(graph, feeds, want)
+        values = forward(graph, None, want)
         backward(graph, y, variant, seed=seed, trace=trace)
     else:
-        values = forward(graph, feeds, want, release=life)
+        values = forward(graph, None, want, release=life)
         backward(graph, y, variant, seed=seed, trace=trace, release=life)
     return values[:len(outs)]
 
@@ -633,20 +634,26 @@ def forward_backward(graph, feeds, outputs, y, variant="children", seed=None, tr
 def check_current(y, plan):
     """Raise unless every value backward will read comes from the current feeds and params: no value may
     be older than one of its inputs' (an input fed or a param assigned since, or an input recomputed by a
-    later forward for other outputs), and none may be missing."""
+    later forward for other outputs), and none may be missing. An input newer than its consumer is only a
+    suspect: a forward for other outputs (or hvp's) recomputes shared nodes with its own stamp from the same
+    values; _stale_edge keeps those whose sources (leaves, random draws) did change."""
     order = plan.order
     if plan.src is None and not plan.checked:     # the plan's first check: one loop (most plans of
         plan.checked = True                        # a fresh graph are used once)
-        empty = None
+        empty, suspects = None, []
         for u in order:
             s = u.stamp
             if s == RELEASED:                      # a second backward after forward_backward (the nn path)
                 raise ReleasedError("backward: " + released(u, f"backward through it to '{y.name}'"))
             for p in u.inputs:
                 if p.stamp > s or s < 0:
-                    raise _stale(y, u, p)
+                    suspects.append((u, p))
             if empty is None and u.out is None:
                 empty = u
+        if suspects:
+            stale = _stale_edge(order, suspects)
+            if stale is not None:
+                raise _stale(y, *stale)
         if empty is not None:
             raise GraphError(f"backward: '{empty.name}' has no value; run g.forward(...) first")
         return
@@ -660,12 +667,42 @@ def check_current(y, plan):
     if len(gone):                           # a second backward after forward_backward (the nn path)
         raise ReleasedError("backward: " + released(order[gone[0]], f"backward through it to '{y.name}'"))
     bad = np.flatnonzero((stamps[plan.src] > stamps[plan.dst]) | (stamps[plan.dst] < 0))
-    if len(bad) == 0:
-        for n in order:                     # leaves and input-less ops: no edge says they have a value
-            if n.out is None:
-                raise GraphError(f"backward: '{n.name}' has no value; run g.forward(...) first")
-        return
-    raise _stale(y, order[plan.dst[bad[0]]], order[plan.src[bad[0]]])
+    if len(bad):
+        stale = _stale_edge(order, ((order[plan.dst[k]], order[plan.src[k]]) for k in bad))
+        if stale is not None:
+            raise _stale(y, *stale)
+    for n in order:                         # leaves and input-less ops: no edge says they have a value
+        if n.out is None:
+            raise GraphError(f"backward: '{n.name}' has no value; run g.forward(...) first")
+
+
+def _stale_edge(order, suspects):
+    """The first (u, p) of suspects (p, an input of u, newer than u, or u without a value) along which u's
+    value is stale: u has none, or a leaf or random draw that p's value comes from is newer than u (fed,
+    assigned or redrawn since). None when every suspect is p recomputed from the values u read."""
+    newest = None
+    for u, p in suspects:
+        if u.stamp < 0:
+            return u, p
+        if newest is None:
+            newest = _newest_sources(order)
+        if newest[p.index] > u.stamp:
+            return u, p
+    return None
+
+
+def _newest_sources(order):
+    """{node index: the newest stamp of the leaves and random draws its value is computed from}: their
+    stamps say when each was set, where an op node's stamp only says when it was computed."""
+    newest = {}
+    for n in order:
+        s = n.stamp if n.spec is None or n.spec.random else -1
+        for p in n.inputs:
+            t = newest[p.index]
+            if t > s:
+                s = t
+        newest[n.index] = s
+    return newest
 
 
 def _stale(y, u, p):
@@ -673,8 +710,10 @@ def _stale(y, u, p):
     if u.out is None:
         why = "has no value"
     else:
-        since = {"input": "was fed a new value", "param": "was assigned a new value"}.get(
-            p.kind, "was recomputed by a later forward (for other outputs, or one that failed part-way)")
+        since = {"input": "was fed a new value", "param": "was assigned a new value"}.get(p.kind)
+        if since is None:
+            since = ("drew new random numbers in a later forward" if p.spec is not None and p.spec.random else
+                     "was recomputed by a later forward (for other outputs, or one that failed part-way)")
         why = f"is stale: its input '{p.name}' {since} after it was computed"
     who = f"'{u.name}' ({u.op})" + ("" if u is y else f", which '{y.name}' depends on,")
     return GraphError(f"backward: {who} {why}; run g.forward(feeds, outputs={y.name!r}) again right "
@@ -737,16 +776,17 @@ def hvp(y, wrt, v, variant="children"):
     graph = y.graph
     single, ws = _listed(wrt)
     vs = [v] if single else list(v)
-    st = state(graph)
-    key = ("hvp", y.index, tuple(w.index for w in ws), variant)
-    if key not in st.built:
-        vin = [graph.input(_free_name(graph, "hvp/v"), w.shape, dtype=w.dtype) for w in ws]
-        grads = gradients(graph, y, ws, variant)
-        with graph.scope("hvp"):
-            hv = gradients(graph, _dot(zip(grads, vin)), ws, variant)
-        st.built[key] = (vin, hv)
-    vin, hv = st.built[key]
-    values = graph.forward(dict(zip(vin, vs)), outputs=hv, resample=False)
+    with graph.lock:                        # built and run as one step (Graph.lock)
+        st = state(graph)
+        key = ("hvp", y.index, tuple(w.index for w in ws), variant)
+        if key not in st.built:
+            vin = [graph.input(_free_name(graph, "hvp/v"), w.shape, dtype=w.dtype) for w in ws]
+            grads = gradients(graph, y, ws, variant)
+            with graph.scope("hvp"):
+                hv = gradients(graph, _dot(zip(grads, vin)), ws, variant)
+            st.built[key] = (vin, hv)
+        vin, hv = st.built[key]
+        values = graph.forward(dict(zip(vin, vs)), outputs=hv, resample=False)
     return values[0] if single else values
 
 
@@ -772,17 +812,18 @@ def jvp(outputs, wrt, tangents, variant="children"):
     single, ws = _listed(wrt)
     ts = [tangents] if single else list(tangents)
     graph = ys[0].graph
-    st = state(graph)
-    key = ("jvp", tuple(y.index for y in ys), tuple(w.index for w in ws), variant)
-    if key not in st.built:
-        us = [graph.input(_free_name(graph, "jvp/u"), y.shape, dtype=y.dtype) for y in ys]
-        tin = [graph.input(_free_name(graph, "jvp/t"), w.shape, dtype=w.dtype) for w in ws]
-        with graph.scope("jvp"):
-            vjps = gradients(graph, _dot(zip(ys, us)), ws, variant)          # J^T u
-            jt = gradients(graph, _dot(zip(vjps, tin)), us, variant)         # J t
-        st.built[key] = (us, tin, jt)
-    us, tin, jt = st.built[key]
-    feeds = {u: np.zeros(u.shape) for u in us}
-    feeds.update(zip(tin, ts))
-    values = graph.forward(feeds, outputs=jt, resample=False)
+    with graph.lock:                        # built and run as one step (Graph.lock)
+        st = state(graph)
+        key = ("jvp", tuple(y.index for y in ys), tuple(w.index for w in ws), variant)
+        if key not in st.built:
+            us = [graph.input(_free_name(graph, "jvp/u"), y.shape, dtype=y.dtype) for y in ys]
+            tin = [graph.input(_free_name(graph, "jvp/t"), w.shape, dtype=w.dtype) for w in ws]
+            with graph.scope("jvp"):
+                vjps = gradients(graph, _dot(zip(ys, us)), ws, variant)          # J^T u
+                jt = gradients(graph, _dot(zip(vjps, tin)), us, variant)         # J t
+            st.built[key] = (us, tin, jt)
+        us, tin, jt = st.built[key]
+        feeds = {u: np.zeros(u.shape) for u in us}
+        feeds.update(zip(tin, ts))
+        values = graph.forward(feeds, outputs=jt, resample=False)
     return values[0] if single_out else values

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import codegen
 from .backend import SCALAR
-from .errors import GraphError, NonFiniteError
+from .errors import GraphError, NonFiniteError, ShapeError
 from .graph import Node, describe
 from .ops.registry import KERNELS
 
@@ -143,18 +143,41 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True, r
         for n in leaves:
             check_value(n, graph.backend)
     stamp = max((n.stamp for n in leaves), default=0)   # every value computed now is from these leaves
-    if not check and release is None and runs_on_floats(graph, order):
+    if not check and release is None and runs_on_floats(graph, order):     # (nothing random)
         try:
             _float_forward(graph, st, order, stamp, resample)
         except SCALAR_FAILS:                # inf or nan ahead: NumPy's semantics take over
             as_arrays(order)
         else:
             return _result(single, outs)
+    elif not check:                         # a float run of other outputs may have left Python floats in
+        as_arrays(_scalar_leaves(st, order, graph))     # leaves: NumPy's rules and kernels read .shape
+    draws = _random_nodes(st, order)
+    if draws:                               # and from random draws (dropout masks)
+        stamp = _stamp_with_draws(graph, draws, stamp, resample)
     steps = _steps(graph, st, order, graph.backend, check)
     if release is not None:
         steps = release.forward_steps(steps, st.residuals, check)
-    _run(steps, stamp, resample)
+    shapes = ("shapes ok", id(order), graph.backend.name, KERNELS["epoch"])
+    if shapes in st.cache:
+        _run(steps, stamp, resample)
+    else:                                   # an order's shapes are fixed: its first run checks them
+        _run(((n, _shape_checked(fn, n), ins, random) for n, fn, ins, random in steps), stamp, resample)
+        st.cache[shapes] = True
     return _result(single, outs)
+
+
+def _shape_checked(fn, node):
+    """fn, refusing a value of another shape than its node's: an op whose forward breaks its own shape rule
+    is named where it happens, not by the op or VJP that trips over the value later (or by none)."""
+    def checked(*xs):
+        out = fn(*xs)
+        shape = tuple(getattr(out, "shape", ()))
+        if shape != node.shape:
+            raise ShapeError(f"forward: {where(node)} returned shape {shape}, but its shape rule says "
+                             f"{node.shape}; fix the op's forward or its shape rule")
+        return out
+    return checked
 
 
 def runs_on_floats(graph, order):
@@ -198,6 +221,36 @@ def _keepers(st, order):
     nodes = st.cache.get(key)
     if nodes is None:
         nodes = st.cache[key] = [n for n in order if n.spec is not None and n.spec.forward_res is not None]
+    return nodes
+
+
+def _random_nodes(st, order):
+    key = ("random", id(order))
+    nodes = st.cache.get(key)
+    if nodes is None:
+        nodes = st.cache[key] = [n for n in order if n.spec is not None and n.spec.random]
+    return nodes
+
+
+def _stamp_with_draws(graph, nodes, stamp, resample):
+    """The stamp of a run that reads the random draws of nodes: a new tick where it draws (resample, or a
+    draw not made yet), newer than every value so far, so that a value that read the old draws and is not
+    recomputed now is stale; else no older than the draws it keeps."""
+    for n in nodes:
+        if resample or n.out is None:
+            return graph.tick()
+        if n.stamp > stamp:
+            stamp = n.stamp
+    return stamp
+
+
+def _scalar_leaves(st, order, graph):
+    """The leaves of order that a float run may leave holding Python floats: 0-d float64 on NumPy."""
+    key = ("scalar leaves", id(order))
+    nodes = st.cache.get(key)
+    if nodes is None:
+        numpy = graph.backend.name == "numpy"
+        nodes = st.cache[key] = [n for n in _leaves(st, order) if numpy and not n.shape and n.dtype == "float64"]
     return nodes
 
 

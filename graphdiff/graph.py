@@ -13,6 +13,7 @@ engine keeps its caches in `graph.engine_state`, so they die with the graph.
 import contextlib
 import difflib
 import operator
+import threading
 from operator import attrgetter
 
 import numpy as np
@@ -78,7 +79,7 @@ class Node:
         value: the array computed by the last forward (or held by a leaf).  grad: set by backward.
         index: position in graph.nodes (creation order).
         out: the stored value as the engine keeps it (read .value); stamp: the clock of the newest leaf
-            value it was computed from (leaves: when they were set; -1: none or a failed run).
+            value (or random draw) it was computed from (leaves: when they were set; -1: none or a failed run).
     """
 
     __slots__ = ("graph", "_name", "op", "spec", "attrs", "inputs", "shape", "dtype", "kind", "scope",
@@ -142,10 +143,13 @@ class Node:
             raise GraphError(f"constant '{self.name}' cannot change; make it g.param or g.input instead")
         if self.kind == "op":
             raise GraphError(f"'{self.name}' is computed by {self.op}; only inputs and params take values")
-        self.out = self.graph.as_value(self, new)
-        self.stamp = self.graph.tick()
-        if self.graph.eager:                  # micrograd-style: every value follows at once
-            self.graph.forward()
+        graph = self.graph
+        value = graph.as_value(self, new)
+        with graph.lock:                      # not in the middle of another thread's run
+            self.out = value
+            self.stamp = graph.tick()
+            if graph.eager:                   # micrograd-style: every value follows at once
+                graph.forward()
 
     @property
     def requires_grad(self):
@@ -304,6 +308,9 @@ class Graph:
         eager: compute each node's value as it is added (micrograd-style interactive use).
         seed: seeds the graph's random numbers (dropout masks).
         check_finite: raise NonFiniteError naming the first node that produces NaN or Inf.
+
+    A run (forward, backward, forward_backward, gradients) holds `g.lock`, a re-entrant lock: threads sharing
+    a graph run one at a time; hold it yourself to make several calls (forward, then backward) one step.
     """
 
     engine = None    # the module that runs graphs (graphdiff.autodiff); graphdiff/__init__.py plugs it in
@@ -325,11 +332,15 @@ class Graph:
         self._scope = []
         self.current_scope = ""   # "block0/attn" inside g.scope("block0"), g.scope("attn")
         self.version = 0          # bumped by every change of structure: the engine's caches follow it
-        self.clock = 0            # the newest leaf stamp: each feed or assignment takes the next tick
+        self.clock = 0            # the newest stamp: each feed, assignment or run drawing random numbers takes
+                                  # the next tick
         self.batch = None         # the size of every None (leading) axis, set by feeds; None: not fed yet
         self._dynamic = set()     # indices of inputs declared with a None leading axis
         self.rng = self.backend.rng(seed)
         self.engine_state = None  # the engine's caches for this graph (graphdiff.execution.State); not read here
+        # held by each run (forward, backward, forward_backward, gradients, hvp, jvp) and each assignment, so a
+        # run never reads another thread's values; re-entrant: hold it to make several calls one step
+        self.lock = threading.RLock()
 
     def __repr__(self):
         return f"<Graph {len(self.nodes)} nodes, backend={self.backend.name}, dtype={self.dtype}>"
@@ -711,7 +722,8 @@ class Graph:
         Returns:
             the output's value (or a list of values); None when outputs is None.
         """
-        return self.engine.forward(self, feeds, outputs, check_finite=check_finite, resample=resample)
+        with self.lock:
+            return self.engine.forward(self, feeds, outputs, check_finite=check_finite, resample=resample)
 
     def backward(self, y, variant="children", seed=None, trace=None, wrt=None, retain_grads=False,
                  check_finite=None):
@@ -727,8 +739,9 @@ class Graph:
         Returns:
             {node: gradient} for the wrt nodes.
         """
-        return self.engine.backward(self, y, variant=variant, seed=seed, trace=trace, wrt=wrt,
-                                    retain_grads=retain_grads, check_finite=check_finite)
+        with self.lock:
+            return self.engine.backward(self, y, variant=variant, seed=seed, trace=trace, wrt=wrt,
+                                        retain_grads=retain_grads, check_finite=check_finite)
 
     def forward_backward(self, feeds, outputs, y, variant="children", seed=None, trace=None):
         """forward(feeds, outputs), then backward(y, variant, seed), keeping only what the backward still needs:
@@ -746,7 +759,8 @@ class Graph:
         Returns:
             the list of the outputs' values.
         """
-        return self.engine.forward_backward(self, feeds, outputs, y, variant=variant, seed=seed, trace=trace)
+        with self.lock:
+            return self.engine.forward_backward(self, feeds, outputs, y, variant=variant, seed=seed, trace=trace)
 
     def gradients(self, y, wrt, variant="children", seed=None):
         """The gradients of y as Nodes of this graph (the backward pass as a graph), under scope "grad".
@@ -764,7 +778,8 @@ class Graph:
         if self._dynamic:
             raise GraphError(f"gradients: input '{self.nodes[min(self._dynamic)].name}' has a None batch axis, "
                              "and gradient nodes fix their shapes when built; give the input a fixed shape")
-        return self.engine.gradients(self, y, wrt, variant=variant, seed=seed)
+        with self.lock:
+            return self.engine.gradients(self, y, wrt, variant=variant, seed=seed)
 
     def zero_grad(self):
         """Clear .grad on every node."""

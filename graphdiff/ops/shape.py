@@ -218,14 +218,18 @@ class Matmul:
             if i == 0:                             # dA = dC B^T as one 2-d GEMM too
                 return F.reshape(F.matmul(F.reshape(g, (-1, m)), F.matrix_transpose(b)), a.shape)
             return F.matmul(F.matrix_transpose(F.reshape(a, (-1, k))), F.reshape(g, (-1, m)))
-        a2 = F.reshape(a, (1,) + a.shape) if len(a.shape) == 1 else a
-        b2 = F.reshape(b, b.shape + (1,)) if len(b.shape) == 1 else b
+        # a 1-d operand as a matrix: (k,) @ ... as (1, k), ... @ (k,) as (k, 1); only the operand this slot
+        # reads is reshaped (the other may be a shape-only stand-in: forward_backward releases it)
+        sa = (1,) + tuple(a.shape) if len(a.shape) == 1 else tuple(a.shape)
+        sb = tuple(b.shape) + (1,) if len(b.shape) == 1 else tuple(b.shape)
         if len(a.shape) == 1 or len(b.shape) == 1:
             g = F.reshape(g, tuple(g.shape[:len(g.shape) - (len(a.shape) > 1) - (len(b.shape) > 1)])
-                          + a2.shape[-2:-1] + b2.shape[-1:])
+                          + sa[-2:-1] + sb[-1:])
         if i == 0:
-            return F.reshape(F.unbroadcast(F.matmul(g, F.matrix_transpose(b2)), a2.shape), a.shape)
-        return F.reshape(F.unbroadcast(F.matmul(F.matrix_transpose(a2), g), b2.shape), b.shape)
+            b2 = F.reshape(b, sb) if len(b.shape) == 1 else b
+            return F.reshape(F.unbroadcast(F.matmul(g, F.matrix_transpose(b2)), sa), a.shape)
+        a2 = F.reshape(a, sa) if len(a.shape) == 1 else a
+        return F.reshape(F.unbroadcast(F.matmul(F.matrix_transpose(a2), g), sb), b.shape)
 
 
 # --- public functions ----------------------------------------------------------------------------------------
