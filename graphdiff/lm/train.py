@@ -181,6 +181,7 @@ class Trainer:
         """Write the whole training state to `path` (.npz + JSON metadata), atomically; the first save to a
         path also writes the tokenizer file beside it (tokenizer_path), first, so that a run killed after
         any checkpoint leaves both."""
+        path = os.fspath(path)
         tok_file = tokenizer_path(path)
         if self._tokenizer_file != tok_file:
             tokenizers.save(self.tokenizer, tok_file)
@@ -208,6 +209,7 @@ class Trainer:
         overrides: training settings to change (steps, lr, ...); trainer.changed lists those that differ
         from the checkpoint's. Changing batch_size or seed is a CheckpointError: the run would not continue.
         """
+        path = os.fspath(path)
         model, tok, meta, arrays = load_checkpoint(path, backend=backend)
         tr = check_train_state(meta, arrays, path)
         check_resume_settings(meta, path, **{k: v for k, v in overrides.items() if k in FIXED_HP})
@@ -261,6 +263,7 @@ def load_checkpoint(path, backend=None, expect_kind=None):
     Everything is checked before the model is built: the metadata's fields, the tokenizer, and the config
     against the shapes of the arrays actually stored, so a small file cannot make it allocate a big model.
     """
+    path = os.fspath(path)
     arrays, meta = serialization.load(path)
     kind, config, dtype, tok = check_checkpoint(meta, arrays, path)
     if expect_kind is not None and kind != expect_kind:
@@ -461,6 +464,7 @@ def init_trainer(path, docs, backend=None, settings=None, **hp):
             differ from the checkpoint's are a CheckpointError.
     Returns (trainer, the checkpoint's metadata).
     """
+    path = os.fspath(path)
     model, tok, meta, _ = load_checkpoint(path, backend=backend)
     check_init_settings(meta, path, **(settings or {}))
     try:
@@ -492,6 +496,7 @@ def _check_settings(meta, what, hint, given):
 
 
 def lock_path(path):
+    path = os.fspath(path)
     return (path[:-4] if path.endswith(".npz") else path) + ".lock"
 
 
@@ -505,6 +510,7 @@ def checkpoint_lock(path):
     an exception or Ctrl-C), while still locked: a run that opened it just before then finds, once it has
     the lock, that the path no longer names its file, and locks the file now there instead. Once held,
     temporary files that an interrupted save of this checkpoint left behind are removed."""
+    path = os.fspath(path)
     lock = lock_path(path)
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
@@ -548,6 +554,7 @@ def eval_line(entry):
 def tokenizer_path(checkpoint):
     """The readable tokenizer file written beside a checkpoint: ckpt.npz -> ckpt.tokenizer.json (one per
     checkpoint, so two checkpoints in one folder keep their own)."""
+    checkpoint = os.fspath(checkpoint)
     base = checkpoint[:-4] if checkpoint.endswith(".npz") else checkpoint
     return base + ".tokenizer.json"
 

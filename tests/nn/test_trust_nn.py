@@ -435,6 +435,12 @@ def test_lm_paths_may_be_pathlib_paths(tmp_path):
     trainer.fit(progress=False, checkpoint=tmp_path / "ckpt.npz", log=tmp_path / "log.jsonl")
     again, _, meta, _ = load_checkpoint(tmp_path / "ckpt.npz")
     assert meta["train"]["step"] == 2
+    assert (tmp_path / "ckpt.tokenizer.json").exists()         # written beside the first checkpoint
+    resumed = Trainer.resume(tmp_path / "ckpt.npz", train, val)
+    assert resumed.step == 2
+    with pytest.raises(Exception, match=r"'[^']*nowhere\.npz'") as err:   # the path as text, not PosixPath(...)
+        load_checkpoint(tmp_path / "nowhere.npz")
+    assert "PosixPath" not in str(err.value)
 
 
 def test_a_tuple_of_nodes_still_goes_to_forward():
