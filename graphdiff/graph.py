@@ -410,6 +410,10 @@ class Graph:
         """The placeholders fed at run time, in creation order."""
         return [n for n in self.nodes if n.kind == "input"]
 
+    def batch_inputs(self):
+        """The inputs declared with a None (batch) axis, in creation order (see Graph.resize)."""
+        return [self.nodes[k] for k in sorted(self._dynamic)]
+
     # --- leaves ------------------------------------------------------------------------------------
     def input(self, name, shape, dtype=None, requires_grad=False):
         """A placeholder fed at run time.
@@ -523,11 +527,13 @@ class Graph:
             if node.spec is None or not follows:
                 continue
             depends.add(node.index)
-            fixed = [k for k in ("shape", "newshape") if k in node.attrs]
+            # a shape given in sizes is fixed; a reshape's -1 is resolved by its rule for each batch size
+            fixed = [k for k in ("shape", "newshape") if k in node.attrs and -1 not in node.attrs[k]]
             if fixed:
+                hint = "write -1 for the size that follows the batch, " if node.op == "reshape" else ""
                 raise ShapeError(f"{node.op} '{node.name}' was built with the fixed shape "
                                  f"{node.attrs[fixed[0]]} (batch size {old}) and cannot follow batch size {batch}; "
-                                 "give the input a fixed shape and build a graph per batch size, or call an "
+                                 f"{hint}give the input a fixed shape and build a graph per batch size, or call an "
                                  "nn.Module on arrays (it caches a graph per input shape)")
             try:
                 shapes[node.index] = tuple(node.spec.shape(*(shapes.get(x.index, x.shape) for x in node.inputs),
