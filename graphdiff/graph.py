@@ -494,20 +494,42 @@ class Graph:
 
     def feed(self, feeds):
         """Give inputs new values: {input Node or name: array}, each checked, copied and stamped."""
+        if self._dynamic:
+            self._resize_for(feeds)
         for key, value in feeds.items():
-            node = self.node(key) if isinstance(key, str) else key
-            if not isinstance(node, Node):
-                raise TypeError(f"feeds keys must be Nodes or names, got {type(key).__name__}")
-            if node.graph is not self:
-                raise GraphError(f"forward: node '{node.name}' belongs to another graph; "
-                                 "call forward/backward on the graph that built it")
-            if node.kind != "input":
-                hint = f"assign {node.name}.value = ... instead" if node.kind == "param" else "feed an input instead"
-                raise GraphError(f"forward: '{node.name}' is a {node.kind}, not an input; {hint}")
-            if node.index in self._dynamic:
-                self.resize(_leading_size(value, node))
+            node = self._fed_node(key)
             node.out = self.as_value(node, value)
             node.stamp = self.tick()
+
+    def _fed_node(self, key):
+        node = self.node(key) if isinstance(key, str) else key
+        if not isinstance(node, Node):
+            raise TypeError(f"feeds keys must be Nodes or names, got {type(key).__name__}")
+        if node.graph is not self:
+            raise GraphError(f"forward: node '{node.name}' belongs to another graph; "
+                             "call forward/backward on the graph that built it")
+        if node.kind != "input":
+            hint = f"assign {node.name}.value = ... instead" if node.kind == "param" else "feed an input instead"
+            raise GraphError(f"forward: '{node.name}' is a {node.kind}, not an input; {hint}")
+        return node
+
+    def _resize_for(self, feeds):
+        """Resize to the leading size of the feeds of None-batch inputs, which must all agree: one batch size
+        per run (feeding x 3 rows and y 4 would otherwise drop x's value when y resized the graph)."""
+        first = None
+        for key, value in feeds.items():
+            node = self._fed_node(key)
+            if node.index not in self._dynamic:
+                continue
+            rows = _leading_size(value, node)
+            if first is None:
+                first = node, rows
+            elif rows != first[1]:
+                raise ShapeError(f"forward: input '{first[0].name}' was fed {first[1]} rows and input "
+                                 f"'{node.name}' {rows} rows; inputs with a None batch axis share one batch "
+                                 "size, so feed each of them the same number of rows")
+        if first is not None:
+            self.resize(first[1])
 
     def resize(self, batch):
         """Give every None (batch) axis the size `batch`: inputs declared (None, ...) and every node whose
