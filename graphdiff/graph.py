@@ -324,6 +324,34 @@ class Graph:
             self._scope.pop()
             self.current_scope = "/".join(self._scope)
 
+    @contextlib.contextmanager
+    def atomic(self):
+        """Build several nodes as one step: if the block raises, every node it added goes again, with its
+        name and what it asked of earlier inputs (id checks), so a failed multi-node build (g.gradients,
+        gd.hvp, gd.jvp) leaves the graph as it was. Feeds and values of earlier nodes are not undone."""
+        by_name = self._names()               # earlier nodes named now: the names taken inside are the block's
+        mark, counters = len(self.nodes), dict(self._counters)
+        checks = {n: len(n.attrs["host_checks"]) for n in self.nodes if "host_checks" in n.attrs}
+        try:
+            yield self
+        except BaseException:
+            for node in self.nodes[mark:]:
+                if node._name is not None and by_name.get(node._name) is node:
+                    del by_name[node._name]
+            del self.nodes[mark:]
+            self._named = min(self._named, mark)
+            self._counters = counters
+            self._dynamic = {k for k in self._dynamic if k < mark}
+            for node in self.nodes:
+                if "host_checks" in node.attrs:
+                    keep = checks.get(node, 0)
+                    if keep:
+                        del node.attrs["host_checks"][keep:]
+                    else:
+                        del node.attrs["host_checks"]
+            self.version += 1                 # plans cached meanwhile may hold the removed nodes
+            raise
+
     def _full(self, name):
         s = self.current_scope
         return f"{s}/{name}" if s else name
@@ -751,9 +779,6 @@ class Graph:
         Returns:
             a list of Nodes, one per wrt node, each of that node's shape.
         """
-        if self._dynamic:
-            raise GraphError(f"gradients: input '{self.nodes[min(self._dynamic)].name}' has a None batch axis, "
-                             "and gradient nodes fix their shapes when built; give the input a fixed shape")
         return self.engine.gradients(self, y, wrt, variant=variant, seed=seed)
 
     def zero_grad(self):
