@@ -568,6 +568,9 @@ class Graph:
         if batch == self.batch:
             return
         old = 1 if self.batch is None else self.batch
+        if batch == old:                            # the first feed, of the size the graph was built for
+            self.batch = batch
+            return
         shapes, depends = {}, set(self._dynamic)    # node index -> new shape; nodes that follow the batch
         for node in self.nodes:                     # creation order: each node after its inputs
             if node.index in self._dynamic:

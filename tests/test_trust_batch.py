@@ -40,6 +40,8 @@ EXPRESSIONS = [
     ("x.T[:, 1:]", lambda x: gd.sum(x.T[:, 1:] ** 2), lambda t: (t.T[:, 1:] ** 2).sum()),
     ("concat then slice", lambda x: gd.sum(gd.concat([x, x * 2], axis=0)[1:] ** 2),
      lambda t: (torch.cat([t, t * 2], 0)[1:] ** 2).sum()),
+    ("stack then slice", lambda x: gd.sum(gd.stack([x, x[::-1] * 2], axis=1)[1:, 1, :2] ** 2),
+     lambda t: (torch.stack([t, t.flip(0) * 2], 1)[1:, 1, :2] ** 2).sum()),
     ("reshape(-1)", lambda x: gd.sum(gd.reshape(x, (-1,))[1:] ** 2), lambda t: (t.reshape(-1)[1:] ** 2).sum()),
     ("reshape(-1, 1)", lambda x: gd.sum(gd.reshape(x, (-1, 1)) * gd.reshape(x, (-1, 1))[::-1]),
      lambda t: (t.reshape(-1, 1) * t.reshape(-1, 1).flip(0)).sum()),
@@ -148,6 +150,18 @@ def test_a_reshape_with_explicit_batch_sizes_is_refused_naming_the_node():
     assert g.forward({x: np.ones((4, 3))}, outputs=z) == 12.0
     with pytest.raises(gd.ShapeError, match=r"batch size 3 \(built for 4\): reshape 'halves'.*-1"):
         g.forward({x: np.ones((3, 3))}, outputs=z)
+
+
+def test_a_same_shape_reshape_or_broadcast_on_a_batch_axis_is_a_node_that_is_refused():
+    """reshape(x, (1, 3)) and broadcast_to(x, (1, 3)) at batch 1 are not x for every batch: each is a node,
+    refused (naming it) when another batch size is fed, instead of silently becoming x."""
+    for build in (lambda x: gd.reshape(x, (1, 3), name="same"), lambda x: gd.broadcast_to(x, (1, 3), name="same")):
+        g = gd.Graph(dtype="float64")
+        x = g.input("x", (None, 3))
+        y = build(x)
+        assert y is not x and g.forward({x: np.ones((1, 3))}, outputs=y).shape == (1, 3)
+        with pytest.raises(gd.ShapeError, match=r"'same' was built with the fixed shape \(1, 3\)"):
+            g.forward({x: np.ones((2, 3))}, outputs=y)
 
 
 def test_reshape_with_minus_one_keeps_building_as_before():
