@@ -336,8 +336,8 @@ class Graph:
             yield self
         except BaseException:
             for node in self.nodes[mark:]:
-                if node._name is not None and by_name.get(node._name) is node:
-                    del by_name[node._name]
+                if node.named and by_name.get(node.name) is node:
+                    del by_name[node.name]
             del self.nodes[mark:]
             self._named = min(self._named, mark)
             self._counters = counters

@@ -274,3 +274,22 @@ def test_hessian_of_an_empty_param_is_an_empty_block(shape):
     H = gd.hessian(y, W)
     assert H.shape == shape * 2 and H.dtype == np.float64
     np.testing.assert_allclose(gd.hessian(y, a), np.diag([6.0, 12.0]))
+
+
+def test_a_failed_hvp_through_an_embedding_leaves_the_ids_checks_as_they_were():
+    """The second-order graph of an embedding asks the ids input for a range check at each feed; a failed
+    hvp takes that request back with its nodes."""
+    g = gd.Graph(dtype="float64")
+    ids = g.input("ids", (4,), dtype="int64")
+    T = g.param("T", np.random.default_rng(0).standard_normal((5, 3)))
+    loss = gd.sum(gd.tanh(gd.embedding(T, ids)) ** 2)
+    g.forward({ids: np.array([0, 1, 1, 4])})
+    before = (len(g.nodes), list(ids.attrs["host_checks"]))
+    with pytest.raises(gd.ShapeError, match=r"input 'hvp/v0' expects shape \(5, 3\)"):
+        gd.hvp(loss, T, np.ones(3))
+    assert (len(g.nodes), ids.attrs["host_checks"]) == before
+    hv = gd.hvp(loss, T, np.ones((5, 3)))
+    Tt = torch.tensor(T.value)
+    f = lambda t: (torch.tanh(t[torch.tensor([0, 1, 1, 4])]) ** 2).sum()   # noqa: E731
+    np.testing.assert_allclose(hv, torch.autograd.functional.hvp(f, Tt, torch.ones(5, 3, dtype=torch.float64))[1],
+                               rtol=1e-12)
