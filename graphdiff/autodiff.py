@@ -674,7 +674,11 @@ def gradients(graph, y, wrt, variant="children", seed=None):
                                  "that shape) or reduce it to a scalar first, e.g. gd.sum(y)")
             seed = graph.constant(np.ones((), dtype=y.dtype), name="seed")
         else:
-            seed = graph.constant(np.asarray(seed, dtype=y.dtype), name="seed")
+            host = np.asarray(seed, dtype=y.dtype)
+            if host.shape != y.shape:
+                raise ShapeError(f"gradients: the seed has shape {host.shape}, '{y.name}' has shape {y.shape}; "
+                                 "they must match")
+            seed = graph.constant(host, name="seed")
         run = SymbolicRun(plan, set(plan.wrt))
         checked(run, shapes=True, finite=False)
         adj = LOOPS[variant](plan, seed, run) if plan.has_adjoints else {}

@@ -293,3 +293,18 @@ def test_a_failed_hvp_through_an_embedding_leaves_the_ids_checks_as_they_were():
     f = lambda t: (torch.tanh(t[torch.tensor([0, 1, 1, 4])]) ** 2).sum()   # noqa: E731
     np.testing.assert_allclose(hv, torch.autograd.functional.hvp(f, Tt, torch.ones(5, 3, dtype=torch.float64))[1],
                                rtol=1e-12)
+
+
+def test_gradients_with_an_array_seed_of_another_shape_is_refused_and_changes_nothing():
+    """g.gradients(y, wrt, seed=array): the seed's shape must be y's (a (1,) seed was broadcast silently);
+    the refusal adds no node."""
+    g = gd.Graph(dtype="float64")
+    W = g.param("W", np.ones(3))
+    y = gd.tanh(W * 2.0)
+    before = len(g.nodes)
+    for bad in (np.ones(4), np.ones(1)):
+        with pytest.raises(gd.ShapeError, match=r"gradients: the seed has shape \((4|1),\), 'tanh' has shape \(3,\)"):
+            g.gradients(y, [W], seed=bad)
+    assert len(g.nodes) == before
+    dW, = g.gradients(y, [W], seed=np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(g.forward(outputs=dW), 2 * (1 - np.tanh(2.0) ** 2) * np.array([1.0, 2.0, 3.0]))
