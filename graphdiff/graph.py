@@ -297,6 +297,7 @@ class Graph:
         self.clock = 0            # the newest leaf stamp: each feed or assignment takes the next tick
         self.batch = None         # the size of every None (leading) axis, set by feeds; None: not fed yet
         self._dynamic = set()     # indices of inputs declared with a None leading axis
+        self._follows = set()     # indices of those inputs and of every node built on one (its shape follows)
         self.rng = self.backend.rng(seed)
         self.engine_state = None  # the engine's caches for this graph (graphdiff.execution.State); not read here
 
@@ -342,6 +343,7 @@ class Graph:
             self._named = min(self._named, mark)
             self._counters = counters
             self._dynamic = {k for k in self._dynamic if k < mark}
+            self._follows = {k for k in self._follows if k < mark}
             for node in self.nodes:
                 if "host_checks" in node.attrs:
                     keep = checks.get(node, 0)
@@ -469,6 +471,7 @@ class Graph:
         node.requires_grad = requires_grad
         if dynamic:
             self._dynamic.add(node.index)
+            self._follows.add(node.index)
         return node
 
     def param(self, name, value, dtype=None):
@@ -580,13 +583,11 @@ class Graph:
             if node.spec is None or not follows:
                 continue
             depends.add(node.index)
-            # a shape given in sizes is fixed; a reshape's -1 is resolved by its rule for each batch size
-            fixed = [k for k in ("shape", "newshape") if k in node.attrs and -1 not in node.attrs[k]]
-            if fixed:
-                hint = "write -1 for the size that follows the batch, " if node.op == "reshape" else ""
+            fixed = _fixed_shape(node.attrs)     # a dropout mask (no inputs: built on x's shape)
+            if fixed is not None:
                 raise ShapeError(f"{node.op} '{node.name}' was built with the fixed shape "
-                                 f"{node.attrs[fixed[0]]} (batch size {old}) and cannot follow batch size {batch}; "
-                                 f"{hint}give the input a fixed shape and build a graph per batch size, or call an "
+                                 f"{node.attrs[fixed]} (batch size {old}) and cannot follow batch size {batch}; "
+                                 "give the input a fixed shape and build a graph per batch size, or call an "
                                  "nn.Module on arrays (it caches a graph per input shape)")
             try:
                 shapes[node.index] = tuple(node.spec.shape(*(shapes.get(x.index, x.shape) for x in node.inputs),
@@ -663,6 +664,7 @@ class Graph:
                 # the message names the node: its number is taken now, as if it had been added
                 full = self._claim(f"{scope}/{spec.name}" if scope else spec.name)
                 shape, dtype = self._rules(spec, inputs, attrs, full)
+        follows = self._follows and self._follows_batch(spec, inputs, attrs, full)
         node = Node(self, full, "op", shape, dtype, spec, inputs, attrs, scope)
         if self.eager:
             for x in inputs:
@@ -676,7 +678,29 @@ class Graph:
                     raise
         self.nodes.append(node)
         self.version += 1
+        if follows:
+            self._follows.add(node.index)
         return node
+
+    def _follows_batch(self, spec, inputs, attrs, full):
+        """Whether a node of spec on inputs follows the batch axis (an input does); refused now when its shape
+        is given in sizes (reshape without -1, broadcast_to), which no other batch size would fit."""
+        for x in inputs:
+            if x.index in self._follows:
+                break
+        else:
+            return False
+        key = _fixed_shape(attrs)
+        if key is not None:
+            full = full or self._claim(f"{self.current_scope}/{spec.name}" if self.current_scope else spec.name)
+            batch = self.nodes[min(self._dynamic)]
+            hint = "write -1 for the size that follows the batch, " if spec.name == "reshape" else ""
+            raise ShapeError(f"{spec.name} '{full}': shape {attrs[key]} is given in sizes, but input '{x.name}' "
+                             f"{describe(x.shape, x.dtype)} follows the batch axis of input '{batch.name}' "
+                             f"(None, now {batch.shape[0]}), so no other batch size would fit it; {hint}give the "
+                             "input a fixed shape and build a graph per batch size, or call an nn.Module on arrays "
+                             "(it caches a graph per input shape)")
+        return True
 
     def _rules(self, spec, inputs, attrs, full):
         """(shape, dtype) of a node of spec on inputs by the op's rules; errors name the node `full`."""
@@ -792,6 +816,15 @@ class Graph:
 
 _SHAPE, _DTYPE = attrgetter("shape"), attrgetter("dtype")
 _EXACT = 2 ** 53      # ints below this are exact in float64: wrap makes them constants directly
+
+
+def _fixed_shape(attrs):
+    """The attr holding a shape given in sizes ("shape", "newshape"), or None: such a node cannot follow a
+    batch axis. A reshape's -1 is resolved by its rule for each batch size, so it is not fixed."""
+    for key in ("shape", "newshape"):
+        if key in attrs and -1 not in attrs[key]:
+            return key
+    return None
 
 
 def _base_name(node):

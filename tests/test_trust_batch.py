@@ -135,33 +135,54 @@ def test_an_integer_index_past_a_smaller_batch_is_refused_naming_the_node():
         g.forward({x: np.ones((3, 3))}, outputs=y)
 
 
-def test_a_reshape_with_explicit_batch_sizes_is_refused_naming_the_node():
-    """reshape(x, (3,)) on a batch of 1 fixes the batch: another batch size is a ShapeError naming it
-    (reshape with -1 follows the batch instead)."""
+def test_a_reshape_with_explicit_batch_sizes_is_refused_when_built():
+    """reshape(x, (3,)) of a batch axis fits one batch size only: a ShapeError naming the node, the input
+    and the fix (-1) when it is built, whatever the batch. reshape with -1 follows the batch, and is refused
+    (naming it) only by a batch size it cannot divide."""
     g = gd.Graph(dtype="float64")
     x = g.input("x", (None, 3))
-    y = gd.sum(gd.reshape(x, (3,), name="flat") ** 2)
-    with pytest.raises(gd.ShapeError, match=r"reshape 'flat' was built with the fixed shape \(3,\).*batch size 4"):
-        g.forward({x: np.ones((4, 3))}, outputs=y)
-    g = gd.Graph(dtype="float64")
-    x = g.input("x", (None, 3))
+    with pytest.raises(gd.ShapeError, match=r"reshape 'flat': shape \(3,\) is given in sizes, but input 'x' "
+                                            r"f64\[1,3\] follows the batch axis of input 'x' \(None, now 1\).*"
+                                            r"write -1 for the size that follows the batch"):
+        gd.reshape(x, (3,), name="flat")
     g.forward({x: np.ones((2, 3))})
+    with pytest.raises(gd.ShapeError, match=r"reshape 'flat': shape \(2, 3, 1\) is given in sizes.*now 2"):
+        gd.reshape(gd.tanh(x), (2, 3, 1), name="flat")
     z = gd.sum(gd.reshape(x, (2, -1), name="halves") ** 2)     # 3 * B elements in two rows: B must be even
     assert g.forward({x: np.ones((4, 3))}, outputs=z) == 12.0
     with pytest.raises(gd.ShapeError, match=r"batch size 3 \(built for 4\): reshape 'halves'.*-1"):
         g.forward({x: np.ones((3, 3))}, outputs=z)
 
 
-def test_a_same_shape_reshape_or_broadcast_on_a_batch_axis_is_a_node_that_is_refused():
-    """reshape(x, (1, 3)) and broadcast_to(x, (1, 3)) at batch 1 are not x for every batch: each is a node,
-    refused (naming it) when another batch size is fed, instead of silently becoming x."""
-    for build in (lambda x: gd.reshape(x, (1, 3), name="same"), lambda x: gd.broadcast_to(x, (1, 3), name="same")):
-        g = gd.Graph(dtype="float64")
-        x = g.input("x", (None, 3))
-        y = build(x)
-        assert y is not x and g.forward({x: np.ones((1, 3))}, outputs=y).shape == (1, 3)
-        with pytest.raises(gd.ShapeError, match=r"'same' was built with the fixed shape \(1, 3\)"):
-            g.forward({x: np.ones((2, 3))}, outputs=y)
+@pytest.mark.parametrize("build", [lambda x: gd.reshape(x, (1, 3), name="same"),
+                                   lambda x: gd.broadcast_to(x, (1, 3), name="same"),
+                                   lambda x: gd.broadcast_to(x[:, None], (1, 2, 3), name="same")],
+                         ids=["reshape", "broadcast_to", "broadcast_to a new axis"])
+def test_a_fixed_shape_of_a_batch_axis_is_refused_when_built(build):
+    """reshape / broadcast_to to sizes on a batch axis (even to the shape it has now: (1, 3) is not x for
+    every batch) are refused when built, naming the node, which is not added."""
+    g = gd.Graph(dtype="float64")
+    x = g.input("x", (None, 3))
+    with pytest.raises(gd.ShapeError, match=r"'same': shape \(1, (2, )?3\) is given in sizes.*follows the batch"):
+        build(x)
+    assert "same" not in g
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_expand_dims_follows_the_batch(variant):
+    """gd.expand_dims on a batch axis is x[:, None] (sizes would fix the batch): values and gradients match
+    PyTorch at two batch sizes."""
+    g = gd.Graph(dtype="float64")
+    x = g.input("x", (None, 3), requires_grad=True)
+    loss = gd.sum(gd.expand_dims(x, 1) * gd.expand_dims(x[::-1], 2)) + gd.sum(gd.expand_dims(x, 0)[:, 1:] ** 2)
+    rng = np.random.default_rng(2)
+    for B in (4, 2):
+        X = rng.standard_normal((B, 3))
+        got, grad = run(g, x, loss, X, variant)
+        want, want_grad = torch_run(lambda t: (t[:, None] * t.flip(0)[:, :, None]).sum() + (t[None][:, 1:] ** 2).sum(),
+                                    X)
+        assert got == pytest.approx(want, rel=1e-12)
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-12)
 
 
 def test_reshape_with_minus_one_keeps_building_as_before():

@@ -289,6 +289,8 @@ def expand_dims(x, axis, name=None):
     if not -nd <= axis < nd:
         raise ShapeError(f"expand_dims '{x.name}': axis {axis} out of range for result with {nd} axes")
     ax = axis % nd
+    if x.graph.batch_inputs():                # sizes would fix a batch axis: x[:, None] follows it
+        return getitem(x, (slice(None),) * ax + (None,), name)
     return reshape(x, x.shape[:ax] + (1,) + x.shape[ax:], name)
 
 
