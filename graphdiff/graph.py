@@ -566,7 +566,8 @@ class Graph:
         """Give every None (batch) axis the size `batch`: inputs declared (None, ...) and every node whose
         shape follows from them take their new shapes (each op's shape rule, in creation order), and values
         of the old size are dropped. The engine keeps its plans per batch size, so switching back is cheap.
-        A node built with a fixed shape that depends on the batch (reshape, dropout masks, ...) is refused.
+        Slices and a reshape's -1 follow the new size; a node that cannot is refused: a reshape or broadcast_to
+        given sizes when it is built (Graph.add_node), a dropout mask (built with x's shape) here.
         """
         if batch == self.batch:
             return
