@@ -587,6 +587,7 @@ def forward_backward(graph, feeds, outputs, y, variant="children", seed=None, tr
     for o in outs:
         check_member(graph, o, "forward_backward")
     want = outs if y in outs else outs + [y]
+    graph.feed(feeds or {})                 # first: a new batch size (None axis) takes its own cached lifetimes
     st = state(graph)
     key = ("lifetimes", tuple(n.index for n in want), y.index, variant, graph.backend.name)
     life = st.cache.get(key)
@@ -597,10 +598,10 @@ def forward_backward(graph, feeds, outputs, y, variant="children", seed=None, tr
         life = st.cache[key] = False if plan.floats or scalar_graph(graph, order) else Lifetimes(
             order, plan, variant, want, graph.backend)
     if not life or graph.eager:             # an eager graph's values stay: later nodes compute from them
-        values = forward(graph, feeds, want)
+        values = forward(graph, None, want)
         backward(graph, y, variant, seed=seed, trace=trace)
     else:
-        values = forward(graph, feeds, want, release=life)
+        values = forward(graph, None, want, release=life)
         backward(graph, y, variant, seed=seed, trace=trace, release=life)
     return values[:len(outs)]
 

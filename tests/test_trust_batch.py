@@ -329,3 +329,26 @@ def test_gradients_with_an_array_seed_of_another_shape_is_refused_and_changes_no
     assert len(g.nodes) == before
     dW, = g.gradients(y, [W], seed=np.array([1.0, 2.0, 3.0]))
     np.testing.assert_allclose(g.forward(outputs=dW), 2 * (1 - np.tanh(2.0) ** 2) * np.array([1.0, 2.0, 3.0]))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_forward_backward_follows_the_batch_size(variant):
+    """forward_backward (the nn path, which releases values) at alternating batch sizes on one graph: each
+    run uses what was worked out for its own batch size (it used the previous size's, and failed or mixed
+    shapes), and matches PyTorch."""
+    g = gd.Graph(dtype="float64")
+    x = g.input("x", (None, 3))
+    W = g.param("W", np.full((3, 2), 0.3))
+    h = gd.tanh(x @ W)
+    loss = gd.mean(h * 2.0) + gd.sum(h[1:] * h[:-1])
+    rng = np.random.default_rng(3)
+    g.forward({x: np.ones((5, 3))})
+    for B in (5, 2, 2, 5, 5, 2, 7):
+        X = rng.standard_normal((B, 3))
+        (value,) = g.forward_backward({x: X}, [loss], loss, variant=variant)
+        Wt = torch.tensor(np.full((3, 2), 0.3), requires_grad=True)
+        ht = torch.tanh(torch.tensor(X) @ Wt)
+        want = (ht * 2.0).mean() + (ht[1:] * ht[:-1]).sum()
+        want.backward()
+        assert float(value) == pytest.approx(want.item(), rel=1e-12)
+        np.testing.assert_allclose(W.grad, Wt.grad.numpy(), rtol=1e-12, err_msg=f"batch {B}")
