@@ -135,8 +135,11 @@ class Node:
             raise GraphError(f"constant '{self.name}' cannot change; make it g.param or g.input instead")
         if self.kind == "op":
             raise GraphError(f"'{self.name}' is computed by {self.op}; only inputs and params take values")
-        self.out = self.graph.as_value(self, new)
-        self.stamp = self.graph.tick()
+        if self.kind == "input":
+            self.graph.feed({self: new})      # as a feed: a None batch axis takes the new leading size
+        else:
+            self.out = self.graph.as_value(self, new)
+            self.stamp = self.graph.tick()
         if self.graph.eager:                  # micrograd-style: every value follows at once
             self.graph.forward()
 

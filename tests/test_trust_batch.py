@@ -352,3 +352,16 @@ def test_forward_backward_follows_the_batch_size(variant):
         want.backward()
         assert float(value) == pytest.approx(want.item(), rel=1e-12)
         np.testing.assert_allclose(W.grad, Wt.grad.numpy(), rtol=1e-12, err_msg=f"batch {B}")
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_assigning_an_input_value_follows_the_batch_size(eager):
+    """x.value = rows of another batch size is a feed: the None axis takes its size (it was refused against
+    the built size, 1), in eager graphs too."""
+    g = gd.Graph(dtype="float64", eager=eager)
+    x = g.input("x", (None, 3))
+    x.value = np.arange(6.0).reshape(2, 3)
+    y = gd.sum(x[:, 1] * 2)
+    assert float(g.forward(outputs=y)) == 10.0
+    x.value = np.arange(15.0).reshape(5, 3)
+    assert float(g.forward(outputs=y)) == 70.0 and x.shape == (5, 3)
