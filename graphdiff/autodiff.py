@@ -725,8 +725,9 @@ def gradients(graph, y, wrt, variant="children", seed=None):
     """See Graph.gradients."""
     single = isinstance(wrt, Node)
     wrt = _check_args(graph, y, variant, wrt, "gradients")
+    _fixed_shapes(graph, "gradients")
     plan = plan_for(graph, y, wrt, variant)
-    with graph.scope("grad"):
+    with graph.atomic(), graph.scope("grad"):
         if isinstance(seed, Node):
             if seed.shape != y.shape:
                 raise ShapeError(f"gradients: seed '{seed.name}' has shape {seed.shape}, '{y.name}' has shape "
@@ -737,10 +738,11 @@ def gradients(graph, y, wrt, variant="children", seed=None):
                                  "that shape) or reduce it to a scalar first, e.g. gd.sum(y)")
             seed = graph.constant(np.ones((), dtype=y.dtype), name="seed")
         else:
-            if tuple(np.shape(seed)) != y.shape:     # as backward: a seed is never broadcast
-                raise ShapeError(f"gradients: the seed for '{y.name}' has shape {tuple(np.shape(seed))}, "
-                                 f"'{y.name}' has shape {y.shape}; pass a seed of that shape")
-            seed = graph.constant(np.asarray(seed, dtype=y.dtype), name="seed")
+            host = np.asarray(seed, dtype=y.dtype)
+            if host.shape != y.shape:                 # as backward: a seed is never broadcast
+                raise ShapeError(f"gradients: the seed has shape {host.shape}, '{y.name}' has shape {y.shape}; "
+                                 "pass a seed of that shape")
+            seed = graph.constant(host, name="seed")
         run = SymbolicRun(plan, set(plan.wrt))
         checked(run, shapes=True, finite=False)
         adj = LOOPS[variant](plan, seed, run) if plan.has_adjoints else {}
@@ -750,7 +752,34 @@ def gradients(graph, y, wrt, variant="children", seed=None):
     return grads[0] if single else grads
 
 
+def _fixed_shapes(graph, what):
+    batch = graph.batch_inputs()
+    if batch:
+        raise GraphError(f"{what}: input '{batch[0].name}' has a None batch axis, and gradient nodes fix their "
+                         "shapes when built; give the input a fixed shape")
+
+
 # --- higher order ------------------------------------------------------------------------------------------
+def _once(graph, key, build, run):
+    """run(*build()), keeping what build made for the next calls with this key (state.built). If the first
+    call fails, building or running, its nodes go again (Graph.atomic): no unfed 'hvp/v0' is left behind."""
+    st = state(graph)
+    made = st.built.get(key)
+    if made is not None:
+        return run(*made)
+    mark = len(graph.nodes)
+    try:
+        with graph.atomic():
+            made = build()
+            out = run(*made)
+    except BaseException:
+        for k in [k for k in st.residuals if k >= mark]:    # kept by the failed run for nodes now gone
+            del st.residuals[k]
+        raise
+    st.built[key] = made
+    return out
+
+
 def _free_name(graph, base):
     k = 0
     while (f"{base}{k}") in graph:
@@ -774,25 +803,32 @@ def hvp(y, wrt, v, variant="children"):
     an input fed each call. Args: y: scalar Node; wrt: a Node or list; v: array(s) shaped like wrt.
     """
     graph = y.graph
+    _fixed_shapes(graph, "hvp")
     single, ws = _listed(wrt)
     vs = [v] if single else list(v)
+
+    def build():
+        vin = [graph.input(_free_name(graph, "hvp/v"), w.shape, dtype=w.dtype) for w in ws]
+        grads = gradients(graph, y, ws, variant)
+        with graph.scope("hvp"):
+            hv = gradients(graph, _dot(zip(grads, vin)), ws, variant)
+        return vin, hv
+
+    def run(vin, hv):
+        return graph.forward(dict(zip(vin, vs)), outputs=hv, resample=False)
+
     with graph.lock:                        # built and run as one step (Graph.lock)
-        st = state(graph)
-        key = ("hvp", y.index, tuple(w.index for w in ws), variant)
-        if key not in st.built:
-            vin = [graph.input(_free_name(graph, "hvp/v"), w.shape, dtype=w.dtype) for w in ws]
-            grads = gradients(graph, y, ws, variant)
-            with graph.scope("hvp"):
-                hv = gradients(graph, _dot(zip(grads, vin)), ws, variant)
-            st.built[key] = (vin, hv)
-        vin, hv = st.built[key]
-        values = graph.forward(dict(zip(vin, vs)), outputs=hv, resample=False)
+        values = _once(graph, ("hvp", y.index, tuple(w.index for w in ws), variant), build, run)
     return values[0] if single else values
 
 
 def hessian(y, wrt, variant="children"):
     """The Hessian of scalar y with respect to one node (small: one hvp per element): shape wrt.shape * 2."""
+    _fixed_shapes(y.graph, "hessian")
     n = int(np.prod(wrt.shape, dtype=np.int64))
+    if n == 0:                                # an empty block (the hvp still checks y and wrt)
+        hv = hvp(y, wrt, np.zeros(wrt.shape), variant)
+        return np.zeros(wrt.shape * 2, dtype=np.asarray(y.graph.backend.to_numpy(hv)).dtype)
     rows = []
     for k in range(n):
         e = np.zeros(n)
@@ -812,18 +848,21 @@ def jvp(outputs, wrt, tangents, variant="children"):
     single, ws = _listed(wrt)
     ts = [tangents] if single else list(tangents)
     graph = ys[0].graph
-    with graph.lock:                        # built and run as one step (Graph.lock)
-        st = state(graph)
-        key = ("jvp", tuple(y.index for y in ys), tuple(w.index for w in ws), variant)
-        if key not in st.built:
-            us = [graph.input(_free_name(graph, "jvp/u"), y.shape, dtype=y.dtype) for y in ys]
-            tin = [graph.input(_free_name(graph, "jvp/t"), w.shape, dtype=w.dtype) for w in ws]
-            with graph.scope("jvp"):
-                vjps = gradients(graph, _dot(zip(ys, us)), ws, variant)          # J^T u
-                jt = gradients(graph, _dot(zip(vjps, tin)), us, variant)         # J t
-            st.built[key] = (us, tin, jt)
-        us, tin, jt = st.built[key]
+    _fixed_shapes(graph, "jvp")
+
+    def build():
+        us = [graph.input(_free_name(graph, "jvp/u"), y.shape, dtype=y.dtype) for y in ys]
+        tin = [graph.input(_free_name(graph, "jvp/t"), w.shape, dtype=w.dtype) for w in ws]
+        with graph.scope("jvp"):
+            vjps = gradients(graph, _dot(zip(ys, us)), ws, variant)          # J^T u
+            jt = gradients(graph, _dot(zip(vjps, tin)), us, variant)         # J t
+        return us, tin, jt
+
+    def run(us, tin, jt):
         feeds = {u: np.zeros(u.shape) for u in us}
         feeds.update(zip(tin, ts))
-        values = graph.forward(feeds, outputs=jt, resample=False)
+        return graph.forward(feeds, outputs=jt, resample=False)
+
+    with graph.lock:                        # built and run as one step (Graph.lock)
+        values = _once(graph, ("jvp", tuple(y.index for y in ys), tuple(w.index for w in ws), variant), build, run)
     return values[0] if single_out else values

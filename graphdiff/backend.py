@@ -80,10 +80,13 @@ def normalize_index(idx):
     return tuple(out)
 
 
-def canonical_index(idx, shape):
+def canonical_index(idx, shape, clamp=True):
     """idx (from normalize_index) spelled out for an array of `shape`: one entry per axis, no Ellipsis,
     slices clamped to the axis. NumPy means the same by the short form; the array API standard only
-    specifies this explicit one (array_api_strict rejects out-of-range slice stops, for one)."""
+    specifies this explicit one (array_api_strict rejects out-of-range slice stops, for one).
+    clamp=False leaves slices as given (only the number of axes is used): what a getitem node keeps, so
+    that x[1:] of a batch axis means rows 1.. of whatever batch is fed (Graph.resize); the backends that
+    need clamped slices clamp at run time, against the array's shape then."""
     n_axes = sum(1 for k in idx if k is not None and k is not Ellipsis)
     if n_axes > len(shape):
         return idx                          # too many indices: let the shape rule report it
@@ -97,8 +100,9 @@ def canonical_index(idx, shape):
             out.append(None)
         else:
             if isinstance(k, slice):
-                start, stop, step = k.indices(shape[axis])
-                k = slice(start, None if step < 0 and stop < 0 else stop, step)
+                start, stop, step = k.indices(shape[axis])       # ValueError for a zero step
+                if clamp:
+                    k = slice(start, None if step < 0 and stop < 0 else stop, step)
             out.append(k)
             axis += 1
     out.extend([slice(None)] * (len(shape) - axis))
@@ -302,7 +306,10 @@ class StrictBackend(Backend):
         if _has_array(idx):
             # the standard's integer-array indexing is narrower than NumPy's: NumPy semantics via the host
             return self.from_host(np.asarray(x)[self._host(idx)], self.dtype_name(x))
-        return x[idx]
+        return x[canonical_index(idx, tuple(x.shape))]      # slices clamped to the size fed this time
+
+    def index_add(self, shape, idx, g):
+        return super().index_add(shape, canonical_index(idx, tuple(shape)), g)
 
     def _scatter(self, z, idx, g):
         host = np.asarray(z).copy()

@@ -144,10 +144,13 @@ class Node:
         if self.kind == "op":
             raise GraphError(f"'{self.name}' is computed by {self.op}; only inputs and params take values")
         graph = self.graph
-        value = graph.as_value(self, new)
         with graph.lock:                      # not in the middle of another thread's run
-            self.out = value
-            self.stamp = graph.tick()
+            if self.kind == "input":
+                graph.feed({self: new})       # as a feed: a None batch axis takes the new leading size
+            else:
+                value = graph.as_value(self, new)
+                self.out = value
+                self.stamp = graph.tick()
             if graph.eager:                   # micrograd-style: every value follows at once
                 graph.forward()
 
@@ -336,6 +339,7 @@ class Graph:
                                   # the next tick
         self.batch = None         # the size of every None (leading) axis, set by feeds; None: not fed yet
         self._dynamic = set()     # indices of inputs declared with a None leading axis
+        self._follows = set()     # indices of those inputs and of every node built on one (its shape follows)
         self.rng = self.backend.rng(seed)
         self.engine_state = None  # the engine's caches for this graph (graphdiff.execution.State); not read here
         # held by each run (forward, backward, forward_backward, gradients, hvp, jvp) and each assignment, so a
@@ -365,6 +369,35 @@ class Graph:
         finally:
             self._scope.pop()
             self.current_scope = "/".join(self._scope)
+
+    @contextlib.contextmanager
+    def atomic(self):
+        """Build several nodes as one step: if the block raises, every node it added goes again, with its
+        name and what it asked of earlier inputs (id checks), so a failed multi-node build (g.gradients,
+        gd.hvp, gd.jvp) leaves the graph as it was. Feeds and values of earlier nodes are not undone."""
+        by_name = self._names()               # earlier nodes named now: the names taken inside are the block's
+        mark, counters = len(self.nodes), dict(self._counters)
+        checks = {n: len(n.attrs["host_checks"]) for n in self.nodes if "host_checks" in n.attrs}
+        try:
+            yield self
+        except BaseException:
+            for node in self.nodes[mark:]:
+                if node.named and by_name.get(node.name) is node:
+                    del by_name[node.name]
+            del self.nodes[mark:]
+            self._named = min(self._named, mark)
+            self._counters = counters
+            self._dynamic = {k for k in self._dynamic if k < mark}
+            self._follows = {k for k in self._follows if k < mark}
+            for node in self.nodes:
+                if "host_checks" in node.attrs:
+                    keep = checks.get(node, 0)
+                    if keep:
+                        del node.attrs["host_checks"][keep:]
+                    else:
+                        del node.attrs["host_checks"]
+            self.version += 1                 # plans cached meanwhile may hold the removed nodes
+            raise
 
     def _full(self, name):
         s = self.current_scope
@@ -452,6 +485,10 @@ class Graph:
         """The placeholders fed at run time, in creation order."""
         return [n for n in self.nodes if n.kind == "input"]
 
+    def batch_inputs(self):
+        """The inputs declared with a None (batch) axis, in creation order (see Graph.resize)."""
+        return [self.nodes[k] for k in sorted(self._dynamic)]
+
     # --- leaves ------------------------------------------------------------------------------------
     def input(self, name, shape, dtype=None, requires_grad=False):
         """A placeholder fed at run time.
@@ -479,6 +516,7 @@ class Graph:
         node.requires_grad = requires_grad
         if dynamic:
             self._dynamic.add(node.index)
+            self._follows.add(node.index)
         return node
 
     def param(self, name, value, dtype=None):
@@ -532,30 +570,56 @@ class Graph:
 
     def feed(self, feeds):
         """Give inputs new values: {input Node or name: array}, each checked, copied and stamped."""
+        if self._dynamic:
+            self._resize_for(feeds)
         for key, value in feeds.items():
-            node = self.node(key) if isinstance(key, str) else key
-            if not isinstance(node, Node):
-                raise TypeError(f"feeds keys must be Nodes or names, got {type(key).__name__}")
-            if node.graph is not self:
-                raise GraphError(f"forward: node '{node.name}' belongs to another graph; "
-                                 "call forward/backward on the graph that built it")
-            if node.kind != "input":
-                hint = f"assign {node.name}.value = ... instead" if node.kind == "param" else "feed an input instead"
-                raise GraphError(f"forward: '{node.name}' is a {node.kind}, not an input; {hint}")
-            if node.index in self._dynamic:
-                self.resize(_leading_size(value, node))
+            node = self._fed_node(key)
             node.out = self.as_value(node, value)
             node.stamp = self.tick()
+
+    def _fed_node(self, key):
+        node = self.node(key) if isinstance(key, str) else key
+        if not isinstance(node, Node):
+            raise TypeError(f"feeds keys must be Nodes or names, got {type(key).__name__}")
+        if node.graph is not self:
+            raise GraphError(f"forward: node '{node.name}' belongs to another graph; "
+                             "call forward/backward on the graph that built it")
+        if node.kind != "input":
+            hint = f"assign {node.name}.value = ... instead" if node.kind == "param" else "feed an input instead"
+            raise GraphError(f"forward: '{node.name}' is a {node.kind}, not an input; {hint}")
+        return node
+
+    def _resize_for(self, feeds):
+        """Resize to the leading size of the feeds of None-batch inputs, which must all agree: one batch size
+        per run (feeding x 3 rows and y 4 would otherwise drop x's value when y resized the graph)."""
+        first = None
+        for key, value in feeds.items():
+            node = self._fed_node(key)
+            if node.index not in self._dynamic:
+                continue
+            rows = _leading_size(value, node)
+            if first is None:
+                first = node, rows
+            elif rows != first[1]:
+                raise ShapeError(f"forward: input '{first[0].name}' was fed {first[1]} rows and input "
+                                 f"'{node.name}' {rows} rows; inputs with a None batch axis share one batch "
+                                 "size, so feed each of them the same number of rows")
+        if first is not None:
+            self.resize(first[1])
 
     def resize(self, batch):
         """Give every None (batch) axis the size `batch`: inputs declared (None, ...) and every node whose
         shape follows from them take their new shapes (each op's shape rule, in creation order), and values
         of the old size are dropped. The engine keeps its plans per batch size, so switching back is cheap.
-        A node built with a fixed shape that depends on the batch (reshape, dropout masks, ...) is refused.
+        Slices and a reshape's -1 follow the new size; a node that cannot is refused: a reshape or broadcast_to
+        given sizes when it is built (Graph.add_node), a dropout mask (built with x's shape) here.
         """
         if batch == self.batch:
             return
         old = 1 if self.batch is None else self.batch
+        if batch == old:                            # the first feed, of the size the graph was built for
+            self.batch = batch
+            return
         shapes, depends = {}, set(self._dynamic)    # node index -> new shape; nodes that follow the batch
         for node in self.nodes:                     # creation order: each node after its inputs
             if node.index in self._dynamic:
@@ -565,10 +629,10 @@ class Graph:
             if node.spec is None or not follows:
                 continue
             depends.add(node.index)
-            fixed = [k for k in ("shape", "newshape") if k in node.attrs]
-            if fixed:
+            fixed = _fixed_shape(node.attrs)     # a dropout mask (no inputs: built on x's shape)
+            if fixed is not None:
                 raise ShapeError(f"{node.op} '{node.name}' was built with the fixed shape "
-                                 f"{node.attrs[fixed[0]]} (batch size {old}) and cannot follow batch size {batch}; "
+                                 f"{node.attrs[fixed]} (batch size {old}) and cannot follow batch size {batch}; "
                                  "give the input a fixed shape and build a graph per batch size, or call an "
                                  "nn.Module on arrays (it caches a graph per input shape)")
             try:
@@ -653,6 +717,7 @@ class Graph:
                 # the message names the node: its number is taken now, as if it had been added
                 full = self._claim(f"{scope}/{spec.name}" if scope else spec.name)
                 shape, dtype = self._rules(spec, inputs, attrs, full)
+        follows = self._follows and self._follows_batch(spec, inputs, attrs, full)
         node = Node(self, full, "op", shape, dtype, spec, inputs, attrs, scope)
         if self.eager:
             for x in inputs:
@@ -666,7 +731,29 @@ class Graph:
                     raise
         self.nodes.append(node)
         self.version += 1
+        if follows:
+            self._follows.add(node.index)
         return node
+
+    def _follows_batch(self, spec, inputs, attrs, full):
+        """Whether a node of spec on inputs follows the batch axis (an input does); refused now when its shape
+        is given in sizes (reshape without -1, broadcast_to), which no other batch size would fit."""
+        for x in inputs:
+            if x.index in self._follows:
+                break
+        else:
+            return False
+        key = _fixed_shape(attrs)
+        if key is not None:
+            full = full or self._claim(f"{self.current_scope}/{spec.name}" if self.current_scope else spec.name)
+            batch = self.nodes[min(self._dynamic)]
+            hint = "write -1 for the size that follows the batch, " if spec.name == "reshape" else ""
+            raise ShapeError(f"{spec.name} '{full}': shape {attrs[key]} is given in sizes, but input '{x.name}' "
+                             f"{describe(x.shape, x.dtype)} follows the batch axis of input '{batch.name}' "
+                             f"(None, now {batch.shape[0]}), so no other batch size would fit it; {hint}give the "
+                             "input a fixed shape and build a graph per batch size, or call an nn.Module on arrays "
+                             "(it caches a graph per input shape)")
+        return True
 
     def _rules(self, spec, inputs, attrs, full):
         """(shape, dtype) of a node of spec on inputs by the op's rules; errors name the node `full`."""
@@ -775,9 +862,6 @@ class Graph:
         Returns:
             a list of Nodes, one per wrt node, each of that node's shape.
         """
-        if self._dynamic:
-            raise GraphError(f"gradients: input '{self.nodes[min(self._dynamic)].name}' has a None batch axis, "
-                             "and gradient nodes fix their shapes when built; give the input a fixed shape")
         with self.lock:
             return self.engine.gradients(self, y, wrt, variant=variant, seed=seed)
 
@@ -821,6 +905,15 @@ class Graph:
 
 _SHAPE, _DTYPE = attrgetter("shape"), attrgetter("dtype")
 _EXACT = 2 ** 53      # ints below this are exact in float64: wrap makes them constants directly
+
+
+def _fixed_shape(attrs):
+    """The attr holding a shape given in sizes ("shape", "newshape"), or None: such a node cannot follow a
+    batch axis. A reshape's -1 is resolved by its rule for each batch size, so it is not fixed."""
+    for key in ("shape", "newshape"):
+        if key in attrs and -1 not in attrs[key]:
+            return key
+    return None
 
 
 def _base_name(node):

@@ -17,6 +17,17 @@ def _same_dtype(dtype, **attrs):
 
 # --- reshape / transpose / broadcast ----------------------------------------------------------------
 def _reshape_shape(shape, newshape):
+    """newshape with its -1 (if any) resolved for an input of `shape`: kept as -1 in the node, so a reshape
+    of a batch axis follows the batch size fed (Graph.resize)."""
+    size = int(np.prod(shape, dtype=np.int64))
+    if -1 in newshape:
+        rest = int(np.prod([n for n in newshape if n != -1], dtype=np.int64))
+        if rest == 0 or size % rest:
+            raise ShapeError(f"cannot infer -1 in {newshape} for {size} elements (input shape {shape})")
+        newshape = tuple(size // rest if n == -1 else n for n in newshape)
+    if int(np.prod(newshape, dtype=np.int64)) != size:
+        raise ShapeError(f"input shape {shape} has {size} elements, shape {newshape} has "
+                         f"{int(np.prod(newshape, dtype=np.int64))}; sizes must match")
     return newshape
 
 
@@ -236,19 +247,13 @@ class Matmul:
 def reshape(x, shape, name=None):
     """x with a new shape; one entry may be -1. Args: x: a Node; shape: a tuple of ints."""
     shape = as_ints(shape, f"reshape '{x.name}': shape")
-    size = int(np.prod(x.shape, dtype=np.int64))
     if shape.count(-1) > 1:
         raise ShapeError(f"reshape '{x.name}': only one -1 allowed in {shape}")
-    if -1 in shape:
-        rest = int(np.prod([n for n in shape if n != -1], dtype=np.int64))
-        if rest == 0 or size % rest:
-            raise ShapeError(f"reshape '{x.name}': cannot infer -1 in {shape} for {size} elements "
-                             f"(input shape {x.shape})")
-        shape = tuple(size // rest if n == -1 else n for n in shape)
-    if int(np.prod(shape, dtype=np.int64)) != size:
-        raise ShapeError(f"reshape '{x.name}': input shape {x.shape} has {size} elements, "
-                         f"shape {shape} has {int(np.prod(shape, dtype=np.int64))}; sizes must match")
-    if shape == x.shape:
+    try:
+        resolved = _reshape_shape(x.shape, shape)
+    except ShapeError as e:
+        raise ShapeError(f"reshape '{x.name}': {e}") from None
+    if resolved == x.shape and not x.graph.batch_inputs():   # on a batch axis, (1, 3) is not x for every batch
         return x
     return apply(REGISTRY["reshape"], (x,), {"newshape": shape}, name)
 
@@ -277,7 +282,7 @@ def matrix_transpose(x, name=None):
 def broadcast_to(x, shape, name=None):
     """x broadcast to shape."""
     shape = as_ints(shape, f"broadcast_to '{x.name}': shape")
-    if shape == x.shape:
+    if shape == x.shape and not x.graph.batch_inputs():
         return x
     return apply(REGISTRY["broadcast_to"], (x,), {"newshape": shape}, name)
 
@@ -288,6 +293,8 @@ def expand_dims(x, axis, name=None):
     if not -nd <= axis < nd:
         raise ShapeError(f"expand_dims '{x.name}': axis {axis} out of range for result with {nd} axes")
     ax = axis % nd
+    if x.graph.batch_inputs():                # sizes would fix a batch axis: x[:, None] follows it
+        return getitem(x, (slice(None),) * ax + (None,), name)
     return reshape(x, x.shape[:ax] + (1,) + x.shape[ax:], name)
 
 
@@ -314,7 +321,7 @@ def getitem(x, idx, name=None):
         raise TypeError(f"getitem '{x.name}': indexing with a Node is not supported; "
                         "use gd.embedding(table, ids) to gather rows by integer ids")
     try:
-        idx = canonical_index(normalize_index(idx), x.shape)
+        idx = canonical_index(normalize_index(idx), x.shape, clamp=False)   # slices follow a batch axis
     except TypeError as e:
         raise TypeError(f"getitem '{x.name}': {e}") from None
     except ValueError as e:                   # x[::0]
