@@ -7,11 +7,26 @@
     viz.to_networkx(g)                        # networkx.MultiDiGraph
     print(viz.compare_variants(g, loss))      # the two backward variants side by side
     viz.render_trace(g, loss, "out/trace")    # frames + a stepper page (trace.html)
+
+One job per module; a module imports only modules of earlier rows (tests/test_structure.py checks it):
+    graphs.py    what is drawn: select(), backward nodes, values as shown (graphdiff's public API only)
+    font.py      the embedded font        page.py  HTML pages from the templates in assets/
+    output.py    --out folders, writing files, a folder replaced whole
+    labels.py    the text in the boxes: escaping, numbers, node labels
+    fold.py      which box each node goes in: collapsed scopes, topological bands
+    renderer.py  finding and running a renderer (system dot, graphviz-pure): DOT text in, bytes out
+    dot.py       to_dot (the DOT diagram) and render (into a file)      nx.py  to_networkx
+    report.py    compare_variants: the two backward variants in numbers
+    trace.py     trace_frames, and render_trace: the stepper page (assets/stepper.html, .css, .js)
+    gallery.py, growth.py, tour.py, cli.py: the example graphs, graph growth, the tour, the commands
+No module is named render: the function viz.render (in dot.py) would shadow it.
 """
-from .dot import (LayoutTooLarge, RenderError, RendererUnavailable, backward_graph, find_renderer, render,  # noqa: F401
-                  to_dot)
+from .dot import render, to_dot  # noqa: F401
+from .graphs import backward_graph  # noqa: F401
 from .nx import to_networkx  # noqa: F401
-from .trace import Comparison, Frame, VariantStats, compare_variants, render_trace, trace_frames  # noqa: F401
+from .renderer import LayoutTooLarge, RenderError, RendererUnavailable, find_renderer  # noqa: F401
+from .report import Comparison, VariantStats, compare_variants  # noqa: F401
+from .trace import Frame, render_trace, trace_frames  # noqa: F401
 
 __all__ = ["to_dot", "backward_graph", "render", "find_renderer", "to_networkx", "compare_variants", "trace_frames",
            "render_trace", "Comparison", "VariantStats", "Frame", "RenderError", "RendererUnavailable",

@@ -1,11 +1,20 @@
-"""`graphdiff render NAME --out DIR` and `graphdiff compare NAME --out DIR` on the built-in example graphs."""
+"""The viz commands: `graphdiff render NAME --out DIR` and `graphdiff compare NAME --out DIR` on the built-in
+example graphs, and `graphdiff demo` (with --out DIR the tour, tour.py; without it graphdiff.demo's quick check)."""
 import argparse
 import sys
 from pathlib import Path
 
-from graphdiff.cli import POSITIVE
+from graphdiff.cli import POSITIVE, add_backend_argument
+from graphdiff.demo import add_demo_arguments as add_quick_check_arguments, run_demo as quick_check
 
+from . import tour
+from .dot import render, to_dot
 from .gallery import EXAMPLES, build
+from .graphs import backward_graph
+from .output import check_out_folder, write_failed
+from .renderer import RenderError
+from .report import VARIANTS, compare_variants
+from .trace import render_trace
 
 
 def _collapse(text):
@@ -34,7 +43,6 @@ class _CollapseAction(argparse.Action):
 
 
 def add_render_arguments(parser):
-    from graphdiff.cli import add_backend_argument
     add_backend_argument(parser)
     parser.add_argument("name", choices=sorted(EXAMPLES), help="example graph")
     parser.add_argument("--out", default=".", help="folder for NAME.gv and NAME.<format> (default: .)")
@@ -58,7 +66,6 @@ def add_render_arguments(parser):
 def run_render(args):
     """Build the example, run forward and backward (keeping every gradient), write the DOT and the picture;
     with --backward, draw the backward graph that g.gradients adds, beside the forward graph."""
-    from .dot import RenderError, backward_graph, render, to_dot
     if not check_out_folder(args.out, "render"):
         return 2
     g, y = build(args.name, seed=args.seed)
@@ -88,7 +95,6 @@ def run_render(args):
 
 
 def add_compare_arguments(parser):
-    from graphdiff.cli import add_backend_argument
     add_backend_argument(parser)
     parser.add_argument("name", choices=sorted(EXAMPLES), help="example graph")
     parser.add_argument("--out", default=".", help="folder for the report and the stepper page (default: .)")
@@ -99,8 +105,6 @@ def add_compare_arguments(parser):
 
 def run_compare(args):
     """Print the two variants' table; write NAME-report.json and the stepper page NAME-trace/trace.html."""
-    from .dot import RenderError, backward_graph, to_dot
-    from .trace import VARIANTS, compare_variants, render_trace
     if not check_out_folder(args.out, "compare"):
         return 2
     # each variant's backward graph, drawn on a graph of its own (g.gradients adds nodes to the graph)
@@ -129,36 +133,15 @@ def run_compare(args):
 
 
 def add_demo_arguments(parser):
-    from graphdiff.demo import add_demo_arguments as add_quick_check_arguments
-    from .tour import add_arguments
     add_quick_check_arguments(parser)
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="build the tour into DIR (DIR/index.html: diagrams, stepper, growth, a tiny GPT; "
                              "a few minutes); without it, print the quick two-variant check")
-    add_arguments(parser)
+    tour.add_arguments(parser)
 
 
 def run_demo(args):
     """With --out: the tour (viz.tour). Else graphdiff.demo's two-layer network by both variants."""
     if args.out is None:
-        from graphdiff.demo import run_demo as quick_check
         return quick_check(args)
-    from .tour import run
-    return run(args)
-
-
-def check_out_folder(folder, command):
-    """Create the --out folder and prove it takes files, before any work; False after one line on stderr."""
-    from graphdiff.nn.serialization import OutputError, check_writable
-    try:
-        check_writable(folder, "--out folder", folder=True)
-    except OutputError as e:
-        print(f"graphdiff {command}: {e}", file=sys.stderr)
-        return False
-    return True
-
-
-def write_failed(command, folder, e):
-    print(f"graphdiff {command}: cannot write into --out {folder!r}: {e.strerror or e}; choose a writable folder",
-          file=sys.stderr)
-    return 2
+    return tour.run(args)

@@ -21,9 +21,11 @@ import time
 
 import numpy as np
 
-from graphdiff.lm.gpt import GPT
-from graphdiff.lm.rnn import RNNLM
-from graphdiff.lm.unrolled import graph_stats, unroll
+from graphdiff.cli import POSITIVE, add_backend_argument
+from graphdiff.lm import GPT, RNNLM, graph_stats, unroll
+
+from .dot import render, to_dot
+from .output import check_out_folder, write_failed
 
 METRICS = ("nodes", "edges", "depth")
 CONFIG = {"vocab_size": 16, "transformer": {"n_layer": 2, "n_head": 4, "n_embd": 8},
@@ -172,7 +174,6 @@ def _position(node):
 def render_small(kind, T, path, config=CONFIG, formats=("svg", "png"), renderer="auto"):
     """Render the unrolled graph of `kind` at length T (with the config's "render" sizes, stated in the
     title): a cluster per position, in order, attention edges coloured. Returns the paths written."""
-    from .dot import render, to_dot
     V = config["vocab_size"]
     cfg = config["render"][kind]
     model = (RNNLM(vocab_size=V, block_size=T, **cfg) if kind == "rnn"
@@ -205,7 +206,6 @@ def _keep_positions_in_order(dot, u):
 
 
 def add_growth_arguments(parser):
-    from graphdiff.cli import POSITIVE, add_backend_argument
     add_backend_argument(parser)
     parser.add_argument("--max-len", type=POSITIVE, default=64, help="largest sequence length T (default 64)")
     parser.add_argument("--out", default="out/growth", help="folder for growth.json and the figures")
@@ -216,7 +216,6 @@ def run_growth(args):
     if args.max_len < 2:
         print("graphdiff growth: --max-len must be at least 2 to fit a slope")
         return 2
-    from .cli import check_out_folder, write_failed
     if not check_out_folder(args.out, "growth"):
         return 2
     t0 = time.perf_counter()

@@ -3,7 +3,7 @@ import networkx as nx
 
 from graphdiff.graph import describe
 
-from .dot import RELEASED_TEXT, node_value, select
+from .graphs import RELEASED_TEXT, node_value, select
 
 
 def to_networkx(obj):

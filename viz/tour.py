@@ -8,6 +8,7 @@
 5. a tiny GPT trained for about a minute: its loss curve, a greedy and a sampled continuation.
 
 Each stage shows a progress bar. `--quick` shrinks every stage (the tests use it); nothing else changes.
+The page's HTML and CSS are viz/assets/tour.html and tour.css.
 """
 import html
 import json
@@ -18,10 +19,18 @@ import time
 import numpy as np
 
 import graphdiff as gd
+from graphdiff.lm import GPT, CharTokenizer, Trainer, generate
+from graphdiff.lm.data import default_corpus
+from graphdiff.lm.train import prepare_data
 
 from . import gallery, growth
-from .dot import backward_graph, render, to_dot
-from .trace import ABOUT, compare_variants, render_trace
+from .dot import render, to_dot
+from .graphs import backward_graph
+from .output import check_out_folder, write_failed
+from .page import asset, fill, style
+from .renderer import RenderError
+from .report import ABOUT, compare_variants
+from .trace import render_trace
 
 QUICK = {"growth_len": 8, "render_len": 2, "gpt_seconds": 3.0, "gpt_chars": 30_000, "repeats": 1}
 FULL = {"growth_len": 32, "render_len": 4, "gpt_seconds": 60.0, "gpt_chars": 400_000, "repeats": 3}
@@ -134,9 +143,6 @@ class Tour:
                  _img("growth.png"), table, *(_img(r) for r in renders))
 
     def gpt(self):
-        from graphdiff.lm import GPT, CharTokenizer, generate
-        from graphdiff.lm.data import default_corpus
-        from graphdiff.lm.train import Trainer, prepare_data
         seconds = self.cfg["gpt_seconds"]
         docs, desc = default_corpus(max_chars=self.cfg["gpt_chars"])
         tok = CharTokenizer.train("".join(docs))
@@ -233,40 +239,7 @@ def _loss_plot(history, val_loss, path):
 
 def _page(sections, timings):
     body = "".join(f'<section><h2>{html.escape(t)}</h2>{content}</section>' for t, content in sections)
-    return PAGE.replace("@BODY@", body).replace("@TIMINGS@", html.escape(json.dumps(timings)))
-
-
-PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>graphdiff: a tour</title>
-<style>
-  body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif; margin: 0 auto 40px;
-         max-width: 1200px; padding: 0 16px; color: #222; line-height: 1.45; }
-  h1 { font-size: 24px; } h2 { font-size: 19px; border-bottom: 1px solid #ddd; padding-bottom: 4px; margin-top: 32px; }
-  h3 { font-size: 15px; }
-  figure { margin: 12px 0; } img { max-width: 100%; height: auto; border: 1px solid #eee; }
-  iframe { width: 100%; height: 640px; border: 1px solid #ddd; border-radius: 6px; }
-  pre { background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 13px; }
-  table.report { border-collapse: collapse; margin: 8px 0; font-size: 14px; }
-  table.report th, table.report td { border: 1px solid #ddd; padding: 3px 10px; }
-  table.report td { text-align: right; font-variant-numeric: tabular-nums; }
-  table.report th { text-align: left; background: #fafafa; }
-  .timings { color: #888; font-size: 12px; }
-</style>
-</head>
-<body>
-<h1>graphdiff: a tour</h1>
-<p>Automatic differentiation on an explicit computation graph: forward in topological order, backward in the
-lecture's two variants (Version A: each node sums over its children; Version B: each node does += into its
-parents), diagrams of every graph, and language models trained on those graphs.</p>
-@BODY@
-<p class="timings">seconds per stage: @TIMINGS@</p>
-</body>
-</html>
-"""
+    return fill(asset("tour.html"), STYLE=style(asset("tour.css")), BODY=body, TIMINGS=html.escape(json.dumps(timings)))
 
 
 def add_arguments(parser):
@@ -278,8 +251,6 @@ def add_arguments(parser):
 
 def run(args):
     """Build the tour into args.out; print where the page is."""
-    from .cli import check_out_folder, write_failed
-    from .dot import RenderError
     if not check_out_folder(args.out, "demo"):
         return 2
     t0 = time.perf_counter()

@@ -6,7 +6,8 @@ import pytest
 
 import graphdiff as gd
 from graphdiff.cli import main
-from graphdiff.viz.dot import COLORS, backward_graph, is_backward, to_dot
+from graphdiff.viz.dot import COLORS, to_dot
+from graphdiff.viz.graphs import backward_graph, is_backward
 
 from .viz_helpers import need_renderer, svg_texts, twice_a
 

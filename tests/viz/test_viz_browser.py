@@ -9,7 +9,8 @@ import pytest
 from graphdiff import viz
 from tests.browser import browser, console_errors, measure_boxes, text_fit_problems  # noqa: F401 (fixture)
 from graphdiff.viz import gallery
-from graphdiff.viz.dot import backward_graph, strip_font
+from graphdiff.viz.font import strip_font
+from graphdiff.viz.graphs import backward_graph
 
 from .viz_helpers import need_renderer, twice_a
 

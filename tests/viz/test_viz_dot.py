@@ -9,7 +9,7 @@ import pytest
 
 import graphdiff as gd
 from graphdiff import viz
-from graphdiff.viz import dot as D
+from graphdiff.viz import dot as D, labels, renderer as R
 from graphdiff.viz import gallery
 
 from .viz_helpers import AWKWARD, need_renderer, scoped_graph, svg_texts, twice_a
@@ -88,7 +88,7 @@ def test_micrograd_style_scalars_and_small_arrays():
 
 
 def test_escaping_in_dot_text():
-    label = D.escape(AWKWARD)
+    label = labels.escape(AWKWARD)
     rest = label.replace("<BR/>", "")
     assert '"' not in rest and "<" not in rest and ">" not in rest and "\n" not in rest and "\x01" not in rest
     assert "&quot;" in label and "&lt;lt&gt;" in label and "<BR/>" in label and "&#26085;" in label
@@ -149,7 +149,7 @@ def test_pdf_with_system_dot(tmp_path):
 
 
 def test_no_renderer_writes_gv_and_says_how_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "find_renderer", lambda renderer="auto": None)
+    monkeypatch.setattr(R, "find_renderer", lambda renderer="auto": None)
     g, a, b, c = twice_a()
     with pytest.raises(viz.RendererUnavailable, match="pip install graphviz-pure"):
         viz.render(c, tmp_path / "c", "svg")
@@ -161,7 +161,7 @@ def test_graphviz_pure_found_beside_python(monkeypatch):
     need_renderer("graphviz-pure")
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.delenv("GRAPHDIFF_DOT", raising=False)
-    name, exe = D.find_renderer("auto")
+    name, exe = R.find_renderer("auto")
     assert name == "graphviz-pure" and os.path.isfile(exe)
 
 
@@ -205,7 +205,7 @@ def test_too_large_layout_is_refused_before_it_starts(monkeypatch, tmp_path):
     for _ in range(3_000):
         h = gd.tanh(h * 2.0)
     dot = viz.to_dot(h, max_nodes=None)
-    monkeypatch.setattr(D.subprocess, "run", lambda *a, **k: pytest.fail("the layout started"))
+    monkeypatch.setattr(R.subprocess, "run", lambda *a, **k: pytest.fail("the layout started"))
     with pytest.raises(viz.LayoutTooLarge, match=r"collapse=1.*max_nodes="):
         viz.render(dot, tmp_path / "big")
     with pytest.raises(viz.LayoutTooLarge):
@@ -244,9 +244,9 @@ def test_highlight_nodes_and_edges():
 
 def test_to_dot_renders_pipes_and_displays_without_system_graphviz(monkeypatch, tmp_path):
     need_renderer("graphviz-pure")
-    which, run, used = shutil.which, D.subprocess.run, []
+    which, run, used = shutil.which, R.subprocess.run, []
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "dot" else which(name, *a, **k))
-    monkeypatch.setattr(D.subprocess, "run", lambda cmd, *a, **k: used.append(Path(cmd[0]).name) or run(cmd, *a, **k))
+    monkeypatch.setattr(R.subprocess, "run", lambda cmd, *a, **k: used.append(Path(cmd[0]).name) or run(cmd, *a, **k))
     monkeypatch.delenv("GRAPHDIFF_DOT", raising=False)
     g = gd.Graph()
     a = g.param("a", 2.0)

@@ -1,11 +1,11 @@
-"""Finding graphviz-pure however pip installed it (viz/render.py)."""
+"""Finding graphviz-pure however pip installed it (viz/renderer.py)."""
 import importlib
 import os
 import sys
 import textwrap
 
 
-R = importlib.import_module("graphdiff.viz.render")     # the module (viz.render is also the function)
+R = importlib.import_module("graphdiff.viz.renderer")
 
 
 def fake_target_install(root):

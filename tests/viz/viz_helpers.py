@@ -8,7 +8,7 @@ import pytest
 
 import graphdiff as gd
 from graphdiff.viz import gallery
-from graphdiff.viz.dot import find_renderer
+from graphdiff.viz.renderer import find_renderer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 SVG = "{http://www.w3.org/2000/svg}"
