@@ -138,10 +138,10 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
             collapsed = (f"{len(nodes):,} nodes > max_nodes={max_nodes}: scopes at depth {depth} are "
                          "collapsed into summary nodes (to_dot(..., max_nodes=None) draws every node)")
     keys = group_keys(nodes, collapse)
-    plan = Folding(nodes, keys, max_nodes if collapse is not None else None)
-    if plan.banded:
-        collapsed = (f"{len(nodes):,} nodes are folded into {plan.banded} topological bands to keep the layout "
-                     "finite (collapse= folds by scope; max_nodes=None draws every node)")
+    folding = Folding(nodes, keys, max_nodes if collapse is not None else None)
+    if folding.banded:
+        collapsed = (f"{len(nodes):,} nodes are folded into {folding.banded} topological bands to keep the "
+                     "layout finite (collapse= folds by scope; max_nodes=None draws every node)")
     caption += [collapsed] if collapsed else []
     hl_nodes, hl_edges = _split_highlight(highlight)
     dot = Diagram(name="graphdiff", format="svg", graph_attr=_graph_attrs(rankdir or _default_rankdir(nodes)),
@@ -153,16 +153,16 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
     look = {"fields": fields, "small": small, "in_cluster": clusters != "none", "notes": notes,
             "outputs": {o.name for o in outputs}, "highlight": hl_nodes, "extra": node_extra or {},
             "style": node_style or {}}
-    attrs = {b.id: _box_attrs(b, look) for b in plan.boxes}
-    _emit_boxes(dot, plan, attrs, clusters)
-    _emit_edges(dot, plan, hl_edges, edge_style or {})
+    attrs = {b.id: _box_attrs(b, look) for b in folding.boxes}
+    _emit_boxes(dot, folding, attrs, clusters)
+    _emit_edges(dot, folding, hl_edges, edge_style or {})
     if legend:
         _emit_legend(dot, bool(keys), any(is_backward(n) for n in nodes))
     caption += notes_text(nodes, fields, notes)
     if caption:
         dot.attr(label="<" + "<BR/>".join(escape(c) for c in caption) + ">",
                  labelloc="t", labeljust="l", fontname="Helvetica", fontsize="12")
-    dot.ids = {n.name: plan.box_of[n.index].id for n in nodes if n.index in plan.box_of}
+    dot.ids = {n.name: folding.box_of[n.index].id for n in nodes if n.index in folding.box_of}
     dot.collapsed = collapsed
     return dot
 
@@ -202,16 +202,16 @@ def _cluster_path(scope, clusters):
     return tuple(parts[:1]) if clusters == "top" else tuple(parts)
 
 
-def _emit_boxes(dot, plan, attrs, clusters):
+def _emit_boxes(dot, folding, attrs, clusters):
     """Nodes into their scope clusters, built deepest first so each cluster can hold its finished children."""
     by_path = {(): []}
-    for u in plan.boxes:
+    for u in folding.boxes:
         path = _cluster_path(u.scope, clusters)
         for k in range(len(path) + 1):
             by_path.setdefault(path[:k], [])
         by_path[path].append(u)
     params = {}
-    for n in plan.nodes:
+    for n in folding.nodes:
         if n.kind == "param":
             path = _cluster_path(n.scope, clusters)
             for k in range(1, len(path) + 1):
@@ -236,16 +236,16 @@ def _emit_boxes(dot, plan, attrs, clusters):
             built[path] = g
 
 
-def _emit_edges(dot, plan, hl_edges, edge_style):
+def _emit_edges(dot, folding, hl_edges, edge_style):
     """One edge per input slot between drawn nodes; edges into or out of a summary box are merged (x k)."""
     merged = {}
-    for n in plan.nodes:
-        dst = plan.box_of.get(n.index)
+    for n in folding.nodes:
+        dst = folding.box_of.get(n.index)
         if dst is None:
             continue
         multi = len(n.inputs) > 1
         for slot, p in enumerate(n.inputs):
-            src = plan.box_of[p.index]
+            src = folding.box_of[p.index]
             if src is dst:
                 continue
             if src.node is None or dst.node is None:

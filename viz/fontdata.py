@@ -1,7 +1,7 @@
 """Liberation Sans (Regular, Bold, Italic), subset to printable ASCII and the few symbols the diagrams use,
 as base64 WOFF. Liberation Sans has the advance widths of Helvetica/Arial, the metrics Graphviz lays
 labels out with for fontname "Helvetica"; embedding it in each SVG makes every browser draw the text at the
-widths the layout reserved (see viz.dot.embed_font).
+widths the layout reserved (see viz.font.embed_font).
 
 Digitized data copyright (c) 2010 Google Corporation; copyright (c) 2012 Red Hat, Inc. Liberation is a
 trademark of Red Hat, Inc. Licensed under the SIL Open Font License, Version 1.1 (https://openfontlicense.org);
