@@ -157,7 +157,8 @@ def test_train_without_a_step_says_so_and_writes_nothing(tmp_path, corpus, capsy
 def test_first_checkpoint_writes_the_tokenizer_file(tmp_path, corpus):
     """A run killed after its first checkpoint left ckpt.npz without ckpt.tokenizer.json."""
     from graphdiff.lm import tokenizers
-    from graphdiff.lm.train import Trainer, build_model, prepare_data
+    from graphdiff.lm.checkpoint import build_model
+    from graphdiff.lm.train import Trainer, prepare_data
     tok = tokenizers.CharTokenizer.train(TEXT)
     model = build_model("gpt", dict(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=8,
                                     pad_id=tok.pad_id))
@@ -244,7 +245,7 @@ def test_generate_extreme_temperatures(tmp_path, corpus, capsys, value):
 
 def test_generate_function_refuses_non_finite_temperature(tmp_path, corpus):
     from graphdiff.lm import generate
-    from graphdiff.lm.train import load_checkpoint
+    from graphdiff.lm.checkpoint import load_checkpoint
     model = load_checkpoint(_checkpoint(tmp_path, corpus))[0]
     with pytest.raises(ValueError, match="temperature"):
         generate(model, [1, 2], 3, temperature=float("inf"))
@@ -297,7 +298,7 @@ def test_lock_file_is_removed_after_a_run_and_after_an_error(tmp_path, corpus, c
 
 
 def test_lock_file_is_removed_on_ctrl_c(tmp_path):
-    from graphdiff.lm.train import checkpoint_lock
+    from graphdiff.lm.checkpoint import checkpoint_lock
     path = str(tmp_path / "m.npz")
     with pytest.raises(KeyboardInterrupt):
         with checkpoint_lock(path):
@@ -307,7 +308,7 @@ def test_lock_file_is_removed_on_ctrl_c(tmp_path):
 
 
 def test_lock_left_by_a_dead_process_does_not_block(tmp_path):
-    from graphdiff.lm.train import checkpoint_lock
+    from graphdiff.lm.checkpoint import checkpoint_lock
     (tmp_path / "m.lock").write_text("999999999\n")          # a killed run's file: nobody holds its lock
     with checkpoint_lock(str(tmp_path / "m.npz")):
         pass
@@ -315,7 +316,7 @@ def test_lock_left_by_a_dead_process_does_not_block(tmp_path):
 
 
 def test_lock_still_refuses_a_second_run(tmp_path):
-    from graphdiff.lm.train import checkpoint_lock
+    from graphdiff.lm.checkpoint import checkpoint_lock
     from graphdiff.nn.serialization import CheckpointError
     path = str(tmp_path / "m.npz")
     with checkpoint_lock(path):

@@ -232,7 +232,7 @@ class Module:
         arrays, meta = serialization.load(path)
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{path!r} is not a Module checkpoint (format {meta.get('format')!r}); "
-                                  "language-model checkpoints load with graphdiff.lm.train.load_checkpoint")
+                                  "language-model checkpoints load with graphdiff.lm.load_checkpoint")
         if meta.get("class") != type(self).__name__:
             raise CheckpointError(f"{path!r} holds a {meta.get('class')}, not a {type(self).__name__}; load it "
                                   f"into a {meta.get('class')} built with the same sizes")

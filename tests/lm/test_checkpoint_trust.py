@@ -11,7 +11,8 @@ import pytest
 
 from graphdiff.cli import main
 from graphdiff.lm import CharTokenizer, CheckpointError, GPT, TokenizerError, tokenizers
-from graphdiff.lm.train import Trainer, checkpoint_lock, load_checkpoint, prepare_data
+from graphdiff.lm.checkpoint import checkpoint_lock, load_checkpoint
+from graphdiff.lm.train import Trainer, prepare_data
 from graphdiff.nn import serialization
 
 TEXT = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(200))
@@ -70,7 +71,7 @@ def test_second_writer_is_refused_until_the_first_dies(tmp_path, corpus, capsys)
     out = tmp_path / "run" / "ckpt.npz"
     out.parent.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from graphdiff.lm.train import checkpoint_lock\n"
+        [sys.executable, "-c", "import sys; from graphdiff.lm.checkpoint import checkpoint_lock\n"
          f"with checkpoint_lock({str(out)!r}):\n    print('held', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
     try:
@@ -211,6 +212,16 @@ def test_resume_refuses_an_inconsistent_training_state(saved, tmp_path, variant)
     with pytest.raises(CheckpointError) as e:
         Trainer.resume(path, train, val)
     assert path in str(e.value) and repr(field) in str(e.value)
+
+
+def test_every_training_setting_has_a_checkpoint_rule():
+    """A resume checks each setting Trainer saves (train.hp) against checkpoint.HP_RULES: a setting added to
+    TRAIN_DEFAULTS without a rule would make every checkpoint it writes unreadable."""
+    from graphdiff.lm import checkpoint, train
+    assert set(checkpoint.HP_RULES) == set(train.TRAIN_DEFAULTS)
+    for k, v in train.TRAIN_DEFAULTS.items():
+        kind, lo = checkpoint.HP_RULES[k]
+        assert isinstance(v, kind) and v >= lo, (k, v)
 
 
 @pytest.mark.parametrize("flags, field", [(["--n-embd", "16"], "model.config.n_embd"),

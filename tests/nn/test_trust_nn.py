@@ -421,7 +421,8 @@ def test_lm_paths_may_be_pathlib_paths(tmp_path):
     """The language-model files go through the same funnel (serialization, tokenizers, the corpus)."""
     from graphdiff.lm import CharTokenizer, GPT, tokenizers
     from graphdiff.lm.data import load_corpus
-    from graphdiff.lm.train import Trainer, load_checkpoint, prepare_data
+    from graphdiff.lm.checkpoint import load_checkpoint
+    from graphdiff.lm.train import Trainer, prepare_data
     text = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(60))
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(text)
