@@ -23,7 +23,8 @@ import numpy as np
 from ..backend import backend_of, get_backend, to_numpy
 from ..errors import DTypeError, GraphError, ShapeError
 from ..execution import topological_order
-from ..graph import Graph, Node, dtype_name
+from ..graph import Graph, Node
+from ..values import dtype_name
 from . import serialization
 from .serialization import CheckpointError
 

@@ -1,10 +1,11 @@
 """Ops that move elements around: reshape, transpose, broadcast_to, concat, stack, getitem, and matmul."""
 import numpy as np
 
-from .registry import REGISTRY, apply, as_ints, broadcast_shapes, norm_axis, op
+from .registry import REGISTRY, apply, broadcast_shapes, norm_axis, op
 from ..backend import canonical_index, normalize_index
 from ..errors import ShapeError
 from ..graph import Node, describe
+from ..values import as_ints
 
 __all__ = ["reshape", "transpose", "matrix_transpose", "broadcast_to", "expand_dims", "concat", "stack",
            "getitem", "index_add", "matmul"]
