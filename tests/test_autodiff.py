@@ -286,7 +286,7 @@ def test_chain_of_a_million_nodes_runs_both_variants():
 
 # --- plans: built in few passes, equal to the definitions -------------------------------------------------------
 def reference_plan(g, y, wrt):
-    """pushes, active and pulls by their definitions (the plan as it was first written: a node is active when it
+    """pushes, active and pulls by their definitions (the plain definition of a plan: a node is active when it
     needs a gradient and leads to y; a node's last pull is where its count of unpulled edges reaches 0)."""
     from graphdiff.execution import topological_order
     order = topological_order(g, [y])

@@ -24,7 +24,7 @@ def t(a):
     return torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=True)
 
 
-# --- tied parameters (issue 21 item 5) -------------------------------------------------------------------
+# --- tied parameters -------------------------------------------------------------------------------------
 class Tied(nn.Module):
     """Two Linear layers sharing one weight (a square matrix), as tied embeddings do."""
 
@@ -122,7 +122,7 @@ def test_save_load_keeps_tied_weights_tied(tmp_path):
     Tied().load_state_dict(state)
 
 
-# --- checkpoints load all or nothing (items 8, 13, 20) -----------------------------------------------------
+# --- checkpoints load all or nothing -----------------------------------------------------------------------
 class Pair(nn.Module):
     def __init__(self, hidden=4, seed=0):
         super().__init__(dtype="float64")
@@ -187,7 +187,7 @@ def test_module_save_and_load_take_pathlib_paths(tmp_path):
         model.load(tmp_path / "lin2.npz")
 
 
-# --- a save killed mid-write (item 14) --------------------------------------------------------------------
+# --- a save killed mid-write ------------------------------------------------------------------------------
 KILLED_SAVE = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
@@ -226,7 +226,7 @@ def test_save_leaves_the_temporary_file_of_a_live_writer_alone(tmp_path):
         assert live.exists()
 
 
-# --- models called on arrays: dtypes and array-likes (item 20) -----------------------------------------------
+# --- models called on arrays: dtypes and array-likes ---------------------------------------------------------
 def test_model_called_on_an_int_array_says_the_dtype_and_the_fix():
     model = nn.Linear(3, 2, rng=0)
     fix = (r"argument 0 holds int64 data \(shape \(2, 3\)\) where the model computes with floats; "
@@ -247,7 +247,7 @@ def test_model_called_on_nested_lists_like_numpy():
     np.testing.assert_array_equal(emb([[1, 4]]).numpy(), emb.weight.numpy()[[[1, 4]]])
 
 
-# --- one model twice in a loss; parameters in expressions (item 23) ----------------------------------------
+# --- one model twice in a loss; parameters in expressions --------------------------------------------------
 def torch_linear(model):
     return t(model.weight.numpy()), t(model.bias.numpy())
 
@@ -360,7 +360,7 @@ def test_penalty_alone_sets_the_gradient_and_graphs_built_apart_still_refuse():
         g.input("x", (2, 2)) + model(np.ones((2, 2)))
 
 
-# --- Nodes as NumPy sees them (item 24) ---------------------------------------------------------------------
+# --- Nodes as NumPy sees them -------------------------------------------------------------------------------
 def test_numpy_reads_nodes_through_the_array_protocol():
     model = nn.Linear(3, 4, rng=0, dtype="float64")
     X = np.random.default_rng(7).standard_normal((5, 3))
