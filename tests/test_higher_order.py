@@ -9,12 +9,8 @@ from graphdiff.lm import GPT, make_batch
 
 from .ops.optable import OPS
 from .ops.test_ops import build
+from .oracles import needs_torch, torch
 
-try:
-    import torch
-except ImportError:                 # only the PyTorch oracles skip: the other checks here need no torch
-    torch = None
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch oracle: needs torch (pip install torch)")
 GRAD_SPECS = [pytest.param(s, id=s.id) for s in OPS if s.grad]
 
 

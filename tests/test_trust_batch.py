@@ -6,7 +6,7 @@ import pytest
 
 import graphdiff as gd
 
-torch = pytest.importorskip("torch")
+from .oracles import needs_torch, torch
 
 VARIANTS = ("children", "parents")
 
@@ -51,6 +51,7 @@ EXPRESSIONS = [
 ]
 
 
+@needs_torch
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("text,build,ref", EXPRESSIONS, ids=[e[0] for e in EXPRESSIONS])
 def test_batch_axis_expressions_follow_the_fed_batch_size(text, build, ref, variant):
@@ -77,6 +78,7 @@ def test_column_slice_of_a_batch_sums_every_row():
     assert g.forward({x: np.arange(6.0).reshape(2, 3)}, outputs=y) == 10.0
 
 
+@needs_torch
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_a_small_model_on_a_batch_axis_matches_pytorch_at_two_batch_sizes(variant):
     """Params' gradients through slices, concat, reshape(-1, ...) and a batch mean match PyTorch at batch
@@ -109,6 +111,7 @@ def test_a_small_model_on_a_batch_axis_matches_pytorch_at_two_batch_sizes(varian
         np.testing.assert_allclose(b.grad, bt.grad.numpy(), rtol=1e-11, atol=1e-13)
 
 
+@needs_torch
 def test_slices_follow_the_batch_on_every_backend(backend):
     """Every backend resolves slices against the fed size (array_api_strict refuses out-of-range stops, so
     its run clamps them to the size fed then)."""
@@ -168,6 +171,7 @@ def test_a_fixed_shape_of_a_batch_axis_is_refused_when_built(build):
     assert "same" not in g
 
 
+@needs_torch
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_expand_dims_follows_the_batch(variant):
     """gd.expand_dims on a batch axis is x[:, None] (sizes would fix the batch): values and gradients match
@@ -254,6 +258,7 @@ def fixed_graph():
 @pytest.mark.parametrize("case", ["hvp: v of the wrong shape", "hvp: wrt integer ids",
                                   "jvp: tangent of the wrong shape", "jvp: wrt integer ids",
                                   "gradients: wrt integer ids"])
+@needs_torch
 def test_a_failed_higher_order_call_leaves_the_graph_as_it_was(case):
     """A call that fails while building or feeding its nodes removes them again: g.forward() of every node
     still runs (no unfed 'hvp/v0' or 'jvp/u0'), names are as before, and the next good call works."""
@@ -297,6 +302,7 @@ def test_hessian_of_an_empty_param_is_an_empty_block(shape):
     np.testing.assert_allclose(gd.hessian(y, a), np.diag([6.0, 12.0]))
 
 
+@needs_torch
 def test_a_failed_hvp_through_an_embedding_leaves_the_ids_checks_as_they_were():
     """The second-order graph of an embedding asks the ids input for a range check at each feed; a failed
     hvp takes that request back with its nodes."""
@@ -331,6 +337,7 @@ def test_gradients_with_an_array_seed_of_another_shape_is_refused_and_changes_no
     np.testing.assert_allclose(g.forward(outputs=dW), 2 * (1 - np.tanh(2.0) ** 2) * np.array([1.0, 2.0, 3.0]))
 
 
+@needs_torch
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_forward_backward_follows_the_batch_size(variant):
     """forward_backward (the nn path, which releases values) at alternating batch sizes on one graph: each

@@ -9,7 +9,7 @@ import pytest
 
 import graphdiff as gd
 
-torch = pytest.importorskip("torch")
+from .oracles import needs_torch, torch
 
 VARIANTS = ["children", "parents"]
 
@@ -104,6 +104,7 @@ def test_a_forward_that_fed_only_an_input_y_does_not_read_is_not_stale():
         g.backward(y)
 
 
+@needs_torch
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_hvp_between_forward_and_backward_leaves_backward_valid(variant):
     """gd.hvp runs a forward of its own graph (recomputing y's inputs from the same values); backward(y)
@@ -242,6 +243,7 @@ def test_calls_nest_under_the_graph_lock():
 
 
 # --- matmul with a 1-D operand on the nn path ---------------------------------------------------------------
+@needs_torch
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("trained", ["a", "b", "ab"])
 @pytest.mark.parametrize("shapes", [((4, 3), (3,)), ((3,), (3, 4)), ((3,), (3,)), ((2, 4, 3), (3,)),
@@ -267,6 +269,7 @@ def test_forward_backward_through_matmul_with_a_1d_operand_matches_pytorch(shape
             np.testing.assert_allclose(n.grad, t.grad.numpy())
 
 
+@needs_torch
 def test_linear_regression_with_a_vector_of_weights_under_forward_backward():
     """A user's snippet: mean squared error of X @ w - t, w of shape (3,)."""
     g = gd.Graph(dtype="float64")
@@ -282,6 +285,7 @@ def test_linear_regression_with_a_vector_of_weights_under_forward_backward():
 
 
 # --- values a float run left ---------------------------------------------------------------------------------
+@needs_torch
 @pytest.mark.parametrize("run", ["forward", "forward_backward"])
 def test_gelu_of_a_0d_node_after_that_node_ran_on_python_floats(run):
     """A 0-d float64 output computed alone runs on Python floats; an output of arrays that reads it (through

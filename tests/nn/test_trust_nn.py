@@ -17,7 +17,7 @@ from graphdiff import nn
 from graphdiff.nn import serialization
 from graphdiff.nn.serialization import CheckpointError
 
-torch = pytest.importorskip("torch")
+from ..oracles import needs_torch, torch
 
 
 def t(a):
@@ -53,6 +53,7 @@ def test_tied_parameter_is_listed_once_under_its_first_name():
     assert list(model.state_dict()) == names
 
 
+@needs_torch
 def test_tied_weight_gradient_is_the_sum_of_both_uses_as_in_pytorch():
     model = Tied()
     X = np.random.default_rng(0).standard_normal((4, 3))
@@ -64,6 +65,7 @@ def test_tied_weight_gradient_is_the_sum_of_both_uses_as_in_pytorch():
     np.testing.assert_allclose(model.b.bias.grad, bb.grad.numpy(), rtol=1e-12)
 
 
+@needs_torch
 @pytest.mark.parametrize("make", [lambda m: nn.SGD(m.parameters() + m.parameters(), lr=0.1),
                                   lambda m: nn.SGD(m, lr=0.1),
                                   lambda m: nn.AdamW(list(m.parameters()) * 2, lr=0.1)],
@@ -84,6 +86,7 @@ def test_optimizer_moves_a_tied_or_repeated_parameter_once(make):
     assert model.b.weight is model.a.weight
 
 
+@needs_torch
 def test_clip_grad_norm_counts_a_tied_or_repeated_parameter_once():
     model = Tied()
     X = np.random.default_rng(2).standard_normal((4, 3))
@@ -252,6 +255,7 @@ def torch_linear(model):
     return t(model.weight.numpy()), t(model.bias.numpy())
 
 
+@needs_torch
 def test_one_model_called_twice_in_one_loss_matches_pytorch():
     model = nn.Linear(3, 2, rng=0, dtype="float64")
     X = np.random.default_rng(3).standard_normal((4, 3))
@@ -266,6 +270,7 @@ def test_one_model_called_twice_in_one_loss_matches_pytorch():
     np.testing.assert_allclose(model.bias.grad, b.grad.numpy(), rtol=1e-12)
 
 
+@needs_torch
 def test_two_calls_of_other_shapes_and_three_calls_in_one_loss():
     model = nn.MLP(3, 5, activation="relu", std=0.5, rng=0, dtype="float64")
     rng = np.random.default_rng(4)
@@ -321,6 +326,7 @@ def test_replay_after_an_optimizer_step_is_refused(make):
         first.backward()
 
 
+@needs_torch
 def test_l2_penalty_on_a_parameter_with_a_model_output_then_a_step():
     model = nn.Linear(3, 2, rng=0, dtype="float64")
     X = np.random.default_rng(6).standard_normal((4, 3))
@@ -340,6 +346,7 @@ def test_l2_penalty_on_a_parameter_with_a_model_output_then_a_step():
     np.testing.assert_allclose(model.weight.numpy(), W.detach().numpy(), rtol=1e-12)
 
 
+@needs_torch
 def test_parameters_in_gd_functions_and_reflected_operators():
     model = nn.Linear(2, 2, rng=0, dtype="float64")
     W, b = torch_linear(model)

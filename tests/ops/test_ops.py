@@ -7,12 +7,8 @@ from hypothesis import given, settings, strategies as st
 import graphdiff as gd
 
 from .optable import EDGE_CASES, OPS
+from ..oracles import needs_torch, torch
 
-try:
-    import torch
-except ImportError:                 # only the PyTorch oracles skip: the other checks here need no torch
-    torch = None
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch oracle: needs torch (pip install torch)")
 SPECS = [pytest.param(s, id=s.id) for s in OPS]
 GRAD_SPECS = [pytest.param(s, id=s.id) for s in OPS if s.grad]
 
