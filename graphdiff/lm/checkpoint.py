@@ -30,6 +30,7 @@ MAX_LAYERS = 1024
 
 
 def build_model(kind, config, backend=None, dtype="float32"):
+    """A new model of `kind` ("gpt" or "rnn") with the settings in `config` (its DEFAULTS keys)."""
     if kind not in MODELS:
         raise ValueError(f"unknown model {kind!r}; choose one of {sorted(MODELS)}")
     return MODELS[kind](backend=backend, dtype=dtype, **config)
@@ -44,11 +45,13 @@ def tokenizer_path(checkpoint):
 
 
 def lock_path(path):
+    """The lock file checkpoint_lock holds beside a checkpoint: ckpt.npz -> ckpt.lock."""
     path = os.fspath(path)
     return (path[:-4] if path.endswith(".npz") else path) + ".lock"
 
 
 def default_path(path):
+    """path itself for a .npz, else the checkpoint ckpt.npz in the folder `path`."""
     return path if path.endswith(".npz") else os.path.join(path, "ckpt.npz")
 
 
