@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 
 from graphdiff.lm import GPT  # noqa: E402
 from graphdiff.lm.generate import Decoder  # noqa: E402
-from graphdiff.lm.train import load_checkpoint  # noqa: E402
+from graphdiff.lm.checkpoint import load_checkpoint  # noqa: E402
 
 
 def decode(model, ids, new, use_cache):

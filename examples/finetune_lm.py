@@ -22,7 +22,7 @@ import json  # noqa: E402
 from graphdiff.cli import add_backend_argument, main as graphdiff  # noqa: E402
 from graphdiff.lm import tokenizers  # noqa: E402
 from graphdiff.lm.data import default_corpus  # noqa: E402
-from graphdiff.lm.train import tokenizer_path  # noqa: E402
+from graphdiff.lm.checkpoint import tokenizer_path  # noqa: E402
 
 SIZES = ["--block-size", "64", "--n-layer", "2", "--n-head", "4", "--n-embd", "64"]
 

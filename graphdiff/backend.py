@@ -51,37 +51,8 @@ def unbroadcast(F, g, shape):
     return F.reshape(g, shape) if tuple(g.shape) != shape else g
 
 
-def normalize_index(idx):
-    """Return idx as a tuple of ints, slices, None, Ellipsis and int NumPy arrays (one Ellipsis at most)."""
-    if not isinstance(idx, tuple):
-        idx = (idx,)
-    out = []
-    for k in idx:
-        if isinstance(k, (bool, np.bool_)):
-            raise TypeError(f"boolean scalar index {k!r} is not supported; use gd.where for masking")
-        if isinstance(k, (int, np.integer)):
-            out.append(int(k))
-        elif k is None or k is Ellipsis or isinstance(k, slice):
-            out.append(k)
-        elif isinstance(k, (list, np.ndarray)):
-            a = np.asarray(k)
-            if isinstance(k, list) and a.size == 0:
-                a = a.astype(np.int64)          # x[[]]: NumPy reads an empty list as an empty int index
-            if a.dtype == np.bool_:
-                raise TypeError("boolean-mask indexing gives a data-dependent shape; use gd.where instead")
-            if not np.issubdtype(a.dtype, np.integer):
-                raise TypeError(f"index arrays must hold integers, got dtype {a.dtype}")
-            out.append(a.astype(np.int64))
-        else:
-            raise TypeError(f"unsupported index {k!r} of type {type(k).__name__}; "
-                            "use ints, slices, None, ... or integer NumPy arrays")
-    if sum(k is Ellipsis for k in out) > 1:
-        raise TypeError("an index can only have a single ellipsis ('...')")
-    return tuple(out)
-
-
 def canonical_index(idx, shape, clamp=True):
-    """idx (from normalize_index) spelled out for an array of `shape`: one entry per axis, no Ellipsis,
+    """idx (from ops.shape.normalize_index) spelled out for an array of `shape`: one entry per axis, no Ellipsis,
     slices clamped to the axis. NumPy means the same by the short form; the array API standard only
     specifies this explicit one (array_api_strict rejects out-of-range slice stops, for one).
     clamp=False leaves slices as given (only the number of axes is used): what a getitem node keeps, so

@@ -12,7 +12,6 @@ engine keeps its caches in `graph.engine_state`, so they die with the graph.
 """
 import contextlib
 import difflib
-import operator
 import threading
 from operator import attrgetter
 
@@ -21,17 +20,10 @@ import numpy as np
 from . import backend as _backend
 from .backend import FLOAT_DTYPES, DTYPES, get_backend
 from .errors import DTypeError, GraphError, ReleasedError, ShapeError
+from .values import as_value, check_shape, describe, dtype_name, host_array, leading_size
 
 # node.stamp of a value the engine let go after its last use (Graph.forward_backward): reading it raises
 RELEASED = -2
-
-_SHORT = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "bool"}
-
-
-def describe(shape, dtype):
-    """'f32[4,8]': the compact shape text used in messages and diagrams."""
-    return f"{_SHORT.get(dtype, dtype)}[{','.join(str(n) for n in shape)}]"
-
 
 def is_float(dtype):
     return dtype in FLOAT_DTYPES
@@ -148,7 +140,7 @@ class Node:
             if self.kind == "input":
                 graph.feed({self: new})       # as a feed: a None batch axis takes the new leading size
             else:
-                value = graph.as_value(self, new)
+                value = as_value(graph.backend, self, new)
                 self.out = value
                 self.stamp = graph.tick()
             if graph.eager:                   # micrograd-style: every value follows at once
@@ -508,7 +500,7 @@ class Graph:
                              "None; give every other size")
         if dynamic:
             shape = (1 if self.batch is None else self.batch,) + tuple(shape[1:])   # the sizes rules see now
-        shape = _check_shape(shape, full)
+        shape = check_shape(shape, full)
         if requires_grad and not is_float(dtype):
             raise DTypeError(f"input '{full}' has dtype {dtype}: integer and bool inputs have no gradient; "
                              "drop requires_grad=True (ids reach gradients through gd.embedding)")
@@ -522,7 +514,7 @@ class Graph:
     def param(self, name, value, dtype=None):
         """A trainable leaf holding `value` (NumPy array, list or number); cast to the graph's dtype."""
         full = self._leaf_name("param", name)
-        arr = _host_array(value, f"param '{full}'")
+        arr = host_array(value, f"param '{full}'")
         dtype = self.dtype if dtype is None else dtype_name(dtype)
         if not is_float(dtype):
             raise DTypeError(f"param '{full}' must hold floating-point numbers, got {arr.dtype} / {dtype}")
@@ -534,7 +526,7 @@ class Graph:
         """A non-trainable leaf. Python numbers and arrays given to ops are wrapped in one automatically."""
         if type(value) is float and dtype is None:
             return self._number(value, name)
-        host = _host_array(value, f"constant {name!r}" if name else "a constant")
+        host = host_array(value, f"constant {name!r}" if name else "a constant")
         if dtype is None:
             dtype = {"b": "bool", "i": "int64", "u": "int64", "f": self.dtype}.get(host.dtype.kind)
             if dtype is None:
@@ -574,7 +566,7 @@ class Graph:
             self._resize_for(feeds)
         for key, value in feeds.items():
             node = self._fed_node(key)
-            node.out = self.as_value(node, value)
+            node.out = as_value(self.backend, node, value)
             node.stamp = self.tick()
 
     def _fed_node(self, key):
@@ -597,7 +589,7 @@ class Graph:
             node = self._fed_node(key)
             if node.index not in self._dynamic:
                 continue
-            rows = _leading_size(value, node)
+            rows = leading_size(value, node)
             if first is None:
                 first = node, rows
             elif rows != first[1]:
@@ -648,37 +640,8 @@ class Graph:
 
     def as_value(self, node, value, what=None):
         """A copy of a feed or assigned value (or a backward seed) on this graph's backend, checked against
-        the node's shape and dtype (the copy means later changes to the caller's array cannot reach graph
-        state). what: how messages name the value (default: the node)."""
-        B = self.backend
-        what = what or f"{node.kind} '{node.name}'"
-        on_device = not isinstance(value, (np.ndarray, np.generic)) and B.owns(value)
-        if on_device:
-            try:
-                shape, kind = tuple(value.shape), np.dtype(B.dtype_name(value)).kind
-            except TypeError as e:
-                raise DTypeError(f"{what}: {e}") from None
-        else:                                 # NumPy data, lists, numbers, or another backend's array
-            value = _host_array(value, what)
-            shape, kind = value.shape, value.dtype.kind
-        if shape != node.shape:
-            raise ShapeError(f"{what} expects shape {node.shape} ({describe(node.shape, node.dtype)}), got "
-                             f"an array of shape {shape}; reshape the data or build the graph for this shape")
-        accepts = {"f": "biuf", "b": "b"}.get(np.dtype(node.dtype).kind, "iu")
-        if kind not in accepts:
-            fix = "; pass integer ids (np.asarray(ids, dtype=np.int64))" if accepts == "iu" else ""
-            held = "is a bool mask" if node.dtype == "bool" else f"holds {node.dtype}"
-            got = B.dtype_name(value) if on_device else value.dtype.name
-            raise DTypeError(f"{what} {held}, got {got} data{fix}")
-        if accepts == "iu":
-            got = np.dtype(B.dtype_name(value) if on_device else value.dtype)
-            if not np.can_cast(got, node.dtype):          # a narrowing cast would wrap: check the values
-                _check_int_range(B.to_numpy(value) if on_device else value, node.dtype, what)
-        for check in node.attrs.get("host_checks", ()):   # e.g. ids in range, asked for by the ops using them
-            check(B.to_numpy(value) if on_device else value)
-        if on_device:
-            return B.astype(value, B.dtypes[node.dtype]) if B.dtype_name(value) != node.dtype else B.copy(value)
-        return B.from_host(value, node.dtype)
+        the node's shape and dtype (graphdiff.values.as_value). what: how messages name the value."""
+        return as_value(self.backend, node, value, what)
 
     def wrap(self, x, slot_kind):
         """A constant node for a Python number or array given to an op in a slot of this kind."""
@@ -933,19 +896,6 @@ def _promote(inputs, default):
     return seen or default
 
 
-def _check_int_range(host, dtype, what):
-    """DTypeError when an integer of host does not fit dtype (a cast would wrap it: 2**31 -> -2**31)."""
-    info = np.iinfo(dtype)
-    if host.size == 0:
-        return
-    bad = (host < info.min) | (host > info.max)
-    if bad.any():
-        pos = tuple(int(k) for k in np.argwhere(bad)[0])
-        raise DTypeError(f"{what} holds {dtype}, got {host.dtype} data with {int(host[pos])} at position {pos}, "
-                         f"outside [{info.min}, {info.max}]; build the input with dtype='int64' or pass values "
-                         f"that fit {dtype}")
-
-
 def _dtype_message(opname, full, i, x, want):
     what = {"float": "a float", "int": "an integer", "bool": "a bool"}[want]
     fix = {"float": f"cast it with gd.astype({x.name!r} node, 'float32')",
@@ -953,55 +903,3 @@ def _dtype_message(opname, full, i, x, want):
            "bool": "pass a comparison such as x > 0 or a bool array"}[want]
     return (f"{opname} '{full}': input {i} ('{x.name}', {describe(x.shape, x.dtype)}) must be {what} "
             f"node; {fix}")
-
-
-def dtype_name(dtype):
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-    if name not in DTYPES:
-        raise DTypeError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
-    return name
-
-
-def as_ints(values, what):
-    """values (an int or a sequence of ints) as a tuple of Python ints. Like NumPy, 2.5 or 2.0 or "3" is
-    an error, not a truncation: ShapeError naming `what` ("reshape 'x': shape")."""
-    if isinstance(values, (int, np.integer)):
-        values = (values,)
-    try:
-        return tuple(operator.index(n) for n in values)
-    except TypeError:
-        raise ShapeError(f"{what} must be a tuple of ints, got {values!r}") from None
-
-
-def _check_shape(shape, name):
-    shape = as_ints(shape, f"'{name}': shape")
-    if any(n < 0 for n in shape):
-        raise ShapeError(f"'{name}': shape {shape} has a negative size")
-    return shape
-
-
-def _leading_size(value, node):
-    """The leading size of a feed for an input with a None axis (as_value checks the rest of the shape)."""
-    shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
-    if len(shape) != len(node.shape):
-        raise ShapeError(f"input '{node.name}' expects shape {(None,) + node.shape[1:]} "
-                         f"({len(node.shape)} axes), got an array of shape {shape}")
-    return int(shape[0])
-
-
-_KINDS = {"U": "text", "S": "bytes", "O": "Python objects", "c": "complex numbers", "M": "datetimes",
-          "m": "timedeltas", "V": "structured records"}
-
-
-def _host_array(value, what):
-    """value as a NumPy array of numbers or bools, or a typed error naming `what` (the node it is for)."""
-    try:
-        host = to_numpy(value)
-    except ValueError:                        # nested lists of different lengths
-        raise ShapeError(f"{what}: the data is ragged (nested lists of different lengths); every row must "
-                         "have the same length, "
-                         "so pad them (graphdiff.lm.data.make_batch pads token ids)") from None
-    if host.dtype.kind not in "biuf":
-        raise DTypeError(f"{what}: got {host.dtype} data ({_KINDS.get(host.dtype.kind, host.dtype.kind)}); "
-                         "feed real numbers or bools as a NumPy array, e.g. np.asarray(x, dtype=np.float32)")
-    return host

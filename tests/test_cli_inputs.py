@@ -1,4 +1,4 @@
-"""The `graphdiff` command on bad input: one line and exit 2, never a traceback (issue 9, item 12)."""
+"""The `graphdiff` command on bad input: one line and exit 2, never a traceback."""
 import os
 import subprocess
 import sys

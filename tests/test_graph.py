@@ -142,7 +142,7 @@ def test_names_skip_over_ones_a_user_took():
 
 def _naming_session(eager, look_now):
     """Nodes named after their op get their names when first asked for (Graph._names); look_now asks
-    right after each node is built, which is when every name used to be given."""
+    right after each node is built, so that each node is named when it is built."""
     g = gd.Graph(dtype="float64", eager=eager, check_finite=eager)
     made = []
 

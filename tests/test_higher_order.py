@@ -9,8 +9,8 @@ from graphdiff.lm import GPT, make_batch
 
 from .ops.optable import OPS
 from .ops.test_ops import build
+from .oracles import needs_torch, torch
 
-torch = pytest.importorskip("torch")
 GRAD_SPECS = [pytest.param(s, id=s.id) for s in OPS if s.grad]
 
 
@@ -87,6 +87,7 @@ def torch_hvp(fn, params, vs):
     return [h.detach().numpy() for h in torch.autograd.grad(dot, ts)]
 
 
+@needs_torch
 @pytest.mark.parametrize("variant", gd.VARIANTS)
 def test_scalar_example_second_derivatives(variant):
     """micrograd's README expression: d2g/da2 and d2g/db2 against PyTorch double backward."""
@@ -122,6 +123,7 @@ def lecture_mlp(F, x, y, alpha, beta):
     return -(y * F.log(y_hat)).sum()
 
 
+@needs_torch
 @pytest.mark.parametrize("variant", gd.VARIANTS)
 def test_lecture_mlp_hvp_and_jvp_match_pytorch(variant):
     rng = np.random.default_rng(0)
@@ -165,6 +167,7 @@ def test_hvp_is_the_finite_difference_of_gradients(variant):
     np.testing.assert_allclose(hv, fd, rtol=1e-6, atol=1e-9)
 
 
+@needs_torch
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", gd.VARIANTS)
 def test_tiny_gpt_hvp_matches_pytorch_double_backward(variant):

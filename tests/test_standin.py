@@ -200,7 +200,7 @@ def test_fuse_compiles_once_per_dtype_and_ndim(cp):
 def test_fuse_writes_arguments_in_place_and_capture_defers_it(cp):
     """A fused function may update its array arguments in place and return None (fusion.pyx:330-364 and
     712-714: the kernel declares them _non_const); under stream capture nothing runs until each launch, the
-    in-place writes included (the stand-in once ran them at capture time too, so a launch updated twice)."""
+    in-place writes included (run at capture time too, they would update twice per launch)."""
     x, m = _traced(cp)
     acc = cp.asarray(np.zeros((3, 4), dtype=np.float32))
 

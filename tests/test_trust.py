@@ -1,6 +1,7 @@
 """Never a silently wrong gradient: stale values, aliased arrays, stale plans, and bad input as typed errors.
 
-Each test is a user's snippet that gave a wrong number or a bare traceback before."""
+Each test is a user's snippet that must give the right number or a typed error, never a wrong number or a bare
+traceback."""
 import numpy as np
 import pytest
 
@@ -234,8 +235,8 @@ def test_a_failed_eager_op_leaves_no_node():
 # --- the children variant is linear in fan-in -----------------------------------------------------------------
 @pytest.mark.parametrize("variant", gd.VARIANTS)
 def test_each_node_gathers_its_input_values_once(variant):
-    """add_n over n inputs: the children variant used to rebuild the n-tuple of input values for each of
-    the n edges (n^2 work: 8 s for n = 16,000). Each VJP call of one node must see the same tuple."""
+    """add_n over n inputs: the children variant gathers the n-tuple of input values once per node, not once
+    per edge (n^2 work: 8 s for n = 16,000), so each VJP call of one node sees the same tuple."""
     seen = []
     spec = gd.REGISTRY["add_n"]
     original = spec.vjp
@@ -272,7 +273,7 @@ def test_wide_add_n_runs_in_both_variants():
 @pytest.mark.parametrize("eager", [False, True])
 def test_a_graph_that_ran_is_freed_when_dropped(eager):
     """The engine's caches (orders, plans, compiled runs, hvp graphs) live on the graph: a graph built, run and
-    dropped, as eager users do every step, is freed with them (a registry of states kept every graph alive)."""
+    dropped, as eager users do every step, is freed with them."""
     import gc
     import weakref
     refs = []

@@ -49,7 +49,7 @@ def two_scoped_graph():
     return g, y
 
 
-# --- item 10: diagrams drawn wrong without an error ----------------------------------------------------------
+# --- diagrams drawn wrong without an error -------------------------------------------------------------------
 def test_to_dot_refuses_nodes_of_two_graphs():
     """Nodes of two graphs are not one diagram: a GraphError names a node of each graph."""
     _, y1 = two_scoped_graph()
@@ -103,7 +103,7 @@ def test_render_collapse_by_scope_name(tmp_path, capsys):
     assert "--collapse" in refused(capsys, ["render", "transformer", "--out", str(tmp_path), "--collapse", "0"])
 
 
-# --- item 11: outputs that are inputs of the run ------------------------------------------------------------
+# --- outputs that are inputs of the run ---------------------------------------------------------------------
 def test_train_refuses_out_that_is_the_corpus(tmp_path, corpus, capsys):
     """--out c.txt with --corpus c.txt overwrote the corpus with the checkpoint."""
     line = refused(capsys, ["train", "--corpus", corpus, "--out", corpus, "--steps", "1"] + TINY)
@@ -141,10 +141,10 @@ def test_train_refuses_log_that_is_the_resumed_checkpoint(tmp_path, corpus, caps
     assert "--log" in line
 
 
-# --- item 12: --steps 0 ------------------------------------------------------------------------------------
+# --- --steps 0 ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("flag", [["--steps", "0"], ["--time-limit", "0"]])
 def test_train_without_a_step_says_so_and_writes_nothing(tmp_path, corpus, capsys, flag):
-    """A run that takes no step printed 'saved X' and wrote nothing; now it says that nothing was saved."""
+    """A run that takes no step says that nothing was saved (not 'saved X') and writes no checkpoint."""
     out = tmp_path / "m.npz"
     assert main(["train", "--corpus", corpus, "--out", str(out)] + flag + TINY) == 0
     printed = capsys.readouterr().out
@@ -153,11 +153,12 @@ def test_train_without_a_step_says_so_and_writes_nothing(tmp_path, corpus, capsy
     assert not os.path.exists(out) and not glob.glob(str(tmp_path / "m.*"))
 
 
-# --- item 14 (part): the tokenizer file comes with the first checkpoint -------------------------------------
+# --- the tokenizer file comes with the first checkpoint -----------------------------------------------------
 def test_first_checkpoint_writes_the_tokenizer_file(tmp_path, corpus):
     """A run killed after its first checkpoint left ckpt.npz without ckpt.tokenizer.json."""
     from graphdiff.lm import tokenizers
-    from graphdiff.lm.train import Trainer, build_model, prepare_data
+    from graphdiff.lm.checkpoint import build_model
+    from graphdiff.lm.train import Trainer, prepare_data
     tok = tokenizers.CharTokenizer.train(TEXT)
     model = build_model("gpt", dict(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=8,
                                     pad_id=tok.pad_id))
@@ -167,7 +168,7 @@ def test_first_checkpoint_writes_the_tokenizer_file(tmp_path, corpus):
     assert tokenizers.load(tmp_path / "c.tokenizer.json").to_dict() == tok.to_dict()
 
 
-# --- item 22: one line instead of a traceback, or a refusal instead of silence ------------------------------
+# --- one line instead of a traceback, or a refusal instead of silence ---------------------------------------
 @pytest.mark.parametrize("argv, flag", [
     (["render", "scalar", "--max-nodes", "0"], "--max-nodes"),
     (["render", "scalar", "--collapse", "0"], "--collapse"),
@@ -244,7 +245,7 @@ def test_generate_extreme_temperatures(tmp_path, corpus, capsys, value):
 
 def test_generate_function_refuses_non_finite_temperature(tmp_path, corpus):
     from graphdiff.lm import generate
-    from graphdiff.lm.train import load_checkpoint
+    from graphdiff.lm.checkpoint import load_checkpoint
     model = load_checkpoint(_checkpoint(tmp_path, corpus))[0]
     with pytest.raises(ValueError, match="temperature"):
         generate(model, [1, 2], 3, temperature=float("inf"))
@@ -297,7 +298,7 @@ def test_lock_file_is_removed_after_a_run_and_after_an_error(tmp_path, corpus, c
 
 
 def test_lock_file_is_removed_on_ctrl_c(tmp_path):
-    from graphdiff.lm.train import checkpoint_lock
+    from graphdiff.lm.checkpoint import checkpoint_lock
     path = str(tmp_path / "m.npz")
     with pytest.raises(KeyboardInterrupt):
         with checkpoint_lock(path):
@@ -307,7 +308,7 @@ def test_lock_file_is_removed_on_ctrl_c(tmp_path):
 
 
 def test_lock_left_by_a_dead_process_does_not_block(tmp_path):
-    from graphdiff.lm.train import checkpoint_lock
+    from graphdiff.lm.checkpoint import checkpoint_lock
     (tmp_path / "m.lock").write_text("999999999\n")          # a killed run's file: nobody holds its lock
     with checkpoint_lock(str(tmp_path / "m.npz")):
         pass
@@ -315,7 +316,7 @@ def test_lock_left_by_a_dead_process_does_not_block(tmp_path):
 
 
 def test_lock_still_refuses_a_second_run(tmp_path):
-    from graphdiff.lm.train import checkpoint_lock
+    from graphdiff.lm.checkpoint import checkpoint_lock
     from graphdiff.nn.serialization import CheckpointError
     path = str(tmp_path / "m.npz")
     with checkpoint_lock(path):

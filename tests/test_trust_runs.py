@@ -1,7 +1,7 @@
 """Runs that must not mix: batch sizes, redrawn masks, partial forwards, threads, and the nn path's releases.
 
-Each test is a user's snippet that gave a wrong gradient, a refusal of a valid backward, or a bare traceback
-before."""
+Each test is a user's snippet that must give the right gradient, never a wrong one, a refusal of a valid backward,
+or a bare traceback."""
 import threading
 
 import numpy as np
@@ -9,16 +9,16 @@ import pytest
 
 import graphdiff as gd
 
-torch = pytest.importorskip("torch")
+from .oracles import needs_torch, torch
 
 VARIANTS = ["children", "parents"]
 
 
-# --- forward_backward after a batch-size change (issue 21, item 2) ----------------------------------------
+# --- forward_backward after a batch-size change -----------------------------------------------------------
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_forward_backward_after_a_batch_size_change_releases_by_the_new_size(variant):
     """forward_backward at B=4 right after a forward at B=1 gives the gradient of a plain forward + backward
-    at B=4 (it used B=1's release plan: mean's VJP divided by the old size)."""
+    at B=4 (not by B=1's release plan, whose mean VJP divides by the old size)."""
     g = gd.Graph(dtype="float64")
     x = g.input("x", (None, 3))
     W = g.param("W", np.arange(6.0).reshape(3, 2) / 5)
@@ -40,7 +40,7 @@ def test_forward_backward_after_a_batch_size_change_releases_by_the_new_size(var
     np.testing.assert_allclose(got, W.grad)
 
 
-# --- a partial forward that redraws a random node (item 3) ------------------------------------------------
+# --- a partial forward that redraws a random node ---------------------------------------------------------
 def dropout_graph():
     g = gd.Graph(dtype="float64", seed=0)
     x = g.input("x", (50,))
@@ -86,7 +86,7 @@ def test_a_forward_that_keeps_the_masks_is_not_stale():
     np.testing.assert_allclose(W.grad, 2.0 * d.inputs[1].value)
 
 
-# --- staleness follows what y reads, not what the last forward fed (item 17) ------------------------------
+# --- staleness follows what y reads, not what the last forward fed ----------------------------------------
 def test_a_forward_that_fed_only_an_input_y_does_not_read_is_not_stale():
     """A forward of z with a new u recomputes the node y shares with z, from the same W: y is not stale."""
     g = gd.Graph(dtype="float64")
@@ -104,6 +104,7 @@ def test_a_forward_that_fed_only_an_input_y_does_not_read_is_not_stale():
         g.backward(y)
 
 
+@needs_torch
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_hvp_between_forward_and_backward_leaves_backward_valid(variant):
     """gd.hvp runs a forward of its own graph (recomputing y's inputs from the same values); backward(y)
@@ -175,7 +176,7 @@ def test_partial_forwards_in_any_order_refuse_exactly_when_y_read_something_that
     np.testing.assert_allclose(y.value, np.sum(2.0 * x.value * W.value * mask) + np.sum(3.0 * W.value * x.value))
 
 
-# --- one graph, two threads (item 7) --------------------------------------------------------------------------
+# --- one graph, two threads -----------------------------------------------------------------------------------
 class _Spy:
     """Delegates to the graph's lock, and says when thread `who` is about to take it."""
 
@@ -195,7 +196,7 @@ class _Spy:
 def test_a_forward_from_another_thread_waits_for_a_running_backward(variant, monkeypatch):
     """Thread B's forward, started while thread A's backward runs, does not reach A's values: A gets the
     gradient of its own batch. The interleaving is forced: A's backward waits (in its trace) until B has
-    either finished its forward (before: no lock, A then read B's values) or is taking the graph's lock."""
+    either finished its forward (without the graph's lock A would read B's values) or is taking the lock."""
     g = gd.Graph(dtype="float64")
     x = g.input("x", (3,))
     W = g.param("W", np.array([1.0, 2.0, 3.0]))
@@ -241,7 +242,8 @@ def test_calls_nest_under_the_graph_lock():
     np.testing.assert_allclose(W.grad, np.ones(3))
 
 
-# --- matmul with a 1-D operand on the nn path (item 15) -----------------------------------------------------
+# --- matmul with a 1-D operand on the nn path ---------------------------------------------------------------
+@needs_torch
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("trained", ["a", "b", "ab"])
 @pytest.mark.parametrize("shapes", [((4, 3), (3,)), ((3,), (3, 4)), ((3,), (3,)), ((2, 4, 3), (3,)),
@@ -267,8 +269,9 @@ def test_forward_backward_through_matmul_with_a_1d_operand_matches_pytorch(shape
             np.testing.assert_allclose(n.grad, t.grad.numpy())
 
 
+@needs_torch
 def test_linear_regression_with_a_vector_of_weights_under_forward_backward():
-    """The issue's snippet: mean squared error of X @ w - t, w of shape (3,)."""
+    """A user's snippet: mean squared error of X @ w - t, w of shape (3,)."""
     g = gd.Graph(dtype="float64")
     X, t = g.input("X", (4, 3)), g.input("t", (4,))
     w = g.param("w", np.array([0.5, -1.0, 2.0]))
@@ -281,7 +284,8 @@ def test_linear_regression_with_a_vector_of_weights_under_forward_backward():
     np.testing.assert_allclose(w.grad, wt.grad.numpy())
 
 
-# --- values a float run left (item 16) -----------------------------------------------------------------------
+# --- values a float run left ---------------------------------------------------------------------------------
+@needs_torch
 @pytest.mark.parametrize("run", ["forward", "forward_backward"])
 def test_gelu_of_a_0d_node_after_that_node_ran_on_python_floats(run):
     """A 0-d float64 output computed alone runs on Python floats; an output of arrays that reads it (through
@@ -304,7 +308,7 @@ def test_gelu_of_a_0d_node_after_that_node_ran_on_python_floats(run):
     np.testing.assert_allclose(x.grad, xt.grad.numpy())
 
 
-# --- a custom op whose forward breaks its own shape rule (item 21, part) -------------------------------------
+# --- a custom op whose forward breaks its own shape rule -----------------------------------------------------
 @pytest.fixture
 def doubled_rows():
     """An op that returns concat([x, x]) along axis 0 but declares x's shape (a broken shape rule),

@@ -4,6 +4,7 @@ from .tokenizers import ByteBPETokenizer, CharTokenizer, TokenizerError  # noqa:
 from .data import CorpusError, batch_texts, load_corpus, make_batch  # noqa: F401
 from .gpt import GPT  # noqa: F401
 from .rnn import RNNLM  # noqa: F401
-from .train import Trainer, build_model, load_checkpoint  # noqa: F401
+from .checkpoint import build_model, load_checkpoint  # noqa: F401
+from .train import Trainer  # noqa: F401
 from .generate import Decoder, generate  # noqa: F401
 from .unrolled import Unrolled, graph_stats, unroll  # noqa: F401

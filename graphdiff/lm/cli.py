@@ -100,7 +100,7 @@ def run_train(args):
     from ..nn.serialization import CheckpointError, OutputError, check_writable
     from .data import CorpusError
     from .tokenizers import TokenizerError
-    from .train import checkpoint_lock
+    from .checkpoint import checkpoint_lock
     set_threads(args.threads)
     if args.init and args.resume:
         print("graphdiff train: --init starts a new run from a checkpoint's weights and --resume continues "
@@ -128,7 +128,7 @@ def check_paths(args):
     """OutputError when a file this run writes is one it reads (the corpus, the --init checkpoint), or two
     of its outputs are one file: compared as resolved paths (symbolic links, `.`, `..` followed)."""
     from ..nn.serialization import OutputError
-    from .train import lock_path, tokenizer_path
+    from .checkpoint import lock_path, tokenizer_path
     base = args.out[:-4] if args.out.endswith(".npz") else args.out
     outputs = [("--out", args.out), (f"the metadata --out {args.out!r} writes beside it", base + ".json"),
                (f"the tokenizer file --out {args.out!r} writes beside it", tokenizer_path(args.out)),
@@ -174,8 +174,8 @@ def check_model_flags(kind, args):
 def _train(args):
     from . import tokenizers
     from .data import load_corpus
-    from .train import (TRAIN_DEFAULTS, Trainer, build_model, check_resume_settings, eval_line, init_trainer,
-                        load_checkpoint, prepare_data, tokenizer_path)
+    from .checkpoint import build_model, check_resume_settings, load_checkpoint, tokenizer_path
+    from .train import TRAIN_DEFAULTS, Trainer, eval_line, init_trainer, prepare_data
     docs, desc = load_corpus(args.corpus)
     print(f"corpus: {desc}")
     given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
@@ -278,7 +278,7 @@ def run_generate(args):
     from ..nn.serialization import CheckpointError
     from .generate import generate
     from .tokenizers import TokenizerError
-    from .train import load_checkpoint
+    from .checkpoint import load_checkpoint
     set_threads(args.threads)
     try:
         model, tok, meta, _ = load_checkpoint(args.checkpoint)

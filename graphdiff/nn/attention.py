@@ -1,21 +1,20 @@
 """Multi-head self-attention, causal by default (with a key padding mask and a KV cache), and the
 transformer block. causal=False gives the "standard" (encoder) attention: every position sees every one."""
 import math
-import weakref
 
 import numpy as np
 
 from .. import ops
 from . import init
 from .layers import Dropout, LayerNorm, Linear, MLP
-from .module import Module
+from .module import GraphMemo, Module
 
 # masked scores: exp(NEG - max) is exactly 0 in float32 and float64, as PyTorch's masked_fill(-inf), and a
 # finite value keeps a fully masked row finite
 NEG = -1e9
 
 
-_MASKS = weakref.WeakKeyDictionary()      # graph -> {(key_mask index, T, causal): the mask's bias node}
+MASKS = GraphMemo()      # (key_mask index, T, causal) -> the mask's bias node in a graph
 
 
 def mask_bias(g, key_mask, B, T, causal):
@@ -26,9 +25,8 @@ def mask_bias(g, key_mask, B, T, causal):
     gradient."""
     if key_mask is None and not causal:
         return None
-    memo = _MASKS.setdefault(g, {})
     key = (None if key_mask is None else key_mask.index, T, causal)
-    bias = memo.get(key)
+    bias = MASKS.get(g, key)
     if bias is None:
         keys = None if key_mask is None else ops.reshape(key_mask, (B, 1, 1, T), name="key_mask")
         if causal:
@@ -37,7 +35,7 @@ def mask_bias(g, key_mask, B, T, causal):
                 seen = ops.logical_and(seen, keys, name="visible")                         # (B, 1, T, T)
         else:
             seen = keys
-        bias = memo[key] = ops.where(seen, 0.0, NEG, name="mask_bias")
+        bias = MASKS.put(g, key, ops.where(seen, 0.0, NEG, name="mask_bias"))
     return bias
 
 

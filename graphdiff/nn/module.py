@@ -17,13 +17,15 @@ the Program's backward with the output's gradient and sets p.grad, so the cached
 """
 import itertools
 import os
+import weakref
 
 import numpy as np
 
 from ..backend import backend_of, get_backend, to_numpy
 from ..errors import DTypeError, GraphError, ShapeError
 from ..execution import topological_order
-from ..graph import Graph, Node, dtype_name
+from ..graph import Graph, Node
+from ..values import dtype_name
 from . import serialization
 from .serialization import CheckpointError
 
@@ -32,10 +34,26 @@ _KINDS = {"c": "complex numbers: the imaginary parts would be lost", "U": "text"
           "O": "Python objects", "M": "datetimes", "m": "timedeltas", "V": "structured records"}
 
 
-def _bound(graph):
-    """{id(Parameter): param Node} of a graph, so a module called twice in one graph (an RNN cell over T
-    steps, tied weights) gets the same node both times. Kept on the graph, so it goes when the graph goes."""
-    return graph.__dict__.setdefault("_nn_params", {})
+class GraphMemo:
+    """Nodes that nn keeps per graph, by key: get(graph, key) -> the node put there, or None. Weak both ways:
+    an entry goes when its graph goes (a node holds its graph, so a strong reference to one would keep every
+    graph alive), and nothing is stored on the graph itself."""
+
+    def __init__(self):
+        self.graphs = weakref.WeakKeyDictionary()        # graph -> {key: weak reference to a node}
+
+    def get(self, graph, key):
+        ref = self.graphs.get(graph, {}).get(key)
+        return None if ref is None else ref()
+
+    def put(self, graph, key, node):
+        self.graphs.setdefault(graph, {})[key] = weakref.ref(node)
+        return node
+
+
+# id(Parameter) -> its param node in a graph, so a module called twice in one graph (an RNN cell over T steps,
+# tied weights) gets the same node both times
+PARAM_NODES = GraphMemo()
 
 
 class Parameter:
@@ -69,7 +87,7 @@ class Parameter:
             graph = Tape(B, B.dtype_name(self.data))
         if isinstance(graph, Tape):
             return graph.leaf_of(self)
-        node = _bound(graph).get(id(self))
+        node = PARAM_NODES.get(graph, id(self))
         if node is None:
             raise GraphError(f"a Parameter {self.shape} is used in a graph its module was not called in; call "
                              "the module in this graph first, or use module.node(graph, name)")
@@ -232,7 +250,7 @@ class Module:
         arrays, meta = serialization.load(path)
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{path!r} is not a Module checkpoint (format {meta.get('format')!r}); "
-                                  "language-model checkpoints load with graphdiff.lm.train.load_checkpoint")
+                                  "language-model checkpoints load with graphdiff.lm.load_checkpoint")
         if meta.get("class") != type(self).__name__:
             raise CheckpointError(f"{path!r} holds a {meta.get('class')}, not a {type(self).__name__}; load it "
                                   f"into a {meta.get('class')} built with the same sizes")
@@ -301,13 +319,12 @@ class Module:
     def node(self, graph, name):
         """The param node of Parameter `name` in `graph` (created once per graph, bound by identity)."""
         p = self._params[name]
-        bound = _bound(graph)
-        n = bound.get(id(p))
+        n = PARAM_NODES.get(graph, id(p))
         if n is None:
             # placeholder value without copying: Program binds p.data before each run
             n = graph.param(name, np.broadcast_to(np.zeros((), dtype=self.dtype), p.shape))
             n.value = p.data
-            bound[id(p)] = n
+            PARAM_NODES.put(graph, id(p), n)
         return n
 
     def __repr__(self):
@@ -368,8 +385,8 @@ class Program:
         self.graph = graph
         self.inputs = inputs
         self.outputs = outputs
-        bound = _bound(graph)
-        self.bindings = [(bound[id(p)], p) for p in module.parameters() if id(p) in bound]
+        bound = ((PARAM_NODES.get(graph, id(p)), p) for p in module.parameters())
+        self.bindings = [(node, p) for node, p in bound if node is not None]
         self.runs = 0           # how many times run() has refreshed the graph's values
         self.random = any(n.spec is not None and n.spec.random for n in graph.nodes)   # dropout masks
 

@@ -2,7 +2,8 @@
 import math
 
 from .registry import REGISTRY, apply, broadcast_shapes, op, same_shape
-from ..graph import Node, dtype_name
+from ..graph import Node
+from ..values import dtype_name
 
 __all__ = ["add", "subtract", "multiply", "divide", "power", "negative", "exp", "log", "sqrt", "tanh",
            "sigmoid", "relu", "gelu", "abs", "erf", "sign", "maximum", "minimum", "where", "astype", "greater",

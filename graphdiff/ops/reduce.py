@@ -1,7 +1,8 @@
 """Reductions (sum, mean, max over axes) and the n-ary sum add_n."""
 import numpy as np
 
-from .registry import REGISTRY, apply, as_ints, broadcast_shapes, norm_axis, op, reduced_shape
+from .registry import REGISTRY, apply, broadcast_shapes, norm_axis, op, reduced_shape
+from ..values import as_ints
 
 __all__ = ["sum", "mean", "max", "add_n"]
 

@@ -43,7 +43,8 @@ import contextlib
 import os
 
 from ..errors import GraphError, ShapeError
-from ..graph import Node, as_ints  # noqa: F401  (as_ints: for the shape ops)
+from ..graph import Node
+from ..values import as_ints
 
 REGISTRY = {}
 KERNELS = {"on": os.environ.get("GRAPHDIFF_KERNELS", "1") != "0", "epoch": 0,   # epoch: bumped per switch

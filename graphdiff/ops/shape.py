@@ -1,10 +1,11 @@
 """Ops that move elements around: reshape, transpose, broadcast_to, concat, stack, getitem, and matmul."""
 import numpy as np
 
-from .registry import REGISTRY, apply, as_ints, broadcast_shapes, norm_axis, op
-from ..backend import canonical_index, normalize_index
+from .registry import REGISTRY, apply, broadcast_shapes, norm_axis, op
+from ..backend import canonical_index
 from ..errors import ShapeError
 from ..graph import Node, describe
+from ..values import as_ints
 
 __all__ = ["reshape", "transpose", "matrix_transpose", "broadcast_to", "expand_dims", "concat", "stack",
            "getitem", "index_add", "matmul"]
@@ -312,6 +313,35 @@ def stack(xs, axis=0, name=None):
     if not xs:
         raise ValueError("stack needs at least one input")
     return apply(REGISTRY["stack"], xs, {"axis": as_ints(axis, "stack: axis")[0]}, name)
+
+
+def normalize_index(idx):
+    """Return idx as a tuple of ints, slices, None, Ellipsis and int NumPy arrays (one Ellipsis at most)."""
+    if not isinstance(idx, tuple):
+        idx = (idx,)
+    out = []
+    for k in idx:
+        if isinstance(k, (bool, np.bool_)):
+            raise TypeError(f"boolean scalar index {k!r} is not supported; use gd.where for masking")
+        if isinstance(k, (int, np.integer)):
+            out.append(int(k))
+        elif k is None or k is Ellipsis or isinstance(k, slice):
+            out.append(k)
+        elif isinstance(k, (list, np.ndarray)):
+            a = np.asarray(k)
+            if isinstance(k, list) and a.size == 0:
+                a = a.astype(np.int64)          # x[[]]: NumPy reads an empty list as an empty int index
+            if a.dtype == np.bool_:
+                raise TypeError("boolean-mask indexing gives a data-dependent shape; use gd.where instead")
+            if not np.issubdtype(a.dtype, np.integer):
+                raise TypeError(f"index arrays must hold integers, got dtype {a.dtype}")
+            out.append(a.astype(np.int64))
+        else:
+            raise TypeError(f"unsupported index {k!r} of type {type(k).__name__}; "
+                            "use ints, slices, None, ... or integer NumPy arrays")
+    if sum(k is Ellipsis for k in out) > 1:
+        raise TypeError("an index can only have a single ellipsis ('...')")
+    return tuple(out)
 
 
 def getitem(x, idx, name=None):

@@ -1,5 +1,5 @@
 """Checkpoints a user can trust: one writer, outputs checked before training, crash-consistent saves, resume
-and load that validate everything, no memory bombs, typed one-line errors (issue 9, items 5-10)."""
+and load that validate everything, no memory bombs, typed one-line errors."""
 import json
 import os
 import subprocess
@@ -11,7 +11,8 @@ import pytest
 
 from graphdiff.cli import main
 from graphdiff.lm import CharTokenizer, CheckpointError, GPT, TokenizerError, tokenizers
-from graphdiff.lm.train import Trainer, checkpoint_lock, load_checkpoint, prepare_data
+from graphdiff.lm.checkpoint import checkpoint_lock, load_checkpoint
+from graphdiff.lm.train import Trainer, prepare_data
 from graphdiff.nn import serialization
 
 TEXT = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(200))
@@ -65,12 +66,12 @@ def write_variant(saved, tmp_path, edit):
     return path
 
 
-# --- item 5: one writer per checkpoint ----------------------------------------------------------------------
+# --- one writer per checkpoint ------------------------------------------------------------------------------
 def test_second_writer_is_refused_until_the_first_dies(tmp_path, corpus, capsys):
     out = tmp_path / "run" / "ckpt.npz"
     out.parent.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from graphdiff.lm.train import checkpoint_lock\n"
+        [sys.executable, "-c", "import sys; from graphdiff.lm.checkpoint import checkpoint_lock\n"
          f"with checkpoint_lock({str(out)!r}):\n    print('held', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
     try:
@@ -96,7 +97,7 @@ def test_lock_is_released_when_the_run_ends(tmp_path):
         pass
 
 
-# --- item 6: fail before training ---------------------------------------------------------------------------
+# --- fail before training -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("where", ["out under a file", "out is a folder", "log under a file", "log is a folder"])
 def test_unwritable_out_or_log_fails_before_training(tmp_path, corpus, capsys, where):
     (tmp_path / "file").write_text("x")
@@ -121,7 +122,7 @@ def test_missing_log_folder_is_created(tmp_path, corpus):
     assert (tmp_path / "out" / "ckpt.npz").exists()
 
 
-# --- item 7: crash consistency ------------------------------------------------------------------------------
+# --- crash consistency --------------------------------------------------------------------------------------
 def test_a_crash_between_the_two_files_leaves_the_json_behind_never_ahead(tmp_path, monkeypatch):
     path = str(tmp_path / "ck.npz")
     tr, _, _ = tiny_trainer(steps=3)
@@ -165,7 +166,7 @@ def test_files_follow_the_umask(tmp_path, corpus, umask):
         assert os.stat(tmp_path / name).st_mode & 0o777 == 0o666 & ~umask, name
 
 
-# --- item 8: resume validates everything it restores --------------------------------------------------------
+# --- resume validates everything it restores ----------------------------------------------------------------
 def _drop_moment(arrays, meta):
     del arrays["optim/exp_avg_sq.h.0.attn.c_attn.weight"]
 
@@ -213,6 +214,16 @@ def test_resume_refuses_an_inconsistent_training_state(saved, tmp_path, variant)
     assert path in str(e.value) and repr(field) in str(e.value)
 
 
+def test_every_training_setting_has_a_checkpoint_rule():
+    """A resume checks each setting Trainer saves (train.hp) against checkpoint.HP_RULES: a setting added to
+    TRAIN_DEFAULTS without a rule would make every checkpoint it writes unreadable."""
+    from graphdiff.lm import checkpoint, train
+    assert set(checkpoint.HP_RULES) == set(train.TRAIN_DEFAULTS)
+    for k, v in train.TRAIN_DEFAULTS.items():
+        kind, lo = checkpoint.HP_RULES[k]
+        assert isinstance(v, kind) and v >= lo, (k, v)
+
+
 @pytest.mark.parametrize("flags, field", [(["--n-embd", "16"], "model.config.n_embd"),
                                           (["--batch-size", "4"], "train.hp.batch_size"),
                                           (["--tokenizer", "bpe"], "tokenizer.type"),
@@ -240,7 +251,7 @@ def test_resume_says_which_changed_setting_it_uses(tmp_path, corpus, capsys):
     assert meta["train"]["step"] == 4 and meta["train"]["hp"]["lr"] == 0.01
 
 
-# --- item 9: no memory bombs --------------------------------------------------------------------------------
+# --- no memory bombs ----------------------------------------------------------------------------------------
 def _peak(fn):
     tracemalloc.start()
     try:
@@ -280,7 +291,7 @@ def test_an_entry_that_inflates_is_refused(tmp_path):
         load_checkpoint(path)
 
 
-# --- item 10: typed errors for malformed metadata -----------------------------------------------------------
+# --- typed errors for malformed metadata --------------------------------------------------------------------
 def _meta(value):
     return lambda arrays, meta: (value,)
 

@@ -42,7 +42,7 @@ def test_time_limit_without_steps_fits_the_schedule(tmp_path, corpus, capsys):
                  "--no-progress", "--warmup", "2"] + TINY) == 0
     printed = capsys.readouterr().out
     assert "fitting the schedule to --time-limit 3 s: about" in printed
-    from graphdiff.lm.train import load_checkpoint
+    from graphdiff.lm.checkpoint import load_checkpoint
     meta = load_checkpoint(out)[2]
     planned, done = meta["train"]["hp"]["steps"], meta["train"]["step"]
     assert planned == int(printed.split("about ")[1].split()[0]) and 5 <= done <= planned

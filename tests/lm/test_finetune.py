@@ -5,7 +5,8 @@ import json
 import numpy as np
 
 from graphdiff.cli import main
-from graphdiff.lm.train import init_trainer, load_checkpoint
+from graphdiff.lm.checkpoint import load_checkpoint
+from graphdiff.lm.train import init_trainer
 
 TEXT = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(200))
 NEW = "".join(f"def f{i}(x):\n    return {i} + x + x\n\n" for i in range(40))    # same characters, new text

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from graphdiff.lm.train import load_checkpoint
+from graphdiff.lm.checkpoint import load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEXT = "".join(f"def g{i}(y):\n    return y * {i} - 1\n\n" for i in range(150))

@@ -7,7 +7,8 @@ import pytest
 
 from graphdiff.cli import main
 from graphdiff.lm import CharTokenizer, GPT, RNNLM
-from graphdiff.lm.train import Trainer, load_checkpoint, prepare_data
+from graphdiff.lm.checkpoint import load_checkpoint
+from graphdiff.lm.train import Trainer, prepare_data
 from graphdiff.nn import CheckpointError
 from graphdiff.nn import serialization
 

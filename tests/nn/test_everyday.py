@@ -1,4 +1,4 @@
-"""Issue 14 items 2 and 3, written as the user's snippets: a Module called on arrays (a graph per input
+"""Everyday nn use, written as the user's snippets: a Module called on arrays (a graph per input
 shape, built once; the loss on a per-step Tape; loss.backward() sets p.grad), Module.save/load, and raw
 graphs with a None batch axis (shapes re-inferred at feed time, plans kept per batch size)."""
 import pathlib

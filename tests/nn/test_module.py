@@ -68,6 +68,27 @@ def test_module_called_twice_shares_one_param_node():
     assert len(g.params()) == 3
 
 
+
+def test_a_graph_a_module_was_called_in_is_freed_when_dropped():
+    """The param nodes (one per Parameter per graph) and the attention mask (one per graph) that nn keeps for
+    each graph it builds in go with the graph: nothing nn keeps holds a graph alive, nothing is stored on it."""
+    import gc
+    import weakref
+    attn = nn.CausalSelfAttention(4, 2, rng=0, dtype="float64")
+    refs = []
+    for _ in range(2):
+        g = gd.Graph(dtype="float64")
+        x = g.input("x", (1, 3, 4))
+        y = attn(x)
+        assert attn(x) is not y and len(g.params()) == 4     # called twice: the same param nodes, one mask
+        assert sum(n.name.endswith("mask_bias") for n in g.nodes) == 1
+        assert not any(k.startswith("_nn") for k in vars(g))
+        g.forward({x: np.ones((1, 3, 4))}, y)
+        refs.append(weakref.ref(g))
+        del g, x, y
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
+
 def test_one_graph_per_shape_cached_and_sharing_parameters():
     m = GPT(vocab_size=7, block_size=6, n_layer=1, n_head=1, n_embd=4, dtype="float64")
     b1 = make_batch([[1, 2, 3, 4, 5, 6, 1]], 6, 0)

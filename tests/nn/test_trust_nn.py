@@ -17,14 +17,14 @@ from graphdiff import nn
 from graphdiff.nn import serialization
 from graphdiff.nn.serialization import CheckpointError
 
-torch = pytest.importorskip("torch")
+from ..oracles import needs_torch, torch
 
 
 def t(a):
     return torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=True)
 
 
-# --- tied parameters (issue 21 item 5) -------------------------------------------------------------------
+# --- tied parameters -------------------------------------------------------------------------------------
 class Tied(nn.Module):
     """Two Linear layers sharing one weight (a square matrix), as tied embeddings do."""
 
@@ -53,6 +53,7 @@ def test_tied_parameter_is_listed_once_under_its_first_name():
     assert list(model.state_dict()) == names
 
 
+@needs_torch
 def test_tied_weight_gradient_is_the_sum_of_both_uses_as_in_pytorch():
     model = Tied()
     X = np.random.default_rng(0).standard_normal((4, 3))
@@ -64,6 +65,7 @@ def test_tied_weight_gradient_is_the_sum_of_both_uses_as_in_pytorch():
     np.testing.assert_allclose(model.b.bias.grad, bb.grad.numpy(), rtol=1e-12)
 
 
+@needs_torch
 @pytest.mark.parametrize("make", [lambda m: nn.SGD(m.parameters() + m.parameters(), lr=0.1),
                                   lambda m: nn.SGD(m, lr=0.1),
                                   lambda m: nn.AdamW(list(m.parameters()) * 2, lr=0.1)],
@@ -84,6 +86,7 @@ def test_optimizer_moves_a_tied_or_repeated_parameter_once(make):
     assert model.b.weight is model.a.weight
 
 
+@needs_torch
 def test_clip_grad_norm_counts_a_tied_or_repeated_parameter_once():
     model = Tied()
     X = np.random.default_rng(2).standard_normal((4, 3))
@@ -122,7 +125,7 @@ def test_save_load_keeps_tied_weights_tied(tmp_path):
     Tied().load_state_dict(state)
 
 
-# --- checkpoints load all or nothing (items 8, 13, 20) -----------------------------------------------------
+# --- checkpoints load all or nothing -----------------------------------------------------------------------
 class Pair(nn.Module):
     def __init__(self, hidden=4, seed=0):
         super().__init__(dtype="float64")
@@ -187,7 +190,7 @@ def test_module_save_and_load_take_pathlib_paths(tmp_path):
         model.load(tmp_path / "lin2.npz")
 
 
-# --- a save killed mid-write (item 14) --------------------------------------------------------------------
+# --- a save killed mid-write ------------------------------------------------------------------------------
 KILLED_SAVE = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
@@ -226,7 +229,7 @@ def test_save_leaves_the_temporary_file_of_a_live_writer_alone(tmp_path):
         assert live.exists()
 
 
-# --- models called on arrays: dtypes and array-likes (item 20) -----------------------------------------------
+# --- models called on arrays: dtypes and array-likes ---------------------------------------------------------
 def test_model_called_on_an_int_array_says_the_dtype_and_the_fix():
     model = nn.Linear(3, 2, rng=0)
     fix = (r"argument 0 holds int64 data \(shape \(2, 3\)\) where the model computes with floats; "
@@ -247,11 +250,12 @@ def test_model_called_on_nested_lists_like_numpy():
     np.testing.assert_array_equal(emb([[1, 4]]).numpy(), emb.weight.numpy()[[[1, 4]]])
 
 
-# --- one model twice in a loss; parameters in expressions (item 23) ----------------------------------------
+# --- one model twice in a loss; parameters in expressions --------------------------------------------------
 def torch_linear(model):
     return t(model.weight.numpy()), t(model.bias.numpy())
 
 
+@needs_torch
 def test_one_model_called_twice_in_one_loss_matches_pytorch():
     model = nn.Linear(3, 2, rng=0, dtype="float64")
     X = np.random.default_rng(3).standard_normal((4, 3))
@@ -266,6 +270,7 @@ def test_one_model_called_twice_in_one_loss_matches_pytorch():
     np.testing.assert_allclose(model.bias.grad, b.grad.numpy(), rtol=1e-12)
 
 
+@needs_torch
 def test_two_calls_of_other_shapes_and_three_calls_in_one_loss():
     model = nn.MLP(3, 5, activation="relu", std=0.5, rng=0, dtype="float64")
     rng = np.random.default_rng(4)
@@ -321,6 +326,7 @@ def test_replay_after_an_optimizer_step_is_refused(make):
         first.backward()
 
 
+@needs_torch
 def test_l2_penalty_on_a_parameter_with_a_model_output_then_a_step():
     model = nn.Linear(3, 2, rng=0, dtype="float64")
     X = np.random.default_rng(6).standard_normal((4, 3))
@@ -340,6 +346,7 @@ def test_l2_penalty_on_a_parameter_with_a_model_output_then_a_step():
     np.testing.assert_allclose(model.weight.numpy(), W.detach().numpy(), rtol=1e-12)
 
 
+@needs_torch
 def test_parameters_in_gd_functions_and_reflected_operators():
     model = nn.Linear(2, 2, rng=0, dtype="float64")
     W, b = torch_linear(model)
@@ -360,7 +367,7 @@ def test_penalty_alone_sets_the_gradient_and_graphs_built_apart_still_refuse():
         g.input("x", (2, 2)) + model(np.ones((2, 2)))
 
 
-# --- Nodes as NumPy sees them (item 24) ---------------------------------------------------------------------
+# --- Nodes as NumPy sees them -------------------------------------------------------------------------------
 def test_numpy_reads_nodes_through_the_array_protocol():
     model = nn.Linear(3, 4, rng=0, dtype="float64")
     X = np.random.default_rng(7).standard_normal((5, 3))
@@ -421,7 +428,8 @@ def test_lm_paths_may_be_pathlib_paths(tmp_path):
     """The language-model files go through the same funnel (serialization, tokenizers, the corpus)."""
     from graphdiff.lm import CharTokenizer, GPT, tokenizers
     from graphdiff.lm.data import load_corpus
-    from graphdiff.lm.train import Trainer, load_checkpoint, prepare_data
+    from graphdiff.lm.checkpoint import load_checkpoint
+    from graphdiff.lm.train import Trainer, prepare_data
     text = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(60))
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(text)

@@ -7,8 +7,8 @@ from hypothesis import given, settings, strategies as st
 import graphdiff as gd
 
 from .optable import EDGE_CASES, OPS
+from ..oracles import needs_torch, torch
 
-torch = pytest.importorskip("torch")
 SPECS = [pytest.param(s, id=s.id) for s in OPS]
 GRAD_SPECS = [pytest.param(s, id=s.id) for s in OPS if s.grad]
 
@@ -70,6 +70,7 @@ def test_finite_differences(spec, backend, data):
                                        err_msg=f"{spec.id} {variant}: d/d{n.name}")
 
 
+@needs_torch
 @pytest.mark.parametrize("spec", SPECS)
 @settings(max_examples=15)
 @given(data=st.data())
@@ -90,6 +91,7 @@ def test_matches_pytorch(spec, backend, data):
                                            err_msg=f"{spec.id} {variant}: d/d{n.name}")
 
 
+@needs_torch
 @pytest.mark.parametrize("case", EDGE_CASES, ids=lambda c: c.id)
 def test_edge_cases_match_pytorch(case, backend):
     """Limits (0 ** 0), NaN inputs and empty axes: values and both variants' gradients as PyTorch has them."""

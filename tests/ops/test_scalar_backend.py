@@ -193,7 +193,7 @@ def test_eager_scalar_nodes_with_check_finite_run_on_numpy_and_name_the_node():
 
 def test_checks_after_a_float_run_see_numpy_values():
     """A float run leaves Python floats in the nodes; a checked forward or backward then runs NumPy's rules,
-    which need arrays (1 / 0 was a ZeroDivisionError, unbroadcast an AttributeError)."""
+    which need arrays (on floats 1 / 0 would be a ZeroDivisionError, unbroadcast an AttributeError)."""
     g = gd.Graph(dtype="float64")
     a, b = g.param("a", 2.0), g.param("b", 0.0)
     y = a * a + b

@@ -20,7 +20,7 @@ def np_grad(node):
     return np.asarray(g) if isinstance(g, (np.ndarray, np.generic)) else node.graph.backend.to_numpy(g)
 
 
-# --- custom ops must say whether they have a gradient (issue 21 item 4) ----------------------------------
+# --- custom ops must say whether they have a gradient ----------------------------------------------------
 def test_op_without_vjp_is_refused_at_registration():
     """An op registered with no vjp or make_vjp (and not declared non-differentiable) is refused with a
     GraphError naming the op and both ways out, instead of silently getting zero gradients."""
@@ -73,7 +73,7 @@ def test_builtin_ops_without_vjp_are_the_declared_non_differentiable_ones():
         "sign", "greater", "less", "equal", "not_equal", "logical_and", "one_hot", "dropout_mask"}
 
 
-# --- masked (-inf) logits (item 6) -----------------------------------------------------------------------
+# --- masked (-inf) logits --------------------------------------------------------------------------------
 MASKED = np.array([[0.5, NEG_INF, 1.5, -0.25], [NEG_INF, 2.0, NEG_INF, 0.0], [1.0, -1.0, 0.5, NEG_INF]])
 TARGETS = np.array([0, 3, 2])
 
@@ -133,7 +133,7 @@ def test_softmax_with_masked_logits_matches_pytorch(backend, kernels, which):
                                    rtol=1e-12, atol=1e-300)
 
 
-# --- ids out of range (item 8) ---------------------------------------------------------------------------
+# --- ids out of range ------------------------------------------------------------------------------------
 def _id_ops():
     """(name, build(g, ids) -> node) for each op that takes ids, with 3 valid ids 0..2."""
     return [
@@ -186,10 +186,10 @@ def test_cross_entropy_ignore_index_is_still_allowed():
     np.testing.assert_allclose(np_value(y), np.log(3.0))
 
 
-# --- integer feeds that do not fit (item 8) --------------------------------------------------------------
+# --- integer feeds that do not fit -----------------------------------------------------------------------
 @pytest.mark.parametrize("value", [2**31, -2**31 - 1])
 def test_int_feed_that_overflows_the_input_dtype_is_refused(value):
-    """Feeding 2**31 to an int32 input raised nothing and stored -2**31; now a DTypeError names the input,
+    """Feeding 2**31 to an int32 input (which a cast would store as -2**31) is a DTypeError naming the input,
     the value and the dtype."""
     g = gd.Graph(dtype="float64")
     ids = g.input("ids", (2,), dtype="int32")
@@ -210,7 +210,7 @@ def test_int_feed_into_unsigned_input_that_is_negative_is_refused():
         g.forward({x: np.array([-1])})
 
 
-# --- a VJP that returns another dtype (item 8) ------------------------------------------------------------
+# --- a VJP that returns another dtype ---------------------------------------------------------------------
 def square_f32():
     """Registers and returns an op x * x whose VJP (wrongly) returns float32 (the conftest fixture removes it)."""
     @gd.op("h3_square_f32")
@@ -253,7 +253,7 @@ def test_mixed_precision_input_gets_a_gradient_of_its_own_dtype():
     np.testing.assert_allclose(np_grad(a), [3.0, 4.0])
 
 
-# --- seeds of the wrong shape (item 8) -------------------------------------------------------------------
+# --- seeds of the wrong shape ----------------------------------------------------------------------------
 def test_gradients_refuses_an_array_seed_of_the_wrong_shape():
     """g.gradients broadcast a seed of the wrong shape that g.backward refuses; both raise ShapeError."""
     g = gd.Graph(dtype="float64")
@@ -269,7 +269,7 @@ def test_gradients_refuses_an_array_seed_of_the_wrong_shape():
     np.testing.assert_allclose(np_value(dw), np.ones((2, 3)))
 
 
-# --- NaN flows through max and min (item 9) --------------------------------------------------------------
+# --- NaN flows through max and min -----------------------------------------------------------------------
 @pytest.mark.parametrize("variant", ["children", "parents"])
 @pytest.mark.parametrize("fn", ["maximum", "minimum"])
 def test_nan_in_maximum_and_minimum_flows_into_both_gradients(backend, fn, variant):
@@ -302,12 +302,12 @@ def test_nan_in_max_reduction_flows_as_in_torch_amax():
     np.testing.assert_array_equal(np_grad(x), t.grad.numpy())
 
 
-# --- log_softmax over one class is exactly 0 (item 9) ----------------------------------------------------
+# --- log_softmax over one class is exactly 0 -------------------------------------------------------------
 @pytest.mark.parametrize("kernels", [True, False], ids=["fused", "rules"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("rows", [[0.3, -0.7, 2.5, 1.1], [0.3, -0.7, 1e3, 123.456]], ids=["small", "large"])
 def test_log_softmax_over_one_class_is_exactly_zero(backend, kernels, dtype, rows):
-    """log_softmax over an axis of length 1 is exactly 0 (it was x - (m + log s), +-1e-16), so a kink after
+    """log_softmax over an axis of length 1 is exactly 0 (not x - (m + log s), +-1e-16), so a kink after
     it (abs, relu) takes the branch PyTorch takes."""
     X = np.array(rows, dtype=dtype).reshape(4, 1)
     with gd.fused_kernels(kernels, cupy=kernels):
