@@ -10,6 +10,7 @@ built once per sequence length and re-run with new feeds:
 - `--mode tensor`: the same model on float64 arrays (16-wide vectors, 4 heads of 4, a causal mask).
 
     python examples/microgpt.py [--data FILE] [--steps 1000] [--seed 42] [--mode scalar|tensor]
+        [--variant children|parents] [--backend numpy|cupy]
 
 prints `step K loss X` for K = 1..steps, then `ms/step M` (the training loop's wall time, graphs built and
 compiled included, over the steps), then 20 names sampled at temperature 0.5. The default data is
@@ -32,6 +33,7 @@ import time
 import numpy as np
 
 import graphdiff as gd
+from graphdiff.cli import add_backend_argument
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "names.txt")
 N_EMBD, N_HEAD, N_LAYER, BLOCK_SIZE = 16, 4, 1, 16
@@ -243,13 +245,14 @@ class TensorGPT:
         ids = np.array(tokens[:self.n + 1])
         loss, = self.g.forward_backward({self.ids: ids[:-1], self.targets: ids[1:]}, [self.loss], self.loss,
                                         variant=variant)
-        return float(loss), np.concatenate([node.grad.ravel() for node in self.P.values()])
+        grad = np.concatenate([gd.to_numpy(node.grad).ravel() for node in self.P.values()])
+        return float(gd.to_numpy(loss)), grad
 
     def last_logits(self, tokens):
         for name, node in self.P.items():
             node.value = self.run.params[name]
         out = self.g.forward({self.ids: np.array(tokens)}, outputs=self.logits)
-        return out[-1].tolist()
+        return gd.to_numpy(out)[-1].tolist()
 
 
 def heads_first(x):
@@ -307,7 +310,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--mode", choices=tuple(MODES), default="tensor")
     p.add_argument("--variant", choices=gd.VARIANTS, default="children", help="backward variant")
+    add_backend_argument(p)
     args = p.parse_args(argv)
+    gd.set_backend(args.backend)
     trainer = Trainer(load_docs(args.data), args.seed, args.mode, args.variant)
     t = time.perf_counter()
     for s in range(args.steps):
