@@ -8,7 +8,10 @@ float64 tensors, torch.optim.Adam with the same hyperparameters).
 
 Every engine is seeded the same way and trains on the same documents. The steps alternate: step s runs on
 every engine (the order rotates each step) before step s + 1 starts, so a slow spell of the machine hits
-all of them. An engine's ms/step is the sum of its step times over the steps it ran, over their number:
+all of them. Between steps (untimed) gc.freeze() moves every object alive to the collector's permanent
+generation, so the collections a step triggers scan only what that step made, not the other engines'
+graphs (a scalar-mode graph is some 50,000 nodes; a full collection over them all costs about a second),
+much as if each engine ran alone. An engine's ms/step is the sum of its step times over the steps it ran, over their number:
 graph building and compiling included, as microgpt.py's own `ms/step` counts them. The reference, about
 100 ms a step, may run only the first --ref-steps steps (its cost per step depends only on the documents'
 lengths; the file records how many it ran). Losses of the first --check-steps steps of both graphdiff modes
@@ -96,7 +99,7 @@ def train(fns, steps, ref_steps):
         for name in order:
             if name == "reference" and s >= ref_steps:
                 continue
-            gc.collect()                  # no engine pays for another's garbage
+            gc.freeze()                   # no engine's collections scan the objects another one keeps
             t = time.perf_counter()
             loss = fns[name](s, steps)
             times[name].append(time.perf_counter() - t)

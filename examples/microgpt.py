@@ -102,8 +102,10 @@ class ScalarGPT:
 
     Leaves: the parameter entries it uses (inputs with requires_grad, fed from theta each step), per position
     the 16 entries of the token's wte row (fed; their gradients go back to that row) and the next token's
-    one-hot (27 floats: loss_p = -log(sum_j onehot_j * probs_j), exactly -log probs[target]). Nodes are built
-    in scopes pos{p} and pos{p}/head{h}, so a diagram can fold them by position and head.
+    one-hot (27 floats: loss_p = -log(sum_j onehot_j * probs_j), exactly -log probs[target]). Each position's
+    nodes are built in scopes pos{p}/embed, pos{p}/layer{i}/qkv, .../head{h}, .../attn_out, .../mlp and
+    pos{p}/loss, and the parameters' leaves in one scope per matrix, so a diagram can fold them by position
+    and head (draw()).
     """
 
     def __init__(self, run, n):
@@ -131,29 +133,34 @@ class ScalarGPT:
         self.tok, self.onehot, losses, self.logits = [], [], [], []
         keys, values = [[] for _ in range(N_LAYER)], [[] for _ in range(N_LAYER)]
         for p in range(n):
-            with g.scope(f"pos{p}"):
+            with g.scope(f"pos{p}/tokens"):
                 tok = [g.input(f"wte_{j}", (), requires_grad=True) for j in range(N_EMBD)]
                 onehot = [g.input(f"onehot_{j}", ()) for j in range(V)]
+            with g.scope(f"pos{p}/embed"):
                 x = rmsnorm([t + q for t, q in zip(tok, wpe[p])])
-                for i, W in enumerate(layers):
+            for i, W in enumerate(layers):
+                with g.scope(f"pos{p}/layer{i}/qkv"):
                     r = x
                     x = rmsnorm(x)
                     q, k, v = linear(x, W["attn_wq"]), linear(x, W["attn_wk"]), linear(x, W["attn_wv"])
-                    keys[i].append(k)
-                    values[i].append(v)
-                    heads = []
-                    for h in range(N_HEAD):
-                        with g.scope(f"head{h}"):
-                            s = slice(h * HEAD_DIM, (h + 1) * HEAD_DIM)
-                            qh = q[s]
-                            att = softmax([gd.add_n([a * b for a, b in zip(qh, kt[s])]) / HEAD_DIM ** 0.5
-                                           for kt in keys[i]])
-                            heads += [gd.add_n([att[t] * vt[s][j] for t, vt in enumerate(values[i])])
-                                      for j in range(HEAD_DIM)]
+                keys[i].append(k)
+                values[i].append(v)
+                heads = []
+                for h in range(N_HEAD):
+                    with g.scope(f"pos{p}/layer{i}/head{h}"):
+                        s = slice(h * HEAD_DIM, (h + 1) * HEAD_DIM)
+                        qh = q[s]
+                        att = softmax([gd.add_n([a * b for a, b in zip(qh, kt[s])]) / HEAD_DIM ** 0.5
+                                       for kt in keys[i]])
+                        heads += [gd.add_n([att[t] * vt[s][j] for t, vt in enumerate(values[i])])
+                                  for j in range(HEAD_DIM)]
+                with g.scope(f"pos{p}/layer{i}/attn_out"):
                     x = [a + b for a, b in zip(linear(heads, W["attn_wo"]), r)]
+                with g.scope(f"pos{p}/layer{i}/mlp"):
                     r = x
                     x = [gd.relu(a) for a in linear(rmsnorm(x), W["mlp_fc1"])]
                     x = [a + b for a, b in zip(linear(x, W["mlp_fc2"]), r)]
+            with g.scope(f"pos{p}/loss"):
                 logits = linear(x, lm_head)
                 probs = softmax(logits)
                 losses.append(-gd.log(gd.add_n([o * pr for o, pr in zip(onehot, probs)])))
@@ -303,6 +310,44 @@ class Trainer:
         return "".join(run.chars[t] for t in tokens[1:])
 
 
+def draw(docs, out_dir, name="jo", seed=42, formats=("svg", "png")):
+    """microgpt's forward and backward graph for one short name, drawn with graphdiff.viz: scalar mode folded
+    (each parameter matrix, and per position its embedding, queries/keys/values, each head, the attention
+    output, the MLP and the loss, one box each; the backward pass, g.gradients, is the box "grad"), and
+    tensor mode whole. Returns the paths written."""
+    from graphdiff import viz
+    run = Run(docs, seed)
+    tokens = run.tokens(name)
+    n = len(tokens) - 1
+    paths = []
+    sg = ScalarGPT(run, n)
+    sg.g.forward(sg.feeds(tokens), outputs=sg.loss)
+    sg.g.backward(sg.loss, retain_grads=True)       # the forward nodes' labels show their gradients
+    wrt = sg.leaves + [t for row in sg.tok for t in row]
+    nodes = viz.backward_graph(sg.g, sg.loss, "children", wrt=wrt)
+    scopes = sorted({nd.scope for nd in sg.g.nodes if nd.scope}, key=_scope_key)
+    ops = sum(nd.kind == "op" for nd in sg.g.nodes)
+    title = (f"microgpt, scalar mode, the name '{name}' ({n} positions): {len(sg.g.nodes):,} scalar nodes "
+             f"({ops:,} ops, forward and backward), folded by position and head")
+    dot = viz.to_dot(nodes, collapse=scopes, rankdir="LR", title=title)
+    paths += [viz.render(dot, os.path.join(out_dir, "microgpt_scalar"), format=f) for f in formats]
+    tg = TensorGPT(run, n)
+    ids = np.array(tokens)
+    tg.g.forward({tg.ids: ids[:-1], tg.targets: ids[1:]}, outputs=tg.loss)
+    tg.g.backward(tg.loss, retain_grads=True)
+    nodes = viz.backward_graph(tg.g, tg.loss, "children")
+    title = f"microgpt, tensor mode, the name '{name}': forward and backward graph (g.gradients, yellow), whole"
+    dot = viz.to_dot(nodes, rankdir="TB", max_nodes=None, title=title)
+    paths += [viz.render(dot, os.path.join(out_dir, "microgpt_tensor"), format=f) for f in formats]
+    return paths
+
+
+def _scope_key(scope):
+    """Scopes in build order: parameters first, then by position (pos10 after pos9)."""
+    head, _, rest = scope.partition("/")
+    return (1, int(head[3:]), rest) if head.startswith("pos") and head[3:].isdigit() else (0, 0, scope)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=DEFAULT_DATA, help="documents, one per line (default: names.txt)")
@@ -310,9 +355,15 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--mode", choices=tuple(MODES), default="tensor")
     p.add_argument("--variant", choices=gd.VARIANTS, default="children", help="backward variant")
+    p.add_argument("--draw", metavar="DIR", help="instead of training, draw the forward and backward graphs of "
+                   "the name 'jo' (scalar mode folded, tensor mode whole) into DIR as SVG and PNG")
     add_backend_argument(p)
     args = p.parse_args(argv)
     gd.set_backend(args.backend)
+    if args.draw:
+        for path in draw(load_docs(args.data), args.draw, seed=args.seed):
+            print(f"wrote {path}")
+        return
     trainer = Trainer(load_docs(args.data), args.seed, args.mode, args.variant)
     t = time.perf_counter()
     for s in range(args.steps):

@@ -78,7 +78,7 @@ def test_scalar_graph_folds_by_position_and_head(docs):
     trainer = microgpt.Trainer(docs, mode="scalar")
     g = trainer.graph(2).g
     scopes = {n.scope for n in g.nodes if n.kind == "op"}
-    assert {"pos0", "pos1", "pos0/head0", "pos1/head3"} <= scopes
+    assert {"pos0/embed", "pos1/loss", "pos0/layer0/head0", "pos1/layer0/head3"} <= scopes
     assert all(n.shape == () and n.dtype == "float64" for n in g.nodes)
 
 
