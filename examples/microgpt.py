@@ -40,6 +40,7 @@ N_EMBD, N_HEAD, N_LAYER, BLOCK_SIZE = 16, 4, 1, 16
 HEAD_DIM = N_EMBD // N_HEAD
 LAYER = ("attn_wq", "attn_wk", "attn_wv", "attn_wo", "mlp_fc1", "mlp_fc2")
 BETA1, BETA2, EPS = 0.85, 0.99, 1e-8
+EMBEDDINGS = ("wte", "wpe")          # looked up by row; every other matrix maps x to W x
 
 
 def load_docs(path=DEFAULT_DATA):
@@ -221,13 +222,15 @@ def rmsnorm(x):
 
 # --- tensor mode: the same model on arrays ------------------------------------------------------------------
 class TensorGPT:
-    """microgpt's model for sequences of n positions on float64 arrays; the parameters are params of this
-    graph, assigned from theta each step."""
+    """microgpt's model for sequences of n positions on float64 arrays (rows are positions); the parameters
+    are params of this graph, assigned from theta each step. The matrices that map x to W x are held as W^T
+    (in, out), so a row x maps to x @ W^T with no transpose node: fewer ops at this size, where each op's
+    cost is mostly its overhead."""
 
     def __init__(self, run, n):
         self.run, self.n = run, n
         g = self.g = gd.Graph(dtype="float64")
-        P = self.P = {name: g.param(name, w) for name, w in run.params.items()}
+        P = self.P = {name: g.param(name, w) for name, w in self.values()}
         self.ids = g.input("ids", (n,), dtype="int64")
         self.targets = g.input("targets", (n,), dtype="int64")
         causal = g.constant(np.tril(np.ones((n, n), dtype=bool)), name="causal")
@@ -237,27 +240,35 @@ class TensorGPT:
                 W = {w: P[f"layer{i}.{w}"] for w in LAYER}
                 r = x
                 x = rmsnorm_rows(x)
-                q, k, v = (heads_first(x @ W[w].T) for w in ("attn_wq", "attn_wk", "attn_wv"))  # (H, n, D)
+                q, k, v = (heads_first(x @ W[w]) for w in ("attn_wq", "attn_wk", "attn_wv"))  # (H, n, D)
                 att = gd.where(causal, q @ k.transpose(0, 2, 1) / HEAD_DIM ** 0.5, -math.inf)   # (H, n, n)
                 y = (gd.softmax(att, axis=-1) @ v).transpose(1, 0, 2).reshape(n, N_EMBD)      # (n, C)
-                x = y @ W["attn_wo"].T + r
+                x = y @ W["attn_wo"] + r
                 r = x
-                x = gd.relu(rmsnorm_rows(x) @ W["mlp_fc1"].T) @ W["mlp_fc2"].T + r
-        self.logits = x @ P["lm_head"].T                                                      # (n, V)
+                x = gd.relu(rmsnorm_rows(x) @ W["mlp_fc1"]) @ W["mlp_fc2"] + r
+        self.logits = x @ P["lm_head"]                                                      # (n, V)
         self.loss = gd.cross_entropy(self.logits, self.targets)
 
+    def values(self):
+        """(name, the value its param holds): wte and wpe as they are, the other matrices transposed."""
+        for name, w in self.run.params.items():
+            yield name, (w if name in EMBEDDINGS else w.T)
+
+    def assign(self):
+        for name, w in self.values():
+            self.P[name].value = w
+
     def step(self, tokens, variant):
-        for name, node in self.P.items():
-            node.value = self.run.params[name]
+        self.assign()
         ids = np.array(tokens[:self.n + 1])
         loss, = self.g.forward_backward({self.ids: ids[:-1], self.targets: ids[1:]}, [self.loss], self.loss,
                                         variant=variant)
-        grad = np.concatenate([gd.to_numpy(node.grad).ravel() for node in self.P.values()])
+        grads = ((name, gd.to_numpy(node.grad)) for name, node in self.P.items())
+        grad = np.concatenate([(g if name in EMBEDDINGS else g.T).ravel() for name, g in grads])
         return float(gd.to_numpy(loss)), grad
 
     def last_logits(self, tokens):
-        for name, node in self.P.items():
-            node.value = self.run.params[name]
+        self.assign()
         out = self.g.forward({self.ids: np.array(tokens)}, outputs=self.logits)
         return gd.to_numpy(out)[-1].tolist()
 
