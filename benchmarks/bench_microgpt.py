@@ -13,9 +13,10 @@ generation, so the collections a step triggers scan only what that step made, no
 graphs (a scalar-mode graph is some 50,000 nodes; a full collection over them all costs about a second),
 much as if each engine ran alone. An engine's ms/step is the sum of its step times over the steps it ran,
 over their number: graph building and compiling included, as microgpt.py's own `ms/step` counts them.
-The reference, about 100 ms a step, may run only the first --ref-steps steps (its cost per step depends only on the documents'
-lengths; the file records how many it ran). Losses of the first --check-steps steps of both graphdiff modes
-must equal the reference's to 1e-9 relative (else the benchmark stops); PyTorch's are reported.
+The reference, about 100 ms a step, may run only the first --ref-steps steps (its cost per step depends
+only on the documents' lengths; the file records how many it ran). Losses of the first --check-steps steps
+of both graphdiff modes must equal the reference's to 1e-9 relative (else the benchmark stops); PyTorch's
+are reported.
 Writes benchmarks/results/microgpt.json.
 """
 import argparse
