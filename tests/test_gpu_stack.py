@@ -95,6 +95,7 @@ EXAMPLES = {
     "decoding.py": (["--steps", "10", "--chars", "20000", "--samples", "2", "--length", "4"],
                     "plain ancestral sampling"),
     "batching.py": ([], "vocabulary: <pad>=0"),
+    "microgpt.py": (["--steps", "3"], "ms/step"),
     "finetune_lm.py": (["--pre-steps", "4", "--steps", "4", "--pre-chars", "20000", "--new-chars", "3000",
                         "--out", "{tmp}"], "after 4 steps"),
 }
