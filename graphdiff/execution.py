@@ -49,7 +49,7 @@ def state(graph):
     return st
 
 
-def bulk(fn):
+def gc_paused(fn):
     """Run fn with Python's cyclic garbage collector paused. Building an order or a plan, and running a
     forward or backward pass, allocate a few small containers per node and no cycles (reference counting
     frees them); on a graph of a million nodes the collector would otherwise rescan every node several
@@ -69,7 +69,7 @@ def bulk(fn):
 
 
 # --- topological order ---------------------------------------------------------------------------------
-@bulk
+@gc_paused
 def topological_order(graph, outputs):
     """The nodes `outputs` depend on, each after all of its inputs (iterative depth-first post-order).
 
@@ -123,7 +123,7 @@ def _as_outputs(graph, outputs):
 
 
 # --- forward ---------------------------------------------------------------------------------------------
-@bulk
+@gc_paused
 def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True, release=None):
     """See Graph.forward. release: a lifetimes.Lifetimes for this order (forward_backward): values go after
     their last use as it says."""
@@ -302,7 +302,7 @@ def _run(steps, stamp, resample, explain=True):
         raise GraphError(f"forward failed at {where(n)}: {type(e).__name__}: {e}") from e
 
 
-@bulk
+@gc_paused
 def _steps(graph, st, order, F, check):
     """(node, its forward bound to F and its attrs, inputs, random) for each op node of order; kept from the
     order's second run on. Its first run binds them one by one and keeps none: a graph built and run once,

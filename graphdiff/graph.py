@@ -5,7 +5,7 @@ so creation order is always a valid topological order; the engine still sorts th
 (iteratively), which is what the lecture's algorithm does and what lets forward skip unneeded nodes.
 
 Running a graph is not this module's business: `g.forward`, `g.backward` and `g.gradients` hand the graph
-to `Graph.engine` (graphdiff.autodiff, wired in by the package), which owns every cache, plan and adjoint.
+to `Graph.engine` (graphdiff.engine, which plugs itself in when imported), which owns every cache, plan and adjoint.
 What the engine reads here is public: `node.out` (the stored value), `node.stamp` (which values it was
 computed from) and `graph.version` (bumped by any change of structure that a cached plan depends on); the
 engine keeps its caches in `graph.engine_state`, so they die with the graph.
@@ -316,7 +316,7 @@ class Graph:
     a graph run one at a time; hold it yourself to make several calls (forward, then backward) one step.
     """
 
-    engine = None    # the module that runs graphs (graphdiff.autodiff); graphdiff/__init__.py plugs it in
+    engine = None    # the module that runs graphs: graphdiff.engine, which sets itself here when imported
 
     def __init__(self, backend=None, dtype=None, eager=False, seed=None, check_finite=False):
         if dtype is None:

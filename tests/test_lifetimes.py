@@ -92,7 +92,7 @@ def test_the_forward_keeps_only_what_the_backward_reads():
     g, loss = prog.graph, prog.outputs["loss"]
     m.loss(feeds["idx"], feeds["targets"], feeds["key_mask"], backward=True)       # builds the lifetimes
     life = state(g).cache[("lifetimes", (loss.index,), loss.index, "children", "numpy")]
-    gd.autodiff.forward(g, {prog.inputs[k]: v for k, v in feeds.items()}, [loss], release=life)
+    gd.execution.forward(g, {prog.inputs[k]: v for k, v in feeds.items()}, [loss], release=life)
     assert _alive(g, "h/0/") == {"h/0/ln_1/ln", "h/0/attn/c_attn/getitem", "h/0/attn/c_attn/getitem_2",
                                  "h/0/attn/c_attn/getitem_4", "h/0/attn/scale", "h/0/attn/transpose",
                                  "h/0/attn/c_attn/v", "h/0/attn/attn", "h/0/attn/reshape",
