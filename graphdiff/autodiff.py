@@ -95,8 +95,8 @@ LOOPS = {"children": version_a, "parents": version_b}
 
 # --- runs: what a contribution is ----------------------------------------------------------------------------
 class NumericRun:
-    """A numeric backward: each node's VJP rule bound to the backend F (once per plan), its input values
-    gathered once per run (two-stage rules compute their shared work then), contributions added as arrays.
+    """A numeric backward: each node's VJP rule bound to the backend F (once per plan), its pullback called on
+    its values once per run (a two-stage rule's shared work runs then), contributions added as arrays.
     kept: nodes whose adjoints are not freed.
 
     vjp and free are closures over the run's state rather than methods: they run once per edge and once
@@ -104,14 +104,14 @@ class NumericRun:
 
     def __init__(self, F, kept, residuals, rules):
         self.F, self.kept, self.residuals, self.rules = F, kept, residuals, rules
-        stages = {}
-        stage_of, drop, bind = stages.get, stages.pop, self.bind
+        bound = {}                          # node -> (vjp, xs, out) in this run (OpDef.pullback)
+        bound_of, drop, bind = bound.get, bound.pop, self.bind
 
         def vjp(u, i, g):
-            stage = stage_of(u)
-            if stage is None:
-                stage = stages[u] = bind(u)
-            rule, xs, out = stage
+            b = bound_of(u)
+            if b is None:
+                b = bound[u] = bind(u)
+            rule, xs, out = b
             return rule(i, g, xs, out)
 
         def free(adj, u):
@@ -121,14 +121,10 @@ class NumericRun:
         self.vjp, self.free = vjp, free
 
     def bind(self, u):
-        """(rule, input values, output value) for u in this run; a two-stage rule's shared work runs here."""
-        rule = self.rules[u]
+        """u's (vjp, xs, out) in this run: its pullback at its input values, output and residuals."""
         ins = u.inputs                      # spelled out: a list comprehension costs more than most rules
         xs = [ins[0].out, ins[1].out] if len(ins) == 2 else [ins[0].out] if len(ins) == 1 else [p.out for p in ins]
-        if u.spec.make_vjp is None:
-            return rule, xs, u.out
-        per_slot = rule(xs, u.out, self.residuals.get(u.index))
-        return (lambda i, g, xs, out: per_slot(i, g)), None, None
+        return self.rules[u](xs, u.out, self.residuals.get(u.index))
 
     @staticmethod
     def total(parts):
@@ -155,11 +151,7 @@ class SymbolicRun(NumericRun):
         super().__init__(NODES, kept, {}, bound_rules(plan, NODES))
 
     def bind(self, u):
-        rule = self.rules[u]
-        if u.spec.make_vjp is None:
-            return rule, u.inputs, u
-        per_slot = rule(u.inputs, u, None)
-        return (lambda i, g, xs, out: per_slot(i, g)), None, None
+        return self.rules[u](u.inputs, u, None)
 
     @staticmethod
     def total(parts):

@@ -57,7 +57,7 @@ class Shape:
 def reads(u, slots):
     """(input positions, reads out) of what u's VJP reads for the input slots `slots` (all of them for a
     two-stage op, whose shared work reads at once what every slot needs)."""
-    saves = getattr(u.spec.cls, "saves", None)
+    saves = u.spec.saves
     if saves is None:                 # undeclared (a user's op): everything
         return set(range(len(u.inputs))), True
     if isinstance(saves, dict):
@@ -258,7 +258,6 @@ class ReleasingRun(NumericRun):
         return total
 
     def bind(self, u):
-        rule = self.rules[u]
         xs, fill, out, drops, indices = self.binds[u]
         xs = list(xs)
         for k, p in fill:
@@ -268,13 +267,9 @@ class ReleasingRun(NumericRun):
                                  "has none; run the forward again")
         if out is None:
             out = u.out
-        if u.spec.make_vjp is None:
-            stage = rule, xs, out
-        else:
-            per_slot = rule(xs, out, self.residuals.pop(u.index, None))
-            stage = (lambda i, g, xs, out: per_slot(i, g)), None, None
+        bound = self.rules[u](xs, out, self.residuals.pop(u.index, None))
         release(drops, indices, self.residuals)
-        return stage
+        return bound
 
 
 def forward_backward(graph, feeds, outputs, y, variant="children", seed=None, trace=None):

@@ -12,8 +12,6 @@ A plan is, by definition (plain_edges below, written the plain way):
   pull from u (the one Version A reaches last); and v flagged when nothing pulls from it.
 Plan.sweep builds the same lists in one sweep over the order (tests check the two agree).
 """
-from functools import partial
-
 import numpy as np
 
 from .errors import GraphError, ReleasedError
@@ -215,7 +213,7 @@ def plain_edges(plan):
 
 # --- rules: each pushing node's VJP bound to a backend, once per plan ------------------------------------
 def bound_rules(plan, F):
-    """{node: its VJP rule with F and the node's attrs bound}, for the nodes of plan that push or are pulled
+    """{node: its pullback with F and the node's attrs bound}, for the nodes of plan that push or are pulled
     from; cached on the plan per backend (binding is per node, and plans are reused run after run)."""
     key = (F.name, KERNELS["epoch"])
     rules = plan.rules.get(key)
@@ -234,9 +232,8 @@ def bound_rules(plan, F):
 
 
 def _bind_rule(spec, F, attrs):
-    spec = spec.impl(F)                     # a fused kernel has make_vjp exactly where the op has it
-    return partial(spec.vjp if spec.make_vjp is None else spec.make_vjp, F, **attrs)
-
+    """The op's pullback on F (its fused kernel's while kernels are on) with F and attrs bound."""
+    return spec.impl(F).pullback(F, **attrs)
 
 
 # --- staleness: the values a backward reads are the current ones ----------------------------------------
