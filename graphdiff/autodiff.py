@@ -187,7 +187,8 @@ def install_checks(run, shapes, finite, casts=None):
 
 def install_casts(run, edges):
     """Replace run.vjp (in place): the contributions of edges (u, i) are cast to the dtype of u.inputs[i]
-    (their VJPs return another; install_checks found them on the plan's first run, so only plans with such edges pay for this)."""
+    (their VJPs return another; install_checks found them on the plan's first run, so only plans with such
+    edges pay for this)."""
     vjp, F = run.vjp, run.F
 
     def cast_vjp(u, i, g):

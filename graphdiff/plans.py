@@ -25,11 +25,11 @@ class Plan:
 
     pushes: (u, [(slot i, parent p)]) in reverse topological order, for Version B; pulls: (v, [(child u,
     slot i, last_pull: the last pull from u)], unpulled: nothing pulls from v) in the same order, for
-    Version A; active: the nodes with an adjoint, in topological order. plan_for builds the one its variant visits in its sweep over the order; the other
-    and active are built by a sweep of their own the first time they are asked for (most plans of a fresh
-    graph are used once, by one variant). order: every node y depends on; wrt: the targets; src/dst:
-    positions in order of each edge, for the staleness check, built the second time the plan is checked (a
-    plan used once is checked by a loop)."""
+    Version A; active: the nodes with an adjoint, in topological order. plan_for builds the one its variant
+    visits in its sweep over the order; the other and active are built by a sweep of their own the first
+    time they are asked for (most plans of a fresh graph are used once, by one variant). order: every node y
+    depends on; wrt: the targets; src/dst: positions in order of each edge, for the staleness check, built
+    the second time the plan is checked (a plan used once is checked by a loop)."""
 
     __slots__ = ("y", "order", "needs", "_active", "_pushes", "_pulls", "wrt", "src", "dst", "checked", "floats",
                  "rules", "compiled", "shapes_ok", "casts")
