@@ -28,7 +28,6 @@ from .execution import (FLOATS, SCALAR_FAILS, as_arrays, check_member, compiled_
                         state)
 from .graph import Node, describe
 from .ops import NODES, add_n
-from .ops.registry import KERNELS
 from .plans import bound_rules, check_current, plan_for
 
 VARIANTS = ("children", "parents")
@@ -305,16 +304,15 @@ def array_backward(plan, variant, seed, kept, emit, check, graph, release=None):
         run = NumericRun(F, kept, residuals, bound_rules(plan, F))
     else:
         run = release.run(F, kept, residuals, bound_rules(plan, F), variant)
-    key = (F.name, KERNELS["epoch"])
-    shapes = key not in plan.shapes_ok      # a plan's shapes (and dtypes) are fixed: check one run
-    casts = plan.casts.setdefault(key, set())
+    shapes = F.name not in plan.shapes_ok   # a plan's shapes (and dtypes) are fixed: check one run
+    casts = plan.casts.setdefault(F.name, set())
     if casts and not shapes:
         install_casts(run, casts)
     install_checks(run, shapes=shapes, finite=check, casts=casts)
     if emit is not None:
         install_tracing(run, emit)
     adj = LOOPS[variant](plan, seed, run) if plan.has_adjoints else {}
-    plan.shapes_ok.add(key)
+    plan.shapes_ok.add(F.name)
     return adj
 
 

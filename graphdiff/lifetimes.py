@@ -283,13 +283,13 @@ def forward_backward(graph, feeds, outputs, y, variant="children", seed=None, tr
     want = outs if y in outs else outs + [y]
     graph.feed(feeds or {})                 # first: a feed of another batch size resizes the graph, and the
     st = state(graph)                       # release plan is that size's (its Shapes, its order)
-    key = ("lifetimes", tuple(n.index for n in want), y.index, variant, graph.backend.name)
-    life = st.cache.get(key)
+    key = (tuple(n.index for n in want), y.index, variant, graph.backend.name)
+    life = st.cache.lifetimes.get(key)
     if life is None:
         plan = plan_for(graph, y, None, variant)
         order = topological_order(graph, want)
         # Python floats (0-d float64 graphs) hold nothing worth releasing: the plain passes run them
-        life = st.cache[key] = False if plan.floats or scalar_graph(graph, order) else Lifetimes(
+        life = st.cache.lifetimes[key] = False if plan.floats or scalar_graph(graph, order) else Lifetimes(
             order, plan, variant, want, graph.backend)
     if not life or graph.eager:             # an eager graph's values stay: later nodes compute from them
         values = forward(graph, None, want)

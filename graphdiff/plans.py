@@ -17,7 +17,6 @@ import numpy as np
 from .errors import GraphError, ReleasedError
 from .execution import FLOATS, gc_paused, runs_on_floats, state, topological_order
 from .graph import RELEASED, released
-from .ops.registry import KERNELS
 
 # --- plans: what the loops visit, computed once per (y, wrt) --------------------------------------------
 class Plan:
@@ -38,8 +37,8 @@ class Plan:
         self._active = self._pushes = self._pulls = None
         self.src = self.dst = None
         self.checked = False
-        self.shapes_ok = set()              # (backend, kernel epoch) whose VJP shapes passed the check once
-        self.casts = {}                     # (backend, kernel epoch) -> edges (u, i) whose VJP returns another
+        self.shapes_ok = set()              # backends whose VJP shapes passed the check once
+        self.casts = {}                     # backend -> edges (u, i) whose VJP returns another
         #                                     dtype than its input's (found by that check; cast from then on)
 
     @property
@@ -147,9 +146,9 @@ def plan_for(graph, y, wrt, variant=None):
     built and run once, as eager users run theirs) is not kept: its pushes, pulls and bound rules would only
     leave the collector more objects to scan and free. What it leaves is its compile counts, so the run
     that compiles is the same either way."""
-    st = state(graph)
-    key = ("bwd", y.index, None if wrt is None else tuple(n.index for n in wrt))
-    kept = st.cache.get(key)
+    plans = state(graph).cache.plans
+    key = (y.index, None if wrt is None else tuple(n.index for n in wrt))
+    kept = plans.get(key)
     if type(kept) is Plan:
         return kept
     order = topological_order(graph, [y])
@@ -173,10 +172,10 @@ def plan_for(graph, y, wrt, variant=None):
     plan.floats = runs_on_floats(graph, order)
     plan.rules = {}
     if kept is None:                        # its first use
-        plan.compiled = st.cache[key] = {}
+        plan.compiled = plans[key] = {}
     else:
         plan.compiled = kept
-        st.cache[key] = plan
+        plans[key] = plan
     return plan
 
 
@@ -215,10 +214,9 @@ def plain_edges(plan):
 def bound_rules(plan, F):
     """{node: its pullback with F and the node's attrs bound}, for the nodes of plan that push or are pulled
     from; cached on the plan per backend (binding is per node, and plans are reused run after run)."""
-    key = (F.name, KERNELS["epoch"])
-    rules = plan.rules.get(key)
+    rules = plan.rules.get(F.name)
     if rules is None:
-        rules = plan.rules[key] = {}
+        rules = plan.rules[F.name] = {}
         shared = {}                         # op -> its rule bound to F, for the nodes without attrs
         for u in plan.pushers():
             if u.attrs:
