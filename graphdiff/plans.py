@@ -8,8 +8,8 @@ A plan is, by definition (plain_edges below, written the plain way):
 - Version B's pushes: for each live node u in reverse topological order, the slots i whose input needs a
   gradient;
 - Version A's pulls: for each live node v in the same order, the edges (u, i) with u.inputs[i] is v, u live,
-  children in reverse topological order (the slots of one u in reverse too), each flagged when it is the last
-  pull from u (the one Version A reaches last); and v flagged when nothing pulls from it.
+  in topological order of u and slot order, each flagged when it is the last pull from u (from the earliest
+  of u's inputs in topological order, its last slot if used twice); and v flagged when nothing pulls from it.
 Plan.sweep builds the same lists in one sweep over the order (tests check the two agree).
 """
 import numpy as np
@@ -201,9 +201,9 @@ def plain_edges(plan):
         if v not in live:
             continue
         children = []
-        for u in sorted(live, key=pos.get, reverse=True):
+        for u in sorted(live, key=pos.get):
             slots = [i for i, p in pushes_into(u) if p is v]
-            for i in reversed(slots):
+            for i in slots:
                 last = min(pushes_into(u), key=lambda e: (pos[e[1]], -e[0]))[0]
                 children.append((u, i, i == last))
         pulls.append((v, children, not pushes_into(v)))
