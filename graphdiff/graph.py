@@ -22,8 +22,10 @@ from . import backend as _backend
 from .backend import FLOAT_DTYPES, DTYPES, get_backend
 from .errors import DTypeError, GraphError, ReleasedError, ShapeError
 
-# node.stamp of a value the engine let go after its last use (Graph.forward_backward): reading it raises
-RELEASED = -2
+# node.stamp is a clock reading (Graph.tick: how new a value is). A value the engine let go after its last use
+# (Graph.forward_backward) gets this stamp, older than any reading, so that nothing computed from it passes
+# for current; Node.released says which values those are. Reading one raises ReleasedError.
+RELEASED_STAMP = -2
 
 _SHORT = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "bool"}
 
@@ -57,7 +59,7 @@ def released(node, what):
 def to_numpy(x):
     """A NumPy array from a Node's value, any backend's array, a list or a number."""
     if isinstance(x, Node):
-        if x.out is None and x.stamp == RELEASED:
+        if x.released:
             raise ReleasedError(released(x, "read its value"))
         if x.out is None:
             raise ValueError(f"node '{x.name}' has no value yet; run g.forward first")
@@ -131,9 +133,14 @@ class Node:
 
     # --- values --------------------------------------------------------------------------------
     @property
+    def released(self):
+        """True when forward_backward let this node's value go after its last use (reading it raises)."""
+        return self.out is None and self.stamp == RELEASED_STAMP
+
+    @property
     def value(self):
         v = self.out
-        if v is None and self.stamp == RELEASED:
+        if v is None and self.stamp == RELEASED_STAMP:
             raise ReleasedError(released(self, "read its value"))
         return np.float64(v) if type(v) is float else v    # scalar graphs run on Python floats inside
 
@@ -218,7 +225,7 @@ class Node:
         self.graph.backward(self, variant=variant, retain_grads=retain, **kwargs)
 
     def __float__(self):
-        if self.out is None and self.stamp == RELEASED:
+        if self.released:
             raise ReleasedError(released(self, "read its value"))
         if self.out is None:
             raise GraphError(f"node '{self.name}' has no value yet; run g.forward first (or use an eager graph)")

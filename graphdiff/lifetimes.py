@@ -19,7 +19,7 @@ lifetimes, live here beside that plan.
 from .autodiff import NumericRun, backward, check_args
 from .errors import GraphError
 from .execution import check_member, forward, scalar_graph, state, topological_order
-from .graph import RELEASED, Node
+from .graph import RELEASED_STAMP, Node
 from .plans import plan_for
 
 
@@ -200,7 +200,7 @@ def releasing(fn, drops, indices, residuals):
 
 def release(drops, indices, residuals):
     for p in drops:
-        p.out, p.stamp = None, RELEASED
+        p.out, p.stamp = None, RELEASED_STAMP
     for k in indices:
         residuals.pop(k, None)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import GraphError, ReleasedError
 from .execution import FLOATS, gc_paused, runs_on_floats, state, topological_order
-from .graph import RELEASED, released
+from .graph import RELEASED_STAMP, released
 
 # --- plans: what the loops visit, computed once per (y, wrt) --------------------------------------------
 class Plan:
@@ -247,7 +247,7 @@ def check_current(y, plan):
         empty, suspects = None, []
         for u in order:
             s = u.stamp
-            if s == RELEASED:                      # a second backward after forward_backward (the nn path)
+            if s == RELEASED_STAMP:                # a second backward after forward_backward (the nn path)
                 raise ReleasedError("backward: " + released(u, f"backward through it to '{y.name}'"))
             for p in u.inputs:
                 if p.stamp > s or s < 0:
@@ -267,7 +267,7 @@ def check_current(y, plan):
         plan.src = pos[np.fromiter((p.index for u in order for p in u.inputs), dtype=np.int64)]
         plan.dst = pos[np.fromiter((u.index for u in order for _ in u.inputs), dtype=np.int64)]
     stamps = np.fromiter((n.stamp for n in order), dtype=np.int64, count=len(order))
-    gone = np.flatnonzero(stamps == RELEASED)
+    gone = np.flatnonzero(stamps == RELEASED_STAMP)
     if len(gone):                           # a second backward after forward_backward (the nn path)
         raise ReleasedError("backward: " + released(order[gone[0]], f"backward through it to '{y.name}'"))
     bad = np.flatnonzero((stamps[plan.src] > stamps[plan.dst]) | (stamps[plan.dst] < 0))
