@@ -45,6 +45,8 @@ CuPy's kernels (ops/fused_cupy.py) are opt-in until a GPU run has validated them
 or `fused_kernels(cupy=True)`, binds them; otherwise CuPy runs the rules.
 
 The registry is explicit: ops/__init__.py imports each module of ops, and each op is listed in REGISTRY.
+One concept, one object: an op is its OpDef (REGISTRY[name], what @op returns); a node names it by node.op
+(the name) and holds it as node.spec; a Kernel names the OpDef it implements Kernel.opdef.
 """
 import builtins
 import contextlib
