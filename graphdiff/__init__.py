@@ -15,15 +15,14 @@ from .errors import (BackendUnavailable, DTypeError, GradcheckError, GraphError,
                      NonFiniteError, ReleasedError, ShapeError)
 from .backend import get_backend, set_backend, use_backend  # noqa: F401
 from .graph import Graph, Node, to_numpy  # noqa: F401
-from . import autodiff
-from .autodiff import (Contribution, Final, Freed, VARIANTS, hessian, hvp, jvp,  # noqa: F401
-                       topological_order)
+from . import autodiff, engine  # noqa: F401  (engine: plugs itself in as Graph.engine)
+from .autodiff import Contribution, Final, Freed, VARIANTS  # noqa: F401
+from .execution import topological_order  # noqa: F401
+from .higher import hessian, hvp, jvp  # noqa: F401
 from .gradcheck import gradcheck, numeric_grads  # noqa: F401
 from . import ops  # noqa: F401
 from .ops import *  # noqa: F401,F403
 from .ops import op, REGISTRY  # noqa: F401
-
-Graph.engine = autodiff       # graph.py is structure only: the engine that runs graphs is plugged in here
 
 __version__ = "0.1.0"
 

@@ -156,15 +156,12 @@ class CodeRun:
         return Expr(name)
 
     def vjp(self, u, i, g):
-        stage = self.stages.get(u)
-        if stage is None:
-            spec, xs, out = u.spec, [self.value(p) for p in u.inputs], self.value(u)
-            if spec.make_vjp is not None:
-                stage = spec.make_vjp(CODE, xs, out, None, **u.attrs)
-            else:
-                stage = (lambda i, g, vjp=spec.vjp, attrs=u.attrs: vjp(CODE, i, g, xs, out, **attrs))
-            self.stages[u] = stage
-        return self.emit(stage(i, g))
+        bound = self.stages.get(u)
+        if bound is None:
+            xs, out = [self.value(p) for p in u.inputs], self.value(u)
+            bound = self.stages[u] = u.spec.pullback(CODE, **u.attrs)(xs, out, None)
+        rule, xs, out = bound
+        return self.emit(rule(i, g, xs, out))
 
     def total(self, parts):
         return self.emit(Expr(" + ".join(src(p) for p in parts))) if len(parts) > 1 else parts[0]

@@ -1,8 +1,10 @@
 """Running a graph: the engine's state per graph, topological order and the forward pass.
 
-The engine owns everything about execution, kept per graph in a State: cached orders, bound forward steps
-and backward plans (valid while graph.version is unchanged), and the residuals ops keep for their VJPs.
-graph.py knows none of it. Everything is a loop over lists: graphs a million nodes deep need no recursion.
+The engine owns everything about execution, kept per graph in a State: per batch size one Caches, which
+holds an Order object per forward order (its node lists, bound forward steps, compiled run) and the backward
+plans (plans.py), valid while graph.version and the kernel switch (KERNELS["epoch"]) are unchanged; and the
+residuals ops keep for their VJPs. graph.py knows none of it. Everything is a loop over lists: graphs a
+million nodes deep need no recursion.
 
 Two backends run the steps: the graph's (NumPy, CuPy, array_api_strict) and, for micrograd-style graphs
 whose every node is a 0-d float64 on NumPy, Python floats (backend.SCALAR), where NumPy's per-call cost would
@@ -28,28 +30,94 @@ class State:
 
     def __init__(self, version):
         self.version = version    # the graph.version the caches were built for
-        self.caches = {}          # graph.batch -> its cache: a graph with a None axis has one per batch size
-        self.cache = {}           # the current batch size's: orders, forward steps, backward plans
+        self.epoch = KERNELS["epoch"]   # ... and the kernel switch (steps and rules bind kernels or rules)
+        self.caches = {}          # graph.batch -> its Caches: a graph with a None axis has one per batch size
+        self.cache = None         # the current batch size's Caches
         self.residuals = {}       # node index -> what its forward kept for its VJP (forward_res)
         self.built = {}           # hvp / jvp graphs, built once (nodes are never removed, so never stale)
         self.with_grad = []       # nodes whose .grad the last backward set
 
 
+class Caches:
+    """What the engine keeps for one batch size of a graph. orders: outputs' indices -> Order; by_nodes:
+    id(order's node list) -> Order (graph.nodes included); plans: (y index, wrt indices or None) -> Plan, or
+    its compile counts after its first use (plans.plan_for); lifetimes: (outputs, y, variant, backend) ->
+    lifetimes.Lifetimes, or False where nothing is worth releasing (forward_backward)."""
+
+    __slots__ = ("orders", "by_nodes", "plans", "lifetimes")
+
+    def __init__(self):
+        self.orders, self.by_nodes, self.plans, self.lifetimes = {}, {}, {}, {}
+
+
+class Order:
+    """A forward order (nodes: each after its inputs) and what is kept with it: its leaves, op nodes, nodes
+    with residuals and random nodes (built when first asked for); floats: scalar_graph of it (None until
+    known); scalar_leaves: the leaves a float run may leave as Python floats; steps: (backend name, check)
+    -> the bound forward steps, or False after their first use (_steps); shapes_ok: backends whose run of
+    it passed the shape check; compiled: codegen's compile count or function (compiled_after)."""
+
+    __slots__ = ("nodes", "_leaves", "_ops", "_keepers", "_random", "scalar_leaves", "floats", "steps", "shapes_ok",
+                 "compiled")
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+        self._leaves = self._ops = self._keepers = self._random = self.scalar_leaves = self.floats = None
+        self.steps, self.shapes_ok, self.compiled = {}, set(), {}
+
+    @property
+    def leaves(self):
+        if self._leaves is None:
+            self._leaves = [n for n in self.nodes if n.spec is None]
+        return self._leaves
+
+    @property
+    def ops(self):
+        if self._ops is None:
+            self._ops = [n for n in self.nodes if n.spec is not None]
+        return self._ops
+
+    @property
+    def keepers(self):
+        """The nodes whose op keeps residuals for its VJP (forward_res)."""
+        if self._keepers is None:
+            self._keepers = [n for n in self.nodes if n.spec is not None and n.spec.forward_res is not None]
+        return self._keepers
+
+    @property
+    def random(self):
+        if self._random is None:
+            self._random = [n for n in self.nodes if n.spec is not None and n.spec.random]
+        return self._random
+
+
 def state(graph):
-    """The engine's State for graph, its caches cleared if the graph's structure changed since, and its
-    cache the one for the graph's current batch size. It lives on the graph (graph.engine_state), so it dies
-    with it: a registry keyed by graph would hold the graph's nodes, and through them the graph, for ever."""
+    """The engine's State for graph, its caches cleared if the graph's structure or the kernel switch changed
+    since (the one place the kernel epoch is checked), and its cache the Caches of the graph's current batch
+    size. It lives on the graph (graph.engine_state), so it dies with it: a registry keyed by graph would hold
+    the graph's nodes, and through them the graph, for ever."""
     st = graph.engine_state
     if st is None:
         st = graph.engine_state = State(graph.version)
-    elif st.version != graph.version:
+    elif st.version != graph.version or st.epoch != KERNELS["epoch"]:
         st.caches.clear()
-        st.version = graph.version
-    st.cache = st.caches.setdefault(graph.batch, {})
+        st.version, st.epoch = graph.version, KERNELS["epoch"]
+    cache = st.caches.get(graph.batch)
+    if cache is None:
+        cache = st.caches[graph.batch] = Caches()
+    st.cache = cache
     return st
 
 
-def bulk(fn):
+def order_of(st, nodes):
+    """The Order object of a node list that topological_order returned (or graph.nodes)."""
+    got = st.cache.by_nodes.get(id(nodes))
+    if got is None:
+        got = st.cache.by_nodes[id(nodes)] = Order(nodes)
+    return got
+
+
+def gc_paused(fn):
     """Run fn with Python's cyclic garbage collector paused. Building an order or a plan, and running a
     forward or backward pass, allocate a few small containers per node and no cycles (reference counting
     frees them); on a graph of a million nodes the collector would otherwise rescan every node several
@@ -69,17 +137,17 @@ def bulk(fn):
 
 
 # --- topological order ---------------------------------------------------------------------------------
-@bulk
+@gc_paused
 def topological_order(graph, outputs):
     """The nodes `outputs` depend on, each after all of its inputs (iterative depth-first post-order).
 
     Cached per graph and set of outputs; adding a node clears the cache.
     """
     st = state(graph)
-    key = ("topo",) + tuple(o.index for o in outputs)
-    order = st.cache.get(key)
-    if order is not None:
-        return order
+    key = tuple(o.index for o in outputs)
+    got = st.cache.orders.get(key)
+    if got is not None:
+        return got.nodes
     seen = bytearray(len(graph.nodes))
     order = []
     for root in outputs:
@@ -99,7 +167,7 @@ def topological_order(graph, outputs):
             else:                       # all inputs placed: the node can follow them
                 pending.pop()
                 order.append(nodes.pop())
-    st.cache[key] = order
+    st.cache.orders[key] = st.cache.by_nodes[id(order)] = Order(order)
     return order
 
 
@@ -123,7 +191,7 @@ def _as_outputs(graph, outputs):
 
 
 # --- forward ---------------------------------------------------------------------------------------------
-@bulk
+@gc_paused
 def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True, release=None):
     """See Graph.forward. release: a lifetimes.Lifetimes for this order (forward_backward): values go after
     their last use as it says."""
@@ -131,8 +199,9 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True, r
     single, outs = _as_outputs(graph, outputs)
     st = state(graph)
     order = graph.nodes if single is None else topological_order(graph, outs)
+    kept = order_of(st, order)
     check = graph.check_finite if check_finite is None else check_finite
-    leaves = _leaves(st, order)
+    leaves = kept.leaves
     missing = [n for n in leaves if n.out is None]
     if missing:
         names = ", ".join(f"'{n.name}' {describe(n.shape, n.dtype)}" for n in missing)
@@ -145,25 +214,24 @@ def forward(graph, feeds=None, outputs=None, check_finite=None, resample=True, r
     stamp = max((n.stamp for n in leaves), default=0)   # every value computed now is from these leaves
     if not check and release is None and runs_on_floats(graph, order):     # (nothing random)
         try:
-            _float_forward(graph, st, order, stamp, resample)
+            _float_forward(graph, st, kept, stamp, resample)
         except SCALAR_FAILS:                # inf or nan ahead: NumPy's semantics take over
             as_arrays(order)
         else:
             return _result(single, outs)
     elif not check:                         # a float run of other outputs may have left Python floats in
-        as_arrays(_scalar_leaves(st, order, graph))     # leaves: NumPy's rules and kernels read .shape
-    draws = _random_nodes(st, order)
+        as_arrays(_scalar_leaves(kept, graph))          # leaves: NumPy's rules and kernels read .shape
+    draws = kept.random
     if draws:                               # and from random draws (dropout masks)
         stamp = _stamp_with_draws(graph, draws, stamp, resample)
-    steps = _steps(graph, st, order, graph.backend, check)
+    steps = _steps(graph, st, kept, graph.backend, check)
     if release is not None:
         steps = release.forward_steps(steps, st.residuals, check)
-    shapes = ("shapes ok", id(order), graph.backend.name, KERNELS["epoch"])
-    if shapes in st.cache:
+    if graph.backend.name in kept.shapes_ok:
         _run(steps, stamp, resample)
     else:                                   # an order's shapes are fixed: its first run checks them
         _run(((n, _shape_checked(fn, n), ins, random) for n, fn, ins, random in steps), stamp, resample)
-        st.cache[shapes] = True
+        kept.shapes_ok.add(graph.backend.name)
     return _result(single, outs)
 
 
@@ -181,55 +249,36 @@ def _shape_checked(fn, node):
 
 
 def runs_on_floats(graph, order):
-    """scalar_graph(graph, order), cached with the order (forward and backward of one output share it)."""
-    cache = state(graph).cache
-    key = ("floats", id(order))
-    got = cache.get(key)
-    if got is None:
-        got = cache[key] = scalar_graph(graph, order)
-    return got
+    """scalar_graph(graph, order), kept with the order (forward and backward of one output share it)."""
+    kept = order_of(state(graph), order)
+    if kept.floats is None:
+        kept.floats = scalar_graph(graph, order)
+    return kept.floats
 
 
-def _float_forward(graph, st, order, stamp, resample):
+def _float_forward(graph, st, kept, stamp, resample):
     """The forward on Python floats: the steps one by one, or, once this order has run a few times, one
     compiled function (codegen)."""
-    run = compiled_after(st.cache, ("code", id(order)), codegen.compile_forward, order)
+    run = compiled_after(kept.compiled, "forward", codegen.compile_forward, kept.nodes)
     if run:
-        for n, v in zip(_op_nodes(st, order), run(order)):
+        for n, v in zip(kept.ops, run(kept.nodes)):
             n.out, n.stamp = v, stamp
-        for n in _keepers(st, order):       # the compiled run keeps no residuals: drop the older ones
+        for n in kept.keepers:              # the compiled run keeps no residuals: drop the older ones
             st.residuals.pop(n.index, None)
         return
-    for n in _leaves(st, order):           # leaves as Python floats; op nodes get floats from the rules
+    for n in kept.leaves:                   # leaves as Python floats; op nodes get floats from the rules
         if type(n.out) is not float:
             n.out = float(n.out)
-    _run(_steps(graph, st, order, SCALAR, False), stamp, resample, explain=False)
+    _run(_steps(graph, st, kept, SCALAR, False), stamp, resample, explain=False)
 
 
-def compiled_after(cache, key, build, *args):
-    """The compiled function cached under key, compiled on the COMPILE_AFTER-th call; None before that,
-    False when it cannot be compiled."""
-    got = cache.get(key, 0)
+def compiled_after(counts, key, build, *args):
+    """The compiled function kept in counts[key], compiled on the COMPILE_AFTER-th call; None before that
+    (counts[key] counts the calls), False when it cannot be compiled."""
+    got = counts.get(key, 0)
     if isinstance(got, int):
-        got = cache[key] = got + 1 if got + 1 < codegen.COMPILE_AFTER else codegen.compile_or_none(build, *args)
+        got = counts[key] = got + 1 if got + 1 < codegen.COMPILE_AFTER else codegen.compile_or_none(build, *args)
     return None if isinstance(got, int) else got
-
-
-def _keepers(st, order):
-    """The nodes of order whose op keeps residuals for its VJP (forward_res)."""
-    key = ("keepers", id(order))
-    nodes = st.cache.get(key)
-    if nodes is None:
-        nodes = st.cache[key] = [n for n in order if n.spec is not None and n.spec.forward_res is not None]
-    return nodes
-
-
-def _random_nodes(st, order):
-    key = ("random", id(order))
-    nodes = st.cache.get(key)
-    if nodes is None:
-        nodes = st.cache[key] = [n for n in order if n.spec is not None and n.spec.random]
-    return nodes
 
 
 def _stamp_with_draws(graph, nodes, stamp, resample):
@@ -244,36 +293,18 @@ def _stamp_with_draws(graph, nodes, stamp, resample):
     return stamp
 
 
-def _scalar_leaves(st, order, graph):
-    """The leaves of order that a float run may leave holding Python floats: 0-d float64 on NumPy."""
-    key = ("scalar leaves", id(order))
-    nodes = st.cache.get(key)
-    if nodes is None:
+def _scalar_leaves(kept, graph):
+    """The leaves of an order that a float run may leave holding Python floats: 0-d float64 on NumPy."""
+    if kept.scalar_leaves is None:
         numpy = graph.backend.name == "numpy"
-        nodes = st.cache[key] = [n for n in _leaves(st, order) if numpy and not n.shape and n.dtype == "float64"]
-    return nodes
-
-
-def _op_nodes(st, order):
-    key = ("ops", id(order))
-    ops = st.cache.get(key)
-    if ops is None:
-        ops = st.cache[key] = [n for n in order if n.spec is not None]
-    return ops
+        kept.scalar_leaves = [n for n in kept.leaves if numpy and not n.shape and n.dtype == "float64"]
+    return kept.scalar_leaves
 
 
 def _result(single, outs):
     if single is None:
         return None
     return outs[0].value if single else [o.value for o in outs]
-
-
-def _leaves(st, order):
-    key = ("leaves", id(order))
-    leaves = st.cache.get(key)
-    if leaves is None:
-        leaves = st.cache[key] = [n for n in order if n.spec is None]
-    return leaves
 
 
 def _run(steps, stamp, resample, explain=True):
@@ -302,18 +333,18 @@ def _run(steps, stamp, resample, explain=True):
         raise GraphError(f"forward failed at {where(n)}: {type(e).__name__}: {e}") from e
 
 
-@bulk
-def _steps(graph, st, order, F, check):
-    """(node, its forward bound to F and its attrs, inputs, random) for each op node of order; kept from the
-    order's second run on. Its first run binds them one by one and keeps none: a graph built and run once,
-    as eager users run theirs, would only leave the collector more objects to scan (and free)."""
-    key = ("steps", id(order), F.name, check, KERNELS["epoch"])
-    steps = st.cache.get(key)
+@gc_paused
+def _steps(graph, st, kept, F, check):
+    """(node, its forward bound to F and its attrs, inputs, random) for each op node of the Order kept; kept
+    from the order's second run on. Its first run binds them one by one and keeps none: a graph built and
+    run once, as eager users run theirs, would only leave the collector more objects to scan (and free)."""
+    key = (F.name, check)
+    steps = kept.steps.get(key)
     if steps is None:
-        st.cache[key] = False
-        return _bound(graph, st, order, F, check)
+        kept.steps[key] = False
+        return _bound(graph, st, kept.nodes, F, check)
     if steps is False:
-        steps = st.cache[key] = list(_bound(graph, st, order, F, check))
+        steps = kept.steps[key] = list(_bound(graph, st, kept.nodes, F, check))
     return steps
 
 

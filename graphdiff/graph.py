@@ -5,7 +5,7 @@ so creation order is always a valid topological order; the engine still sorts th
 (iteratively), which is what the lecture's algorithm does and what lets forward skip unneeded nodes.
 
 Running a graph is not this module's business: `g.forward`, `g.backward` and `g.gradients` hand the graph
-to `Graph.engine` (graphdiff.autodiff, wired in by the package), which owns every cache, plan and adjoint.
+to `Graph.engine` (graphdiff.engine, which plugs itself in when imported), which owns every cache, plan and adjoint.
 What the engine reads here is public: `node.out` (the stored value), `node.stamp` (which values it was
 computed from) and `graph.version` (bumped by any change of structure that a cached plan depends on); the
 engine keeps its caches in `graph.engine_state`, so they die with the graph.
@@ -22,8 +22,10 @@ from .backend import FLOAT_DTYPES, DTYPES, get_backend
 from .errors import DTypeError, GraphError, ReleasedError, ShapeError
 from .values import as_value, check_shape, describe, dtype_name, host_array, leading_size
 
-# node.stamp of a value the engine let go after its last use (Graph.forward_backward): reading it raises
-RELEASED = -2
+# node.stamp is a clock reading (Graph.tick: how new a value is). A value the engine let go after its last use
+# (Graph.forward_backward) gets this stamp, older than any reading, so that nothing computed from it passes
+# for current; Node.released says which values those are. Reading one raises ReleasedError.
+RELEASED_STAMP = -2
 
 def is_float(dtype):
     return dtype in FLOAT_DTYPES
@@ -49,7 +51,7 @@ def released(node, what):
 def to_numpy(x):
     """A NumPy array from a Node's value, any backend's array, a list or a number."""
     if isinstance(x, Node):
-        if x.out is None and x.stamp == RELEASED:
+        if x.released:
             raise ReleasedError(released(x, "read its value"))
         if x.out is None:
             raise ValueError(f"node '{x.name}' has no value yet; run g.forward first")
@@ -123,9 +125,14 @@ class Node:
 
     # --- values --------------------------------------------------------------------------------
     @property
+    def released(self):
+        """True when forward_backward let this node's value go after its last use (reading it raises)."""
+        return self.out is None and self.stamp == RELEASED_STAMP
+
+    @property
     def value(self):
         v = self.out
-        if v is None and self.stamp == RELEASED:
+        if v is None and self.stamp == RELEASED_STAMP:
             raise ReleasedError(released(self, "read its value"))
         return np.float64(v) if type(v) is float else v    # scalar graphs run on Python floats inside
 
@@ -210,7 +217,7 @@ class Node:
         self.graph.backward(self, variant=variant, retain_grads=retain, **kwargs)
 
     def __float__(self):
-        if self.out is None and self.stamp == RELEASED:
+        if self.released:
             raise ReleasedError(released(self, "read its value"))
         if self.out is None:
             raise GraphError(f"node '{self.name}' has no value yet; run g.forward first (or use an eager graph)")
@@ -308,7 +315,7 @@ class Graph:
     a graph run one at a time; hold it yourself to make several calls (forward, then backward) one step.
     """
 
-    engine = None    # the module that runs graphs (graphdiff.autodiff); graphdiff/__init__.py plugs it in
+    engine = None    # the module that runs graphs: graphdiff.engine, which sets itself here when imported
 
     def __init__(self, backend=None, dtype=None, eager=False, seed=None, check_finite=False):
         if dtype is None:

@@ -12,9 +12,15 @@ them):
   bound, or with the value when no VJP of the plan uses them.
 A VJP is handed a Shape (shape and dtype, no data) for each value it does not read, so an op whose `saves`
 says too little fails loudly, never with a silent wrong answer.
+
+The releasing run (ReleasingRun) and forward_backward, which runs a forward and a backward under one plan of
+lifetimes, live here beside that plan.
 """
+from .autodiff import NumericRun, backward, check_args
 from .errors import GraphError
-from .graph import RELEASED
+from .execution import check_member, forward, scalar_graph, state, topological_order
+from .graph import RELEASED_STAMP, Node
+from .plans import plan_for
 
 
 class Shape:
@@ -51,7 +57,7 @@ class Shape:
 def reads(u, slots):
     """(input positions, reads out) of what u's VJP reads for the input slots `slots` (all of them for a
     two-stage op, whose shared work reads at once what every slot needs)."""
-    saves = getattr(u.spec.cls, "saves", None)
+    saves = u.spec.saves
     if saves is None:                 # undeclared (a user's op): everything
         return set(range(len(u.inputs))), True
     if isinstance(saves, dict):
@@ -130,6 +136,10 @@ class Lifetimes:
         self.inplace = _in_place(order, self.after, F)
         self._steps = (None, None)
 
+    def run(self, F, kept, residuals, rules, variant):
+        """The backward run that releases as this plan says (autodiff.array_backward asks for it)."""
+        return ReleasingRun(F, kept, residuals, rules, self.binds, variant)
+
     def forward_steps(self, steps, residuals, check=False):
         """The forward steps (execution's (node, fn, inputs, random)) with the releases after each, and the
         adds that may write into a dying input doing so (not when values are checked), built once per list
@@ -190,6 +200,101 @@ def releasing(fn, drops, indices, residuals):
 
 def release(drops, indices, residuals):
     for p in drops:
-        p.out, p.stamp = None, RELEASED
+        p.out, p.stamp = None, RELEASED_STAMP
     for k in indices:
         residuals.pop(k, None)
+
+
+# --- the releasing backward and forward_backward -----------------------------------------------------------
+class ReleasingRun(NumericRun):
+    """A numeric backward that lets go of the forward's values as it goes (forward_backward): each VJP gets
+    the values its op reads (a lifetimes.Shape for the others), and once it is bound, the values and
+    residuals that no later VJP reads are released (binds: Lifetimes.binds)."""
+
+    def __init__(self, F, kept, residuals, rules, binds, variant="parents"):
+        self.binds = binds
+        super().__init__(F, kept, residuals, rules)
+        if variant != "parents":            # Version A's sums are new by construction (total below)
+            return
+        # Version B adds into a sum it made itself (never into what a VJP returned: add's VJP returns g, a
+        # reshape a view of it). A sum is ours until the loop hands it to a VJP as g, or frees it.
+        ours = set()
+        vjp, free = self.vjp, self.free
+
+        def handing_out(u, i, g):
+            ours.discard(id(g))
+            return vjp(u, i, g)
+
+        def freeing(adj, u):
+            ours.discard(id(adj.get(u)))
+            free(adj, u)
+
+        def accumulate(prev, c):
+            if prev is None:
+                return c
+            if id(prev) in ours and prev.dtype == c.dtype:
+                total = prev
+                total += c                  # an ndarray adds in place; a NumPy scalar makes a new one
+                if total is prev:
+                    return prev
+                ours.discard(id(prev))
+                return total
+            ours.discard(id(prev))
+            total = prev + c
+            ours.add(id(total))
+            return total
+        self.vjp, self.free, self.accumulate = handing_out, freeing, accumulate
+
+    @staticmethod
+    def total(parts):                       # Version A: the first sum is new, the others add into it
+        total = parts[0]
+        if len(parts) > 1:
+            total = total + parts[1]
+            for c in parts[2:]:
+                if c.dtype == total.dtype:
+                    total += c
+                else:
+                    total = total + c
+        return total
+
+    def bind(self, u):
+        xs, fill, out, drops, indices = self.binds[u]
+        xs = list(xs)
+        for k, p in fill:
+            xs[k] = p.out
+            if xs[k] is None:
+                raise GraphError(f"backward: the VJP of {u.op} '{u.name}' needs the value of '{p.name}', which "
+                                 "has none; run the forward again")
+        if out is None:
+            out = u.out
+        bound = self.rules[u](xs, out, self.residuals.pop(u.index, None))
+        release(drops, indices, self.residuals)
+        return bound
+
+
+def forward_backward(graph, feeds, outputs, y, variant="children", seed=None, trace=None):
+    """See Graph.forward_backward."""
+    check_args(graph, y, variant, None, "forward_backward")
+    if isinstance(outputs, (Node, str)):
+        raise TypeError("forward_backward: outputs must be a list of Nodes or names")
+    outs = [graph.node(o) if isinstance(o, str) else o for o in outputs]
+    for o in outs:
+        check_member(graph, o, "forward_backward")
+    want = outs if y in outs else outs + [y]
+    graph.feed(feeds or {})                 # first: a feed of another batch size resizes the graph, and the
+    st = state(graph)                       # release plan is that size's (its Shapes, its order)
+    key = (tuple(n.index for n in want), y.index, variant, graph.backend.name)
+    life = st.cache.lifetimes.get(key)
+    if life is None:
+        plan = plan_for(graph, y, None, variant)
+        order = topological_order(graph, want)
+        # Python floats (0-d float64 graphs) hold nothing worth releasing: the plain passes run them
+        life = st.cache.lifetimes[key] = False if plan.floats or scalar_graph(graph, order) else Lifetimes(
+            order, plan, variant, want, graph.backend)
+    if not life or graph.eager:             # an eager graph's values stay: later nodes compute from them
+        values = forward(graph, None, want)
+        backward(graph, y, variant, seed=seed, trace=trace)
+    else:
+        values = forward(graph, None, want, release=life)
+        backward(graph, y, variant, seed=seed, trace=trace, release=life)
+    return values[:len(outs)]

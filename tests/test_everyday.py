@@ -67,15 +67,15 @@ def test_float_of_a_node_without_value_or_with_many_elements():
 def fresh_registry():
     before = dict(gd.REGISTRY)
     yield
-    gd.REGISTRY.clear()                                   # the README registers "softplus" for good
+    gd.REGISTRY.clear()                                   # the README registers "my_softplus" for good
     gd.REGISTRY.update(before)
 
 
 def test_a_registered_op_is_callable_and_checks_against_finite_differences(fresh_registry):
     scope = {}
-    exec(readme_block("### Ops"), scope)                  # defines softplus, builds y, runs gradcheck
-    softplus, w, g = scope["softplus"], scope["w"], scope["g"]
-    y2 = gd.sum(gd.apply("softplus", w))
+    exec(readme_block("### Ops"), scope)                  # defines my_softplus, builds y, runs gradcheck
+    softplus, w, g = scope["my_softplus"], scope["w"], scope["g"]
+    y2 = gd.sum(gd.apply("my_softplus", w))
     y3 = gd.sum(softplus(w))
     np.testing.assert_allclose(g.forward(outputs=[y2, y3]), [np.sum(np.log1p(np.exp(w.value)))] * 2)
     with pytest.raises(gd.GraphError, match=r"no op named 'softplux'; register it with @gd.op"):

@@ -91,8 +91,8 @@ def test_the_forward_keeps_only_what_the_backward_reads():
     m, prog, feeds = _gpt()
     g, loss = prog.graph, prog.outputs["loss"]
     m.loss(feeds["idx"], feeds["targets"], feeds["key_mask"], backward=True)       # builds the lifetimes
-    life = state(g).cache[("lifetimes", (loss.index,), loss.index, "children", "numpy")]
-    gd.autodiff.forward(g, {prog.inputs[k]: v for k, v in feeds.items()}, [loss], release=life)
+    life = state(g).cache.lifetimes[((loss.index,), loss.index, "children", "numpy")]
+    gd.execution.forward(g, {prog.inputs[k]: v for k, v in feeds.items()}, [loss], release=life)
     assert _alive(g, "h/0/") == {"h/0/ln_1/ln", "h/0/attn/c_attn/getitem", "h/0/attn/c_attn/getitem_2",
                                  "h/0/attn/c_attn/getitem_4", "h/0/attn/scale", "h/0/attn/transpose",
                                  "h/0/attn/c_attn/v", "h/0/attn/attn", "h/0/attn/reshape",
@@ -263,7 +263,7 @@ def test_adds_write_into_a_dying_input_only_where_nothing_else_sees_it(backend):
         assert float(gd.to_numpy(got_loss)) == want_loss
         for k, v in _grads(g).items():
             np.testing.assert_array_equal(v, want[k], err_msg=k)
-        life = state(g).cache[("lifetimes", (loss.index,), loss.index, variant, g.backend.name)]
+        life = state(g).cache.lifetimes[((loss.index,), loss.index, variant, g.backend.name)]
         names = {n.name for n in life.inplace}
         if g.backend.name in ("numpy", "cupy"):
             assert "y" in names and not names & {"y2", "y3", "y4"}, names
@@ -275,7 +275,7 @@ def test_a_gpt_steps_bias_mask_and_residual_adds_run_in_place():
     m, prog, feeds = _gpt()
     g, loss = prog.graph, prog.outputs["loss"]
     m.loss(feeds["idx"], feeds["targets"], feeds["key_mask"], backward=True)
-    life = state(g).cache[("lifetimes", (loss.index,), loss.index, "children", "numpy")]
+    life = state(g).cache.lifetimes[((loss.index,), loss.index, "children", "numpy")]
     names = {n.name for n in life.inplace}
     per_layer = {"add", "add_1", "attn/c_attn/bias_q", "attn/c_attn/bias_k", "attn/c_attn/bias_v",
                  "attn/masked", "attn/c_proj/bias_1", "mlp/c_fc/bias_1", "mlp/c_proj/bias_1"}

@@ -102,7 +102,7 @@ def test_readme_python_blocks_run_in_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     blocks = readme_python_blocks()
     assert len(blocks) >= 8
-    registry = dict(gd.REGISTRY)                        # the README registers an op ("softplus") for good
+    registry = dict(gd.REGISTRY)                        # the README registers an op ("my_softplus") for good
     namespace = {"__name__": "__readme__"}
     try:
         for line, code in blocks:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import ops
-from ..autodiff import topological_order
+from ..execution import topological_order
 from ..graph import Graph
 from .gpt import sinusoidal_table
 

@@ -22,9 +22,17 @@ Graph.forward_backward (the nn path) can release every other value at its last u
 An op that declares nothing is taken to read all of its inputs and its output. The VJP is then handed a
 stand-in with only .shape, .dtype and .ndim for each value it does not declare; reading it raises.
 
-`F` is a Backend for arrays (numpy, cupy, array_api_strict; Python floats for 0-d float64 graphs) or
-graphdiff's own ops on Nodes (ops/nodes.py: gradients as graphs). A VJP uses only operators and `F.<name>`
-functions that all of them provide, so one rule serves numeric and symbolic backward alike.
+At registration the rule becomes the one form every backward calls (OpDef.pullback; HIPS autograd's defvjp
+does the same):
+
+    pullback(F, **attrs)(inputs, out, res) -> (vjp, xs, out)    the contribution of slot i: vjp(i, g, xs, out)
+
+`F` is a Backend for arrays (numpy, cupy, array_api_strict; Python floats for 0-d float64 graphs), graphdiff's
+own ops on Nodes (ops/nodes.py: gradients as graphs) or the code generator's (codegen.CODE). A rule uses only
+operators and the `F.<name>` functions of VOCABULARY below, which all of them provide, so one rule serves
+numeric, symbolic and compiled backward alike; ARRAY_VOCABULARY adds what the array backends and Nodes
+provide, for ops whose values are never 0-d floats (matmul, indexing, the nn ops). Tests check every
+namespace against both lists, and every built-in VJP against them.
 `slots` says what each input must be: "float" (default), "int" (ids), "bool" (masks) or "any".
 
 The rules above are the reference: readable, and the only ones symbolic backward, the Python-float path and
@@ -37,25 +45,36 @@ CuPy's kernels (ops/fused_cupy.py) are opt-in until a GPU run has validated them
 or `fused_kernels(cupy=True)`, binds them; otherwise CuPy runs the rules.
 
 The registry is explicit: ops/__init__.py imports each module of ops, and each op is listed in REGISTRY.
+One concept, one object: an op is its OpDef (REGISTRY[name], what @op returns); a node names it by node.op
+(the name) and holds it as node.spec; a Kernel names the OpDef it implements Kernel.opdef.
 """
 import builtins
 import contextlib
 import os
+from functools import partial
 
 from ..errors import GraphError, ShapeError
 from ..graph import Node
 from ..values import as_ints
 
 REGISTRY = {}
+# the F.<name> functions a rule may use, served by every namespace: arrays, Python floats, Nodes and codegen
+VOCABULARY = ("exp", "log", "sqrt", "tanh", "erf", "pow", "abs", "sign", "maximum", "minimum", "where", "equal",
+              "logical_and", "sum", "mean", "max", "reshape", "broadcast_to", "shape", "unbroadcast", "astype_like")
+# ... and those the array backends and Nodes serve as well (not Python floats or codegen: never 0-d floats)
+ARRAY_VOCABULARY = VOCABULARY + ("not_equal", "astype", "transpose", "matrix_transpose", "matmul", "getitem",
+                                 "concat", "stack", "gather_rows", "index_add", "one_hot", "scatter_rows",
+                                 "ones_like")
 KERNELS = {"on": os.environ.get("GRAPHDIFF_KERNELS", "1") != "0", "epoch": 0,   # epoch: bumped per switch
            "backends": {"cupy": os.environ.get("GRAPHDIFF_CUPY_KERNELS", "0") == "1"}}   # opt-in ones
 
 
 class OpDef:
-    """A registered op. Attributes mirror the class given to @op."""
+    """A registered op. Attributes mirror the class given to @op; pullback is its VJP in the one form the
+    engine calls (see the module docstring), saves what that VJP reads (None: everything)."""
 
-    __slots__ = ("name", "arity", "slots", "shape", "forward", "forward_res", "vjp", "make_vjp", "dtype",
-                 "differentiable", "random", "doc", "cls", "kernels", "elementwise")
+    __slots__ = ("name", "arity", "slots", "shape", "forward", "forward_res", "vjp", "make_vjp", "pullback",
+                 "saves", "dtype", "differentiable", "random", "doc", "cls", "kernels", "elementwise")
 
     def __init__(self, name, cls, arity, slots, differentiable, random):
         self.name = name
@@ -65,6 +84,8 @@ class OpDef:
         d = cls.__dict__
         self.shape = d["shape"]
         self.forward, self.forward_res, self.vjp, self.make_vjp = _rules(d)
+        self.pullback = _pullback(self)
+        self.saves = getattr(cls, "saves", None)
         self.dtype = d.get("dtype")
         self.differentiable = differentiable and self.vjp is not None
         self.random = random
@@ -105,18 +126,47 @@ def _rules(d):
     return forward, forward_res, vjp, make_vjp
 
 
+def _pullback(rules):
+    """The VJP of `rules` (an OpDef or a Kernel) in the one form every backward calls, chosen once here:
+
+        pullback(F, **attrs) -> at(xs, out, res) -> (vjp, xs', out')   contribution of slot i: vjp(i, g, xs', out')
+
+    pullback binds the backend and a node's attrs (once per plan), at binds one node's values (once per run):
+    a per-slot rule needs nothing more, so `at` hands back the values as they are (a tuple: no callable made
+    per node, which the scalar path would pay for on every node); a two-stage rule does its shared work
+    there. The per-slot rule is read from `rules` when a plan binds it, so one set later (a spy) runs."""
+    if rules.make_vjp is not None:
+        make_vjp = rules.make_vjp
+
+        def pullback(F, **attrs):
+            make = partial(make_vjp, F, **attrs)
+
+            def at(xs, out, res):
+                per_slot = make(xs, out, res)
+                return (lambda i, g, xs, out: per_slot(i, g)), None, None
+            return at
+    elif rules.vjp is not None:
+        def pullback(F, **attrs):
+            rule = partial(rules.vjp, F, **attrs)
+            return lambda xs, out, res: (rule, xs, out)
+    else:
+        pullback = None
+    return pullback
+
+
 class Kernel:
-    """A backend's fused implementation of an op (see @kernel)."""
+    """A backend's fused implementation of an op (see @kernel); opdef: the op it implements."""
 
-    __slots__ = ("op", "backend", "forward", "forward_res", "vjp", "make_vjp", "doc")
+    __slots__ = ("opdef", "backend", "forward", "forward_res", "vjp", "make_vjp", "pullback", "doc")
 
-    def __init__(self, spec, backend, cls):
-        self.op, self.backend = spec, backend
+    def __init__(self, opdef, backend, cls):
+        self.opdef, self.backend = opdef, backend
         self.forward, self.forward_res, self.vjp, self.make_vjp = _rules(cls.__dict__)
+        self.pullback = _pullback(self)
         self.doc = (cls.__doc__ or "").strip()
 
     def __repr__(self):
-        return f"<{self.backend} kernel of {self.op.name}>"
+        return f"<{self.backend} kernel of {self.opdef.name}>"
 
 
 def kernel(name, backend):
@@ -146,12 +196,10 @@ def run_forward(impl, F, xs, attrs):
 
 
 def run_vjps(impl, F, xs, out, res, attrs, g, slots):
-    """The VJPs of `slots` for cotangent g, as the engine asks for them: one make_vjp (the shared work),
-    then each slot; or the per-slot rule."""
-    if impl.make_vjp is not None:
-        per_slot = impl.make_vjp(F, xs, out, res, **attrs)
-        return [per_slot(i, g) for i in slots]
-    return [impl.vjp(F, i, g, xs, out, **attrs) for i in slots]
+    """The VJPs of `slots` for cotangent g, as the engine asks for them: one pullback (a two-stage rule's
+    shared work), then each slot."""
+    vjp, xs, out = impl.pullback(F, **attrs)(xs, out, res)
+    return [vjp(i, g, xs, out) for i in slots]
 
 
 @contextlib.contextmanager

@@ -100,7 +100,7 @@ def test_repeated_runs_compile_to_straight_line_code_with_the_same_numbers(varia
     """From the COMPILE_AFTER-th run on, forward and backward are one compiled function each (the rules and
     the variant loop traced into Python source); numbers stay equal to the interpreted run's, and where
     floats meet inf the NumPy run still takes over."""
-    from graphdiff import autodiff, codegen
+    from graphdiff import codegen, plans
     g = gd.Graph(dtype="float64")
     x, w = g.param("x", 0.5), g.param("w", 1.3)
     h = x
@@ -111,7 +111,7 @@ def test_repeated_runs_compile_to_straight_line_code_with_the_same_numbers(varia
     for _ in range(codegen.COMPILE_AFTER + 2):
         g.forward(outputs=y)
         runs.append((float(y.value), *[float(v) for v in g.backward(y, variant=variant).values()]))
-    assert autodiff.plan_for(g, y, None).compiled[(variant, False)]      # a function, not a count
+    assert plans.plan_for(g, y, None).compiled[(variant, False)]      # a function, not a count
     assert all(r == pytest.approx(runs[0], rel=1e-14) for r in runs)
     w.value = 1e3                                                       # exp(1e4) overflows in the floats
     with warnings.catch_warnings():
@@ -213,14 +213,15 @@ def test_a_graph_run_once_keeps_no_plan_and_compiles_on_the_same_run(variant, ea
     """A plan and the bound forward steps are kept from their second use on (a graph built and run once, as
     eager users run theirs, leaves nothing for the collector); the backward still compiles on the
     COMPILE_AFTER-th run, with the first run's numbers."""
-    from graphdiff import autodiff, codegen, execution
+    from graphdiff import codegen, execution, plans
     g = gd.Graph(dtype="float64", eager=eager)
     x, w = g.param("x", 0.5), g.param("w", 1.3)
     y = gd.tanh(x * w + 0.1) * gd.gelu(x) + gd.relu(w) / 3.0
     cache = execution.state(g).cache
 
     def kept():
-        return [k[0] for k, v in cache.items() if isinstance(v, autodiff.Plan) or (k[0] == "steps" and v)]
+        return (["bwd"] * sum(isinstance(v, plans.Plan) for v in cache.plans.values())
+                + ["steps"] * sum(bool(v) for o in cache.by_nodes.values() for v in o.steps.values()))
 
     first = None
     for run in range(1, codegen.COMPILE_AFTER + 2):
@@ -229,8 +230,8 @@ def test_a_graph_run_once_keeps_no_plan_and_compiles_on_the_same_run(variant, ea
         numbers = [float(y.value), float(got[x]), float(got[w])]
         first = first or numbers
         assert numbers == pytest.approx(first, rel=1e-14)
-        plan = cache[("bwd", y.index, None)]
-        counts = plan.compiled if isinstance(plan, autodiff.Plan) else plan
+        plan = cache.plans[(y.index, None)]
+        counts = plan.compiled if isinstance(plan, plans.Plan) else plan
         assert callable(counts[(variant, False)]) == (run >= codegen.COMPILE_AFTER), run
         if run == 1:
             assert kept() == []

@@ -1,0 +1,326 @@
+"""Backward plans: what the two loops visit for one (y, wrt), the VJP rules bound for a plan, and the check
+that every value a backward reads is current.
+
+A plan is, by definition (plain_edges below, written the plain way):
+- the nodes that need a gradient: those in wrt, and every float op node with a differentiable op that has an
+  input needing one;
+- the live nodes: y, and every input needing a gradient of a live node;
+- Version B's pushes: for each live node u in reverse topological order, the slots i whose input needs a
+  gradient;
+- Version A's pulls: for each live node v in the same order, the edges (u, i) with u.inputs[i] is v, u live,
+  in topological order of u and slot order, each flagged when it is the last pull from u (from the earliest
+  of u's inputs in topological order, its last slot if used twice); and v flagged when nothing pulls from it.
+Plan.sweep builds the same lists in one sweep over the order (tests check the two agree).
+"""
+import numpy as np
+
+from .errors import GraphError, ReleasedError
+from .execution import FLOATS, gc_paused, runs_on_floats, state, topological_order
+from .graph import RELEASED_STAMP, released
+
+# --- plans: what the loops visit, computed once per (y, wrt) --------------------------------------------
+class Plan:
+    """The nodes on a path from wrt to y and the edges between them, in the order each variant visits.
+
+    pushes: (u, [(slot i, parent p)]) in reverse topological order, for Version B; pulls: (v, [(child u,
+    slot i, last_pull: the last pull from u)], unpulled: nothing pulls from v) in the same order, for
+    Version A; active: the nodes with an adjoint, in topological order. plan_for builds the one its variant
+    visits in its sweep over the order; the other and active are built by a sweep of their own the first
+    time they are asked for (most plans of a fresh graph are used once, by one variant). order: every node y
+    depends on; wrt: the targets; src/dst: positions in order of each edge, for the staleness check, built
+    the second time the plan is checked (a plan used once is checked by a loop)."""
+
+    __slots__ = ("y", "order", "needs", "_active", "_pushes", "_pulls", "wrt", "src", "dst", "checked", "floats",
+                 "rules", "compiled", "shapes_ok", "casts")
+
+    def __init__(self):
+        self._active = self._pushes = self._pulls = None
+        self.src = self.dst = None
+        self.checked = False
+        self.shapes_ok = set()              # backends whose VJP shapes passed the check once
+        self.casts = {}                     # backend -> edges (u, i) whose VJP returns another
+        #                                     dtype than its input's (found by that check; cast from then on)
+
+    @property
+    def pushes(self):
+        if self._pushes is None:
+            self.sweep(pushes=True)
+        return self._pushes
+
+    @property
+    def pulls(self):
+        if self._pulls is None:
+            self.sweep(pulls=True)
+        return self._pulls
+
+    def pushers(self):
+        """The nodes that push into an input (have a VJP to call), from whichever edges are built."""
+        if self._pushes is not None:
+            return [u for u, slots in self._pushes if slots]
+        return [v for v, _, unpulled in self._pulls if not unpulled]
+
+    @property
+    def has_adjoints(self):
+        """False when y depends on no node of wrt (and is none): no adjoint, nothing for the loops to visit."""
+        return bool(self._pushes if self._pushes is not None else self._pulls)
+
+    @property
+    def active(self):
+        if self._active is None:
+            self._active = [u for u, _, _ in reversed(self.pulls)] if self._pushes is None else \
+                [u for u, _ in reversed(self._pushes)]
+        return self._active
+
+    @gc_paused
+    def sweep(self, pushes=False, pulls=False):
+        """Build the pushes and/or pulls: one sweep over the order from y back. A node is live if it is y or
+        a live node pushes into it; a live node pushes into each input that needs a gradient. Version A's pulls
+        of v are complete when the sweep reaches v (its children come after it in topological order): they are
+        collected in reverse, from the children, and turned around then. u's last pull is from the input that
+        Version A reaches last: the earliest of its inputs in topological order (of one used twice, x * x, the
+        later slot: children keep slot order)."""
+        order, needs, y = self.order, self.needs, self.y
+        push, pull, end = [], [], len(needs)
+        if needs[y.index]:
+            live = bytearray(len(needs))
+            live[y.index] = 1
+            if pulls:
+                pos = [0] * len(needs)          # node index -> position in topological order
+                k = 0
+                for n in order:
+                    pos[n.index] = k
+                    k += 1
+                # node index -> its (child u, slot i, last pull from u), u in reverse topological order (and
+                # the slots of one u in reverse too)
+                kids = [None] * len(needs)
+            for u in reversed(order):
+                j = u.index
+                if not live[j]:
+                    continue
+                spec = u.spec
+                slots = [] if pushes else None
+                last_slot, first = -1, end      # the slot of u's last pull and its input's position
+                if spec is not None and spec.differentiable:
+                    i = 0
+                    for p in u.inputs:
+                        k = p.index
+                        if needs[k]:
+                            live[k] = 1
+                            if pushes:
+                                slots.append((i, p))
+                            if pulls and pos[k] <= first:
+                                last_slot, first = i, pos[k]
+                        i += 1
+                if pushes:
+                    push.append((u, slots))
+                if pulls:
+                    children = kids[j]
+                    if children is None:
+                        children = []
+                    else:
+                        children.reverse()
+                    pull.append((u, children, last_slot < 0))
+                    if last_slot < 0:
+                        continue
+                    ins = u.inputs              # its edges, last slot first: reversed with the others at p
+                    i = len(ins)
+                    while i:
+                        i -= 1
+                        p = ins[i]
+                        if needs[p.index]:
+                            edges = kids[p.index]
+                            if edges is None:
+                                kids[p.index] = [(u, i, i == last_slot)]
+                            else:
+                                edges.append((u, i, i == last_slot))
+        if pushes:
+            self._pushes = push
+        if pulls:
+            self._pulls = pull
+
+
+@gc_paused
+def plan_for(graph, y, wrt, variant=None):
+    """The backward plan of y with respect to wrt (None: params and requires_grad inputs), with the edges
+    variant's loop visits built (both when None); kept from its second use on. A plan used once (a graph
+    built and run once, as eager users run theirs) is not kept: its pushes, pulls and bound rules would only
+    leave the collector more objects to scan and free. What it leaves is its compile counts, so the run
+    that compiles is the same either way."""
+    plans = state(graph).cache.plans
+    key = (y.index, None if wrt is None else tuple(n.index for n in wrt))
+    kept = plans.get(key)
+    if type(kept) is Plan:
+        return kept
+    order = topological_order(graph, [y])
+    if wrt is None:
+        targets = [n for n in graph.nodes if n.spec is None and n.requires_grad]
+    else:
+        targets = list(dict.fromkeys(wrt))
+    needs = bytearray(len(graph.nodes))
+    for n in targets:
+        needs[n.index] = 1
+    for n in order:                         # forward sweep: a node needs a gradient if an input does
+        spec = n.spec
+        if spec is not None and spec.differentiable and not needs[n.index] and n.dtype in FLOATS:
+            for p in n.inputs:
+                if needs[p.index]:
+                    needs[n.index] = 1
+                    break
+    plan = Plan()
+    plan.y, plan.order, plan.wrt, plan.needs = y, order, targets, needs
+    plan.sweep(pushes=variant != "children", pulls=variant != "parents")
+    plan.floats = runs_on_floats(graph, order)
+    plan.rules = {}
+    if kept is None:                        # its first use
+        plan.compiled = plans[key] = {}
+    else:
+        plan.compiled = kept
+        plans[key] = plan
+    return plan
+
+
+def plain_edges(plan):
+    """(pushes, pulls) of plan by the definition in the module docstring, with nothing saved: the reference
+    that Plan.sweep's one pass must equal (a test compares them). Quadratic in the worst case; not for runs."""
+    order, needs, y = plan.order, plan.needs, plan.y
+    pos = {n: k for k, n in enumerate(order)}
+
+    def pushes_into(u):
+        spec = u.spec
+        if spec is None or not spec.differentiable:
+            return []
+        return [(i, p) for i, p in enumerate(u.inputs) if needs[p.index]]
+
+    live = {y} if needs[y.index] else set()
+    for u in reversed(order):
+        if u in live:
+            live.update(p for _, p in pushes_into(u))
+    pushes = [(u, pushes_into(u)) for u in reversed(order) if u in live]
+    pulls = []
+    for v in reversed(order):
+        if v not in live:
+            continue
+        children = []
+        for u in sorted(live, key=pos.get):
+            slots = [i for i, p in pushes_into(u) if p is v]
+            for i in slots:
+                last = min(pushes_into(u), key=lambda e: (pos[e[1]], -e[0]))[0]
+                children.append((u, i, i == last))
+        pulls.append((v, children, not pushes_into(v)))
+    return pushes, pulls
+
+
+# --- rules: each pushing node's VJP bound to a backend, once per plan ------------------------------------
+def bound_rules(plan, F):
+    """{node: its pullback with F and the node's attrs bound}, for the nodes of plan that push or are pulled
+    from; cached on the plan per backend (binding is per node, and plans are reused run after run)."""
+    rules = plan.rules.get(F.name)
+    if rules is None:
+        rules = plan.rules[F.name] = {}
+        shared = {}                         # op -> its rule bound to F, for the nodes without attrs
+        for u in plan.pushers():
+            if u.attrs:
+                rules[u] = _bind_rule(u.spec, F, u.attrs)
+            else:
+                rule = shared.get(u.spec)
+                if rule is None:
+                    rule = shared[u.spec] = _bind_rule(u.spec, F, u.attrs)
+                rules[u] = rule
+    return rules
+
+
+def _bind_rule(spec, F, attrs):
+    """The op's pullback on F (its fused kernel's while kernels are on) with F and attrs bound."""
+    return spec.impl(F).pullback(F, **attrs)
+
+
+# --- staleness: the values a backward reads are the current ones ----------------------------------------
+def check_current(y, plan):
+    """Raise unless every value backward will read comes from the current feeds and params: no value may
+    be older than one of its inputs' (an input fed or a param assigned since, or an input recomputed by a
+    later forward for other outputs), and none may be missing. An input newer than its consumer is only a
+    suspect: a forward for other outputs (or hvp's) recomputes shared nodes with its own stamp from the same
+    values; _stale_edge keeps those whose sources (leaves, random draws) did change."""
+    order = plan.order
+    if plan.src is None and not plan.checked:     # the plan's first check: one loop (most plans of
+        plan.checked = True                        # a fresh graph are used once)
+        empty, suspects = None, []
+        for u in order:
+            s = u.stamp
+            if s == RELEASED_STAMP:                # a second backward after forward_backward (the nn path)
+                raise ReleasedError("backward: " + released(u, f"backward through it to '{y.name}'"))
+            for p in u.inputs:
+                if p.stamp > s or s < 0:
+                    suspects.append((u, p))
+            if empty is None and u.out is None:
+                empty = u
+        if suspects:
+            stale = _stale_edge(order, suspects)
+            if stale is not None:
+                raise _stale(y, *stale)
+        if empty is not None:
+            raise GraphError(f"backward: '{empty.name}' has no value; run g.forward(...) first")
+        return
+    if plan.src is None:                           # used again: the edges as arrays, checked at once
+        pos = np.zeros(len(y.graph.nodes), dtype=np.int64)      # node index -> position in order
+        pos[np.fromiter((n.index for n in order), dtype=np.int64, count=len(order))] = np.arange(len(order))
+        plan.src = pos[np.fromiter((p.index for u in order for p in u.inputs), dtype=np.int64)]
+        plan.dst = pos[np.fromiter((u.index for u in order for _ in u.inputs), dtype=np.int64)]
+    stamps = np.fromiter((n.stamp for n in order), dtype=np.int64, count=len(order))
+    gone = np.flatnonzero(stamps == RELEASED_STAMP)
+    if len(gone):                           # a second backward after forward_backward (the nn path)
+        raise ReleasedError("backward: " + released(order[gone[0]], f"backward through it to '{y.name}'"))
+    bad = np.flatnonzero((stamps[plan.src] > stamps[plan.dst]) | (stamps[plan.dst] < 0))
+    if len(bad):
+        stale = _stale_edge(order, ((order[plan.dst[k]], order[plan.src[k]]) for k in bad))
+        if stale is not None:
+            raise _stale(y, *stale)
+    for n in order:                         # leaves and input-less ops: no edge says they have a value
+        if n.out is None:
+            raise GraphError(f"backward: '{n.name}' has no value; run g.forward(...) first")
+
+
+def _stale_edge(order, suspects):
+    """The first (u, p) of suspects (p, an input of u, newer than u, or u without a value) along which u's
+    value is stale: u has none, or a leaf or random draw that p's value comes from is newer than u (fed,
+    assigned or redrawn since). None when every suspect is p recomputed from the values u read."""
+    newest = None
+    for u, p in suspects:
+        if u.stamp < 0:
+            return u, p
+        if newest is None:
+            newest = _newest_sources(order)
+        if newest[p.index] > u.stamp:
+            return u, p
+    return None
+
+
+def _newest_sources(order):
+    """{node index: the newest stamp of the leaves and random draws its value is computed from}: their
+    stamps say when each was set, where an op node's stamp only says when it was computed."""
+    newest = {}
+    for n in order:
+        s = n.stamp if n.spec is None or n.spec.random else -1
+        for p in n.inputs:
+            t = newest[p.index]
+            if t > s:
+                s = t
+        newest[n.index] = s
+    return newest
+
+
+def _stale(y, u, p):
+    """The error for the edge from p into u, whose value is older than p's or missing."""
+    if u.out is None:
+        why = "has no value"
+    else:
+        since = {"input": "was fed a new value", "param": "was assigned a new value"}.get(p.kind)
+        if since is None:
+            since = ("drew new random numbers in a later forward" if p.spec is not None and p.spec.random else
+                     "was recomputed by a later forward (for other outputs, or one that failed part-way)")
+        why = f"is stale: its input '{p.name}' {since} after it was computed"
+    who = f"'{u.name}' ({u.op})" + ("" if u is y else f", which '{y.name}' depends on,")
+    return GraphError(f"backward: {who} {why}; run g.forward(feeds, outputs={y.name!r}) again right "
+                      "before backward")
+
+
