@@ -136,6 +136,16 @@ def is_sum(node):
     return r is not None and (r.kind == "partial" or (r.kind == "adjoint" and not r.edge and node.op is not None))
 
 
+def sum_sites(nodes):
+    """Where each adjoint's sum happens among the drawn nodes: {forward node name: [sum nodes]} (Version A:
+    one add_n; Version B: the chain of adds, in push order)."""
+    out = {}
+    for n in nodes:
+        if is_backward(n) and is_sum(n):
+            out.setdefault(role_of(n).of[0], []).append(n)
+    return out
+
+
 def short_name(role):
     """A role as a name in formulas: g_a, g_a (2 of 4), L->d[0]."""
     if role.kind in ("seed", "adjoint"):

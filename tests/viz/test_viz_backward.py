@@ -63,7 +63,7 @@ def test_compare_page_shows_each_variants_backward_graph(tmp_path):
     need_renderer("graphviz-pure")
     assert main(["compare", "shared", "--out", str(tmp_path), "--repeats", "1", "--renderer", "graphviz-pure"]) == 0
     page = (tmp_path / "shared-trace" / "trace.html").read_text()
-    assert "Each variant's backward graph" in page and page.count('<div class="backward">') == 2
+    assert "Each variant's backward graph" in page and page.count('data-group="backward"') == 2
     for variant in ("children", "parents"):
         text = svg_texts(tmp_path / "shared-trace" / variant / "backward.svg")
         # a's adjoint: one add_n over its four contributions, or a chain of three adds (two partial sums)
