@@ -167,13 +167,15 @@ def _formula(node, names):
     args = []
     for p in node.inputs:
         if is_backward(p):
-            args.append(names.get(p.index) or "t")
+            args.append(names.get(p.index) or "(\u2026)")
         else:
             args.append(base_name(p))
     if node.op in SYMBOLS and len(args) == 2:
         text = f"{args[0]} {SYMBOLS[node.op]} {args[1]}"
     elif node.op == "add_n":
         text = " + ".join(args)
+        if len(text) > 28:
+            return f"add_n of {len(args)}"
     else:
         text = f"{node.op}({', '.join(args)})"
     return text if len(text) <= 28 else f"{node.op}(...)"

@@ -90,7 +90,7 @@ def _min_px(viewers):
 def test_tour_backward_pictures_read_like_the_lecture(browser, tmp_path):
     renderer = _renderer()
     page = Tour(tmp_path / "tour", quick=True, renderer=renderer, progress=False).build(
-        stages=("scalar", "backward_graphs", "growth"))
+        stages=("scalar", "mlp", "backward_graphs", "growth"))
     viewers = _read(browser, "file://" + page)
     groups = _check_backward(viewers, "tour")
     assert set(groups) == {"scalar-backward", "shared-backward"}
@@ -101,6 +101,14 @@ def test_tour_backward_pictures_read_like_the_lecture(browser, tmp_path):
     # every node's text at least 10 px high at the default zoom, the growth renders included
     assert len(viewers) >= 7
     low = [(v["title"], n["texts"][:1], n["px"]) for v in viewers for n in v["nodes"] if n["px"] < MIN_PX]
+    assert low == [], low
+    # the stepper in the tour's frame: its frames too
+    frame = browser.find_element("css selector", "iframe")
+    browser.switch_to.frame(frame)
+    inner = _read_again(browser)
+    browser.switch_to.default_content()
+    assert {v["group"] for v in inner} == {"frames"}
+    low = [(v["title"], n["texts"][:1], n["px"]) for v in inner for n in v["nodes"] if n["px"] < MIN_PX]
     assert low == [], low
     # the viewer zooms a pair together: one scale after "+" on Version A
     browser.execute_script("document.querySelector('.pz[data-group=\"shared-backward\"] .pz-in').click()")
