@@ -211,7 +211,7 @@ def _emit_boxes(dot, folding, attrs, clusters):
     """Nodes into their scope clusters, built deepest first so each cluster can hold its finished children."""
     by_path = {(): []}
     for u in folding.boxes:
-        path = () if _aligned(u.node) else _cluster_path(u.scope, clusters)
+        path = _cluster_path(role_of(u.node).scope if _aligned(u.node) else u.scope, clusters)
         for k in range(len(path) + 1):
             by_path.setdefault(path[:k], [])
         by_path[path].append(u)
@@ -235,24 +235,24 @@ def _emit_boxes(dot, folding, attrs, clusters):
                    fontsize="10", labeljust="l")
         for u in by_path[path]:
             g.node(u.id, **attrs[u.id])
+        _emit_ranks(g, by_path[path])
         for child in sorted((p for p in built if len(p) == len(path) + 1 and p[:len(path)] == path)):
             g.subgraph(built.pop(child))
         if path:
             built[path] = g
-    _emit_ranks(dot, folding, by_path[()])
 
 
 def _aligned(node):
-    """True for a gradient node that backward_graph gave a role: drawn outside the "grad" cluster, beside
-    the forward node whose adjoint it is."""
+    """True for a gradient node that backward_graph gave a role: drawn in the cluster of the forward node it
+    belongs to (not in a "grad" cluster), beside the forward node whose adjoint it is."""
     return node is not None and is_backward(node) and role_of(node) is not None
 
 
-def _emit_ranks(dot, folding, top):
-    """Each adjoint in the same rank as its forward node (both outside clusters): the backward graph is the
-    forward's mirror, and a reader matches g_a with a at a glance."""
-    ids = {u.node.name: u.id for u in top if u.node is not None}
-    for u in top:
+def _emit_ranks(dot, boxes):
+    """Each adjoint in the same rank as its forward node (boxes: those of one cluster): the backward graph is
+    the forward's mirror, and a reader matches g_a with a at a glance."""
+    ids = {u.node.name: u.id for u in boxes if u.node is not None}
+    for u in boxes:
         r = role_of(u.node) if _aligned(u.node) else None
         if r is not None and r.kind in ("seed", "adjoint") and r.of[0] in ids:
             with dot.subgraph() as same:

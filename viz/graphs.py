@@ -27,7 +27,9 @@ class Role(NamedTuple):
     sum: `count` of `total` contributions to g_v in), "contribution" (the VJP of edge `edge` = (child, slot,
     parent), what it adds to g_parent), or "vjp" (a step inside that VJP).  of: forward node names (one node
     can be the adjoint of several: an add's VJP passes g through).  formula: the node's own op written with
-    the names of its inputs (g_L * f), or "".
+    the names of its inputs (g_L * f), or "".  scope: the scope of the forward node it belongs to (the one
+    whose adjoint it is, or the child whose VJP made it): diagrams draw it in that scope's cluster, and write
+    names relative to it.
     """
     kind: str
     of: tuple = ()
@@ -35,6 +37,7 @@ class Role(NamedTuple):
     count: int = 0
     total: int = 0
     formula: str = ""
+    scope: str = ""
 
 
 _ROLES = weakref.WeakKeyDictionary()     # graph -> {node index: (node name, Role)}, filled by backward_graph
@@ -121,12 +124,18 @@ def _roles(graph, y, events, adj, mark):
         owner = next((c for c in made if c.index >= n.index), None)     # a VJP's nodes end with its result
         if owner is not None:
             roles[n.index] = Role("vjp", edge=parts[owner.index][1])
-    names = {k: short_name(r) for k, r in roles.items()}
     out = {}
     for k, r in roles.items():
         node = graph.nodes[k]
-        out[k] = (node.name, Role(*r[:5], _formula(node, names)))
+        scope = graph.node(r.of[0] if r.of else r.edge[0]).scope
+        names = {i: short_name(q, scope) for i, q in roles.items()}
+        out[k] = (node.name, Role(*r[:5], _formula(node, names, scope), scope))
     return out
+
+
+def relative(name, scope):
+    """name without the prefix scope + "/" (a diagram draws the node inside that scope's cluster)."""
+    return name[len(scope) + 1:] if scope and name.startswith(scope + "/") else name
 
 
 def is_sum(node):
@@ -146,21 +155,21 @@ def sum_sites(nodes):
     return out
 
 
-def short_name(role):
-    """A role as a name in formulas: g_a, g_a (2 of 4), L->d[0]."""
+def short_name(role, scope=""):
+    """A role as a name in formulas (names relative to scope): g_a, g_a(2/4), h4->a."""
     if role.kind in ("seed", "adjoint"):
-        return "g_" + role.of[0]
+        return "g_" + relative(role.of[0], scope)
     if role.kind == "partial":
-        return f"g_{role.of[0]}({role.count}/{role.total})"
+        return f"g_{relative(role.of[0], scope)}({role.count}/{role.total})"
     if role.kind == "contribution":
-        return f"{role.edge[0]}->{role.edge[2]}"
+        return f"{relative(role.edge[0], scope)}->{relative(role.edge[2], scope)}"
     return ""
 
 
 SYMBOLS = {"multiply": "*", "add": "+", "subtract": "-", "divide": "/", "matmul": "@"}
 
 
-def _formula(node, names):
+def _formula(node, names, scope):
     """node's op with its inputs' names: "g_L * f", "sum(4)"; "" where it would be long."""
     if node.op is None:
         return "1" if node.shape == () and node.size == 1 else ""
@@ -169,7 +178,7 @@ def _formula(node, names):
         if is_backward(p):
             args.append(names.get(p.index) or "(\u2026)")
         else:
-            args.append(base_name(p))
+            args.append(relative(p.name, scope))
     if node.op in SYMBOLS and len(args) == 2:
         text = f"{args[0]} {SYMBOLS[node.op]} {args[1]}"
     elif node.op == "add_n":

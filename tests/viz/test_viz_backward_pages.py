@@ -5,6 +5,8 @@ colour, distinct from every forward kind; Version A and Version B at one scale; 
 test's folder (the path is printed)."""
 import re
 
+import pytest
+
 from graphdiff.cli import main
 from graphdiff.ops import REGISTRY
 from graphdiff.viz.dot import COLORS
@@ -76,7 +78,8 @@ def _check_backward(viewers, where):
                 if n["id"].startswith("legend") or not n["bold"]:
                     continue
                 title = n["bold"][0]
-                assert re.match(r"^(g_\w+|\w+ \u2192 \w+ \(input \d+\)|in VJP )", title), (where, title)
+                assert re.match(r"^(g_[\w/]+|[\w/]+ \u2192 [\w/]+ \(input \d+\)|in the VJP of [\w/]+$)", title), \
+                    (where, title)
                 assert title not in OPS and not title.startswith("grad/"), (where, title)
             titles = [n["bold"][0] for n in grad if n["bold"]]
             assert any(t.startswith("g_") and "(seed)" in t for t in titles), titles
@@ -127,10 +130,11 @@ def _read_again(browser):
     return browser.execute_script("const f = async () => {" + _READ + "}; return f();")
 
 
-def test_compare_backward_pictures_read_like_the_lecture(browser, tmp_path):
+@pytest.mark.parametrize("name", ["shared", "transformer"])
+def test_compare_backward_pictures_read_like_the_lecture(browser, tmp_path, name):
     renderer = _renderer()
-    assert main(["compare", "shared", "--out", str(tmp_path), "--repeats", "1", "--renderer", renderer]) == 0
-    page = tmp_path / "shared-trace" / "trace.html"
+    assert main(["compare", name, "--out", str(tmp_path), "--repeats", "1", "--renderer", renderer]) == 0
+    page = tmp_path / f"{name}-trace" / "trace.html"
     viewers = _read(browser, "file://" + str(page))
     _check_backward(viewers, "compare")
     frames = [v for v in viewers if v["group"] == "frames"]
@@ -138,7 +142,7 @@ def test_compare_backward_pictures_read_like_the_lecture(browser, tmp_path):
     low = [(v["title"], n["texts"][:1], n["px"]) for v in viewers for n in v["nodes"] if n["px"] < MIN_PX]
     assert low == [], low
     browser.execute_script("document.getElementById('backward-graphs').scrollIntoView()")
-    shot = tmp_path / "compare-backward.png"
+    shot = tmp_path / f"compare-{name}-backward.png"
     browser.save_screenshot(str(shot))
     print(f"screenshot: {shot} (min node text {_min_px(viewers):.1f} px)")
     assert console_errors(browser) == []
