@@ -37,7 +37,8 @@ const PanZoom = (() => {
     const svg = svgOf(v), view = v.querySelector(".pz-view");
     if (!svg) return;
     const old = parseFloat(v.dataset.scale) || s, b = size(svg);
-    const x = cx === undefined ? null : (view.scrollLeft + cx) / old, y = cy === undefined ? null : (view.scrollTop + cy) / old;
+    const x = cx === undefined ? null : (view.scrollLeft + cx) / old;
+    const y = cy === undefined ? null : (view.scrollTop + cy) / old;
     svg.removeAttribute("width");
     svg.removeAttribute("height");
     svg.style.width = (b.w * s) + "px";
