@@ -22,7 +22,11 @@ def test_tour_builds_and_every_image_shows(browser, tmp_path, capsys):
     assert [h.split(".")[0] for h in headings if h[:1].isdigit()] == ["1", "2", "3", "4", "5"]
     images = browser.execute_script("""
       return [...document.images].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0]);""")
-    assert len(images) == 10 and all(ok for _, ok in images), images
+    assert len(images) == 2 and all(ok for _, ok in images), images          # the plots; diagrams are inline
+    drawn = browser.execute_script("""
+      return [...document.querySelectorAll('.pz')].map(v => [v.querySelector('.pz-title').textContent,
+        !!v.querySelector('svg g.node') && v.querySelector('svg').getBoundingClientRect().width > 100]);""")
+    assert len(drawn) == 8 and all(ok for _, ok in drawn), drawn          # scalar, mlp, 4 backward, 2 growth
     frame = browser.find_element(By.TAG_NAME, "iframe")
     browser.switch_to.frame(frame)
     assert browser.find_element(By.ID, "counter").text.startswith("step 1 /")

@@ -10,10 +10,10 @@ from graphdiff.demo import add_demo_arguments as add_quick_check_arguments, run_
 from . import tour
 from .dot import render, to_dot
 from .gallery import EXAMPLES, build
-from .graphs import backward_graph
+from .graphs import backward_graph, select
 from .output import check_out_folder, write_failed
 from .renderer import RenderError
-from .report import VARIANTS, compare_variants
+from .report import VARIANTS, compare_variants, sums_text
 from .trace import render_trace
 
 
@@ -108,10 +108,13 @@ def run_compare(args):
     if not check_out_folder(args.out, "compare"):
         return 2
     # each variant's backward graph, drawn on a graph of its own (g.gradients adds nodes to the graph)
-    backward = {}
-    for v in VARIANTS:
+    backward, rankdir = {}, None
+    for v in VARIANTS:              # one direction for both, so that they compare side by side
         gv, yv = build(args.name, seed=args.seed)
-        backward[v] = to_dot(backward_graph(gv, yv, v), fields=("name", "op", "shape", "value"), legend=True)
+        nodes = backward_graph(gv, yv, v)
+        dot = to_dot(nodes, legend=True, rankdir=rankdir)
+        rankdir = rankdir or dot.graph_attr["rankdir"]
+        backward[v] = (dot, sums_text(select(nodes)[0], v))
     g, y = build(args.name, seed=args.seed)
     report = compare_variants(g, y, repeats=args.repeats)
     print(report.table())

@@ -16,13 +16,14 @@ import graphviz
 import graphdiff as gd
 
 from .fold import Folding, auto_collapse, group_keys
-from .graphs import is_backward, name_list, scope_parts, select
+from .graphs import is_backward, is_sum, name_list, role_of, scope_parts, select
 from .labels import FIELDS, SMALL, Notes, escape, node_label, notes_text
 from .renderer import FORMATS, LAYOUT_LIMIT, RenderError, pipe
 
 COLORS = {"param": "#b3d9ff", "input": "#ffc266", "constant": "#d9b3ff", "op": "#e6e6e6",
-          "output": "#a3e4a3", "summary": "#ffffff", "backward": "#fbe3a1"}
+          "output": "#a3e4a3", "summary": "#ffffff", "backward": "#f9c4dd"}
 COLORS_READ = "#b8860b"  # dashed edges: a forward value read by the backward graph
+COLOR_SUM = "#7b3294"    # the border of a node where an adjoint's sum happens (add_n, or a link of the adds)
 HIGHLIGHT = "#d62728"
 CLUSTERS = ("nested", "top", "none")
 MAX_NODES = 300
@@ -177,8 +178,12 @@ def _box_attrs(u, look):
     n = u.node
     label = node_label(n, look["fields"], look["small"], look["in_cluster"], look["notes"],
                        look["extra"].get(n.name, ()))
-    kind = "backward" if is_backward(n) else n.kind
-    attrs = {"label": label, "fillcolor": COLORS["output"] if n.name in look["outputs"] else COLORS[kind]}
+    if is_backward(n):      # one colour for every gradient node, the gradients asked for included
+        attrs = {"label": label, "fillcolor": COLORS["backward"], "tooltip": n.name}
+        if is_sum(n):
+            attrs.update(color=COLOR_SUM, penwidth="2.5")
+    else:
+        attrs = {"label": label, "fillcolor": COLORS["output"] if n.name in look["outputs"] else COLORS[n.kind]}
     if n.name in look["highlight"]:
         attrs.update(color=HIGHLIGHT, penwidth="3")
     attrs.update(look["style"].get(n.name, {}))
@@ -206,7 +211,7 @@ def _emit_boxes(dot, folding, attrs, clusters):
     """Nodes into their scope clusters, built deepest first so each cluster can hold its finished children."""
     by_path = {(): []}
     for u in folding.boxes:
-        path = _cluster_path(u.scope, clusters)
+        path = _cluster_path(role_of(u.node).scope if _aligned(u.node) else u.scope, clusters)
         for k in range(len(path) + 1):
             by_path.setdefault(path[:k], [])
         by_path[path].append(u)
@@ -230,10 +235,30 @@ def _emit_boxes(dot, folding, attrs, clusters):
                    fontsize="10", labeljust="l")
         for u in by_path[path]:
             g.node(u.id, **attrs[u.id])
+        _emit_ranks(g, by_path[path])
         for child in sorted((p for p in built if len(p) == len(path) + 1 and p[:len(path)] == path)):
             g.subgraph(built.pop(child))
         if path:
             built[path] = g
+
+
+def _aligned(node):
+    """True for a gradient node that backward_graph gave a role: drawn in the cluster of the forward node it
+    belongs to (not in a "grad" cluster), beside the forward node whose adjoint it is."""
+    return node is not None and is_backward(node) and role_of(node) is not None
+
+
+def _emit_ranks(dot, boxes):
+    """Each adjoint in the same rank as its forward node (boxes: those of one cluster): the backward graph is
+    the forward's mirror, and a reader matches g_a with a at a glance."""
+    ids = {u.node.name: u.id for u in boxes if u.node is not None}
+    for u in boxes:
+        r = role_of(u.node) if _aligned(u.node) else None
+        if r is not None and r.kind in ("seed", "adjoint") and r.of[0] in ids:
+            with dot.subgraph() as same:
+                same.attr(rank="same")
+                same.node(ids[r.of[0]])
+                same.node(u.id)
 
 
 def _emit_edges(dot, folding, hl_edges, edge_style):
@@ -252,12 +277,18 @@ def _emit_edges(dot, folding, hl_edges, edge_style):
                 merged[(src.id, dst.id)] = merged.get((src.id, dst.id), 0) + 1
                 continue
             attrs = {"label": str(slot)} if multi else {}
+            back = _aligned(n) and _aligned(p)
             if is_backward(n) and not is_backward(p):      # a forward value that a VJP reads
                 attrs.update(style="dashed", color=COLORS_READ)
+                if _aligned(n):
+                    attrs.update(constraint="false")       # it does not pull the VJP towards the forward value
             if (p.name, n.name, slot) in hl_edges or (p.name, n.name, None) in hl_edges:
                 attrs.update(color=HIGHLIGHT, penwidth="2.5")
             attrs.update(edge_style.get((p.name, n.name, slot), {}))
-            dot.edge(src.id, dst.id, **attrs)
+            if back:    # the backward flows against the forward's ranks: laid out reversed, drawn forwards
+                dot.edge(dst.id, src.id, dir="back", **attrs)
+            else:
+                dot.edge(src.id, dst.id, **attrs)
     for (a, b), k in merged.items():
         dot.edge(a, b, **({"label": f"<&#215;{k}>"} if k > 1 else {}), style="bold")
 
@@ -267,7 +298,8 @@ def _emit_legend(dot, collapsed, backward=False):
     leg = graphviz.Digraph(name="cluster_legend")
     leg.attr(label="<<B>legend</B>>", style="rounded", color="#aaaaaa", fontname="Helvetica", fontsize="10")
     for k in kinds:
-        leg.node(f"legend_{k}", label=k, fillcolor=COLORS[k])
+        leg.node(f"legend_{k}", label="backward: g_a, contributions" if k == "backward" else k,
+                 fillcolor=COLORS[k])
     if collapsed:
         leg.node("legend_summary", label="collapsed scope", fillcolor=COLORS["summary"], shape="box3d",
                  style="filled")
@@ -277,6 +309,8 @@ def _emit_legend(dot, collapsed, backward=False):
     if backward:
         leg.node("legend_read", label="forward value", fillcolor=COLORS["op"])
         leg.node("legend_vjp", label="read by a VJP", fillcolor=COLORS["backward"])
+        leg.node("legend_sum", label="an adjoint's sum", fillcolor=COLORS["backward"], color=COLOR_SUM,
+                 penwidth="2.5")
         leg.edge("legend_read", "legend_vjp", style="dashed", color=COLORS_READ)
     dot.subgraph(leg)
 

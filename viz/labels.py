@@ -11,7 +11,7 @@ import numpy as np
 
 from graphdiff.graph import describe
 
-from .graphs import RELEASED_TEXT, base_name, host, node_value
+from .graphs import RELEASED_TEXT, base_name, host, is_backward, node_value, relative, role_of
 
 FIELDS = ("name", "op", "shape", "value", "grad")
 SMALL = 6            # arrays with at most this many elements show their values
@@ -139,6 +139,8 @@ def node_label(node, fields=FIELDS, small=SMALL, in_cluster=True, notes=None, ex
         extra: more rows (escaped HTML text) appended at the bottom.
     """
     notes = notes if notes is not None else Notes()
+    if is_backward(node):
+        return html_table(backward_rows(node, fields, small, notes, in_cluster) + list(extra), bold_first=True)
     rows = []
     if "name" in fields:
         rows.append(escape(base_name(node) if in_cluster else node.name))
@@ -154,10 +156,56 @@ def node_label(node, fields=FIELDS, small=SMALL, in_cluster=True, notes=None, ex
     return html_table(rows or [""], bold_first="name" in fields)
 
 
+MANY = 3             # an adjoint shared by more forward nodes names this many, then "..."
+
+
+def role_title(node, in_cluster=False):
+    """The first line of a gradient node's label, in the lecture's notation: g_a (the adjoint of a; "g_d = g_e"
+    where an add passed g through), g_L = 1 (the seed), g_a partial (2 of 4 in), the contribution of the
+    edge h4 -> a (input 0), a step inside a node's VJP; a node backward_graph did not make says so.
+    in_cluster: the node is drawn in its forward node's scope cluster: names relative to that scope."""
+    r = role_of(node)
+    if r is None:
+        return "gradient node (draw viz.backward_graph for its role)"
+    of, edge = r.of, r.edge
+    if in_cluster:
+        of = tuple(relative(v, r.scope) for v in of)
+        edge = (relative(edge[0], r.scope), edge[1], relative(edge[2], r.scope)) if edge else ()
+    if r.kind in ("seed", "adjoint"):
+        names = " = ".join(f"g_{v}" for v in of[:MANY]) + (" = ..." if len(of) > MANY else "")
+        return names + (" = 1 (seed)" if r.kind == "seed" else "")
+    if r.kind == "partial":
+        return f"g_{of[0]} partial ({r.count} of {r.total} in)"
+    child, slot, parent = edge
+    if r.kind == "contribution":
+        return f"{child} \u2192 {parent} (input {slot})"
+    return f"in the VJP of {child}"        # an op's VJP may share its work among its inputs (make_vjp)
+
+
+def backward_rows(node, fields, small, notes, in_cluster=False):
+    """A gradient node's rows: whose adjoint it is (role_title), its formula, shape and value (its own value is
+    a gradient; a gradient node has no gradient row)."""
+    r = role_of(node)
+    rows = [escape(role_title(node, in_cluster))]
+    what = []
+    if r is not None and r.kind == "adjoint" and r.edge:
+        child = relative(r.edge[0], r.scope) if in_cluster else r.edge[0]
+        what.append(escape(f"from {child} (input {r.edge[1]}):"))
+    if "op" in fields:
+        formula = r.formula if r is not None and r.kind != "vjp" else ""
+        what.append(escape("= " + formula) if formula else f"<I>{escape(node.op or node.kind)}</I>")
+    if "shape" in fields:
+        what.append(escape(describe(node.shape, node.dtype)))
+    if what:
+        rows.append(" ".join(what))
+    return rows + _value_rows(node, tuple(f for f in fields if f != "grad"), small, notes)
+
+
 def notes_text(nodes, fields, notes):
     """Captions explaining placeholders: gradients not computed (before backward), not kept, no value."""
     out = []
-    if "grad" in fields and not any(n.grad is not None for n in nodes):
+    gradients = any(is_backward(n) for n in nodes)    # a picture of gradient nodes shows their values
+    if "grad" in fields and not gradients and not any(n.grad is not None for n in nodes):
         out.append("gradients not computed: run g.backward(y) first (retain_grads=True keeps every node's)")
     elif "grad" in fields and notes.no_grad:
         out.append("grad \u2014: not kept; g.backward(y, retain_grads=True) keeps every node's gradient")

@@ -5,6 +5,7 @@ from disk with no network.
 A template's placeholders are @NAME@ (capitals and underscores); fill() replaces them all in one pass, so a
 value that itself contains "@NAME@" (a node name, a title) is never filled again.
 """
+import html
 import importlib.resources
 import re
 
@@ -48,3 +49,26 @@ def inline_svg(svg):
     """SVG text fit for innerHTML: no XML prolog or DOCTYPE."""
     start = svg.find("<svg")
     return svg[start:] if start >= 0 else svg
+
+
+def viewer(svg, title="", group=None, view_class=""):
+    """An SVG (text) in the pan-and-zoom viewer of assets/panzoom.js: a bar (title, zoom out/in, fit, 1:1, the
+    scale) over a scrolling view. Viewers with one group share one scale (Version A beside Version B). The
+    page needs viewer_style() in its head and viewer_script() after the viewers. view_class: more classes
+    for the scrolling view (the stepper fills its views, class "svg", frame by frame)."""
+    grp = f' data-group="{html.escape(group)}"' if group else ""
+    return (f'<div class="pz"{grp}><div class="pz-bar"><span class="pz-title">{html.escape(title)}</span>'
+            '<button class="pz-out" title="zoom out">&#8722;</button><button class="pz-in" title="zoom in">+</button>'
+            '<button class="pz-fit" title="the default: fit the width, node text at least 10 px">fit</button>'
+            '<button class="pz-one" title="natural size">1:1</button><span class="pz-scale"></span></div>'
+            f'<div class="pz-view{" " + view_class if view_class else ""}">{inline_svg(svg)}</div></div>')
+
+
+def viewer_style():
+    """The viewer's stylesheet as a <style> element."""
+    return style(asset("panzoom.css"))
+
+
+def viewer_script():
+    """The viewer's script as a <script> element (it starts every viewer on the page when the page loads)."""
+    return script(asset("panzoom.js"))

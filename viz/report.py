@@ -16,6 +16,8 @@ import numpy as np
 
 import graphdiff as gd
 
+from .graphs import sum_sites
+
 VARIANTS = tuple(gd.VARIANTS)
 ABOUT = {"children": "Version A (children): each node pulls and sums the contributions of its children",
          "parents": "Version B (parents): each node pushes += into the adjoints of its inputs"}
@@ -141,6 +143,18 @@ class Comparison:
         body = "".join("<tr><th>" + html.escape(r[0]) + "</th>" + "".join(f"<td>{html.escape(c)}</td>" for c in r[1:])
                        + "</tr>" for r in self.rows())
         return f'<table class="report"><tr><th></th>{head}</tr>{body}</table>'
+
+
+def sums_text(nodes, variant):
+    """One line for a drawn backward graph: where each adjoint with several contributions is summed."""
+    sites = sum_sites(nodes)
+    if not sites:
+        return "no node has more than one contribution: no sum"
+    if variant == "children":
+        return "one add_n per node, when its turn comes: " + ", ".join(
+            f"g_{a} = add_n of {len(s[-1].inputs)}" for a, s in sites.items())
+    return "a chain of adds per node, one as each child pushes: " + ", ".join(
+        f"g_{a}: {len(s)} add{'s' * (len(s) != 1)}" for a, s in sites.items())
 
 
 def _tolerance(dtype):

@@ -25,12 +25,13 @@ from graphdiff.lm.train import prepare_data
 
 from . import gallery, growth
 from .dot import render, to_dot
-from .graphs import backward_graph
+from .font import font_style, strip_font
+from .graphs import backward_graph, select
 from .output import check_out_folder, write_failed
-from .page import asset, fill, style
+from .page import asset, fill, style, viewer, viewer_script, viewer_style
 from .renderer import RenderError
-from .report import ABOUT, compare_variants
-from .trace import render_trace
+from .report import ABOUT, VARIANTS, compare_variants, sums_text
+from .trace import pair_html, render_trace
 
 QUICK = {"growth_len": 8, "render_len": 2, "gpt_seconds": 3.0, "gpt_chars": 30_000, "repeats": 1}
 FULL = {"growth_len": 32, "render_len": 4, "gpt_seconds": 60.0, "gpt_chars": 400_000, "repeats": 3}
@@ -60,6 +61,15 @@ class Tour:
             render(dot, self.path(name), format=f, renderer=self.renderer)
         return f"{name}.svg"
 
+    def read(self, svg):
+        """The text of a drawn SVG in the tour's folder."""
+        with open(self.path(svg), encoding="utf-8") as f:
+            return f.read()
+
+    def view(self, svg):
+        """A drawn SVG (a file name in the tour's folder) in the pan-and-zoom viewer."""
+        return viewer(strip_font(self.read(svg)), svg)
+
     def add(self, title, *parts):
         self.sections.append((title, "".join(parts)))
 
@@ -77,7 +87,7 @@ class Tour:
         self.add("1. A scalar expression, its values and gradients",
                  "<p>micrograd's expression, built as a graph, run forward, then backward "
                  "(<code>g.backward(L, retain_grads=True)</code> keeps every node's gradient).</p>",
-                 _img(svg), table)
+                 self.view(svg), table)
 
     def mlp(self):
         with self.bar("lecture MLP + stepper", 5) as bar:
@@ -99,7 +109,7 @@ class Tour:
                                        title="A node used four times: where Version B does +=")
             bar.update(1)
         self.add("2. The lecture MLP, both backward variants, step by step",
-                 _img(svg),
+                 self.view(svg),
                  "<p>The two variants on the MLP: the same gradients and VJP calls. The MLP is a chain, so no "
                  "adjoint receives more than one contribution.</p>", report.html(),
                  f'<p><a href="{_rel(page, self.out)}">Open the stepper</a> (both variants side by side; '
@@ -140,7 +150,7 @@ class Tour:
                  f"{growth.sizes('transformer')}; RNN {growth.sizes('rnn')}; the T=4 renders use GPT "
                  f"{growth.sizes('transformer', rendered=True)} and RNN {growth.sizes('rnn', rendered=True)} "
                  "so that they can be read.</p>",
-                 _img("growth.png"), table, *(_img(r) for r in renders))
+                 _img("growth.png"), table, *(self.view(r) for r in renders))
 
     def gpt(self):
         seconds = self.cfg["gpt_seconds"]
@@ -174,23 +184,24 @@ class Tour:
         return trainer
 
     def backward_graphs(self):
-        """The forward and backward graphs drawn together (g.gradients), in both variants."""
-        images = []
+        """The forward and backward graphs drawn together (g.gradients), Version A beside Version B."""
+        pairs = []
         with self.bar("backward graphs", 4) as bar:
             for name in ("scalar", "shared"):
-                for v in ("children", "parents"):
-                    g, y = gallery.build(name)
-                    title = f"{name}: forward and backward graph, {ABOUT[v]}"
-                    images.append(self.draw(to_dot(backward_graph(g, y, v), legend=True, title=title),
-                                            f"{name}-backward-{v}"))
-                    bar.update(1)
+                pairs.append(backward_pair(name, self.draw, self.read))
+                bar.update(2)
         self.add("3. The forward and backward graphs",
                  "<p>The backward pass built as more nodes of the same graph (<code>g.gradients(y, params, "
-                 "variant)</code>, under the scope <code>grad</code>, yellow): the same two loops as the numeric "
-                 "backward, run with graphdiff's ops. Dashed edges carry a forward value that a VJP reads. "
+                 "variant)</code>, under the scope <code>grad</code>, pink): the same two loops as the numeric "
+                 "backward, run with graphdiff's ops. Each pink node says whose adjoint it is "
+                 "(<code>g_a</code> is dL/da; <code>g_L = 1</code> the seed) or which edge's contribution it "
+                 "is (<code>h4 &#8594; a (input 0)</code>: the VJP of h4 for its input 0, a), with its value; "
+                 "each adjoint sits in the same column as its node, mirroring the forward graph. Dashed edges "
+                 "carry a forward value that a VJP reads. Purple outlines mark where an adjoint's sum happens: "
                  "Version A (children) gives each node one <i>add_n</i> over its children's contributions; "
                  "Version B (parents) a chain of <i>add</i>s in push order: see <code>a</code>, used four "
-                 "times in the second graph.</p>", *(_img(i) for i in images))
+                 "times in the second graph. Both versions at one scale (zoom one, the other follows).</p>",
+                 *pairs)
 
     def build(self, stages=None):
         """Run the stages, write index.html; returns its path."""
@@ -202,6 +213,21 @@ class Tour:
         with open(page, "w", encoding="utf-8") as f:
             f.write(_page(self.sections, self.timings))
         return page
+
+
+def backward_pair(name, draw, read):
+    """Version A and Version B of gallery graph `name`, forward and backward graphs together, drawn in one
+    direction with draw(dot, file stem) (which returns the SVG's file name, read(file) its text), shown in two
+    viewers of one scale, each with a line saying where its sums happen. Returns the HTML."""
+    views, rankdir = [], None
+    for v in VARIANTS:
+        g, y = gallery.build(name)
+        nodes = backward_graph(g, y, v)
+        dot = to_dot(nodes, legend=True, rankdir=rankdir, title=f"{name}: {ABOUT[v]}")
+        rankdir = rankdir or dot.graph_attr["rankdir"]
+        svg = draw(dot, f"{name}-backward-{v}")
+        views.append((v, read(svg), sums_text(select(nodes)[0], v), svg))
+    return pair_html(f"{name}-backward", views)
 
 
 def _rel(path, folder):
@@ -239,7 +265,8 @@ def _loss_plot(history, val_loss, path):
 
 def _page(sections, timings):
     body = "".join(f'<section><h2>{html.escape(t)}</h2>{content}</section>' for t, content in sections)
-    return fill(asset("tour.html"), STYLE=style(asset("tour.css")), BODY=body, TIMINGS=html.escape(json.dumps(timings)))
+    return fill(asset("tour.html"), STYLE=style(asset("tour.css")) + viewer_style() + font_style(), BODY=body,
+                TIMINGS=html.escape(json.dumps(timings)), SCRIPT=viewer_script())
 
 
 def add_arguments(parser):

@@ -7,6 +7,7 @@ HTML, inlines the rest, and writes one self-contained page.
 """
 import html
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from .font import font_style, strip_font, text_width
 from .graphs import select
 from .labels import SMALL, Cell, array_text, escape, number
 from .output import replaced_whole, write_text
-from .page import asset, fill, inline_svg, script, style
+from .page import asset, fill, inline_svg, script, style, viewer, viewer_style
 from .renderer import pipe
 from .report import ABOUT, VARIANTS, check_output, compare_variants
 
@@ -226,8 +227,9 @@ def render_trace(graph, y, out_dir, *, variants=VARIANTS, renderer="auto", repea
         out_dir: folder to write into: <variant>/step_001.svg ..., report.json and trace.html.
         variants: the variants shown side by side.  renderer: see viz.renderer.find_renderer.
         repeats: timed runs per variant for the report.  title: the page heading.
-        backward_graphs: {variant: Diagram} of each variant's backward graph (viz.graphs.backward_graph), shown
-            under the stepper and written as <variant>/backward.svg.
+        backward_graphs: {variant: Diagram} of each variant's backward graph (viz.graphs.backward_graph), or
+            {variant: (Diagram, a line saying where its sums happen)}, shown under the stepper at one scale
+            and written as <variant>/backward.svg.
         options: to_dot options for the frames (rankdir=..., clusters=...).
     Returns:
         the path of the HTML page (str). Prev/Next buttons and the arrow keys (Home/End) move the step.
@@ -253,9 +255,11 @@ def render_trace(graph, y, out_dir, *, variants=VARIANTS, renderer="auto", repea
                               "active": f.dot.ids[f.node.name]})
             entry = {"name": v, "about": ABOUT[v], "frames": shown}
             if backward_graphs and v in backward_graphs:
-                svg = pipe(backward_graphs[v].source, "svg", renderer).decode("utf-8")
+                drawn, sums = (backward_graphs[v] if isinstance(backward_graphs[v], tuple)
+                               else (backward_graphs[v], ""))
+                svg = pipe(drawn.source, "svg", renderer).decode("utf-8")
                 write_text(folder / "backward.svg", svg)
-                entry["backward"] = inline_svg(strip_font(svg))
+                entry["backward"], entry["sums"] = svg, sums
             data["variants"].append(entry)
         write_text(tmp / "trace.html", stepper_page(title or f"Backward step by step: '{y.name}'", data, report))
     return str(out / "trace.html")
@@ -265,19 +269,41 @@ def stepper_page(title, data, report):
     """The stepper page's HTML: stepper.html filled, with stepper.css, the font, the frames (data: {"variants":
     [{name, about, frames: [{caption, svg, active}], backward (optional SVG)}]}) and stepper.js inlined."""
     backward = [v for v in data["variants"] if "backward" in v]
-    panes = "".join(f'<section class="pane"><h2>{html.escape(v["about"])}</h2><div class="backward">'
-                    f'{v["backward"]}</div></section>' for v in backward)
+    panes = pair_html("backward", [(v["name"], v["backward"], v.get("sums", ""), f'{v["name"]}/backward.svg')
+                                   for v in backward]) if backward else ""
     # the backward graphs are in the page once, not in the script's data
-    data = {**data, "variants": [{k: x for k, x in v.items() if k != "backward"} for v in data["variants"]]}
+    data = {**data, "variants": [{k: x for k, x in v.items() if k not in ("backward", "sums")}
+                                 for v in data["variants"]]}
     colors = (f":root {{ --current: {CURRENT}; --final: {FINAL}; --live: {LIVE}; --flow: {FLOW}; "
               f"--done: {DONE}; }}\n")
-    return fill(asset("stepper.html"), TITLE=html.escape(title), STYLE=style(colors + asset("stepper.css")),
+    return fill(asset("stepper.html"), TITLE=html.escape(title),
+                STYLE=style(colors + asset("stepper.css")) + viewer_style(),
                 FONT=font_style(), PANES="".join(_pane(v) for v in data["variants"]),
                 REPORT=report.html(), BACKWARD_HIDDEN="" if backward else " hidden", BACKWARD_PANES=panes,
-                SCRIPT=script(f'"use strict";\nconst DATA = {json.dumps(data)};', asset("stepper.js")))
+                SCRIPT=script(asset("panzoom.js"), f'const DATA = {json.dumps(data)};', asset("stepper.js")))
+
+
+def pair_html(group, views):
+    """Each variant's drawing in a viewer of one group (one scale, assets/panzoom.js) with a line saying where
+    its sums happen; views: [(variant, svg text, sums line, title)]. Side by side when the drawings are
+    taller than wide, else one above the other (a wide drawing stays readable at the page's width)."""
+    parts, wide = [], False
+    for v, svg, sums, title in views:
+        w, h = svg_size(svg)
+        wide = wide or w > h
+        parts.append(f'<div class="variant" data-variant="{html.escape(v)}"><p class="sums"><b>'
+                     f'{html.escape(ABOUT.get(v, v))}.</b> {html.escape(sums)}</p>'
+                     + viewer(strip_font(svg), title, group) + "</div>")
+    return f'<div class="pz-pair{" stacked" if wide else ""}">' + "".join(parts) + "</div>"
+
+
+def svg_size(svg):
+    """(width, height) in points that Graphviz wrote on an SVG ((1, 1) when it wrote none)."""
+    m = re.search(r'<svg[^>]*?width="([\d.]+)pt"[^>]*?height="([\d.]+)pt"', svg, re.S)
+    return (float(m.group(1)), float(m.group(2))) if m else (1.0, 1.0)
 
 
 def _pane(v):
     name = html.escape(v["name"])
     return (f'<section class="pane" id="pane-{name}"><h2>{html.escape(v["about"])}</h2>'
-            f'<p class="caption"></p><div class="svg"></div></section>')
+            f'<p class="caption"></p>{viewer("", "frame", "frames", "svg")}</section>')

@@ -38,10 +38,15 @@ def test_drawn_backward_graph_of_b_eq_a_plus_a_c_eq_b_times_b(variant):
     assert len(solid_fwd) == 4
     assert len(into_grad) == 8 and len(dashed) == 2                   # 2 + 2 + 2 backward edges, 2 reads of b
     assert all(by_name[e[0]] == "b" for e in dashed)
-    # backward nodes in the second colour; the gradient (an output) green
+    # every backward node in the backward colour, the gradient asked for included (not the output's green)
     for n in grad:
         fill = re.search(rf'^\s*{ids[n.name]} \[.*fillcolor="([^"]+)"', src, re.M).group(1)
-        assert fill == (COLORS["output"] if n is nodes[1] else COLORS["backward"]), n.name
+        assert fill == COLORS["backward"], n.name
+    # whose adjoint each node is: g_c = 1 (the seed), g_b, g_a; contributions name their edge
+    titles = re.findall(r"<B>([^<]*)</B>", src)
+    assert "g_c = 1 (seed)" in titles and "g_b" in titles and "g_a" in titles
+    assert titles.count("c &#8594; b (input 0)") == 1 and titles.count("c &#8594; b (input 1)") == 1
+    assert not any(t in ("multiply", "add", "add_n", "seed") or t.startswith("grad/") for t in titles)
 
 
 def test_render_backward_cli(tmp_path, capsys):
@@ -58,9 +63,10 @@ def test_compare_page_shows_each_variants_backward_graph(tmp_path):
     need_renderer("graphviz-pure")
     assert main(["compare", "shared", "--out", str(tmp_path), "--repeats", "1", "--renderer", "graphviz-pure"]) == 0
     page = (tmp_path / "shared-trace" / "trace.html").read_text()
-    assert "Each variant's backward graph" in page and page.count('<div class="backward">') == 2
+    assert "Each variant's backward graph" in page and page.count('data-group="backward"') == 2
     for variant in ("children", "parents"):
         text = svg_texts(tmp_path / "shared-trace" / variant / "backward.svg")
-        # a's adjoint: one add_n over its four contributions, or a chain of three adds
-        assert text.count("add_n  f64[]") == (1 if variant == "children" else 0)
-        assert text.count("add  f64[]") == 3 + (0 if variant == "children" else 3)    # 3 forward adds
+        # a's adjoint: one add_n over its four contributions, or a chain of three adds (two partial sums)
+        assert text.count("g_a partial (") == (0 if variant == "children" else 2)
+        assert "h4 \u2192 a (input 0)" in text and "g_x" in text
+        assert "gradients not computed" not in text

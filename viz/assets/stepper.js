@@ -1,6 +1,7 @@
 // The stepper page: shows step k of every variant's frames (buttons, arrow keys, Home, End), scrolls the
 // active node into view and keeps the panes scrolled together. The page defines, before this script,
-// DATA = {variants: [{name, about, frames: [{caption, svg, active}]}]} (graphdiff.viz.trace.stepper_page).
+// DATA = {variants: [{name, about, frames: [{caption, svg, active}]}]} (graphdiff.viz.trace.stepper_page),
+// and panzoom.js (PanZoom) before it.
 const N = Math.max(1, ...DATA.variants.map(v => v.frames.length));
 let step = 0;
 function show(k) {
@@ -12,6 +13,7 @@ function show(k) {
     const box = pane.querySelector(".svg");
     const top = box.scrollTop, left = box.scrollLeft;
     box.innerHTML = f.svg;
+    PanZoom.refresh(box.closest(".pz"));      // the frame at the panes' shared scale (panzoom.js)
     box.scrollTop = top; box.scrollLeft = left;
     pane.querySelector(".caption").textContent = f.caption;
     // the active node: found by its DOT id (each node's <title>), scrolled into view inside its pane
