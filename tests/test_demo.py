@@ -15,14 +15,15 @@ def test_tour_builds_and_every_image_shows(browser, tmp_path, capsys):
     page = out / "index.html"
     assert f"open {page}" in printed
     for f in ("scalar.svg", "scalar.png", "mlp.svg", "growth.png", "growth.svg", "rnn_T2.png", "transformer_T2.svg",
-              "gpt_loss.png", "scalar-backward-children.svg", "shared-backward-parents.png", "mlp-trace/trace.html", "shared-trace/trace.html"):
+              "gpt_loss.png", "gpt_grad_health.svg", "scalar-backward-children.svg", "shared-backward-parents.png",
+              "mlp-trace/trace.html", "shared-trace/trace.html"):
         assert (out / f).stat().st_size > 500, f
     browser.get(page.as_uri())
     headings = [h.text for h in browser.find_elements(By.TAG_NAME, "h2")]
     assert [h.split(".")[0] for h in headings if h[:1].isdigit()] == ["1", "2", "3", "4", "5"]
     images = browser.execute_script("""
       return [...document.images].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0]);""")
-    assert len(images) == 10 and all(ok for _, ok in images), images
+    assert len(images) == 11 and all(ok for _, ok in images), images
     frame = browser.find_element(By.TAG_NAME, "iframe")
     browser.switch_to.frame(frame)
     assert browser.find_element(By.ID, "counter").text.startswith("step 1 /")

@@ -81,6 +81,8 @@ def run_render(args):
     g, y = build(args.name, seed=args.seed)
     if args.backward:
         what, name = backward_graph(g, y, args.variant), f"{args.name}-backward-{args.variant}"
+        if args.color_by == "grad":            # the forward nodes' gradients too, to colour them by
+            g.backward(y, retain_grads=True)
     else:
         g.backward(y, retain_grads=True)
         what, name = y, args.name

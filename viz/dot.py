@@ -185,8 +185,12 @@ def _box_attrs(u, look):
     """Graphviz attributes of one box: a node's label and colours, or a collapsed scope's summary."""
     if u.node is None:
         attrs = {"label": u.label, "fillcolor": COLORS["summary"], "shape": "box3d", "style": "filled"}
-        if look["health"] is not None:
-            attrs.update(_health_look(look["health"], u.id))
+        health = look["health"]
+        if health is not None:
+            attrs.update(_health_look(health, u.id))
+            if u.id in health["boxes"] and attrs["label"].endswith("</TABLE>>"):    # its number, one more row
+                row = f"<TR><TD>{_health_row(health, u.id)}</TD></TR>"
+                attrs["label"] = attrs["label"][:-len("</TABLE>>")] + row + "</TABLE>>"
         if look["highlight"] & u.names:
             attrs.update(color=HIGHLIGHT, penwidth="3")
         return attrs
@@ -194,7 +198,7 @@ def _box_attrs(u, look):
     health = look["health"]
     extra = list(look["extra"].get(n.name, ()))
     if health is not None and u.id in health["boxes"]:
-        extra.append(f"<I>{escape(health['short'])}</I> {escape(format_value(health['what'], health['boxes'][u.id]))}")
+        extra.append(_health_row(health, u.id))
     label = node_label(n, look["fields"], look["small"], look["in_cluster"], look["notes"], extra)
     kind = "backward" if is_backward(n) else n.kind
     attrs = {"label": label, "fillcolor": COLORS["output"] if n.name in look["outputs"] else COLORS[kind]}
@@ -328,7 +332,7 @@ def _health(obj, nodes, folding, color_by, color_log):
     bad = first_nonfinite(nodes)
     if bad is not None:
         ins = ", ".join(f"'{p.name}'" for p in bad.inputs)
-        caption.append(f"first NaN/Inf: {bad.op} '{bad.name}' made one from finite inputs ({ins})")
+        caption.append(f"first NaN/Inf: made by {bad.op} '{bad.name}' from finite inputs ({ins})")
     elif what == "nonfinite":
         caption.append("every value is finite (no NaN or Inf)")
     title = TITLES.get(what, "colour") + (" (log scale)" if log else "")
@@ -336,6 +340,11 @@ def _health(obj, nodes, folding, color_by, color_log):
         caption.append("no gradients kept: run g.backward(y, retain_grads=True) first")
     return {"what": what or "dict", "short": SHORT.get(what, "value"), "boxes": boxes, "scale": scale,
             "title": title, "caption": caption}
+
+
+def _health_row(health, box_id):
+    """The label row giving a box's number: "|g| 0.2400"."""
+    return f"<I>{escape(health['short'])}</I> {escape(format_value(health['what'], health['boxes'][box_id]))}"
 
 
 def _health_look(health, box_id):

@@ -209,8 +209,9 @@ def profile(obj, y=None, *, repeats=5, variant="children"):
         stamps = []
         t0 = time.perf_counter()
         graph.backward(y, variant=variant, trace=lambda e: stamps.append((e, time.perf_counter())))
+        _sync(graph)
         per = {}
-        last = t0
+        last = stamps[0][1] if stamps else t0    # before the first event: the plan and the seed, no node's work
         for e, t in stamps:
             node = e.child if e.kind == "contribution" else e.node
             per[node.name] = per.get(node.name, 0.0) + (t - last)
@@ -229,7 +230,7 @@ def times(obj, y=None, *, repeats=5, variant="children"):
 
 def _scalar_output(outputs, y, what):
     if y is None:
-        scalars = [o for o in outputs if o.shape == ()]
+        scalars = [o for o in outputs if o.shape == () and not is_backward(o)]   # not the gradient nodes
         if len(scalars) != 1:
             raise gd.GraphError(f"{what}: timing the backward needs one scalar output to differentiate; the "
                                 f"diagram has {[o.name for o in outputs]}: pass y=")
@@ -254,6 +255,28 @@ def quantity(obj, what, *, y=None, repeats=5):
         return times(obj, y, repeats=repeats)
     return {"grad": grad_norms, "value": value_norms, "nonfinite": nonfinite_counts,
             "memory": saved_bytes}[what](nodes)
+
+
+def program_gradients(program, feeds, output="loss"):
+    """Run an nn/lm Program (model.programs(("loss", B, T)), ...) forward and backward on feeds with its
+    module's current parameters, keeping every node's value and gradient (the training path releases them),
+    and return its output node: to_dot(node, color_by="grad") then shows where the gradient is large.
+    Nothing is stepped: the parameters and their .grad are left as they were.
+
+    Args:
+        program: a graphdiff.nn Program.  feeds: {input name: array}.  output: the scalar output's name.
+    """
+    unknown = sorted(set(feeds) - set(program.inputs))
+    if unknown or output not in program.outputs:
+        raise gd.GraphError(f"program_gradients: the program has inputs {sorted(program.inputs)} and outputs "
+                            f"{sorted(program.outputs)}; got feeds {sorted(feeds)} and output {output!r}")
+    for node, p in program.bindings:
+        node.value = p.data
+    y = program.outputs[output]
+    g = program.graph
+    g.forward({program.inputs[k]: v for k, v in feeds.items()}, outputs=y)
+    g.backward(y, retain_grads=True)
+    return y
 
 
 # --- the colour scale --------------------------------------------------------------------------------------
