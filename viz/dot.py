@@ -382,7 +382,8 @@ def _emit_colorbar(dot, health):
     rows.append("<TR><TD>" + table.format(4, 3, f"<TR>{cells}</TR>") + "</TD></TR>")
     leg = graphviz.Digraph(name="cluster_legend")
     leg.attr(label="<<B>legend</B>>", style="rounded", color="#aaaaaa", fontname="Helvetica", fontsize="10")
-    leg.node("legend_colors", label="<" + table.format(2, 1, "".join(rows)) + ">", shape="plaintext", style="")
+    leg.node("legend_colors", label="<" + table.format(2, 1, "".join(rows)) + ">", shape="box", style="filled",
+             fillcolor="#ffffff", color="#ffffff", margin="0.04")     # an outline around the table: its box
     dot.subgraph(leg)
 
 
