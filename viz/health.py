@@ -167,11 +167,12 @@ def _run_forward(n):
     return spec.forward(F, *xs, **kw), None
 
 
-def _sync(graph):
-    """Wait for the device (CuPy) so that a timing covers the work, not just its launch."""
+def _syncer(graph):
+    """A function that waits for the device (CuPy), so that a timing covers the work, not just its launch."""
     if graph.backend.name == "cupy":
         import cupy
-        cupy.cuda.Device().synchronize()
+        return cupy.cuda.Device().synchronize
+    return lambda: None
 
 
 def profile(obj, y=None, *, repeats=5, variant="children"):
@@ -181,7 +182,7 @@ def profile(obj, y=None, *, repeats=5, variant="children"):
     inputs' values, `repeats` times; the median. Backward: g.backward(y, trace=...) `repeats` times with a
     clock read at each trace event; the time since the previous event goes to the event's node (a
     Contribution: the VJP of its child that just ran; a Final: summing the node's adjoint), the median per
-    node over the runs. The values must be computed (a forward); backward sets the params' .grad as usual.
+    node over the runs. The values must be computed (a forward); every node's .grad is left as it was.
 
     Args:
         obj: a gd.Graph, a gd.Node or a list of Nodes (what to_dot draws).  y: the scalar output to
@@ -193,6 +194,7 @@ def profile(obj, y=None, *, repeats=5, variant="children"):
     nodes, outputs = select(obj)
     y = _scalar_output(outputs, y, "profile")
     graph = y.graph
+    sync = _syncer(graph)
     forward = {}
     for n in nodes:
         if n.op is None or is_backward(n) or n.value is None:
@@ -201,25 +203,36 @@ def profile(obj, y=None, *, repeats=5, variant="children"):
         for _ in range(repeats):
             t0 = time.perf_counter()
             _run_forward(n)
-            _sync(graph)
+            sync()
             runs.append(time.perf_counter() - t0)
         forward[n.name] = float(np.median(runs))
-    runs = []
-    for _ in range(repeats):
-        stamps = []
-        t0 = time.perf_counter()
-        graph.backward(y, variant=variant, trace=lambda e: stamps.append((e, time.perf_counter())))
-        _sync(graph)
-        per = {}
-        last = stamps[0][1] if stamps else t0    # before the first event: the plan and the seed, no node's work
-        for e, t in stamps:
-            node = e.child if e.kind == "contribution" else e.node
-            per[node.name] = per.get(node.name, 0.0) + (t - last)
-            last = t
-        runs.append(per)
+    runs, kept = [], [(n, n.grad) for n in graph.nodes]
+    try:
+        for _ in range(repeats):
+            runs.append(_timed_backward(graph, y, variant, sync))
+    finally:                                         # the gradients a diagram shows stay the caller's
+        for n, grad in kept:
+            n.grad = grad
     names = {k for r in runs for k in r}
     backward = {k: float(np.median([r.get(k, 0.0) for r in runs])) for k in names}
     return forward, backward
+
+
+def _timed_backward(graph, y, variant, sync):
+    """One backward pass with the clock read at each trace event: {name: seconds} (see profile)."""
+    stamps = []
+
+    def stamp(e):
+        sync()
+        stamps.append((e, time.perf_counter()))
+    graph.backward(y, variant=variant, trace=stamp)
+    per = {}
+    last = stamps[0][1] if stamps else 0.0      # before the first event: the plan and the seed, no node's work
+    for e, t in stamps:
+        node = e.child if e.kind == "contribution" else e.node
+        per[node.name] = per.get(node.name, 0.0) + (t - last)
+        last = t
+    return per
 
 
 def times(obj, y=None, *, repeats=5, variant="children"):

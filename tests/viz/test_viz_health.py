@@ -122,16 +122,18 @@ def test_profile_times_each_op_and_each_vjp_and_finds_the_slow_one():
     big = gd.matmul(x, W, name="big")                    # 400^3 multiply-adds, forward and backward
     small = gd.add(gd.sum(big, name="s"), 1.0, name="small")
     g.forward({x: rng.standard_normal((400, 400))}, outputs=small)
-    forward, backward = health.profile(small, repeats=3)
+    forward, backward = health.profile(small, repeats=5)
     assert set(forward) == {"big", "s", "small"} and all(t > 0 for t in forward.values())
     assert max(forward, key=forward.get) == "big" and max(backward, key=backward.get) == "big"
-    total = health.quantity(small, "time", repeats=3)
+    total = health.quantity(small, "time", repeats=5)
     assert set(total) >= {"big", "s", "small"} and max(total, key=total.get) == "big"
-    # the per-node backward times add up to no more than a whole backward takes
-    t0 = time.perf_counter()
-    g.backward(small)
-    whole = time.perf_counter() - t0
-    assert sum(backward.values()) < 5 * whole + 0.01
+    # the per-node backward times add up to about what a whole backward takes (medians of 5 runs each)
+    wholes = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        g.backward(small)
+        wholes.append(time.perf_counter() - t0)
+    assert sum(backward.values()) < 3 * float(np.median(wholes)) + 0.02
 
 
 def test_profile_refuses_what_it_cannot_time():
