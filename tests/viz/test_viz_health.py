@@ -256,3 +256,23 @@ def test_render_unknown_color_by_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--color-by 'norm'" in err and "grad, value, nonfinite, memory, time" in err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.gpu
+def test_health_on_cupy_matches_numpy():
+    """The quantities read device arrays through gd.to_numpy; the profiler waits for the device per event."""
+    pytest.importorskip("cupy", reason="needs CuPy (or GRAPHDIFF_CUPY_STANDIN=1)")
+    per_backend = {}
+    for backend in ("numpy", "cupy"):
+        with gd.use_backend(backend):
+            g, y = gallery.transformer()
+        g.backward(y, retain_grads=True)
+        per_backend[backend] = {w: health.quantity(y, w) for w in ("grad", "value", "nonfinite", "memory")}
+        forward, backward = health.profile(y, repeats=2)
+        assert set(forward) == {n.name for n in g.nodes if n.op is not None} and all(t > 0 for t in forward.values())
+        assert backward and all(t >= 0 for t in backward.values())
+        assert "legend_colors" in viz.to_dot(y, color_by="time").source
+    for w, values in per_backend["numpy"].items():
+        assert set(values) == set(per_backend["cupy"][w])
+        for k, v in values.items():
+            assert per_backend["cupy"][w][k] == pytest.approx(v, rel=1e-4, abs=1e-6), (w, k)
