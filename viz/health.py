@@ -95,8 +95,14 @@ def first_nonfinite(obj):
     return None
 
 
-def _nbytes(shape, dtype):
-    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+def _nbytes(node):
+    """The bytes of node's value: from its value's shape when it holds one (a None batch axis is the fed
+    size), else from its declared shape; None when that has a None axis and no value says its size."""
+    v = node_value(node)
+    shape = np.shape(v) if v is not None and not isinstance(v, str) else node.shape
+    if any(d is None for d in shape):
+        return None
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(node.dtype).itemsize
 
 
 def _needs_grad(nodes):
@@ -131,8 +137,10 @@ def saved_bytes(nodes):
             for i in (saves if spec.make_vjp is not None else slots):    # two-stage: every slot's at once
                 picked.update(saves.get(i, ()))
             saves = picked
-        total = sum(_nbytes(n.shape, n.dtype) if k == "out" else _nbytes(n.inputs[k].shape, n.inputs[k].dtype)
-                    for k in set(saves))
+        sizes = [_nbytes(n if k == "out" else n.inputs[k]) for k in set(saves)]
+        if None in sizes:                            # a batch axis of unknown size: no number to give
+            continue
+        total = sum(sizes)
         if spec.forward_res is not None and all(not isinstance(node_value(p), (str, type(None)))
                                                 for p in n.inputs):
             _, res = _run_forward(n)

@@ -114,6 +114,16 @@ def test_saved_bytes_count_a_two_stage_ops_residuals():
     assert not any(k.startswith("grad") for k in saved)
 
 
+def test_saved_bytes_of_a_batch_axis_follow_the_fed_size():
+    g = gd.Graph(dtype="float32")
+    x = g.input("x", (None, 3))
+    t = gd.tanh(x @ g.param("W", np.ones((3, 2))), name="t")
+    y = gd.mean(t, name="y")
+    g.forward({x: np.ones((5, 3))})
+    saved = health.quantity(y, "memory")
+    assert saved["t"] == 5 * 2 * 4 and saved["matmul"] == 5 * 3 * 4      # tanh reads out; W's VJP reads x
+
+
 def test_profile_times_each_op_and_each_vjp_and_finds_the_slow_one():
     g = gd.Graph(dtype="float64")
     rng = np.random.default_rng(0)
