@@ -99,7 +99,7 @@ def _nbytes(node):
     """The bytes of node's value: from its value's shape when it holds one (a None batch axis is the fed
     size), else from its declared shape; None when that has a None axis and no value says its size."""
     v = node_value(node)
-    shape = np.shape(v) if v is not None and not isinstance(v, str) else node.shape
+    shape = getattr(v, "shape", ()) if v is not None and not isinstance(v, str) else node.shape   # float: ()
     if any(d is None for d in shape):
         return None
     return int(np.prod(shape, dtype=np.int64)) * np.dtype(node.dtype).itemsize
