@@ -15,7 +15,8 @@ def test_tour_builds_and_every_image_shows(browser, tmp_path, capsys):
     page = out / "index.html"
     assert f"open {page}" in printed
     for f in ("scalar.svg", "scalar.png", "mlp.svg", "growth.png", "growth.svg", "rnn_T2.png", "transformer_T2.svg",
-              "gpt_loss.png", "scalar-backward-children.svg", "shared-backward-parents.png", "mlp-trace/trace.html", "shared-trace/trace.html"):
+              "gpt_loss.png", "gpt_grad_health.svg", "scalar-backward-children.svg", "shared-backward-parents.png",
+              "mlp-trace/trace.html", "shared-trace/trace.html"):
         assert (out / f).stat().st_size > 500, f
     browser.get(page.as_uri())
     headings = [h.text for h in browser.find_elements(By.TAG_NAME, "h2")]
@@ -26,7 +27,7 @@ def test_tour_builds_and_every_image_shows(browser, tmp_path, capsys):
     drawn = browser.execute_script("""
       return [...document.querySelectorAll('.pz')].map(v => [v.querySelector('.pz-title').textContent,
         !!v.querySelector('svg g.node') && v.querySelector('svg').getBoundingClientRect().width > 100]);""")
-    assert len(drawn) == 8 and all(ok for _, ok in drawn), drawn          # scalar, mlp, 4 backward, 2 growth
+    assert len(drawn) == 9 and all(ok for _, ok in drawn), drawn      # scalar, mlp, 4 backward, 2 growth, health
     frame = browser.find_element(By.TAG_NAME, "iframe")
     browser.switch_to.frame(frame)
     assert browser.find_element(By.ID, "counter").text.startswith("step 1 /")

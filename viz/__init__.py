@@ -15,6 +15,7 @@ One job per module; a module imports only modules of earlier rows (tests/test_st
     labels.py    the text in the boxes: escaping, numbers, node labels
     fold.py      which box each node goes in: collapsed scopes, topological bands
     renderer.py  finding and running a renderer (system dot, graphviz-pure): DOT text in, bytes out
+    health.py    per-node health quantities (gradient/value norms, NaN/Inf, saved bytes, time) and colour scales
     dot.py       to_dot (the DOT diagram) and render (into a file)      nx.py  to_networkx
     report.py    compare_variants: the two backward variants in numbers
     trace.py     trace_frames, and render_trace: the stepper page (assets/stepper.html, .css, .js)
@@ -23,6 +24,7 @@ No module is named render: the function viz.render (in dot.py) would shadow it.
 """
 from .dot import render, to_dot  # noqa: F401
 from .graphs import backward_graph  # noqa: F401
+from . import health  # noqa: F401  (the module: viz.health.quantity(y, "grad"), ...)
 from .nx import to_networkx  # noqa: F401
 from .renderer import LayoutTooLarge, RenderError, RendererUnavailable, find_renderer  # noqa: F401
 from .report import Comparison, VariantStats, compare_variants  # noqa: F401

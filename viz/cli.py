@@ -11,6 +11,7 @@ from . import tour
 from .dot import render, to_dot
 from .gallery import EXAMPLES, build
 from .graphs import backward_graph, select
+from .health import QUANTITIES
 from .output import check_out_folder, write_failed
 from .renderer import RenderError
 from .report import VARIANTS, compare_variants, sums_text
@@ -61,6 +62,11 @@ def add_render_arguments(parser):
                         "backward nodes in their own colour, dashed edges for forward values a VJP reads)")
     parser.add_argument("--variant", choices=("children", "parents"), default="children",
                         help="with --backward: which variant builds the backward graph (default children)")
+    parser.add_argument("--color-by", default=None, metavar="{" + ",".join(QUANTITIES) + "}",
+                        help="colour each node by a health quantity, with a colour bar: grad (gradient norm), "
+                             "value (value norm), nonfinite (NaN/Inf red; the first op that made one is named), "
+                             "memory (bytes its VJP keeps for the backward), time (forward + backward per node, "
+                             "profiled)")
 
 
 def run_render(args):
@@ -68,15 +74,22 @@ def run_render(args):
     with --backward, draw the backward graph that g.gradients adds, beside the forward graph."""
     if not check_out_folder(args.out, "render"):
         return 2
+    if args.color_by is not None and args.color_by not in QUANTITIES:     # one line, not argparse's usage
+        print(f"graphdiff render: --color-by {args.color_by!r} is not a quantity; choose from "
+              f"{', '.join(QUANTITIES)}", file=sys.stderr)
+        return 2
     g, y = build(args.name, seed=args.seed)
     if args.backward:
         what, name = backward_graph(g, y, args.variant), f"{args.name}-backward-{args.variant}"
+        if args.color_by == "grad":            # the forward nodes' gradients too, to colour them by
+            g.backward(y, retain_grads=True)
     else:
         g.backward(y, retain_grads=True)
         what, name = y, args.name
+    name += f"-{args.color_by}" if args.color_by else ""
     try:
         dot = to_dot(what, rankdir=args.rankdir, clusters=args.clusters, collapse=args.collapse, legend=args.legend,
-                     max_nodes=args.max_nodes)
+                     max_nodes=args.max_nodes, color_by=args.color_by)
     except ValueError as e:                      # --collapse naming no scope of the example
         print(f"graphdiff render: {e}", file=sys.stderr)
         return 2

@@ -12,11 +12,14 @@ import os
 from pathlib import Path
 
 import graphviz
+import numpy as np
 
 import graphdiff as gd
 
 from .fold import Folding, auto_collapse, group_keys
 from .graphs import is_backward, is_sum, name_list, role_of, scope_parts, select
+from .health import LOG_SCALE, NO_DATA_COLOR, NONFINITE_COLOR, QUANTITIES, TITLES, Scale, first_nonfinite, \
+    format_value, quantity, text_color
 from .labels import FIELDS, SMALL, Notes, escape, node_label, notes_text
 from .renderer import FORMATS, LAYOUT_LIMIT, RenderError, pipe
 
@@ -99,7 +102,7 @@ def _split_highlight(highlight):
 
 def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None, highlight=None,
            legend=False, max_nodes=MAX_NODES, small=SMALL, title=None, node_extra=None, node_style=None,
-           edge_style=None):
+           edge_style=None, color_by=None, color_log=None):
     """A graphdiff graph (or the subgraph a node depends on) as a graphviz.Digraph.
 
     Args:
@@ -118,6 +121,12 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
         title: a caption at the top.
         node_extra, node_style, edge_style: hooks for trace frames: {name: [rows]}, {name: {attr: value}},
             {(parent, child, slot): {attr: value}}.
+        color_by: fill each box by a per-node quantity, with a colour bar in the legend (viz/health.py):
+            "grad" (gradient norm), "value" (value norm), "nonfinite" (NaN/Inf in red, the first op that
+            made one named in the title), "memory" (bytes each op's VJP reads), "time" (forward + backward
+            seconds of a profiled run: runs the backward), or a dict {Node or name: number}. A collapsed
+            scope gets the norm of its nodes' norms ("grad", "value") or their sum.
+        color_log: log scale for the colours (default: log for every quantity but "nonfinite" and a dict).
     Returns:
         a Diagram (a graphviz.Digraph); .source is the DOT text.
     """
@@ -145,6 +154,9 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
                      "layout finite (collapse= folds by scope; max_nodes=None draws every node)")
     caption += [collapsed] if collapsed else []
     hl_nodes, hl_edges = _split_highlight(highlight)
+    health = _health(obj, nodes, folding, color_by, color_log) if color_by is not None else None
+    if health is not None:
+        caption += health["caption"]
     dot = Diagram(name="graphdiff", format="svg", graph_attr=_graph_attrs(rankdir or _default_rankdir(nodes)),
                   node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica",
                              "fontsize": "11", "color": "#555555", "margin": "0.08,0.04"},
@@ -153,11 +165,13 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
     notes = Notes()
     look = {"fields": fields, "small": small, "in_cluster": clusters != "none", "notes": notes,
             "outputs": {o.name for o in outputs}, "highlight": hl_nodes, "extra": node_extra or {},
-            "style": node_style or {}}
+            "style": node_style or {}, "health": health}
     attrs = {b.id: _box_attrs(b, look) for b in folding.boxes}
     _emit_boxes(dot, folding, attrs, clusters)
     _emit_edges(dot, folding, hl_edges, edge_style or {})
-    if legend:
+    if health is not None:
+        _emit_colorbar(dot, health)
+    elif legend:
         _emit_legend(dot, bool(keys), any(is_backward(n) for n in nodes))
     caption += notes_text(nodes, fields, notes)
     if caption:
@@ -172,18 +186,29 @@ def _box_attrs(u, look):
     """Graphviz attributes of one box: a node's label and colours, or a collapsed scope's summary."""
     if u.node is None:
         attrs = {"label": u.label, "fillcolor": COLORS["summary"], "shape": "box3d", "style": "filled"}
+        health = look["health"]
+        if health is not None:
+            attrs.update(_health_look(health, u.id))
+            if u.id in health["boxes"] and attrs["label"].endswith("</TABLE>>"):    # its number, one more row
+                row = f"<TR><TD>{_health_row(health, u.id)}</TD></TR>"
+                attrs["label"] = attrs["label"][:-len("</TABLE>>")] + row + "</TABLE>>"
         if look["highlight"] & u.names:
             attrs.update(color=HIGHLIGHT, penwidth="3")
         return attrs
     n = u.node
-    label = node_label(n, look["fields"], look["small"], look["in_cluster"], look["notes"],
-                       look["extra"].get(n.name, ()))
+    health = look["health"]
+    extra = list(look["extra"].get(n.name, ()))
+    if health is not None and u.id in health["boxes"]:
+        extra.append(_health_row(health, u.id))
+    label = node_label(n, look["fields"], look["small"], look["in_cluster"], look["notes"], extra)
     if is_backward(n):      # one colour for every gradient node, the gradients asked for included
         attrs = {"label": label, "fillcolor": COLORS["backward"], "tooltip": n.name}
         if is_sum(n):
             attrs.update(color=COLOR_SUM, penwidth="2.5")
     else:
         attrs = {"label": label, "fillcolor": COLORS["output"] if n.name in look["outputs"] else COLORS[n.kind]}
+    if health is not None:
+        attrs.update(_health_look(health, u.id))
     if n.name in look["highlight"]:
         attrs.update(color=HIGHLIGHT, penwidth="3")
     attrs.update(look["style"].get(n.name, {}))
@@ -312,6 +337,87 @@ def _emit_legend(dot, collapsed, backward=False):
         leg.node("legend_sum", label="an adjoint's sum", fillcolor=COLORS["backward"], color=COLOR_SUM,
                  penwidth="2.5")
         leg.edge("legend_read", "legend_vjp", style="dashed", color=COLORS_READ)
+    dot.subgraph(leg)
+
+
+# --- colouring by a health quantity (viz/health.py) -----------------------------------------------------------
+SHORT = {"grad": "|g|", "value": "|x|", "nonfinite": "NaN/Inf", "memory": "saved", "time": "time"}
+FINITE_COLOR = "#e6e6e6"
+
+
+def _health(obj, nodes, folding, color_by, color_log):
+    """What colouring by color_by needs: each box's number, the scale, the colour bar's text, the caption."""
+    if isinstance(color_by, dict):
+        what, values = None, {(k.name if isinstance(k, gd.Node) else str(k)): float(v) for k, v in color_by.items()}
+    elif color_by in QUANTITIES:
+        what, values = color_by, quantity(obj, color_by)
+    else:
+        raise ValueError(f"to_dot: color_by={color_by!r}; use one of {', '.join(QUANTITIES)} or a dict "
+                         "{node or name: number}")
+    log = (LOG_SCALE[what] if what else False) if color_log is None else bool(color_log)
+    norm = what in ("grad", "value")
+    boxes = {}
+    for u in folding.boxes:
+        have = [values[k] for k in ([u.node.name] if u.node is not None else sorted(u.names)) if k in values]
+        if have:
+            boxes[u.id] = float(np.sqrt(sum(v * v for v in have))) if norm else float(sum(have))
+    scale = Scale(boxes.values(), log=log)
+    caption = []
+    bad = first_nonfinite(nodes)
+    if bad is not None:
+        ins = ", ".join(f"'{p.name}'" for p in bad.inputs)
+        caption.append(f"first NaN/Inf: made by {bad.op} '{bad.name}' from finite inputs ({ins})")
+    elif what == "nonfinite":
+        caption.append("every value is finite (no NaN or Inf)")
+    title = TITLES.get(what, "colour") + (" (log scale)" if log else "")
+    if what == "grad" and not values:
+        caption.append("no gradients kept: run g.backward(y, retain_grads=True) first")
+    return {"what": what or "dict", "short": SHORT.get(what, "value"), "boxes": boxes, "scale": scale,
+            "title": title, "caption": caption}
+
+
+def _health_row(health, box_id):
+    """The label row giving a box's number: "|g| 0.2400"."""
+    return f"<I>{escape(health['short'])}</I> {escape(format_value(health['what'], health['boxes'][box_id]))}"
+
+
+def _health_look(health, box_id):
+    """A box's fill and text colour by its number (white: no number; red: NaN/Inf or, by "nonfinite", any)."""
+    v = health["boxes"].get(box_id)
+    if v is None:
+        fill = NO_DATA_COLOR
+    elif health["what"] == "nonfinite":
+        fill = NONFINITE_COLOR if v > 0 or not np.isfinite(v) else FINITE_COLOR
+    else:
+        fill = health["scale"].color(v)
+    return {"fillcolor": fill, "fontcolor": text_color(fill)}
+
+
+def _emit_colorbar(dot, health):
+    """The legend of a coloured diagram, one table: a colour bar from the smallest number to the largest
+    (labelled; "finite" by "nonfinite"), then swatches for NaN/Inf and "no data"."""
+    scale, what = health["scale"], health["what"]
+    table = '<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="{}" CELLPADDING="{}">{}</TABLE>'
+    rows = [f'<TR><TD><B>{escape(health["title"])}</B></TD></TR>']
+    if what == "nonfinite":
+        swatches = [(FINITE_COLOR, "finite")]
+    else:
+        lo = format_value(what, scale.lo) if scale.lo is not None else "\u2014"
+        hi = format_value(what, scale.hi) if scale.hi is not None else "\u2014"
+        lo = ("\u2264 " if scale.zero else "") + lo      # values <= 0 sit at the bottom of a log scale
+        bar = "".join(f'<TD BGCOLOR="{c}" WIDTH="18" HEIGHT="14" FIXEDSIZE="TRUE"> </TD>' for c in scale.stops(12))
+        ends = f'<TD ALIGN="LEFT">{escape(lo)}</TD><TD ALIGN="RIGHT">{escape(hi)}</TD>'
+        rows.append("<TR><TD>" + table.format(0, 0, f"<TR>{bar}</TR>") + "</TD></TR>")
+        rows.append('<TR><TD WIDTH="216">' + table.format(0, 0, f"<TR>{ends}</TR>") + "</TD></TR>")
+        swatches = []
+    swatches += [(NONFINITE_COLOR, "NaN / Inf"), (NO_DATA_COLOR, "no data")]
+    cells = "".join(f'<TD BGCOLOR="{c}" BORDER="1"><FONT COLOR="{text_color(c)}">{t}</FONT></TD>'
+                    for c, t in swatches)
+    rows.append("<TR><TD>" + table.format(4, 3, f"<TR>{cells}</TR>") + "</TD></TR>")
+    leg = graphviz.Digraph(name="cluster_legend")
+    leg.attr(label="<<B>legend</B>>", style="rounded", color="#aaaaaa", fontname="Helvetica", fontsize="10")
+    leg.node("legend_colors", label="<" + table.format(2, 1, "".join(rows)) + ">", shape="box", style="filled",
+             fillcolor="#ffffff", color="#ffffff", margin="0.04")     # an outline around the table: its box
     dot.subgraph(leg)
 
 

@@ -23,7 +23,7 @@ from graphdiff.lm import GPT, CharTokenizer, Trainer, generate
 from graphdiff.lm.data import default_corpus
 from graphdiff.lm.train import prepare_data
 
-from . import gallery, growth
+from . import gallery, growth, health
 from .dot import render, to_dot
 from .font import font_style, strip_font
 from .graphs import backward_graph, select
@@ -169,6 +169,7 @@ class Tour:
                 done = now
             val_loss = trainer.evaluate()
         _loss_plot(trainer.history, val_loss, self.path("gpt_loss.png"))
+        grads = self.gpt_health(trainer)
         prompt = tok.encode("def ")
         greedy = tok.decode(prompt + generate(model, prompt, 200, greedy=True))
         sampled = tok.decode(prompt + generate(model, prompt, 200, temperature=1.0, top_k=None, seed=0))
@@ -176,12 +177,25 @@ class Tour:
                  f"<p>{html.escape(desc)}; GPT with {model.num_parameters():,} parameters (2 layers, 4 heads, "
                  f"width 64, context 64), {trainer.step} steps of AdamW in {trainer.elapsed:.0f} s; validation "
                  f"loss {val_loss:.3f} nats per character (uniform guessing: {np.log(tok.vocab_size):.3f}).</p>",
-                 _img("gpt_loss.png"),
+                 _img("gpt_loss.png"), grads,
                  "<h3>Greedy decoding (the most likely token each step: a heuristic)</h3>",
                  f"<pre>{html.escape(greedy)}</pre>",
                  "<h3>Ancestral sampling (temperature 1, no top-k: each token drawn from the model's "
                  "distribution)</h3>", f"<pre>{html.escape(sampled)}</pre>")
         return trainer
+
+    def gpt_health(self, trainer):
+        """The trained GPT's loss graph on one validation batch, coloured by gradient norm, one box per block
+        (viz/health.py); returns the figure's HTML."""
+        idx, targets, mask = trainer.val_batches[0]
+        y = health.program_gradients(trainer.model.programs(("loss",) + idx.shape),
+                                     {"idx": idx, "targets": targets, "key_mask": mask})
+        title = (f"tiny GPT after {trainer.step} steps: gradient norm per node, one box per block (the norm of "
+                 "all its nodes' gradients), on one validation batch")
+        svg = self.draw(to_dot(y, color_by="grad", collapse=2, title=title), "gpt_grad_health")
+        return ("<p>Where the gradient is: the same graph coloured by each node's gradient norm (log scale; "
+                "<code>graphdiff render NAME --color-by grad</code>, or <code>to_dot(y, color_by=\"grad\")</code>)."
+                "</p>" + self.view(svg))
 
     def backward_graphs(self):
         """The forward and backward graphs drawn together (g.gradients), Version A beside Version B."""
