@@ -24,7 +24,7 @@ One job per module; a module imports only modules of earlier rows (tests/test_st
 No module is named render or explore: the functions viz.render and viz.explore would shadow them.
 """
 from .dot import render, to_dot  # noqa: F401
-from .explorer import ExplorerUnavailable, PortInUse, explore  # noqa: F401
+from .explorer import ExplorerFailed, ExplorerUnavailable, PortInUse, explore  # noqa: F401
 from .graphs import backward_graph  # noqa: F401
 from .nx import to_networkx  # noqa: F401
 from .renderer import LayoutTooLarge, RenderError, RendererUnavailable, find_renderer  # noqa: F401
@@ -33,4 +33,4 @@ from .trace import Frame, render_trace, trace_frames  # noqa: F401
 
 __all__ = ["to_dot", "backward_graph", "render", "find_renderer", "to_networkx", "compare_variants", "trace_frames",
            "render_trace", "Comparison", "VariantStats", "Frame", "RenderError", "RendererUnavailable",
-           "LayoutTooLarge", "explore", "ExplorerUnavailable", "PortInUse"]
+           "LayoutTooLarge", "explore", "ExplorerUnavailable", "ExplorerFailed", "PortInUse"]

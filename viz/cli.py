@@ -10,7 +10,7 @@ from graphdiff.demo import add_demo_arguments as add_quick_check_arguments, run_
 
 from . import tour
 from .dot import render, to_dot
-from .explorer import ExplorerUnavailable, PortInUse, explore, model_explorer
+from .explorer import ExplorerFailed, ExplorerUnavailable, PortInUse, explore, model_explorer
 from .gallery import EXAMPLES, build
 from .graphs import backward_graph
 from .output import check_out_folder, write_failed
@@ -192,4 +192,7 @@ def run_explore(args):
     except (PortInUse, ExplorerUnavailable) as e:
         print(f"graphdiff explore: {e}", file=sys.stderr)
         return 2
+    except ExplorerFailed as e:
+        print(f"graphdiff explore: {e}", file=sys.stderr)
+        return 1
     return 0

@@ -41,6 +41,10 @@ class ExplorerUnavailable(ImportError):
     """The optional extra (ai-edge-model-explorer) is not installed: say what to install."""
 
 
+class ExplorerFailed(RuntimeError):
+    """Model Explorer's server did not answer on its port in time."""
+
+
 class PortInUse(OSError):
     """The port asked for is taken: say so and how to pick another."""
 
@@ -144,7 +148,7 @@ def _graph_node(n, node_id, namespace, ids, output):
             "outputsMetadata": [{"id": "0", "attrs": [{"key": "tensor_shape", "value": tensor}]}]}
 
 
-def to_model_explorer(obj, label="graphdiff", graph_id=None):
+def to_model_explorer(obj, *, label="graphdiff", graph_id=None):
     """Model Explorer's graph JSON (a dict) for what to_dot would draw of obj.
 
     Args:
@@ -214,7 +218,7 @@ def _thresholds(values):
     return [{"value": float(e), "bgColor": c, "textColor": t} for e, c, t in zip(edges, RAMP, TEXT)]
 
 
-def export_graph(obj, path, label=None, quantities=None, builtin=True):
+def export_graph(obj, path, *, label=None, quantities=None, builtin=True):
     """Write Model Explorer's graph JSON of obj to path, and each per-node quantity next to it as
     <stem>.<quantity>.json (node data Model Explorer loads beside the graph). Returns the paths written.
 
@@ -298,7 +302,7 @@ def _in_notebook():
     return "ipykernel" in sys.modules
 
 
-def explore(obj, export=None, quantities=None, builtin=True, label="graphdiff", port=None, host_name="localhost",
+def explore(obj, *, export=None, quantities=None, builtin=True, label="graphdiff", port=None, host_name="localhost",
             open_browser=True, block=None, timeout=60):
     """Open obj's graph in Model Explorer on localhost, or with export= only write the graph JSON.
 
@@ -312,7 +316,7 @@ def explore(obj, export=None, quantities=None, builtin=True, label="graphdiff", 
     Returns:
         the written paths (export=), else an Explorer (url) once the page answers.
     Raises:
-        ExplorerUnavailable without the extra; PortInUse.
+        ExplorerUnavailable without the extra; PortInUse; ExplorerFailed when the server does not answer.
     """
     if export is not None:
         return export_graph(obj, export, quantities=quantities, builtin=builtin)
@@ -324,7 +328,7 @@ def explore(obj, export=None, quantities=None, builtin=True, label="graphdiff", 
                         "out for a free one)")
     graph_json, data = _build(obj, label, quantities, builtin)
     folder = Path(tempfile.mkdtemp(prefix="graphdiff-explore-"))
-    path = folder / f"{label}.json"
+    path = folder / f"{Path(label).name or 'graphdiff'}.json"     # the label names the file Model Explorer shows
     path.write_text(json.dumps(graph_json), encoding="utf-8")
     config = me.config().add_model_from_path(str(path))
     for name, nd in data.items():
@@ -342,7 +346,8 @@ def explore(obj, export=None, quantities=None, builtin=True, label="graphdiff", 
         except OSError:
             pass
         if not server.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"Model Explorer did not start on {base} within {timeout} s")
+            raise ExplorerFailed(f"Model Explorer did not start on {base} within {timeout} s (see its output "
+                                 "above); try again, or another --port/port=")
         time.sleep(0.2)
     url = f"{base}/?data={config.to_url_param_value()}"
     if open_browser:
