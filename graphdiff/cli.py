@@ -19,6 +19,8 @@ COMMANDS = {
     "ops": ("graphdiff.demo", "list the registered ops"),
     "render": ("graphdiff.viz.cli", "render a built-in example graph to DOT/SVG"),
     "compare": ("graphdiff.viz.cli", "compare the two backward variants on an example graph, write a stepper page"),
+    "explore": ("graphdiff.viz.cli", "open an example graph (--backward: with its backward graph) in Model Explorer "
+                "on localhost, or write its graph JSON (--export FILE.json)"),
     "train": ("graphdiff.lm.cli", "train a GPT or RNN language model"),
     "generate": ("graphdiff.lm.cli", "generate text from a checkpoint"),
     "growth": ("graphdiff.viz.growth", "measure RNN-LM vs Transformer-LM graph growth with sequence length"),

@@ -89,7 +89,8 @@ def test_no_private_attribute_of_another_object(name, path, is_pkg):
 VIZ = pathlib.Path(__file__).resolve().parents[1] / "viz"
 # each viz module imports only modules of lower rows (the rows of viz/__init__.py's docstring)
 VIZ_LAYERS = {"fontdata": 0, "graphs": 0, "output": 0, "page": 0, "gallery": 0, "font": 1, "labels": 1,
-              "fold": 2, "renderer": 2, "health": 2, "dot": 3, "nx": 3, "report": 3, "trace": 4, "growth": 4, "tour": 5,
+              "fold": 2, "renderer": 2, "health": 2, "dot": 3, "nx": 3, "explorer": 3, "report": 3, "trace": 4,
+              "growth": 4, "tour": 5,
               "cli": 6, "__init__": 7}
 # what viz may read of graphdiff: the package's own names, the structure's shape text (graph.describe), the
 # public subpackages nn and lm, and the command line's extension points; never the engine's modules

@@ -1,14 +1,16 @@
 """The viz commands: `graphdiff render NAME --out DIR` and `graphdiff compare NAME --out DIR` on the built-in
-example graphs, and `graphdiff demo` (with --out DIR the tour, tour.py; without it graphdiff.demo's quick check)."""
+example graphs, `graphdiff explore NAME` (the graph in Model Explorer, explore.py), and `graphdiff demo` (with
+--out DIR the tour, tour.py; without it graphdiff.demo's quick check)."""
 import argparse
 import sys
 from pathlib import Path
 
-from graphdiff.cli import POSITIVE, add_backend_argument
+from graphdiff.cli import POSITIVE, add_backend_argument, number
 from graphdiff.demo import add_demo_arguments as add_quick_check_arguments, run_demo as quick_check
 
 from . import tour
 from .dot import render, to_dot
+from .explorer import ExplorerFailed, ExplorerUnavailable, PortInUse, explore, model_explorer
 from .gallery import EXAMPLES, build
 from .graphs import backward_graph, select
 from .health import QUANTITIES
@@ -161,3 +163,52 @@ def run_demo(args):
     if args.out is None:
         return quick_check(args)
     return tour.run(args)
+
+
+def add_explore_arguments(parser):
+    add_backend_argument(parser)
+    parser.add_argument("name", choices=sorted(EXAMPLES), help="example graph")
+    parser.add_argument("--backward", action="store_true", help="the backward graph too (g.gradients, under "
+                        "the layers grad/<scope>)")
+    parser.add_argument("--variant", choices=("children", "parents"), default="children",
+                        help="with --backward: which variant builds the backward graph (default children)")
+    parser.add_argument("--export", default=None, metavar="FILE.json",
+                        help="only write Model Explorer's graph JSON (and FILE.<quantity>.json node data beside "
+                             "it); needs no extra")
+    parser.add_argument("--port", type=number(int, 1, "a port (1-65535)", 65535), default=None,
+                        help="serve on this localhost port (default: a free one)")
+    parser.add_argument("--no-browser", action="store_true", help="serve without opening a browser tab")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_explore(args):
+    """Build the example, run forward and backward (keeping every gradient; with --backward also the backward
+    graph as nodes), and serve it in Model Explorer on localhost until Ctrl+C, or write it with --export."""
+    if args.export is None:
+        try:
+            model_explorer()
+        except ExplorerUnavailable as e:
+            print(f"graphdiff explore: {e}", file=sys.stderr)
+            return 2
+    g, y = build(args.name, seed=args.seed)
+    g.backward(y, retain_grads=True)
+    what = backward_graph(g, y, args.variant) if args.backward else y
+    label = f"{args.name}-backward-{args.variant}" if args.backward else args.name
+    if args.export is not None:
+        try:
+            for path in explore(what, export=args.export):
+                print(f"wrote {path}")
+        except OSError as e:
+            print(f"graphdiff explore: cannot write {args.export!r}: {e.strerror or e}; choose a writable path",
+                  file=sys.stderr)
+            return 2
+        return 0
+    try:
+        explore(what, label=label, port=args.port, open_browser=not args.no_browser, block=True)
+    except (PortInUse, ExplorerUnavailable) as e:
+        print(f"graphdiff explore: {e}", file=sys.stderr)
+        return 2
+    except ExplorerFailed as e:
+        print(f"graphdiff explore: {e}", file=sys.stderr)
+        return 1
+    return 0
