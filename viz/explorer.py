@@ -12,7 +12,8 @@ What the export holds (Model Explorer's graph JSON: one graph collection {label,
 - attributes: op, kind, shape, dtype, the op's attributes, and value statistics (min, max, mean, std, norm,
   non-finite count) and the gradient's norm where .grad is kept;
 - per-node data: quantities {name: {node or node name: float}} become Model Explorer node data (a colour per
-  node, shown per layer too): built in are "value norm" and "grad norm"; any other (health numbers) is passed in.
+  node, shown per layer too): built in are viz/health.py's value norm, grad norm, non-finite count and bytes
+  kept for the backward; more are passed in (health.profile's times, your own).
 Exporting needs only NumPy; serving needs the extra (import model_explorer), else ExplorerUnavailable.
 """
 import json
@@ -29,6 +30,7 @@ import numpy as np
 
 import graphdiff as gd
 
+from . import health
 from .graphs import GRAD_SCOPE, base_name, host, is_backward, node_value, select
 
 INSTALL = 'pip install -e ".[explore]" (or: pip install ai-edge-model-explorer), about 0.5 GB'
@@ -67,27 +69,13 @@ def _stats(value):
     return out
 
 
-def _norm(value):
-    """The 2-norm of a numeric value as a float (NaN for a non-finite one), None where there is none."""
-    if value is None or isinstance(value, str):
-        return None
-    a = host(value)
-    if a.dtype.kind not in "biuf" or a.size == 0:
-        return None
-    return float(np.linalg.norm(a.astype(np.float64).ravel()))
-
-
 def builtin_quantities(nodes):
-    """{"value norm": {node: float}, "grad norm": {node: float}}: the 2-norms of each node's value and of its
-    kept .grad (a quantity left out when no node has it)."""
-    out = {"value norm": {}, "grad norm": {}}
-    for n in nodes:
-        v = _norm(node_value(n))
-        if v is not None:
-            out["value norm"][n] = v
-        gr = _norm(n.grad) if not is_backward(n) else None
-        if gr is not None:
-            out["grad norm"][n] = gr
+    """The health numbers of viz/health.py as per-node data, {quantity: {node name: float}}: the 2-norms of
+    each node's value and of its kept .grad (forward nodes), the NaN/Inf count, and the bytes each op's VJP
+    keeps of the forward (a quantity left out when no node has it)."""
+    forward = [n for n in nodes if not is_backward(n)]
+    out = {"value norm": health.value_norms(nodes), "grad norm": health.grad_norms(forward),
+           "nonfinite": health.nonfinite_counts(nodes), "bytes kept for backward": health.saved_bytes(nodes)}
     return {k: v for k, v in out.items() if v}
 
 
@@ -137,9 +125,8 @@ def _graph_node(n, node_id, namespace, ids, output):
         attrs.append(("output", "yes"))
     attrs += [(f"attr {k}", _attr_text(v)) for k, v in sorted(n.attrs.items())]
     attrs += _stats(node_value(n))
-    gr = _norm(n.grad) if not is_backward(n) else None
-    if gr is not None:
-        attrs.append(("grad norm", f"{gr:.6g}"))
+    if n.grad is not None and not is_backward(n):
+        attrs.append(("grad norm", f"{health.norm(n.grad):.6g}"))
     tensor = f"{n.dtype}{list(n.shape)}"
     return {"id": node_id, "label": base_name(n) or n.name, "namespace": namespace,
             "attrs": [{"key": k, "value": str(v)} for k, v in attrs],
@@ -310,7 +297,7 @@ def explore(obj, *, export=None, quantities=None, builtin=True, label="graphdiff
         obj: a gd.Graph, a gd.Node (its subgraph) or a list of Nodes (e.g. backward_graph(g, y)).
         export: a file path: write the graph JSON (and node data beside it, see export_graph()) and return the paths;
             nothing is served and the extra is not needed.
-        quantities: per-node data {name: {node or node name: float}} besides the built-in value and grad norms.
+        quantities: per-node data {name: {node or node name: float}} besides the built-in health numbers.
         port: default a free one; a port in use is PortInUse.  open_browser: open a browser tab.
         block: wait until Ctrl+C (default: yes, except in a notebook, where the returned Explorer shows inline).
     Returns:

@@ -34,7 +34,7 @@ STOPS = ("#440154", "#472d7b", "#3b528b", "#2c728e", "#21918c", "#28ae80", "#5ec
 
 
 # --- the quantities ----------------------------------------------------------------------------------------
-def _norm(x):
+def norm(x):
     """The L2 norm of an array or scalar as a float (inf or nan when it holds one)."""
     a = host(x).astype(np.float64, copy=False)
     if not np.all(np.isfinite(a)):
@@ -45,7 +45,7 @@ def _norm(x):
 def grad_norms(nodes):
     """{name: L2 norm of node.grad} for the nodes whose gradient is kept (g.backward(y, retain_grads=True)
     keeps every node's; without it, the params')."""
-    return {n.name: _norm(n.grad) for n in nodes if n.grad is not None}
+    return {n.name: norm(n.grad) for n in nodes if n.grad is not None}
 
 
 def value_norms(nodes):
@@ -54,7 +54,7 @@ def value_norms(nodes):
     for n in nodes:
         v = node_value(n)
         if v is not None and not isinstance(v, str) and np.issubdtype(host(v).dtype, np.number):
-            out[n.name] = _norm(v)
+            out[n.name] = norm(v)
     return out
 
 
@@ -128,7 +128,7 @@ def saved_bytes(nodes):
         if n.op is None or n.index not in needs or is_backward(n):
             continue
         spec = gd.REGISTRY[n.op]
-        saves = getattr(spec.cls, "saves", None)
+        saves = spec.saves
         slots = [i for i, p in enumerate(n.inputs) if p.index in needs]
         if saves is None:
             saves = (*range(len(n.inputs)), "out")
