@@ -13,7 +13,7 @@ One job per module; a module imports only modules of earlier rows (tests/test_st
     font.py      the embedded font        page.py  HTML pages from the templates in assets/
     output.py    --out folders, writing files, a folder replaced whole
     labels.py    the text in the boxes: escaping, numbers, node labels
-    fold.py      which box each node goes in: collapsed scopes, topological bands
+    fold.py      which box each node goes in: repeated scopes folded (x k), collapsed scopes, topological bands
     renderer.py  finding and running a renderer (system dot, graphviz-pure): DOT text in, bytes out
     dot.py       to_dot (the DOT diagram) and render (into a file)      nx.py  to_networkx
     report.py    compare_variants: the two backward variants in numbers
@@ -22,6 +22,7 @@ One job per module; a module imports only modules of earlier rows (tests/test_st
 No module is named render: the function viz.render (in dot.py) would shadow it.
 """
 from .dot import render, to_dot  # noqa: F401
+from .fold import ScopeError  # noqa: F401
 from .graphs import backward_graph  # noqa: F401
 from .nx import to_networkx  # noqa: F401
 from .renderer import LayoutTooLarge, RenderError, RendererUnavailable, find_renderer  # noqa: F401
@@ -30,4 +31,4 @@ from .trace import Frame, render_trace, trace_frames  # noqa: F401
 
 __all__ = ["to_dot", "backward_graph", "render", "find_renderer", "to_networkx", "compare_variants", "trace_frames",
            "render_trace", "Comparison", "VariantStats", "Frame", "RenderError", "RendererUnavailable",
-           "LayoutTooLarge"]
+           "LayoutTooLarge", "ScopeError"]
