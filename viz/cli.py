@@ -1,5 +1,6 @@
-"""The viz commands: `graphdiff render NAME --out DIR [--fold] [--expand SCOPE] [--collapse DEPTH|SCOPE]` and `graphdiff compare NAME --out DIR` on the built-in
-example graphs, and `graphdiff demo` (with --out DIR the tour, tour.py; without it graphdiff.demo's quick check)."""
+"""The viz commands: `graphdiff render NAME --out DIR [--fold] [--expand SCOPE] [--collapse DEPTH|SCOPE]` and
+`graphdiff compare NAME --out DIR` on the built-in example graphs, and `graphdiff demo` (with --out DIR the tour,
+tour.py; without it graphdiff.demo's quick check)."""
 import argparse
 import sys
 from pathlib import Path

@@ -298,13 +298,11 @@ def _emit_edges(dot, folding, hl_edges, edge_style, every=None, repeats=None):
         dst = folding.box_of[n.index]
         for slot, p in enumerate(n.inputs):
             src = folding.box_of[p.index]
-            if (src is dst and src.node is None) or (src.id, dst.id, slot) in seen:
+            summary = src.node is None or dst.node is None
+            if (src is dst and summary) or (src.id, dst.id, slot) in seen or (summary and (src.id, dst.id) in merged):
                 continue
-            if src.node is None or dst.node is None:
-                merged.setdefault((src.id, dst.id), 1)
-                continue
-            e = extra.setdefault((src.id, dst.id), {"slots": [], "next": False, "multi": len(n.inputs) > 1,
-                                                    "style": {}})
+            e = extra.setdefault((src.id, dst.id), {"slots": [], "next": False, "style": {},
+                                                    "multi": not summary and len(n.inputs) > 1})
             if slot not in e["slots"]:
                 e["slots"].append(slot)
             e["next"] = e["next"] or repeats.crossing(p, n) is not None

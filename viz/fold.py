@@ -209,10 +209,10 @@ class Repeats:
     they fold when their nodes match one to one in creation order: kind, op, shape, dtype, scope inside the
     sibling, and where each input comes from (the node at the same place in the same sibling, or outside it,
     with its shape and dtype). Names are not compared, and a run stops where another sibling scope's nodes
-    come between two copies (a block's ln_1 and ln_2 match, but attn comes between them). What the first sibling computes once for all of them
-    (a GPT's attention mask, built in block 0 and read by every block) is drawn beside the fold, not in it.
-    Runs of consecutive matching siblings fold; a scope in `expand` (or inside one, or holding one) is drawn
-    in full and splits the run. Folds nest (heads inside layers inside a time step).
+    come between two copies (a block's ln_1 and ln_2 match, but attn comes between them). What the first
+    sibling computes once for all of them (a GPT's attention mask, built in block 0 and read by every block)
+    is drawn beside the fold, not in it. Runs of consecutive matching siblings fold; a scope in `expand` (or
+    inside one, or holding one) is drawn in full and splits the run. Folds nest (heads inside layers).
 
     Cost: one pass over the nodes per scope level plus one over the edges: linear in nodes x scope depth.
 
