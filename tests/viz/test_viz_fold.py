@@ -13,6 +13,7 @@ from graphdiff.cli import main
 from graphdiff.lm import RNNLM, unroll
 from graphdiff.viz import gallery, growth
 from graphdiff.viz.fold import Repeats
+from tests.browser import browser, measure_boxes, text_fit_problems  # noqa: F401 (fixture)
 
 from .viz_helpers import need_renderer
 
@@ -73,6 +74,8 @@ def test_expanding_one_block_draws_it_in_full_between_the_folds():
     ids = {dot.ids[f"h/{k}/attn/qk"] for k in range(4)}
     assert len(ids) == 3                               # h/0, h/1 drawn; h/3 folded into h/2
     assert dot.ids["h/3/attn/qk"] == dot.ids["h/2/attn/qk"]
+    red = folded_gpt(4, highlight="h/3/attn/qk")[1].source         # a folded node: its drawn copy is red
+    assert re.search(rf'\b{folded_gpt(4)[1].ids["h/0/attn/qk"]} \[.*color="#d62728"', red)
     assert viz.to_dot(gallery.gpt(n_layer=4)[1], expand=["h/0/attn", "h/3"]).folds == {"h/1": ["h/1", "h/2"]}
     assert viz.to_dot(gallery.gpt(n_layer=4)[1], expand="h").folds == {}
 
@@ -186,3 +189,17 @@ def test_the_growth_render_of_the_rnn_is_folded_and_fits_the_page(tmp_path):
     assert 11 * 1168 / width >= 10, width
     text = " ".join("".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text"))
     assert "\u00d7 4" in text and "t0 \u2026 t3" in text
+
+
+@pytest.mark.parametrize("renderer", ("graphviz-pure", "dot"))
+def test_folded_diagrams_text_fits_its_box_in_chromium(browser, tmp_path, renderer):  # noqa: F811 (fixture)
+    """The "x k" cluster labels, the hoisted mask and the merged edges' labels fit, in the browser."""
+    need_renderer(renderer)
+    problems = {}
+    for name, options in (("gpt", {"fold": True}), ("gpt", {"fold": True, "collapse": 3}),
+                          ("gpt", {"expand": "h/1"}), ("rnn", {"fold": True})):
+        g, y = gallery.build(name)
+        path = viz.render(viz.to_dot(y, **options), tmp_path / f"{name}-{len(problems)}", renderer=renderer)
+        browser.get("file://" + path)
+        problems[f"{name} {options}"] = text_fit_problems(measure_boxes(browser))
+    assert {k: v for k, v in problems.items() if v} == {}
