@@ -15,7 +15,7 @@ import graphviz
 
 import graphdiff as gd
 
-from .fold import Folding, Repeats, auto_collapse, group_keys
+from .fold import Folding, Repeats, ScopeError, auto_collapse, group_keys
 from .graphs import is_backward, name_list, scope_parts, select
 from .labels import FIELDS, SMALL, Notes, escape, node_label, notes_text
 from .renderer import FORMATS, LAYOUT_LIMIT, RenderError, pipe
@@ -148,6 +148,8 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
             collapsed = (f"{len(nodes):,} nodes > max_nodes={max_nodes}: scopes at depth {depth} are "
                          "collapsed into summary nodes (to_dot(..., max_nodes=None) draws every node)")
     keys = group_keys(nodes, collapse, repeats)
+    if repeats and repeats.expand and collapsed is None:
+        _check_expand_not_collapsed(repeats.expand, set(keys.values()))
     folding = Folding(nodes, keys, max_nodes if collapse is not None else None, repeats and repeats.place)
     if repeats and not folding.banded:
         for i, n in repeats.alias.items():
@@ -185,6 +187,15 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
     dot.collapsed = collapsed
     dot.folds = {f.scope: list(f.members) for f in folds.values()}
     return dot
+
+
+def _check_expand_not_collapsed(expand, collapsed):
+    """expand= and collapse= asked for the same scope: one says draw it in full, the other as one box."""
+    for e in expand:
+        hit = next((k for k in sorted(collapsed) if e == k or e.startswith(k + "/")), None)
+        if hit is not None:
+            raise ScopeError(f"to_dot: expand={e!r} is inside collapse's scope {hit!r}, drawn as one box; "
+                             "collapse deeper or other scopes, or drop expand=")
 
 
 def _box_attrs(u, look):

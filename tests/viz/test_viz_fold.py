@@ -119,6 +119,10 @@ def test_scope_names_not_in_the_graph_are_a_typed_error():
             viz.to_dot(loss, **kw)
     with pytest.raises(viz.ScopeError, match=r"'h/2/attn' is inside 'h/2', drawn folded into 'h/0'.*'h/0/attn'"):
         viz.to_dot(loss, fold=True, collapse="h/2/attn")
+    for kw in ({"collapse": "h"}, {"collapse": 1}, {"collapse": ["wte", "h/1"]}):
+        with pytest.raises(viz.ScopeError, match="expand='h/1' is inside collapse's scope"):
+            viz.to_dot(loss, expand="h/1", **kw)
+    assert viz.to_dot(loss, expand="h/1", collapse=3).folds == {}            # h/0, h/1, h/2: none in a run
     assert issubclass(viz.ScopeError, ValueError) and issubclass(viz.ScopeError, gd.GraphError)
     for bad in (0, -1, "", "/", [1]):
         with pytest.raises(ValueError):
