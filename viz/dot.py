@@ -280,7 +280,7 @@ def _emit_edges(dot, folding, hl_edges, edge_style, every=None, repeats=None):
     """One edge per input slot between drawn nodes; edges into or out of a summary box are merged (x k).
     With folds (every: all nodes, repeats: the folds), the edges of the copies not drawn land on the drawn
     copy: once each (slots merged, "0...3"), those into the next copy bold blue and labelled "next"."""
-    merged, extra, seen = {}, {}, set()
+    merged, extra, seen, drawn = {}, {}, set(), []
     for n in folding.nodes:
         dst = folding.box_of.get(n.index)
         if dst is None:
@@ -301,7 +301,7 @@ def _emit_edges(dot, folding, hl_edges, edge_style, every=None, repeats=None):
             if (p.name, n.name, slot) in hl_edges or (p.name, n.name, None) in hl_edges:
                 attrs.update(color=HIGHLIGHT, penwidth="2.5")
             attrs.update(edge_style.get((p.name, n.name, slot), {}))
-            dot.edge(src.id, dst.id, **attrs)
+            drawn.append((src.id, dst.id, slot, attrs))
             seen.add((src.id, dst.id, slot))
     for n in every or ():
         if n.index not in repeats.alias and not any(p.index in repeats.alias for p in n.inputs):
@@ -320,9 +320,15 @@ def _emit_edges(dot, folding, hl_edges, edge_style, every=None, repeats=None):
             if (p.name, n.name, slot) in hl_edges or (p.name, n.name, None) in hl_edges:
                 e["style"].update(color=HIGHLIGHT, penwidth="2.5")
             e["style"] = {**edge_style.get((p.name, n.name, slot), {}), **e["style"]}
+    for a, b, slot, attrs in drawn:
+        e = extra.get((a, b))
+        if e is not None and not e["next"] and not attrs.get("style"):
+            e["slots"].append(slot)                  # the drawn copy's edge and its copies' as one ("0...3")
+        else:
+            dot.edge(a, b, **attrs)
     for (a, b), e in extra.items():
         slots = sorted(e["slots"])
-        text = ([str(slots[0]) if len(slots) == 1 else f"{slots[0]}&#8230;{slots[-1]}"] if e["multi"] else [])
+        text = [_slots_text(slots)] if e["multi"] else []
         # constraint=false: the way back into the drawn copy does not stretch its layout
         attrs = {"style": "bold", "color": FOLD, "constraint": "false"} if e["next"] else {}
         text += ["next"] if e["next"] else []
@@ -332,6 +338,13 @@ def _emit_edges(dot, folding, hl_edges, edge_style, every=None, repeats=None):
         dot.edge(a, b, **attrs)
     for (a, b), k in merged.items():
         dot.edge(a, b, **({"label": f"<&#215;{k}>"} if k > 1 else {}), style="bold")
+
+
+def _slots_text(slots):
+    """Input slots as an edge label: "2", "0&#8230;3" (a range), "0, 2"."""
+    if len(slots) > 2 and slots == list(range(slots[0], slots[-1] + 1)):
+        return f"{slots[0]}&#8230;{slots[-1]}"
+    return ", ".join(map(str, slots))
 
 
 def _emit_legend(dot, collapsed, backward=False):

@@ -66,6 +66,8 @@ def test_an_unrolled_rnn_folds_into_one_step_x_T_with_the_hidden_state_going_to_
     h, hh = dot.ids["t0/h"], dot.ids["t0/hh"]
     assert re.search(rf"\b{h} -> {hh} \[.*next", dot.source)          # h_t feeds h_(t+1)'s matmul
     assert all(dot.ids[f"t{t}/h"] == h for t in range(T))
+    into_sum = [line for line in dot.source.splitlines() if f'-> {dot.ids["loss_sum"]} ' in line]
+    assert into_sum == [f'\t{dot.ids["t0/loss"]} -> {dot.ids["loss_sum"]} [label=<0&#8230;{T - 1}>]']   # one edge
 
 
 def test_expanding_one_block_draws_it_in_full_between_the_folds():
