@@ -150,8 +150,9 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
     keys = group_keys(nodes, collapse, repeats)
     if repeats and repeats.expand and collapsed is None:
         _check_expand_not_collapsed(repeats.expand, set(keys.values()))
-    folding = Folding(nodes, keys, max_nodes if collapse is not None else None, repeats and repeats.place)
-    if repeats and not folding.banded:
+    folding = Folding(nodes, keys, max_nodes if collapse is not None else None, repeats and repeats.place,
+                      repeats and repeats.by_scope)
+    if repeats:
         for i, n in repeats.alias.items():
             folding.box_of[i] = folding.box_of[n.index]
     if folding.banded:
@@ -174,9 +175,9 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
             "outputs": {o.name for o in outputs}, "highlight": hl_nodes, "extra": node_extra or {},
             "style": node_style or {}}
     attrs = {b.id: _box_attrs(b, look) for b in folding.boxes}
-    folds = repeats.by_scope if repeats and not folding.banded else {}
+    folds = repeats.by_scope if repeats else {}
     _emit_boxes(dot, folding, attrs, clusters, every, folds)
-    _emit_edges(dot, folding, hl_edges, edge_style or {}, *((every, repeats) if folds else ()))
+    _emit_edges(dot, folding, hl_edges, edge_style or {}, *((every, repeats) if repeats else ()))
     if legend:
         _emit_legend(dot, bool(keys), any(is_backward(n) for n in nodes))
     caption += notes_text(nodes, fields, notes)

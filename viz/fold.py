@@ -110,9 +110,9 @@ class Folding:
     """Maps the drawn nodes to boxes: themselves, the summary of their collapsed scope, or the fold-away
     topological bands when even collapsed scopes are more than max_nodes."""
 
-    def __init__(self, nodes, keys, max_nodes, place=None):
+    def __init__(self, nodes, keys, max_nodes, place=None, folds=None):
         self.boxes, self.box_of, self.banded = [], {}, 0
-        place = place or {}
+        place, folds = place or {}, folds or {}
         members = {}
         for n in nodes:
             k = keys.get(n.index)
@@ -137,7 +137,9 @@ class Folding:
             else:
                 ms = members[x]
                 parts = x.split("/")
-                label = html_table([escape(x), escape(f"{len(ms):,} nodes, {param_count(ms):,} params"),
+                f = folds.get(x)                    # a folded run's drawn copy, collapsed: still "x k"
+                label = html_table([escape(x + (f" \u00d7 {f.count}" if f else "")),
+                                    escape(f"{len(ms):,} nodes, {param_count(ms):,} params" + (" each" if f else "")),
                                     "<I>collapsed scope</I>"])
                 box = Box(uid, None, "/".join(parts[:-1]), label, frozenset(m.name for m in ms))
                 for m in ms:

@@ -146,6 +146,10 @@ def test_collapse_takes_a_depth_or_one_name_or_several():
     assert folded.folds == {"h/0": ["h/0", "h/1"]} and folded.ids["h/1/attn/qk"] == folded.ids["h/0/attn/av"]
     assert len(set(folded.ids.values())) < len(set(viz.to_dot(loss, collapse=3).ids.values()))
     assert len(boxes) < len(g.nodes)
+    summary = viz.to_dot(loss, fold=True, collapse=2)             # the drawn copy itself collapsed: still x 2
+    assert summary.ids["h/1/attn/qk"] == summary.ids["h/0/mlp/gelu"] and "<B>h/0 &#215; 2</B>" in summary.source
+    banded = viz.to_dot(loss, fold=True, max_nodes=3)             # folded, and still too many: bands
+    assert "topological bands" in banded.collapsed and len(set(banded.ids.values())) == 3
 
 
 def test_folding_tens_of_thousands_of_nodes_takes_linear_time():
