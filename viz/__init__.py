@@ -14,7 +14,7 @@ One job per module; a module imports only modules of earlier rows (tests/test_st
     font.py      the embedded font        page.py  HTML pages from the templates in assets/
     output.py    --out folders, writing files, a folder replaced whole
     labels.py    the text in the boxes: escaping, numbers, node labels
-    fold.py      which box each node goes in: collapsed scopes, topological bands
+    fold.py      which box each node goes in: repeated scopes folded (x k), collapsed scopes, topological bands
     renderer.py  finding and running a renderer (system dot, graphviz-pure): DOT text in, bytes out
     health.py    per-node health quantities (gradient/value norms, NaN/Inf, saved bytes, time) and colour scales
     dot.py       to_dot (the DOT diagram) and render (into a file)      nx.py  to_networkx
@@ -26,6 +26,7 @@ No module is named render or explore: the functions viz.render and viz.explore w
 """
 from .dot import render, to_dot  # noqa: F401
 from .explorer import ExplorerFailed, ExplorerUnavailable, PortInUse, explore  # noqa: F401
+from .fold import ScopeError  # noqa: F401
 from .graphs import backward_graph  # noqa: F401
 from . import health  # noqa: F401  (the module: viz.health.quantity(y, "grad"), ...)
 from .nx import to_networkx  # noqa: F401
@@ -35,4 +36,4 @@ from .trace import Frame, render_trace, trace_frames  # noqa: F401
 
 __all__ = ["to_dot", "backward_graph", "render", "find_renderer", "to_networkx", "compare_variants", "trace_frames",
            "render_trace", "Comparison", "VariantStats", "Frame", "RenderError", "RendererUnavailable",
-           "LayoutTooLarge", "explore", "ExplorerUnavailable", "ExplorerFailed", "PortInUse"]
+           "LayoutTooLarge", "ScopeError", "explore", "ExplorerUnavailable", "ExplorerFailed", "PortInUse"]

@@ -1,6 +1,7 @@
-"""The viz commands: `graphdiff render NAME --out DIR` and `graphdiff compare NAME --out DIR` on the built-in
-example graphs, `graphdiff explore NAME` (the graph in Model Explorer, explore.py), and `graphdiff demo` (with
---out DIR the tour, tour.py; without it graphdiff.demo's quick check)."""
+"""The viz commands: `graphdiff render NAME --out DIR [--fold] [--expand SCOPE] [--collapse DEPTH|SCOPE]
+[--color-by QUANTITY]` and `graphdiff compare NAME --out DIR` on the built-in example graphs, `graphdiff explore NAME`
+(the graph in Model Explorer, explorer.py), and `graphdiff demo` (with --out DIR the tour, tour.py; without it
+graphdiff.demo's quick check)."""
 import argparse
 import sys
 from pathlib import Path
@@ -55,6 +56,10 @@ def add_render_arguments(parser):
     parser.add_argument("--collapse", type=_collapse, action=_CollapseAction, default=None, metavar="DEPTH|SCOPE",
                         help="draw scopes at this depth (1 = top level) as one box each, or the scope named "
                              "(repeat for several scopes)")
+    parser.add_argument("--fold", action="store_true", help="draw sibling scopes that repeat one structure "
+                        "(a GPT's blocks h/0..h/2, an unrolled RNN's steps t0..t3) once, labelled x k")
+    parser.add_argument("--expand", action="append", default=None, metavar="SCOPE",
+                        help="draw this scope in full (implies --fold; repeat for several)")
     parser.add_argument("--legend", action="store_true", help="add a colour legend")
     parser.add_argument("--max-nodes", type=POSITIVE, default=300, help="collapse scopes past this many nodes")
     parser.add_argument("--renderer", default="auto", help="auto (system dot, else graphviz-pure), dot, "
@@ -91,8 +96,8 @@ def run_render(args):
     name += f"-{args.color_by}" if args.color_by else ""
     try:
         dot = to_dot(what, rankdir=args.rankdir, clusters=args.clusters, collapse=args.collapse, legend=args.legend,
-                     max_nodes=args.max_nodes, color_by=args.color_by)
-    except ValueError as e:                      # --collapse naming no scope of the example
+                     max_nodes=args.max_nodes, color_by=args.color_by, fold=args.fold, expand=args.expand)
+    except ValueError as e:                      # --collapse or --expand naming no scope of the example
         print(f"graphdiff render: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)

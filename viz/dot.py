@@ -16,7 +16,7 @@ import numpy as np
 
 import graphdiff as gd
 
-from .fold import Folding, auto_collapse, group_keys
+from .fold import Folding, Repeats, ScopeError, auto_collapse, group_keys
 from .graphs import is_backward, is_sum, name_list, role_of, scope_parts, select
 from .health import LOG_SCALE, NO_DATA_COLOR, NONFINITE_COLOR, QUANTITIES, TITLES, Scale, first_nonfinite, \
     format_value, quantity, text_color
@@ -28,6 +28,7 @@ COLORS = {"param": "#b3d9ff", "input": "#ffc266", "constant": "#d9b3ff", "op": "
 COLORS_READ = "#b8860b"  # dashed edges: a forward value read by the backward graph
 COLOR_SUM = "#7b3294"    # the border of a node where an adjoint's sum happens (add_n, or a link of the adds)
 HIGHLIGHT = "#d62728"
+FOLD = "#4a6fa5"         # the border of a folded run of scopes ("x k") and its edges to the next copy
 CLUSTERS = ("nested", "top", "none")
 MAX_NODES = 300
 
@@ -37,11 +38,13 @@ class Diagram(graphviz.Digraph):
     with only graphviz-pure installed), and remembers which DOT id each node got.
 
     Attributes:
-        ids: {node name: DOT id}.  collapsed: a sentence saying what was collapsed, or None.
+        ids: {node name: DOT id} (a folded node gets its drawn copy's id).  collapsed: a sentence saying what
+        was collapsed, or None.  folds: {drawn scope: [the scopes it stands for]} (fold=True).
     """
 
     ids = None
     collapsed = None
+    folds = None
 
     def pipe(self, format=None, renderer=None, formatter=None, neato_no_op=None, quiet=False, *,
              engine=None, encoding=None):
@@ -102,7 +105,7 @@ def _split_highlight(highlight):
 
 def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None, highlight=None,
            legend=False, max_nodes=MAX_NODES, small=SMALL, title=None, node_extra=None, node_style=None,
-           edge_style=None, color_by=None, color_log=None):
+           edge_style=None, color_by=None, color_log=None, fold=False, expand=None):
     """A graphdiff graph (or the subgraph a node depends on) as a graphviz.Digraph.
 
     Args:
@@ -111,7 +114,12 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
         fields: which of "name", "op", "shape", "value", "grad" the node labels show.
         clusters: "nested" (a cluster per scope, nested), "top" (top-level scopes only) or "none".
         collapse: scopes drawn as one summary node each: a depth (1 = every top-level scope), True (= 1),
-            a scope name, or a list of scope names.
+            a scope name, or a list of scope names (after folding: name the drawn copy).
+        fold: draw sibling scopes that repeat one structure (block0..block3, t0..t9: same ops, shapes,
+            dtypes and edges; names differing by a number) once, as a cluster labelled "x k"; edges from one
+            copy to the next are drawn bold blue, back into the drawn copy.
+        expand: a scope name or several, drawn in full (implies fold=True): a folded copy (or anything in
+            it) splits its run, so expand="h/2" draws block 2 between the folds of the others.
         highlight: a node (Node or name), or a list of nodes and edges ((parent, child) or (parent, child,
             slot)) to draw red.
         legend: add a legend of the colours.
@@ -141,19 +149,32 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
         raise ValueError(f"to_dot: max_nodes={max_nodes!r} draws no box; give a number of boxes >= 1 "
                          f"(default {MAX_NODES}), or None to draw every node")
     caption, collapsed = [title] if title else [], None
+    repeats = Repeats(nodes, expand) if fold or expand is not None else None
+    every, nodes = nodes, [n for n in nodes if n.index not in repeats.alias] if repeats else nodes
     if collapse is None:
         depth = auto_collapse(nodes, max_nodes)
         if depth is not None:
             collapse = depth
             collapsed = (f"{len(nodes):,} nodes > max_nodes={max_nodes}: scopes at depth {depth} are "
                          "collapsed into summary nodes (to_dot(..., max_nodes=None) draws every node)")
-    keys = group_keys(nodes, collapse)
-    folding = Folding(nodes, keys, max_nodes if collapse is not None else None)
+    keys = group_keys(nodes, collapse, repeats)
+    if repeats and repeats.expand and collapsed is None:
+        _check_expand_not_collapsed(repeats.expand, set(keys.values()))
+    folding = Folding(nodes, keys, max_nodes if collapse is not None else None, repeats and repeats.place,
+                      repeats and repeats.by_scope)
+    if repeats:
+        for i, n in repeats.alias.items():
+            folding.box_of[i] = folding.box_of[n.index]
     if folding.banded:
         collapsed = (f"{len(nodes):,} nodes are folded into {folding.banded} topological bands to keep the "
                      "layout finite (collapse= folds by scope; max_nodes=None draws every node)")
     caption += [collapsed] if collapsed else []
+    if repeats and repeats.folds and not folding.banded:
+        caption.append("\u00d7 k: k sibling scopes of one structure, drawn once; bold blue edges go to the next "
+                       "copy (expand=SCOPE draws one in full)")
     hl_nodes, hl_edges = _split_highlight(highlight)
+    if repeats:
+        hl_nodes |= {repeats.alias[n.index].name for n in every if n.index in repeats.alias and n.name in hl_nodes}
     health = _health(obj, nodes, folding, color_by, color_log) if color_by is not None else None
     if health is not None:
         caption += health["caption"]
@@ -167,8 +188,9 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
             "outputs": {o.name for o in outputs}, "highlight": hl_nodes, "extra": node_extra or {},
             "style": node_style or {}, "health": health}
     attrs = {b.id: _box_attrs(b, look) for b in folding.boxes}
-    _emit_boxes(dot, folding, attrs, clusters)
-    _emit_edges(dot, folding, hl_edges, edge_style or {})
+    folds = repeats.by_scope if repeats else {}
+    _emit_boxes(dot, folding, attrs, clusters, every, folds)
+    _emit_edges(dot, folding, hl_edges, edge_style or {}, *((every, repeats) if repeats else ()))
     if health is not None:
         _emit_colorbar(dot, health)
     elif legend:
@@ -177,9 +199,19 @@ def to_dot(obj, *, rankdir=None, fields=FIELDS, clusters="nested", collapse=None
     if caption:
         dot.attr(label="<" + "<BR/>".join(escape(c) for c in caption) + ">",
                  labelloc="t", labeljust="l", fontname="Helvetica", fontsize="12")
-    dot.ids = {n.name: folding.box_of[n.index].id for n in nodes if n.index in folding.box_of}
+    dot.ids = {n.name: folding.box_of[n.index].id for n in every if n.index in folding.box_of}
     dot.collapsed = collapsed
+    dot.folds = {f.scope: list(f.members) for f in folds.values()}
     return dot
+
+
+def _check_expand_not_collapsed(expand, collapsed):
+    """expand= and collapse= asked for the same scope: one says draw it in full, the other as one box."""
+    for e in expand:
+        hit = next((k for k in sorted(collapsed) if e == k or e.startswith(k + "/")), None)
+        if hit is not None:
+            raise ScopeError(f"to_dot: expand={e!r} is inside collapse's scope {hit!r}, drawn as one box; "
+                             "collapse deeper or other scopes, or drop expand=")
 
 
 def _box_attrs(u, look):
@@ -225,25 +257,31 @@ def _default_rankdir(nodes):
     return "LR" if len(nodes) <= 40 and all(n.shape == () for n in nodes) else "TB"
 
 
-def _cluster_path(scope, clusters):
+def _cluster_path(scope, clusters, folds=()):
+    """The clusters a box sits in, outermost first, as scope prefixes ("a", "a/b"); a fold's cluster is kept
+    with clusters="top" or "none" too (its "x k" label says what it stands for)."""
     parts = scope_parts(scope)
-    if clusters == "none" or not parts:
-        return ()
-    return tuple(parts[:1]) if clusters == "top" else tuple(parts)
+    path = ["/".join(parts[:k]) for k in range(1, len(parts) + 1)]
+    if clusters == "nested":
+        return tuple(path)
+    keep = path[:1] if clusters == "top" else []
+    return tuple(keep + [p for p in path[len(keep):] if p in folds])
 
 
-def _emit_boxes(dot, folding, attrs, clusters):
-    """Nodes into their scope clusters, built deepest first so each cluster can hold its finished children."""
+def _emit_boxes(dot, folding, attrs, clusters, nodes, folds):
+    """Nodes into their scope clusters, built deepest first so each cluster can hold its finished children.
+    A fold's cluster is labelled "first ... last  x k" with the params of one copy; the clusters around it
+    count the params of every copy."""
     by_path = {(): []}
     for u in folding.boxes:
-        path = _cluster_path(role_of(u.node).scope if _aligned(u.node) else u.scope, clusters)
+        path = _cluster_path(role_of(u.node).scope if _aligned(u.node) else u.scope, clusters, folds)
         for k in range(len(path) + 1):
             by_path.setdefault(path[:k], [])
         by_path[path].append(u)
     params = {}
-    for n in folding.nodes:
+    for n in nodes:
         if n.kind == "param":
-            path = _cluster_path(n.scope, clusters)
+            path = _cluster_path(n.scope, clusters, folds)
             for k in range(1, len(path) + 1):
                 params[path[:k]] = params.get(path[:k], 0) + n.size
     paths = sorted(by_path, key=lambda p: (-len(p), p))
@@ -252,12 +290,15 @@ def _emit_boxes(dot, folding, attrs, clusters):
     for path in paths:
         g = dot if not path else graphviz.Digraph(name=cluster_ids[path])
         if path:
-            count = params.get(path, 0)
-            label = f"<B>{escape(path[-1])}</B>" + (f" <FONT POINT-SIZE=\"9\">({count:,} params)</FONT>"
-                                                      if count else "")
-            g.attr(label=f"<{label}>", style="rounded,filled", color="#aaaaaa",
+            count, fold = params.get(path, 0), folds.get(path[-1])
+            name = escape(fold.span() if fold else path[-1].rsplit("/", 1)[-1])
+            label = f"<B>{name}</B>" + (f" <FONT POINT-SIZE=\"9\">({count:,} params{' each' if fold else ''})"
+                                        "</FONT>" if count else "")
+            if fold:
+                label += f' <FONT POINT-SIZE="13" COLOR="{FOLD}"><B>&#215; {fold.count}</B></FONT>'
+            g.attr(label=f"<{label}>", style="rounded,filled", color=FOLD if fold else "#aaaaaa",
                    fillcolor="#f6f6f6" if len(path) % 2 else "#fcfcfc", fontname="Helvetica",
-                   fontsize="10", labeljust="l")
+                   fontsize="10", labeljust="l", **({"penwidth": "2"} if fold else {}))
         for u in by_path[path]:
             g.node(u.id, **attrs[u.id])
         _emit_ranks(g, by_path[path])
@@ -286,15 +327,26 @@ def _emit_ranks(dot, boxes):
                 same.node(u.id)
 
 
-def _emit_edges(dot, folding, hl_edges, edge_style):
-    """One edge per input slot between drawn nodes; edges into or out of a summary box are merged (x k)."""
-    merged = {}
+def _edge(dot, a, b, back, attrs):
+    if back:    # the backward flows against the forward's ranks: laid out reversed, drawn forwards
+        dot.edge(b, a, dir="back", **attrs)
+    else:
+        dot.edge(a, b, **attrs)
+
+
+def _emit_edges(dot, folding, hl_edges, edge_style, every=None, repeats=None):
+    """One edge per input slot between drawn nodes; edges into or out of a summary box are merged (x k).
+    With folds (every: all nodes, repeats: the folds), the edges of the copies not drawn land on the drawn
+    copy: once each (slots merged, "0...3"), those into the next copy bold blue and labelled "next"."""
+    merged, extra, seen, drawn = {}, {}, set(), []
     for n in folding.nodes:
         dst = folding.box_of.get(n.index)
         if dst is None:
             continue
         multi = len(n.inputs) > 1
         for slot, p in enumerate(n.inputs):
+            if repeats is not None and p.index in repeats.alias:
+                continue                                 # drawn below, with the copies' edges
             src = folding.box_of[p.index]
             if src is dst:
                 continue
@@ -310,12 +362,50 @@ def _emit_edges(dot, folding, hl_edges, edge_style):
             if (p.name, n.name, slot) in hl_edges or (p.name, n.name, None) in hl_edges:
                 attrs.update(color=HIGHLIGHT, penwidth="2.5")
             attrs.update(edge_style.get((p.name, n.name, slot), {}))
-            if back:    # the backward flows against the forward's ranks: laid out reversed, drawn forwards
-                dot.edge(dst.id, src.id, dir="back", **attrs)
-            else:
-                dot.edge(src.id, dst.id, **attrs)
+            drawn.append((src.id, dst.id, slot, attrs, back))
+            seen.add((src.id, dst.id, slot))
+    for n in every or ():
+        if n.index not in repeats.alias and not any(p.index in repeats.alias for p in n.inputs):
+            continue
+        dst = folding.box_of[n.index]
+        for slot, p in enumerate(n.inputs):
+            src = folding.box_of[p.index]
+            summary = src.node is None or dst.node is None
+            if (src is dst and summary) or (src.id, dst.id, slot) in seen or (summary and (src.id, dst.id) in merged):
+                continue
+            e = extra.setdefault((src.id, dst.id), {"slots": [], "next": False, "style": {},
+                                                    "multi": not summary and len(n.inputs) > 1})
+            if slot not in e["slots"]:
+                e["slots"].append(slot)
+            e["next"] = e["next"] or repeats.crossing(p, n) is not None
+            if (p.name, n.name, slot) in hl_edges or (p.name, n.name, None) in hl_edges:
+                e["style"].update(color=HIGHLIGHT, penwidth="2.5")
+            e["style"] = {**edge_style.get((p.name, n.name, slot), {}), **e["style"]}
+    for a, b, slot, attrs, back in drawn:
+        e = extra.get((a, b))
+        if e is not None and not e["next"] and not attrs.get("style"):
+            e["slots"].append(slot)                  # the drawn copy's edge and its copies' as one ("0...3")
+        else:
+            _edge(dot, a, b, back, attrs)
+    for (a, b), e in extra.items():
+        slots = sorted(e["slots"])
+        text = [_slots_text(slots)] if e["multi"] else []
+        # constraint=false: the way back into the drawn copy does not stretch its layout
+        attrs = {"style": "bold", "color": FOLD, "constraint": "false"} if e["next"] else {}
+        text += ["next"] if e["next"] else []
+        if text:
+            attrs["label"] = "<" + " ".join(text) + ">"
+        attrs.update(e["style"])
+        dot.edge(a, b, **attrs)
     for (a, b), k in merged.items():
         dot.edge(a, b, **({"label": f"<&#215;{k}>"} if k > 1 else {}), style="bold")
+
+
+def _slots_text(slots):
+    """Input slots as an edge label: "2", "0&#8230;3" (a range), "0, 2"."""
+    if len(slots) > 2 and slots == list(range(slots[0], slots[-1] + 1)):
+        return f"{slots[0]}&#8230;{slots[-1]}"
+    return ", ".join(map(str, slots))
 
 
 def _emit_legend(dot, collapsed, backward=False):

@@ -5,6 +5,7 @@ Each builder returns (graph, output) with the forward pass done, so the diagram 
 import numpy as np
 
 import graphdiff as gd
+from graphdiff.lm import GPT, RNNLM, unroll
 
 
 def scalar(seed=0):
@@ -99,7 +100,30 @@ def shared(seed=0):
     return g, y
 
 
-EXAMPLES = {"scalar": scalar, "mlp": mlp, "transformer": transformer, "shared": shared}
+def gpt(seed=0, n_layer=3, T=4):
+    """graphdiff.lm's GPT (n_layer blocks h/0, h/1, ..., 2 heads, n_embd 8, vocabulary 16): the loss graph of
+    one sequence of T tokens; `render gpt --fold` draws the blocks once, "x 3"."""
+    model = GPT(vocab_size=16, block_size=8, n_layer=n_layer, n_head=2, n_embd=8, seed=seed)
+    prog = model.programs(("loss", 1, T))
+    ids = np.random.default_rng(seed).integers(1, 16, (1, T + 1))
+    loss = prog.outputs["loss"]
+    prog.graph.forward({"idx": ids[:, :-1], "targets": ids[:, 1:], "key_mask": np.ones((1, T), dtype=bool)},
+                       outputs=loss)
+    return prog.graph, loss
+
+
+def rnn(seed=0, T=4):
+    """graphdiff.lm's RNN-LM (n_embd 4, n_hidden 4, vocabulary 16) unrolled over T tokens: time steps t0, t1,
+    ... (graphdiff.lm.unroll); `render rnn --fold` draws one step, "x 4", with the hidden state's edge to the
+    next step."""
+    model = RNNLM(vocab_size=16, block_size=T, n_embd=4, n_hidden=4, seed=seed)
+    ids = np.random.default_rng(seed).integers(1, 16, T + 1)
+    u = unroll(model, ids[:-1], ids[1:], dtype="float64")
+    u.graph.forward(outputs=u.loss)
+    return u.graph, u.loss
+
+
+EXAMPLES = {"scalar": scalar, "mlp": mlp, "transformer": transformer, "shared": shared, "gpt": gpt, "rnn": rnn}
 
 
 def build(name, seed=0):

@@ -42,7 +42,7 @@ def svg_text(path):
 def test_rnn_render_keeps_positions_in_order(tmp_path):
     from .viz_helpers import need_renderer
     need_renderer("graphviz-pure")
-    path = growth.render_small("rnn", 4, tmp_path / "rnn", formats=("svg",))[0]
+    path = growth.render_small("rnn", 4, tmp_path / "rnn", formats=("svg",), fold=False)[0]
     root = ET.parse(path).getroot()
     ns = "{http://www.w3.org/2000/svg}"
     left = {}
