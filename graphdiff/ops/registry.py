@@ -78,7 +78,9 @@ KERNELS = {"on": os.environ.get("GRAPHDIFF_KERNELS", "1") != "0", "epoch": 0,   
 
 class OpDef:
     """A registered op. Attributes mirror the class given to @op; pullback is its VJP in the one form the
-    engine calls (see the module docstring), saves what that VJP reads (None: everything)."""
+    engine calls (see the module docstring), saves what that VJP reads (None: everything), builder the public
+    function that adds a node of it (made here for an op of one or two inputs and no attributes, else named
+    by the op's module with @builds)."""
 
     __slots__ = ("name", "arity", "slots", "shape", "forward", "forward_res", "vjp", "make_vjp", "pullback",
                  "saves", "dtype", "differentiable", "random", "doc", "cls", "kernels", "elementwise",
