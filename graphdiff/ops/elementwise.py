@@ -1,8 +1,7 @@
 """Elementwise ops with NumPy broadcasting; every VJP un-broadcasts to its input's shape."""
 import math
 
-from .registry import REGISTRY, apply, broadcast_shapes, op, same_shape
-from ..graph import Node
+from .registry import REGISTRY, apply, broadcast_shapes, builds, op, same_shape
 from ..values import dtype_name
 
 __all__ = ["add", "subtract", "multiply", "divide", "power", "negative", "exp", "log", "sqrt", "tanh",
@@ -326,12 +325,12 @@ def _compare(name, fn_name, doc):
     return Compare
 
 
-_compare("greater", "greater", "a > b (bool)")
-_compare("less", "less", "a < b (bool)")
-_compare("greater_equal", "greater_equal", "a >= b (bool)")
-_compare("less_equal", "less_equal", "a <= b (bool)")
-_compare("equal", "equal", "a == b (bool)")
-_compare("not_equal", "not_equal", "a != b (bool)")
+Greater = _compare("greater", "greater", "a > b (bool)")
+Less = _compare("less", "less", "a < b (bool)")
+GreaterEqual = _compare("greater_equal", "greater_equal", "a >= b (bool)")
+LessEqual = _compare("less_equal", "less_equal", "a <= b (bool)")
+Equal = _compare("equal", "equal", "a == b (bool)")
+NotEqual = _compare("not_equal", "not_equal", "a != b (bool)")
 
 
 @op("logical_and", arity=2, slots="bool", differentiable=False)
@@ -347,38 +346,35 @@ class LogicalAnd:
 
 
 # --- public functions ---------------------------------------------------------------------------------
-def _binary(spec_name):
-    spec = REGISTRY[spec_name]
-
-    def fn(a, b, name=None):
-        if type(a) is Node and type(b) is Node and a.graph is b.graph:     # most calls: skip apply's checks
-            return a.graph.add_node(spec, (a, b), {}, name)
-        return apply(spec, (a, b), name=name)
-    fn.__name__ = spec_name
-    fn.__doc__ = f"{spec.doc}. Args: a, b: Nodes, arrays or numbers (broadcast). name: optional node name."
-    return fn
-
-
-def _unary(spec_name):
-    spec = REGISTRY[spec_name]
-
-    def fn(x, name=None):
-        if type(x) is Node:
-            return x.graph.add_node(spec, (x,), {}, name)
-        return apply(spec, (x,), name=name)
-    fn.__name__ = spec_name
-    fn.__doc__ = f"{spec.doc}. Args: x: a Node. name: optional node name."
-    return fn
-
-
-add, subtract, multiply, divide, power, maximum, minimum = map(
-    _binary, ["add", "subtract", "multiply", "divide", "power", "maximum", "minimum"])
-greater, less, greater_equal, less_equal, equal, not_equal, logical_and = map(
-    _binary, ["greater", "less", "greater_equal", "less_equal", "equal", "not_equal", "logical_and"])
-negative, exp, log, sqrt, tanh, sigmoid, relu, abs, erf, sign = map(
-    _unary, ["negative", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs", "erf", "sign"])
+# the ops of one or two inputs and no attributes: each one's builder was made at its registration
+# (OpDef.builder: named after the op, its class docstring, Nodes of one graph straight to add_node)
+add = Add.builder
+subtract = Subtract.builder
+multiply = Multiply.builder
+divide = Divide.builder
+power = Power.builder
+maximum = Maximum.builder
+minimum = Minimum.builder
+negative = Negative.builder
+exp = Exp.builder
+log = Log.builder
+sqrt = Sqrt.builder
+tanh = Tanh.builder
+sigmoid = Sigmoid.builder
+relu = Relu.builder
+abs = Abs.builder
+erf = Erf.builder
+sign = Sign.builder
+greater = Greater.builder
+less = Less.builder
+greater_equal = GreaterEqual.builder
+less_equal = LessEqual.builder
+equal = Equal.builder
+not_equal = NotEqual.builder
+logical_and = LogicalAnd.builder
 
 
+@builds(Gelu)
 def gelu(x, approximate="none", name=None):
     """Gaussian error linear unit, PyTorch's meaning.
 
@@ -391,11 +387,13 @@ def gelu(x, approximate="none", name=None):
     return apply(REGISTRY["gelu"], (x,), {"approximate": approximate}, name)
 
 
+@builds(Where)
 def where(cond, a, b, name=None):
     """cond ? a : b elementwise. Args: cond: a bool Node or array; a, b: float Nodes, arrays or numbers."""
     return apply(REGISTRY["where"], (cond, a, b), name=name)
 
 
+@builds(Astype)
 def astype(x, dtype, name=None):
     """x cast to dtype ("float32", "float64", "int64", "int32", "bool")."""
     dtype = dtype_name(dtype)

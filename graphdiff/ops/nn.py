@@ -7,7 +7,7 @@ before the transfer). Only ids computed inside the graph are checked by the forw
 """
 import numpy as np
 
-from .registry import REGISTRY, apply, norm_axis, op
+from .registry import REGISTRY, apply, builds, norm_axis, op
 from ..errors import DTypeError, GraphError, ShapeError
 from ..graph import Node, to_numpy
 
@@ -278,16 +278,19 @@ class DropoutMask:
 
 
 # --- public functions ---------------------------------------------------------------------------------
+@builds(Softmax)
 def softmax(x, axis=-1, name=None):
     """Softmax along axis (default last). Args: x: a float Node."""
     return apply(REGISTRY["softmax"], (x,), {"axis": int(axis)}, name)
 
 
+@builds(LogSoftmax)
 def log_softmax(x, axis=-1, name=None):
     """log(softmax(x)) along axis, computed stably."""
     return apply(REGISTRY["log_softmax"], (x,), {"axis": int(axis)}, name)
 
 
+@builds(CrossEntropy)
 def cross_entropy(logits, ids, ignore_index=None, name=None):
     """Mean negative log-likelihood of integer targets.
 
@@ -305,6 +308,7 @@ def cross_entropy(logits, ids, ignore_index=None, name=None):
                     _ce_rule(np.shape(logits)[-1] if np.ndim(logits) else 0, ignore_index))
 
 
+@builds(OneHot)
 def one_hot(ids, n, dtype="float32", name=None):
     """(..., n) one-hot rows of integer ids. Args: ids: int Node or array of ids in [0, n) (checked, as
     embedding's); n: classes; dtype: float dtype name."""
@@ -312,6 +316,7 @@ def one_hot(ids, n, dtype="float32", name=None):
     return _guarded(REGISTRY["one_hot"], (ids,), {"n": n, "dtype": str(dtype)}, name, ids, _rows_rule(n, "classes"))
 
 
+@builds(ScatterRows)
 def scatter_rows(g, ids, rows, name=None):
     """zeros((rows, C)) with g[k] (g is (N, C)) added at row ids[k] (ids (N,) ints in [0, rows), checked as
     embedding's): the VJP of embedding."""
@@ -319,6 +324,7 @@ def scatter_rows(g, ids, rows, name=None):
     return _guarded(REGISTRY["scatter_rows"], (g, ids), {"rows": rows}, name, ids, _rows_rule(rows, "rows"))
 
 
+@builds(LayerNorm)
 def layer_norm(x, gamma, beta, eps=1e-5, name=None):
     """Layer normalisation over the last axis.
 
@@ -328,6 +334,7 @@ def layer_norm(x, gamma, beta, eps=1e-5, name=None):
     return apply(REGISTRY["layer_norm"], (x, gamma, beta), {"eps": float(eps)}, name)
 
 
+@builds(Embedding)
 def embedding(table, ids, name=None):
     """Rows of table picked by ids. Args: table: (V, C) float Node; ids: (...) integer Node or array.
     Returns (..., C)."""

@@ -2,8 +2,8 @@
 gradients from arrays build them as graph nodes (the symbolic backward, gradients of gradients)."""
 import numpy as np
 
-from . import elementwise as E, nn as N, reduce as R, shape as S
-from .registry import REGISTRY, apply
+from . import elementwise as E, shape as S
+from .registry import ARRAY_VOCABULARY, REGISTRY, apply
 from ..backend import DTYPES, unbroadcast as _unbroadcast
 
 
@@ -13,14 +13,14 @@ class Nodes:
     name = "nodes"
     dtypes = {d: d for d in DTYPES}
 
+    # the F names whose op is named otherwise; every other vocabulary name this class does not define itself is
+    # the op of that name, built by its builder (OpDef.builder)
+    OPS = {"pow": "power", "gather_rows": "embedding"}
+
     def __init__(self):
-        fns = dict(exp=E.exp, log=E.log, sqrt=E.sqrt, tanh=E.tanh, erf=E.erf, abs=E.abs, sign=E.sign,
-                   pow=E.power, maximum=E.maximum, minimum=E.minimum, where=E.where, equal=E.equal,
-                   not_equal=E.not_equal, logical_and=E.logical_and, sum=R.sum, mean=R.mean, max=R.max,
-                   reshape=S.reshape, broadcast_to=S.broadcast_to, transpose=S.transpose,
-                   matrix_transpose=S.matrix_transpose, matmul=S.matmul, getitem=S.getitem, concat=S.concat,
-                   stack=S.stack, gather_rows=N.embedding, astype=E.astype)
-        self.__dict__.update(fns)
+        for f in ARRAY_VOCABULARY:
+            if not hasattr(Nodes, f):
+                self.__dict__[f] = REGISTRY[self.OPS.get(f, f)].builder
 
     def __repr__(self):
         return "<graphdiff namespace of Nodes>"
@@ -31,6 +31,8 @@ class Nodes:
 
     def unbroadcast(self, g, like):
         return _unbroadcast(self, g, like if isinstance(like, tuple) else like.shape)
+
+    matrix_transpose = staticmethod(S.matrix_transpose)    # a transpose, not an op of its own
 
     @staticmethod
     def index_add(shape, idx, g):

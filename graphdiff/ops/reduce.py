@@ -1,7 +1,7 @@
 """Reductions (sum, mean, max over axes) and the n-ary sum add_n."""
 import numpy as np
 
-from .registry import REGISTRY, apply, broadcast_shapes, norm_axis, op, reduced_shape
+from .registry import REGISTRY, apply, broadcast_shapes, builds, norm_axis, op, reduced_shape
 from ..values import as_ints
 
 __all__ = ["sum", "mean", "max", "add_n"]
@@ -97,11 +97,13 @@ def _norm_axis_arg(axis):
 
 
 def _reduction(spec_name, doc):
+    """The builder of reduction `spec_name` (the op's, OpDef.builder): axis and keepdims checked here."""
     spec = REGISTRY[spec_name]
 
     def fn(x, axis=None, keepdims=False, name=None):
         return apply(spec, (x,), {"axis": _norm_axis_arg(axis), "keepdims": bool(keepdims)}, name)
-    fn.__name__ = spec_name
+    fn.__name__ = fn.__qualname__ = spec_name
+    spec.builder = fn
     fn.__doc__ = (f"{doc}.\n\n    Args:\n        x: a float Node.\n        axis: None (all), an int or a tuple.\n"
                   "        keepdims: keep reduced axes as size 1.\n        name: optional node name.\n")
     return fn
@@ -112,6 +114,7 @@ mean = _reduction("mean", "Mean over axis, as numpy.mean")
 max = _reduction("max", "Max over axis, as numpy.max (ties share the gradient)")
 
 
+@builds(AddN)
 def add_n(xs, name=None):
     """Sum of a list of nodes in a single n-ary node (inputs broadcast)."""
     xs = list(xs)

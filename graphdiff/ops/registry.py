@@ -44,12 +44,19 @@ kernel against its op's rule.
 CuPy's kernels (ops/fused_cupy.py) are opt-in until a GPU run has validated them: GRAPHDIFF_CUPY_KERNELS=1,
 or `fused_kernels(cupy=True)`, binds them; otherwise CuPy runs the rules.
 
+An op's builder (OpDef.builder, the public function gd.exp(x) that adds its node) comes from its registration:
+made there for an op of one or two inputs and no attributes (forward(F, x) or forward(F, a, b)), named after
+the op and documented by its class docstring; an op with attributes or a list of inputs writes its own, which
+checks and converts them, and names it the op's builder with @builds(op). The ops modules export these, and
+Nodes (F for the symbolic backward) serves them under the vocabulary's names.
+
 The registry is explicit: ops/__init__.py imports each module of ops, and each op is listed in REGISTRY.
 One concept, one object: an op is its OpDef (REGISTRY[name], what @op returns); a node names it by node.op
 (the name) and holds it as node.spec; a Kernel names the OpDef it implements Kernel.opdef.
 """
 import builtins
 import contextlib
+import inspect
 import os
 from functools import partial
 
@@ -71,10 +78,13 @@ KERNELS = {"on": os.environ.get("GRAPHDIFF_KERNELS", "1") != "0", "epoch": 0,   
 
 class OpDef:
     """A registered op. Attributes mirror the class given to @op; pullback is its VJP in the one form the
-    engine calls (see the module docstring), saves what that VJP reads (None: everything)."""
+    engine calls (see the module docstring), saves what that VJP reads (None: everything), builder the public
+    function that adds a node of it (made here for an op of one or two inputs and no attributes, else named
+    by the op's module with @builds)."""
 
     __slots__ = ("name", "arity", "slots", "shape", "forward", "forward_res", "vjp", "make_vjp", "pullback",
-                 "saves", "dtype", "differentiable", "random", "doc", "cls", "kernels", "elementwise")
+                 "saves", "dtype", "differentiable", "random", "doc", "cls", "kernels", "elementwise",
+                 "builder")
 
     def __init__(self, name, cls, arity, slots, differentiable, random):
         self.name = name
@@ -95,6 +105,7 @@ class OpDef:
         # (Graph.add_node skips the rules then)
         self.elementwise = (slots == "float" and arity in (1, 2) and self.dtype is None
                             and self.shape in (broadcast_shapes, same_shape))
+        self.builder = _builder(self, d.get("forward") or d["forward_res"])   # None: the op's module writes one
 
     def impl(self, F):
         """What runs this op on backend F: its fused kernel for F while kernels are on, else the op itself."""
@@ -115,6 +126,42 @@ class OpDef:
 
     def __repr__(self):
         return f"<op {self.name}>"
+
+
+def _builder(spec, forward):
+    """The public function that adds a node of `spec`, for an op of one or two inputs whose forward takes
+    nothing else (no attributes, no ctx); None for other ops. Nodes of one graph go straight to add_node
+    (most calls: the scalar path builds every node through here), anything else through apply's checks."""
+    params = inspect.signature(forward).parameters.values()
+    if spec.arity not in (1, 2) or len(params) != spec.arity + 1 or builtins.any(
+            p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
+        return None
+    doc = spec.doc.rstrip(".")
+    if spec.arity == 1:
+        def fn(x, name=None):
+            if type(x) is Node:
+                return x.graph.add_node(spec, (x,), {}, name)
+            return apply(spec, (x,), name=name)
+        fn.__doc__ = f"{doc}. Args: x: a Node. name: optional node name."
+    else:
+        def fn(a, b, name=None):
+            if type(a) is Node and type(b) is Node and a.graph is b.graph:
+                return a.graph.add_node(spec, (a, b), {}, name)
+            return apply(spec, (a, b), name=name)
+        shapes = " (broadcast)" if spec.shape is broadcast_shapes else ""
+        fn.__doc__ = f"{doc}. Args: a, b: Nodes, arrays or numbers{shapes}. name: optional node name."
+    fn.__name__ = fn.__qualname__ = spec.name
+    fn.__module__ = spec.cls.__module__              # where the op is defined (help() names it)
+    return fn
+
+
+def builds(spec):
+    """@builds(spec) over a function names it the builder of op `spec` (an OpDef): for an op with attributes or
+    a list of inputs, whose public function checks and converts them before it adds the node (gd.sum(x, axis=1))."""
+    def register(fn):
+        spec.builder = fn
+        return fn
+    return register
 
 
 def _rules(d):

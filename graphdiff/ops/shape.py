@@ -1,7 +1,7 @@
 """Ops that move elements around: reshape, transpose, broadcast_to, concat, stack, getitem, and matmul."""
 import numpy as np
 
-from .registry import REGISTRY, apply, broadcast_shapes, norm_axis, op
+from .registry import REGISTRY, apply, broadcast_shapes, builds, norm_axis, op
 from ..backend import canonical_index
 from ..errors import ShapeError
 from ..graph import Node, describe
@@ -245,6 +245,7 @@ class Matmul:
 
 
 # --- public functions ----------------------------------------------------------------------------------------
+@builds(Reshape)
 def reshape(x, shape, name=None):
     """x with a new shape; one entry may be -1. Args: x: a Node; shape: a tuple of ints."""
     shape = as_ints(shape, f"reshape '{x.name}': shape")
@@ -259,6 +260,7 @@ def reshape(x, shape, name=None):
     return apply(REGISTRY["reshape"], (x,), {"newshape": shape}, name)
 
 
+@builds(Transpose)
 def transpose(x, axes=None, name=None):
     """x with axes permuted (reversed when axes is None, as x.T)."""
     nd = len(x.shape)
@@ -280,6 +282,7 @@ def matrix_transpose(x, name=None):
     return transpose(x, tuple(range(nd - 2)) + (nd - 1, nd - 2), name)
 
 
+@builds(BroadcastTo)
 def broadcast_to(x, shape, name=None):
     """x broadcast to shape."""
     shape = as_ints(shape, f"broadcast_to '{x.name}': shape")
@@ -299,6 +302,7 @@ def expand_dims(x, axis, name=None):
     return reshape(x, x.shape[:ax] + (1,) + x.shape[ax:], name)
 
 
+@builds(Concat)
 def concat(xs, axis=0, name=None):
     """Join nodes along an existing axis. Args: xs: a list of Nodes; axis: int."""
     xs = list(xs)
@@ -307,6 +311,7 @@ def concat(xs, axis=0, name=None):
     return apply(REGISTRY["concat"], xs, {"axis": as_ints(axis, "concat: axis")[0]}, name)
 
 
+@builds(Stack)
 def stack(xs, axis=0, name=None):
     """Join equal-shaped nodes along a new axis. Args: xs: a list of Nodes; axis: int."""
     xs = list(xs)
@@ -344,6 +349,7 @@ def normalize_index(idx):
     return tuple(out)
 
 
+@builds(GetItem)
 def getitem(x, idx, name=None):
     """x[idx]: ints, slices, None, ... and integer arrays (NumPy semantics, repeated indices add grads)."""
     raw = idx if isinstance(idx, tuple) else (idx,)
@@ -359,6 +365,7 @@ def getitem(x, idx, name=None):
     return apply(REGISTRY["getitem"], (x,), {"idx": idx}, name)
 
 
+@builds(IndexAdd)
 def index_add(g, shape, idx, name=None):
     """zeros(shape) with g added at [idx] (the adjoint of getitem)."""
     shape = as_ints(shape, f"index_add '{g.name}': shape")
@@ -366,6 +373,7 @@ def index_add(g, shape, idx, name=None):
     return apply(REGISTRY["index_add"], (g,), {"shape": shape, "idx": idx}, name)
 
 
+@builds(Matmul)
 def matmul(a, b, name=None):
     """a @ b with NumPy semantics. Args: a (..., n, k), b (..., k, m); 1-d operands allowed."""
     return apply(REGISTRY["matmul"], (a, b), name=name)

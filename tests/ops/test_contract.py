@@ -94,7 +94,7 @@ def _register_throwaway():
     return ThrowawaySoftplus
 
 
-ROW = OpSpec("throwaway_softplus", elementwise(), lambda x: gd.REGISTRY["throwaway_softplus"](x), torch=None)
+ROW = OpSpec("throwaway_softplus", elementwise(), lambda x: gd.REGISTRY["throwaway_softplus"].builder(x), torch=None)
 
 
 @settings(max_examples=10)
@@ -103,7 +103,8 @@ def test_a_new_op_is_one_class_and_one_row(data):
     """Registered and given one op-table row, an op runs through every path without being listed anywhere
     else: both variants agree with finite differences on NumPy and array_api_strict, g.gradients builds its
     gradient as nodes, forward_backward releases by its saves, and a scalar graph of it runs on floats and
-    compiles. (tests/conftest.py removes the op again.)"""
+    compiles; its builder (what gd.exp is to exp) came with the registration. (tests/conftest.py removes the
+    op again.)"""
     op = gd.REGISTRY.get("throwaway_softplus") or _register_throwaway()
     arrays, attrs = ROW.draw(data)
     for backend in ("numpy", "array_api_strict"):
@@ -124,7 +125,7 @@ def test_a_new_op_is_one_class_and_one_row(data):
         np.testing.assert_allclose(gd.to_numpy(x.grad), want, rtol=1e-12)
     g = gd.Graph(dtype="float64")
     x = g.param("x", float(arrays[0].reshape(-1)[0]))
-    y = op(x) * op(x * 2.0)
+    y = op.builder(x) * op.builder(x * 2.0)
     for _ in range(codegen.COMPILE_AFTER + 1):
         g.forward(outputs=y)
         got = g.backward(y)[x]
@@ -134,3 +135,62 @@ def test_a_new_op_is_one_class_and_one_row(data):
     sp2 = np.log1p(np.exp(2 * v)) if v < 15 else 2 * v
     want = sp2 / (1 + np.exp(-v)) + sp * 2 / (1 + np.exp(-2 * v))
     np.testing.assert_allclose(float(got), want, rtol=1e-9)
+
+
+# --- builders come from the registry ----------------------------------------------------------------------
+def test_a_fixed_arity_op_gets_its_builder_from_its_registration():
+    """An op of one or two inputs and no attributes is given its public function at registration: named after
+    the op, documented by its class, adding the node straight away for Nodes of one graph and wrapping numbers
+    and arrays otherwise; gd's own such functions are exactly those builders."""
+    @gd.op("throwaway_hypot", arity=2)
+    class ThrowawayHypot:
+        """sqrt(a^2 + b^2)"""
+        shape = gd.ops.registry.broadcast_shapes
+
+        def forward(F, a, b):
+            return F.sqrt(a * a + b * b)
+
+        def vjp(F, i, g, xs, out):
+            return F.unbroadcast(g * xs[i] / out, xs[i])
+
+    hypot = ThrowawayHypot.builder
+    assert hypot.__name__ == "throwaway_hypot"
+    assert hypot.__doc__.startswith("sqrt(a^2 + b^2). Args: a, b:")
+    assert list(inspect.signature(hypot).parameters) == ["a", "b", "name"]
+    g = gd.Graph(dtype="float64")
+    a, b = g.param("a", 3.0), g.param("b", np.array([4.0, 0.0]))
+    for y in (hypot(a, b, name="h"), hypot(a, 4.0), hypot(np.array([3.0]), b)):
+        assert y.op == "throwaway_hypot" and y.spec is ThrowawayHypot
+    assert g["h"].op == "throwaway_hypot"
+    y = gd.sum(g["h"])
+    g.forward(outputs=y)
+    np.testing.assert_allclose(gd.to_numpy(g["h"].out), [5.0, 3.0])
+    np.testing.assert_allclose(gd.to_numpy(g.backward(y)[a]), 3.0 / 5.0 + 1.0)
+    for name in ("add", "multiply", "power", "maximum", "equal", "logical_and", "exp", "tanh", "relu", "sign"):
+        assert getattr(gd, name) is gd.REGISTRY[name].builder, name
+
+
+def test_an_op_with_attributes_names_its_own_builder():
+    """An op whose forward takes attributes (or a list of inputs) gets no made builder: its module writes
+    one that checks them and names it with builds(); Nodes (F of the symbolic backward) serves those builders
+    under the vocabulary's names, the ops named otherwise (pow, gather_rows) included."""
+    @gd.op("throwaway_scale")
+    class ThrowawayScale:
+        """x * k"""
+        shape = gd.ops.registry.same_shape
+
+        def forward(F, x, k):
+            return x * k
+
+        def vjp(F, i, g, xs, out, k):
+            return g * k
+    assert ThrowawayScale.builder is None
+
+    @gd.ops.registry.builds(ThrowawayScale)
+    def scale(x, k, name=None):
+        return gd.ops.apply(ThrowawayScale, (x,), {"k": float(k)}, name)
+    assert ThrowawayScale.builder is scale
+    for name in ("sum", "reshape", "where", "astype", "getitem", "concat", "matmul", "gelu", "embedding"):
+        assert getattr(gd, name) is gd.REGISTRY[name].builder, name
+    F = gd.ops.NODES
+    assert F.exp is gd.exp and F.sum is gd.sum and F.pow is gd.power and F.gather_rows is gd.embedding
