@@ -23,7 +23,7 @@ COMMANDS = {
                 "on localhost, or write its graph JSON (--export FILE.json)"),
     "train": ("graphdiff.lm.cli", "train a GPT or RNN language model"),
     "generate": ("graphdiff.lm.cli", "generate text from a checkpoint"),
-    "growth": ("graphdiff.viz.growth", "measure RNN-LM vs Transformer-LM graph growth with sequence length"),
+    "growth": ("graphdiff.viz.cli", "measure RNN-LM vs Transformer-LM graph growth with sequence length"),
 }
 
 

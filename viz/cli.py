@@ -1,15 +1,19 @@
 """The viz commands: `graphdiff render NAME --out DIR [--fold] [--expand SCOPE] [--collapse DEPTH|SCOPE]
-[--color-by QUANTITY]` and `graphdiff compare NAME --out DIR` on the built-in example graphs, `graphdiff explore NAME`
-(the graph in Model Explorer, explorer.py), and `graphdiff demo` (with --out DIR the tour, tour.py; without it
-graphdiff.demo's quick check)."""
+[--color-by QUANTITY]` and `graphdiff compare NAME --out DIR` on the built-in example graphs, `graphdiff growth`
+(graph size against sequence length, growth.py), `graphdiff explore NAME` (the graph in Model Explorer,
+explorer.py), and `graphdiff demo` (with --out DIR the tour, tour.py; without it graphdiff.demo's quick check)."""
 import argparse
+import json
+import math
+import os
 import sys
+import time
 from pathlib import Path
 
 from graphdiff.cli import POSITIVE, add_backend_argument, number
 from graphdiff.demo import add_demo_arguments as add_quick_check_arguments, run_demo as quick_check
 
-from . import tour
+from . import growth, tour
 from .dot import render, to_dot
 from .explorer import ExplorerFailed, ExplorerUnavailable, PortInUse, explore, model_explorer
 from .gallery import EXAMPLES, build
@@ -216,4 +220,54 @@ def run_explore(args):
     except ExplorerFailed as e:
         print(f"graphdiff explore: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def add_growth_arguments(parser):
+    add_backend_argument(parser)
+    parser.add_argument("--max-len", type=POSITIVE, default=64, help="largest sequence length T (default 64)")
+    parser.add_argument("--out", default="out/growth", help="folder for growth.json and the figures")
+    parser.add_argument("--render-len", type=POSITIVE, default=4, help="T of the two rendered graphs (default 4)")
+
+
+def run_growth(args):
+    if args.max_len < 2:
+        print("graphdiff growth: --max-len must be at least 2 to fit a slope")
+        return 2
+    if not check_out_folder(args.out, "growth"):
+        return 2
+    t0 = time.perf_counter()
+    rows = growth.measure(args.max_len)
+    result = {"config": {**growth.CONFIG, "max_len": args.max_len, "fit": f"log-log least squares over "
+                         f"T >= {max(2, math.ceil(growth.CONFIG['fit_from'] * args.max_len))}"},
+              "rnn": rows["rnn"], "transformer": rows["transformer"],
+              "exponents": {name: growth.fit(rows[name]) for name in ("rnn", "transformer")}}
+    try:
+        with open(os.path.join(args.out, "growth.json"), "w") as f:
+            json.dump(result, f, indent=1)
+    except OSError as e:
+        return write_failed("growth", args.out, e)
+    print(f"models: GPT {growth.sizes('transformer')}; RNN {growth.sizes('rnn')}; vocabulary {growth.CONFIG['vocab_size']}")
+    print(f"{'T':>4s} | {'RNN nodes':>9s} {'edges':>7s} {'depth':>6s} | {'Transformer nodes':>17s} {'edges':>7s} "
+          f"{'attention':>9s} {'per-pos.':>8s} {'depth':>6s}")
+    for r, s in zip(result["rnn"], result["transformer"]):
+        if r["T"] in (1, 2, 4, 8) or r["T"] % 16 == 0 or r["T"] == args.max_len:
+            print(f"{r['T']:4d} | {r['nodes']:9d} {r['edges']:7d} {r['depth']:6d} | {s['nodes']:17d} "
+                  f"{s['edges']:7d} {s['attention_edges']:9d} {s['position_edges']:8d} {s['depth']:6d}")
+    for name in ("rnn", "transformer"):
+        k = result["exponents"][name]
+        print(f"fitted exponents, {name:11s}: nodes T^{k['nodes']:.2f}, edges T^{k['edges']:.2f}, "
+              f"depth T^{k['depth']:.2f}")
+    if args.max_len >= 3:
+        T, k = growth.local_slopes(result["transformer"])[-1]
+        print(f"transformer local slope d log E / d log T at T={T}: {k:.3f} (tends to 2)")
+    written = ["growth.json", "growth.png", "growth.svg"]
+    try:
+        growth.plot(result, [os.path.join(args.out, "growth.png"), os.path.join(args.out, "growth.svg")])
+        for kind in ("rnn", "transformer"):
+            for path in growth.render_small(kind, args.render_len, os.path.join(args.out, f"{kind}_T{args.render_len}")):
+                written.append(os.path.basename(path))
+    except OSError as e:
+        return write_failed("growth", args.out, e)
+    print(f"wrote {', '.join(os.path.join(args.out, w) for w in written)} in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -13,19 +13,14 @@ and per-position edges (everything else: embeddings, layer norms, projections, M
 number per position, so linear). The sum's local slope d log E / d log T therefore starts near 1, where
 the per-position layers dominate, and tends to 2 as T grows.
 """
-import json
 import math
-import os
 import re
-import time
 
 import numpy as np
 
-from graphdiff.cli import POSITIVE, add_backend_argument
 from graphdiff.lm import GPT, RNNLM, graph_stats, unroll
 
 from .dot import render, to_dot
-from .output import check_out_folder, write_failed
 
 METRICS = ("nodes", "edges", "depth")
 CONFIG = {"vocab_size": 16, "transformer": {"n_layer": 2, "n_head": 4, "n_embd": 8},
@@ -214,53 +209,3 @@ def _keep_positions_in_order(dot, u):
     for t, h in enumerate(u.hidden[:-1]):
         if t + 1 in firsts and h.name in dot.ids:
             dot.edge(dot.ids[h.name], dot.ids[firsts[t + 1].name], style="invis", weight="10")
-
-
-def add_growth_arguments(parser):
-    add_backend_argument(parser)
-    parser.add_argument("--max-len", type=POSITIVE, default=64, help="largest sequence length T (default 64)")
-    parser.add_argument("--out", default="out/growth", help="folder for growth.json and the figures")
-    parser.add_argument("--render-len", type=POSITIVE, default=4, help="T of the two rendered graphs (default 4)")
-
-
-def run_growth(args):
-    if args.max_len < 2:
-        print("graphdiff growth: --max-len must be at least 2 to fit a slope")
-        return 2
-    if not check_out_folder(args.out, "growth"):
-        return 2
-    t0 = time.perf_counter()
-    rows = measure(args.max_len)
-    result = {"config": {**CONFIG, "max_len": args.max_len, "fit": f"log-log least squares over "
-                         f"T >= {max(2, math.ceil(CONFIG['fit_from'] * args.max_len))}"},
-              "rnn": rows["rnn"], "transformer": rows["transformer"],
-              "exponents": {name: fit(rows[name]) for name in ("rnn", "transformer")}}
-    try:
-        with open(os.path.join(args.out, "growth.json"), "w") as f:
-            json.dump(result, f, indent=1)
-    except OSError as e:
-        return write_failed("growth", args.out, e)
-    print(f"models: GPT {sizes('transformer')}; RNN {sizes('rnn')}; vocabulary {CONFIG['vocab_size']}")
-    print(f"{'T':>4s} | {'RNN nodes':>9s} {'edges':>7s} {'depth':>6s} | {'Transformer nodes':>17s} {'edges':>7s} "
-          f"{'attention':>9s} {'per-pos.':>8s} {'depth':>6s}")
-    for r, s in zip(result["rnn"], result["transformer"]):
-        if r["T"] in (1, 2, 4, 8) or r["T"] % 16 == 0 or r["T"] == args.max_len:
-            print(f"{r['T']:4d} | {r['nodes']:9d} {r['edges']:7d} {r['depth']:6d} | {s['nodes']:17d} "
-                  f"{s['edges']:7d} {s['attention_edges']:9d} {s['position_edges']:8d} {s['depth']:6d}")
-    for name in ("rnn", "transformer"):
-        k = result["exponents"][name]
-        print(f"fitted exponents, {name:11s}: nodes T^{k['nodes']:.2f}, edges T^{k['edges']:.2f}, "
-              f"depth T^{k['depth']:.2f}")
-    if args.max_len >= 3:
-        T, k = local_slopes(result["transformer"])[-1]
-        print(f"transformer local slope d log E / d log T at T={T}: {k:.3f} (tends to 2)")
-    written = ["growth.json", "growth.png", "growth.svg"]
-    try:
-        plot(result, [os.path.join(args.out, "growth.png"), os.path.join(args.out, "growth.svg")])
-        for kind in ("rnn", "transformer"):
-            for path in render_small(kind, args.render_len, os.path.join(args.out, f"{kind}_T{args.render_len}")):
-                written.append(os.path.basename(path))
-    except OSError as e:
-        return write_failed("growth", args.out, e)
-    print(f"wrote {', '.join(os.path.join(args.out, w) for w in written)} in {time.perf_counter() - t0:.1f} s")
-    return 0
