@@ -241,7 +241,7 @@ def _set_rng_state(engine_rng, state):
     engine_rng.state = state
 
 
-def init_trainer(path, docs, backend=None, settings=None, **hp):
+def init_trainer(path, docs, backend=None, settings=None, trainer_class=None, **hp):
     """Fine-tuning: a fresh Trainer (step 0, new AdamW state, this run's hp) for the pre-trained model and
     the tokenizer of a checkpoint, on new documents (text, tokenized here with that tokenizer).
 
@@ -249,6 +249,7 @@ def init_trainer(path, docs, backend=None, settings=None, **hp):
         path: the pre-trained checkpoint.  docs: the new corpus's documents (str).
         settings: model/tokenizer settings given for this run (INIT_FIXED keys; None: not given); any that
             differ from the checkpoint's are a CheckpointError.
+        trainer_class: the class of the Trainer made (default Trainer; e.g. a data-parallel one).
     Returns (trainer, the checkpoint's metadata).
     """
     path = os.fspath(path)
@@ -265,7 +266,7 @@ def init_trainer(path, docs, backend=None, settings=None, **hp):
             f"cannot fine-tune {path!r} on this corpus: characters {bad[:10]!r} are not in the vocabulary of "
             f"its character tokenizer ({tok.vocab_size - 1} characters), which --init keeps; remove them from "
             "the corpus, or pre-train the checkpoint with --tokenizer bpe (byte level, covers any text)") from None
-    return Trainer(model, tok, train, val, **hp), meta
+    return (trainer_class or Trainer)(model, tok, train, val, **hp), meta
 
 
 FIT_AFTER = 5            # steps timed before fit_schedule sets the schedule's length
