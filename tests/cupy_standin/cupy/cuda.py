@@ -45,6 +45,12 @@ class Device:
         if _CAPTURE["stream"] is not None:
             _refuse("cudaDeviceSynchronize")
 
+    def use(self):
+        """Make this the current device (the stand-in has device 0 only)."""
+        if self.id != 0:
+            raise CUDARuntimeError("cudaErrorInvalidDevice: invalid device ordinal")
+        return self
+
 
 _CAPTURE = {"stream": None, "work": None, "invalid": False}
 
@@ -124,6 +130,11 @@ class Stream:
     def is_capturing(self):
         return _CAPTURE["stream"] is self
 
+    @property
+    def done(self):
+        """Whether the stream's work has finished (cudaStreamQuery): here work runs when issued."""
+        return True
+
 
 Stream.null = Stream(null=True)
 _CURRENT = [Stream.null]
@@ -184,3 +195,25 @@ def using_allocator(allocator=None):
 
 def is_available():
     return True
+
+
+_DEVICE_MEMORY = {}     # address -> the stand-in array registered there by .data (a weak registry would
+                        # lose views; entries are small and replaced when the address is reused)
+
+
+class MemoryPointer:
+    """cupy.cuda.MemoryPointer of a stand-in array: .ptr, the address of its first element."""
+
+    def __init__(self, array):
+        self.ptr = array._a.__array_interface__["data"][0]
+        _DEVICE_MEMORY[self.ptr] = array
+
+
+def device_array_at(ptr):
+    """The stand-in array whose memory starts at ptr, or None (not device memory: e.g. a NumPy array's)."""
+    return _DEVICE_MEMORY.get(ptr)
+
+
+from . import _nccl as nccl  # noqa: E402  (cupy.cuda.nccl; it needs the names above)
+import sys as _sys  # noqa: E402
+_sys.modules[__name__ + ".nccl"] = nccl
