@@ -151,6 +151,17 @@ class NCCLCommunicator:
         self.cupy, self.nccl, self.timeout = cupy, nccl, timeout
         launched = launched_size()
         self.mpi = mpi if mpi is not None else (MPICommunicator() if launched > 1 else None)
+        if self.mpi is not None and self.mpi.size > 1:
+            install_excepthook(self.mpi)         # a rank that fails to start NCCL ends the job, not a hang
+        try:
+            self._start(nccl)
+        except BaseException:
+            if self.mpi is None or self.mpi.size == 1:
+                raise
+            sys.excepthook(*sys.exc_info())
+
+    def _start(self, nccl):
+        cupy = self.cupy
         self.rank = self.mpi.rank if self.mpi else 0
         self.size = self.mpi.size if self.mpi else 1
         self.intra_rank = self.mpi.intra_rank if self.mpi else 0

@@ -10,6 +10,7 @@ process), rank r > 0 draws from a stream seeded by (model seed, r, step at start
 writes checkpoints and logs, and shows progress.
 """
 import math
+import time
 
 import numpy as np
 
@@ -27,6 +28,7 @@ class DataParallelTrainer(Trainer):
         super().__init__(model, tokenizer, train_docs, val_docs, **hp)
         self.comm = comm
         self.data_parallel = None          # set by start(), at the first step
+        self.comm_seconds = 0.0            # time in the gradient all-reduce (waiting for the slowest rank too)
 
     def use_cuda_graph(self, warmup=2):
         raise ValueError("--cuda-graph records one process's step; it does not run data parallel yet")
@@ -63,7 +65,9 @@ class DataParallelTrainer(Trainer):
         n = int((targets != pad).sum())
         self.model.train()
         loss = self.model.loss(idx, targets, mask, backward=True)
+        t0 = time.perf_counter()
         total, (loss_sum,) = self.data_parallel.allreduce_grads(weight=n, extra=[loss * n])
+        self.comm_seconds += time.perf_counter() - t0
         if self.hp["grad_clip"]:
             clip_grad_norm(self.model, self.hp["grad_clip"])
         self.opt.lr = self.lr_at(self.step)

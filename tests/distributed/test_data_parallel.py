@@ -28,7 +28,8 @@ def _need_mpi():
 
 
 def _env():
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    path = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])   # (the stand-in's)
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     for var in D.comm.WORLD_SIZE_VARS:       # a test run under a launcher starts its own jobs
         env.pop(var, None)
     return env
@@ -232,3 +233,49 @@ def test_nccl_world_of_one_trains_as_one_process(tmp_path):
         tr.fit(progress=False)
         runs.append({k: cupy.asnumpy(v) for k, v in model.state_dict().items()})
     assert_same(*runs, rtol=1e-12)
+
+
+NCCL_JOB = """
+import numpy as np, cupy
+import graphdiff.distributed as D
+from graphdiff.lm.checkpoint import build_model
+from graphdiff.lm.tokenizers import CharTokenizer
+from graphdiff.lm.train import Trainer, prepare_data
+comm = D.communicator(backend="cupy")                 # auto under mpiexec with backend cupy: NCCL
+assert comm.name == "nccl" and comm.size == 2, (comm.name, comm.size)
+text = "\\n".join(f"line {i} of the corpus, with words" for i in range(200))
+tok = CharTokenizer.train(text)
+train, val = prepare_data([text], tok)
+cfg = dict(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=8, pad_id=tok.pad_id, seed=1)
+hp = dict(steps=5, batch_size=4, eval_every=5, eval_batches=1)
+model = build_model("gpt", cfg, backend="cupy", dtype="float64")
+D.DataParallelTrainer(model, tok, train, val, comm=comm, **hp).fit(progress=False)
+two = {k: cupy.asnumpy(v) for k, v in model.state_dict().items()}
+if comm.rank == 0:
+    model = build_model("gpt", cfg, backend="cupy", dtype="float64")
+    Trainer(model, tok, train, val, **hp).fit(progress=False)
+    one = {k: cupy.asnumpy(v) for k, v in model.state_dict().items()}
+    print("max relative difference", max(np.abs(one[k] - two[k]).max() / np.abs(one[k]).max() for k in one))
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_nccl_two_ranks_equal_one_process(work):
+    """Two ranks through NCCL: on the stand-in, modelled over MPI (see cupy_standin/cupy/_nccl.py); on a
+    machine with two GPUs, real NCCL."""
+    cupy = pytest.importorskip("cupy")
+    _need_mpi()
+    if os.environ.get("GRAPHDIFF_CUPY_STANDIN") != "1" and cupy.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("two NCCL ranks need two GPUs")
+    script = work / "nccl_job.py"
+    script.write_text(NCCL_JOB)
+    if os.environ.get("GRAPHDIFF_CUPY_STANDIN") == "1":     # a machine with one GPU: rank 1 has none
+        r = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, str(script)], cwd=work,
+                           env=dict(_env(), GRAPHDIFF_STANDIN_GPUS="1"), capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "start at most 1 rank(s) per machine for NCCL" in r.stderr, r.stderr
+    r = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, str(script)], cwd=work,
+                       env=dict(_env(), GRAPHDIFF_STANDIN_GPUS="2"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    diff = float(r.stdout.split("max relative difference")[1])
+    assert diff <= 1e-10

@@ -26,7 +26,7 @@ class runtime:  # noqa: N801  (a module in CuPy)
 
     @staticmethod
     def getDeviceCount():  # noqa: N802
-        return 1
+        return device_count()
 
     @staticmethod
     def getDeviceProperties(device):  # noqa: N802
@@ -35,6 +35,14 @@ class runtime:  # noqa: N801  (a module in CuPy)
     @staticmethod
     def runtimeGetVersion():  # noqa: N802
         return 12080
+
+
+def device_count():
+    """The devices the stand-in models: $GRAPHDIFF_STANDIN_GPUS (default 1), so that a job of several ranks
+    on one machine (one GPU each, as NCCL wants) can be modelled; all of them are the host."""
+    import os
+    value = os.environ.get("GRAPHDIFF_STANDIN_GPUS", "1")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
 class Device:
@@ -46,8 +54,8 @@ class Device:
             _refuse("cudaDeviceSynchronize")
 
     def use(self):
-        """Make this the current device (the stand-in has device 0 only)."""
-        if self.id != 0:
+        """Make this the current device (checked against device_count(); the work still runs on the host)."""
+        if not 0 <= self.id < device_count():
             raise CUDARuntimeError("cudaErrorInvalidDevice: invalid device ordinal")
         return self
 
