@@ -68,7 +68,7 @@ class SingleCommunicator:
 
     def abort(self, code=1):
         sys.stderr.flush()
-        os._exit(code)
+        raise SystemExit(code)
 
 
 def _mpi():

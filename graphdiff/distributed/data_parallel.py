@@ -13,7 +13,7 @@ import json
 import numpy as np
 
 from ..backend import backend_of
-from ..nn.optim import _named
+from ..nn.optim import Optimizer
 from .comm import DistributedError, communicator
 
 
@@ -25,7 +25,7 @@ class DataParallel:
     """
 
     def __init__(self, params, comm=None):
-        self.params = _named(params)
+        self.params = Optimizer(params, 0.0).params    # (name, Parameter) pairs, each once
         self.comm = comm if comm is not None else communicator()
 
     def groups(self):
