@@ -29,9 +29,11 @@ class DataParallelTrainer(Trainer):
         self.comm = comm
         self.data_parallel = None          # set by start(), at the first step
         self.comm_seconds = 0.0            # time in the gradient all-reduce (waiting for the slowest rank too)
+        self.cuda_graph_asked = False
 
     def use_cuda_graph(self, warmup=2):
-        raise ValueError("--cuda-graph records one process's step; it does not run data parallel yet")
+        """Not data parallel yet: noted here, refused by start() on every rank together (DistributedError)."""
+        self.cuda_graph_asked = True
 
     def start(self):
         """Once, before the first step: the ranks check that they agree (model, corpus, vocabulary, settings,
@@ -43,7 +45,10 @@ class DataParallelTrainer(Trainer):
         comm, m = self.comm, self.model
         check_agreement(comm, **{"model config": [m.kind, m.config, m.dtype], "corpus": self.fingerprint,
                                  "vocabulary": self.tokenizer.to_dict(), "training settings": self.hp,
-                                 "step (of the checkpoint)": self.step})
+                                 "step (of the checkpoint)": self.step, "--cuda-graph flag": self.cuda_graph_asked})
+        if self.cuda_graph_asked:
+            raise DistributedError("--cuda-graph records one process's training step; it does not run data "
+                                   "parallel yet: leave it out on several ranks")
         B = self.hp["batch_size"]
         if B % comm.size:
             raise DistributedError(f"--batch-size {B} (the global batch) does not divide over {comm.size} ranks; "
@@ -84,14 +89,16 @@ class DataParallelTrainer(Trainer):
         if self._rank() == 0:
             super().save(path)
 
+    def agreed(self, value):
+        """Rank 0's value (broadcast: with a time limit, one small broadcast per step besides the all-reduce),
+        so that rank 0's clock decides when every rank stops and how long the fitted schedule is."""
+        return self.comm.bcast_obj(value) if self.comm is not None and self.comm.size > 1 else value
+
     def fit(self, steps=None, time_limit=None, checkpoint=None, save_every=None, progress=True,
             log=None, on_eval=None, fit_schedule=False):
-        """Trainer.fit on every rank; rank 0 alone shows progress, logs, calls on_eval and saves. A time limit
-        is refused on several ranks (each would stop at its own step)."""
+        """Trainer.fit on every rank; rank 0 alone shows progress, logs, calls on_eval and saves; rank 0's
+        clock decides a time limit's end (agreed)."""
         self.start()
-        if time_limit is not None and self.comm.size > 1:
-            raise DistributedError("--time-limit stops each rank by its own clock, so the ranks would stop at "
-                                   "different steps; give --steps on several ranks")
         if self.comm.rank > 0:
             progress, log, on_eval, checkpoint = False, None, None, None
         return super().fit(steps, time_limit, checkpoint, save_every, progress, log, on_eval, fit_schedule)

@@ -118,7 +118,7 @@ class Trainer:
         recent = []
         try:
             while self.step < steps:
-                if time_limit is not None and time.perf_counter() - t0 >= time_limit:
+                if time_limit is not None and self.agreed(time.perf_counter() - t0 >= time_limit):
                     break
                 ts = time.perf_counter()
                 loss, ntok = self.train_step()
@@ -131,8 +131,8 @@ class Trainer:
                          "time": round(self.elapsed, 3), "tokens_per_s": round(tps, 1)}
                 self.history.append(entry)
                 if fit_schedule and time_limit is not None and len(recent) == FIT_AFTER:
-                    steps = self.hp["steps"] = self.step + max(1, int((time_limit - (time.perf_counter() - t0))
-                                                                      / (sum(d for _, d in recent) / FIT_AFTER)))
+                    steps = self.hp["steps"] = self.agreed(self.step + max(1, int(
+                        (time_limit - (time.perf_counter() - t0)) / (sum(d for _, d in recent) / FIT_AFTER))))
                     say = bar.write if bar is not None else print
                     say(f"fitting the schedule to --time-limit {time_limit:g} s: about {steps} steps "
                         f"({1e3 * sum(d for _, d in recent) / FIT_AFTER:.0f} ms a step so far)")
@@ -159,6 +159,11 @@ class Trainer:
         if checkpoint and self.step > start_step and self.step % save_every:
             self.save(checkpoint)
         return self.history
+
+    def agreed(self, value):
+        """A decision fit() takes from a clock (stop now; the schedule's length): here the value itself; a
+        data-parallel trainer returns rank 0's, so that every rank takes the same steps."""
+        return value
 
     # --- checkpoints ------------------------------------------------------------------------------------
     def save(self, path):

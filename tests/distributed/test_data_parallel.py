@@ -279,3 +279,13 @@ def test_nccl_two_ranks_equal_one_process(work):
     assert r.returncode == 0, r.stderr
     diff = float(r.stdout.split("max relative difference")[1])
     assert diff <= 1e-10
+
+
+@pytest.mark.slow
+def test_time_limit_stops_every_rank_at_rank_0s_step(work):
+    _need_mpi()
+    args = flags("gpt", 100000, "timed/")
+    args[args.index("--steps"):args.index("--steps") + 2] = ["--time-limit", "3"]
+    r = run(args, 2, work)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("saved") == 1 and "fitting the schedule to --time-limit 3 s" in r.stdout
