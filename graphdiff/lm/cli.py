@@ -107,6 +107,10 @@ def run_train(args):
     args.comm_ = None
     if args.comm != "auto" or launched_size() > 1:
         from ..backend import current_backend_name
+        if args.comm == "nccl" and current_backend_name() != "cupy":
+            print(f"graphdiff train: --comm nccl reduces GPU arrays; add --backend cupy, or use --comm mpi for "
+                  f"the {current_backend_name()} backend", file=sys.stderr)
+            return 2
         try:
             args.comm_ = communicator(args.comm, backend=current_backend_name())
         except DistributedError as e:
