@@ -289,3 +289,20 @@ def test_time_limit_stops_every_rank_at_rank_0s_step(work):
     r = run(args, 2, work)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("saved") == 1 and "fitting the schedule to --time-limit 3 s" in r.stdout
+
+
+@pytest.mark.gpu
+def test_nccl_collective_that_does_not_finish_aborts_nccl():
+    cupy = pytest.importorskip("cupy")
+    comm = D.NCCLCommunicator(timeout=0.05)
+
+    class Stuck:                         # a stream whose work never finishes (a peer that died)
+        ptr, done = cupy.cuda.get_current_stream().ptr, False
+    comm.cupy = type("cupy", (), {"ndarray": cupy.ndarray, "cuda": type("cuda", (), {
+        "get_current_stream": staticmethod(lambda: Stuck())})})
+    t0 = time.monotonic()
+    with pytest.raises(D.DistributedError, match="did not finish in 0.05 s"):
+        comm.allreduce_sum(cupy.asarray(np.ones(3)))
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(cupy.cuda.nccl.NcclError):     # NCCL was aborted: the communicator is unusable
+        comm.comm.check_async_error()
