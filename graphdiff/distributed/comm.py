@@ -34,6 +34,7 @@ class DistributedError(RuntimeError):
 # MVAPICH, Slurm's srun: SLURM_STEP_NUM_TASKS is set inside an srun step only, not in the batch script)
 WORLD_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
 KINDS = ("auto", "single", "mpi", "nccl")
+ABORT_DRAIN = 0.5      # seconds a failing rank waits between printing its error and MPI_Abort
 
 
 def launched_size():
@@ -131,6 +132,7 @@ class MPICommunicator:
     def abort(self, code=1):
         sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(ABORT_DRAIN)          # mpiexec forwards this rank's last output before it kills the job
         self.comm.Abort(code)
 
 
