@@ -93,10 +93,50 @@ def add_train_arguments(p):
     p.add_argument("--cuda-graph", action="store_true",
                    help="record the training step once as a CUDA graph and replay it, one launch per step "
                         "(backend cupy, dropout 0; the same numbers as without; default: off)")
+    p.add_argument("--comm", choices=("auto", "single", "mpi", "nccl"), default="auto",
+                   help="data-parallel communicator: under mpiexec/srun (several ranks), auto is nccl for "
+                        "--backend cupy and mpi otherwise; --batch-size is then the global batch, divided over "
+                        "the ranks (default: auto)")
 
 
 def run_train(args):
-    """Check the outputs, take the checkpoint's lock, then train (fresh or resumed) and save."""
+    """Train, on one process or (started by mpiexec / srun, or --comm given) data parallel on several: then a
+    refusal the ranks decide together (they disagree, the batch does not divide) is one line from rank 0,
+    and an error on one rank alone ends the whole job (MPI abort) instead of leaving the others waiting."""
+    from ..distributed.comm import DistributedError, communicator, launched_size
+    args.comm_ = None
+    if args.comm != "auto" or launched_size() > 1:
+        from ..backend import current_backend_name
+        if args.comm == "nccl" and current_backend_name() != "cupy":
+            print(f"graphdiff train: --comm nccl reduces GPU arrays; add --backend cupy, or use --comm mpi for "
+                  f"the {current_backend_name()} backend", file=sys.stderr)
+            return 2
+        try:
+            args.comm_ = communicator(args.comm, backend=current_backend_name())
+        except DistributedError as e:
+            print(f"graphdiff train: {e}", file=sys.stderr)
+            return 2
+    comm = args.comm_
+    if comm is None:
+        return _run_train(args)
+    if comm.rank > 0:                             # rank 0 alone prints what the run does
+        sys.stdout = open(os.devnull, "w")
+        args.sample_chars = 0
+    try:
+        rc = _run_train(args)
+    except DistributedError as e:
+        if comm.rank == 0:
+            print(f"graphdiff train: {e}", file=sys.stderr)
+        return 2
+    if rc and comm.size > 1:
+        print(f"graphdiff train: rank {comm.rank} of {comm.size} stopped (exit code {rc}); ending the job",
+              file=sys.stderr, flush=True)
+        comm.abort(rc)
+    return rc
+
+
+def _run_train(args):
+    """Check the outputs, take the checkpoint's lock (rank 0), then train (fresh or resumed) and save."""
     from ..nn.serialization import CheckpointError, OutputError, check_writable
     from .data import CorpusError
     from .tokenizers import TokenizerError
@@ -117,6 +157,8 @@ def run_train(args):
         check_writable(args.out, "checkpoint (--out)")
         if args.log:
             check_writable(args.log, "log (--log)")
+        if args.comm_ is not None and args.comm_.rank > 0:
+            return _train(args)                   # rank 0 holds the lock for the job
         with checkpoint_lock(args.out):
             return _train(args)
     except (CheckpointError, CorpusError, TokenizerError, OutputError) as e:
@@ -176,6 +218,9 @@ def _train(args):
     from .data import load_corpus
     from .checkpoint import build_model, check_resume_settings, load_checkpoint, tokenizer_path
     from .train import TRAIN_DEFAULTS, Trainer, eval_line, init_trainer, prepare_data
+    cls = Trainer
+    if args.comm_ is not None:
+        from ..distributed.train import DataParallelTrainer as cls
     docs, desc = load_corpus(args.corpus)
     print(f"corpus: {desc}")
     given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
@@ -188,14 +233,14 @@ def _train(args):
             print(f"graphdiff train: {error}", file=sys.stderr)
             return 2
         train, val = prepare_data(docs, tok)
-        trainer = Trainer.resume(args.out, train, val, **given)
+        trainer = cls.resume(args.out, train, val, **given)
         for k, (old, new) in trainer.changed.items():
             print(f"graphdiff train: warning: resuming with --{k.replace('_', '-')} {new} (the checkpoint "
                   f"used {old})", file=sys.stderr)
         print(f"resumed {args.out} at step {trainer.step}")
     elif args.init:
         trainer, meta = init_trainer(args.init, docs, settings={k: getattr(args, k) for k in MODEL_DEFAULTS},
-                                     **given)
+                                     trainer_class=cls, **given)
         tok = trainer.tokenizer
         error = check_model_flags(trainer.model.kind, args)
         if error:
@@ -224,7 +269,9 @@ def _train(args):
             print(f"graphdiff train: {e}", file=sys.stderr)
             return 2
         train, val = prepare_data(docs, tok)
-        trainer = Trainer(model, tok, train, val, **given)
+        trainer = cls(model, tok, train, val, **given)
+    if args.comm_ is not None:
+        trainer.comm = args.comm_
     if args.cuda_graph:
         from ..errors import GraphError
         try:

@@ -118,7 +118,7 @@ class Trainer:
         recent = []
         try:
             while self.step < steps:
-                if time_limit is not None and time.perf_counter() - t0 >= time_limit:
+                if time_limit is not None and self.agreed(time.perf_counter() - t0 >= time_limit):
                     break
                 ts = time.perf_counter()
                 loss, ntok = self.train_step()
@@ -131,8 +131,8 @@ class Trainer:
                          "time": round(self.elapsed, 3), "tokens_per_s": round(tps, 1)}
                 self.history.append(entry)
                 if fit_schedule and time_limit is not None and len(recent) == FIT_AFTER:
-                    steps = self.hp["steps"] = self.step + max(1, int((time_limit - (time.perf_counter() - t0))
-                                                                      / (sum(d for _, d in recent) / FIT_AFTER)))
+                    steps = self.hp["steps"] = self.agreed(self.step + max(1, int(
+                        (time_limit - (time.perf_counter() - t0)) / (sum(d for _, d in recent) / FIT_AFTER))))
                     say = bar.write if bar is not None else print
                     say(f"fitting the schedule to --time-limit {time_limit:g} s: about {steps} steps "
                         f"({1e3 * sum(d for _, d in recent) / FIT_AFTER:.0f} ms a step so far)")
@@ -159,6 +159,11 @@ class Trainer:
         if checkpoint and self.step > start_step and self.step % save_every:
             self.save(checkpoint)
         return self.history
+
+    def agreed(self, value):
+        """A decision fit() takes from a clock (stop now; the schedule's length): here the value itself; a
+        data-parallel trainer returns rank 0's, so that every rank takes the same steps."""
+        return value
 
     # --- checkpoints ------------------------------------------------------------------------------------
     def save(self, path):
@@ -241,7 +246,7 @@ def _set_rng_state(engine_rng, state):
     engine_rng.state = state
 
 
-def init_trainer(path, docs, backend=None, settings=None, **hp):
+def init_trainer(path, docs, backend=None, settings=None, trainer_class=None, **hp):
     """Fine-tuning: a fresh Trainer (step 0, new AdamW state, this run's hp) for the pre-trained model and
     the tokenizer of a checkpoint, on new documents (text, tokenized here with that tokenizer).
 
@@ -249,6 +254,7 @@ def init_trainer(path, docs, backend=None, settings=None, **hp):
         path: the pre-trained checkpoint.  docs: the new corpus's documents (str).
         settings: model/tokenizer settings given for this run (INIT_FIXED keys; None: not given); any that
             differ from the checkpoint's are a CheckpointError.
+        trainer_class: the class of the Trainer made (default Trainer; e.g. a data-parallel one).
     Returns (trainer, the checkpoint's metadata).
     """
     path = os.fspath(path)
@@ -265,7 +271,7 @@ def init_trainer(path, docs, backend=None, settings=None, **hp):
             f"cannot fine-tune {path!r} on this corpus: characters {bad[:10]!r} are not in the vocabulary of "
             f"its character tokenizer ({tok.vocab_size - 1} characters), which --init keeps; remove them from "
             "the corpus, or pre-train the checkpoint with --tokenizer bpe (byte level, covers any text)") from None
-    return Trainer(model, tok, train, val, **hp), meta
+    return (trainer_class or Trainer)(model, tok, train, val, **hp), meta
 
 
 FIT_AFTER = 5            # steps timed before fit_schedule sets the schedule's length

@@ -125,6 +125,13 @@ class ndarray:
     size = property(lambda self: self._a.size)
     nbytes = property(lambda self: self._a.nbytes)
     itemsize = property(lambda self: self._a.itemsize)
+    flags = property(lambda self: self._a.flags)
+
+    @property
+    def data(self):
+        """CuPy's MemoryPointer of the array's memory: .ptr is its address (here the host address of the
+        NumPy buffer that models it, registered as device memory, so that cuda.nccl can find the array)."""
+        return cuda.MemoryPointer(self)
     T = property(lambda self: _result(lambda: self._a.T))
 
     @property

@@ -26,7 +26,7 @@ class runtime:  # noqa: N801  (a module in CuPy)
 
     @staticmethod
     def getDeviceCount():  # noqa: N802
-        return 1
+        return device_count()
 
     @staticmethod
     def getDeviceProperties(device):  # noqa: N802
@@ -37,6 +37,14 @@ class runtime:  # noqa: N801  (a module in CuPy)
         return 12080
 
 
+def device_count():
+    """The devices the stand-in models: $GRAPHDIFF_STANDIN_GPUS (default 1), so that a job of several ranks
+    on one machine (one GPU each, as NCCL wants) can be modelled; all of them are the host."""
+    import os
+    value = os.environ.get("GRAPHDIFF_STANDIN_GPUS", "1")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
 class Device:
     def __init__(self, device=0):
         self.id = device
@@ -44,6 +52,12 @@ class Device:
     def synchronize(self):
         if _CAPTURE["stream"] is not None:
             _refuse("cudaDeviceSynchronize")
+
+    def use(self):
+        """Make this the current device (checked against device_count(); the work still runs on the host)."""
+        if not 0 <= self.id < device_count():
+            raise CUDARuntimeError("cudaErrorInvalidDevice: invalid device ordinal")
+        return self
 
 
 _CAPTURE = {"stream": None, "work": None, "invalid": False}
@@ -124,6 +138,11 @@ class Stream:
     def is_capturing(self):
         return _CAPTURE["stream"] is self
 
+    @property
+    def done(self):
+        """Whether the stream's work has finished (cudaStreamQuery): here work runs when issued."""
+        return True
+
 
 Stream.null = Stream(null=True)
 _CURRENT = [Stream.null]
@@ -184,3 +203,25 @@ def using_allocator(allocator=None):
 
 def is_available():
     return True
+
+
+_DEVICE_MEMORY = {}     # address -> the stand-in array registered there by .data (a weak registry would
+                        # lose views; entries are small and replaced when the address is reused)
+
+
+class MemoryPointer:
+    """cupy.cuda.MemoryPointer of a stand-in array: .ptr, the address of its first element."""
+
+    def __init__(self, array):
+        self.ptr = array._a.__array_interface__["data"][0]
+        _DEVICE_MEMORY[self.ptr] = array
+
+
+def device_array_at(ptr):
+    """The stand-in array whose memory starts at ptr, or None (not device memory: e.g. a NumPy array's)."""
+    return _DEVICE_MEMORY.get(ptr)
+
+
+from . import _nccl as nccl  # noqa: E402  (cupy.cuda.nccl; it needs the names above)
+import sys as _sys  # noqa: E402
+_sys.modules[__name__ + ".nccl"] = nccl
