@@ -19,16 +19,22 @@ def modules():
         yield ".".join(parts[:-1] if parts[-1] == "__init__" else parts), f, parts[-1] == "__init__"
 
 
+def absolute(node, package):
+    """The module an ImportFrom node names, relative imports resolved against `package`."""
+    base = node.module or ""
+    if node.level:
+        up = package.split(".")
+        base = ".".join(up[:len(up) - node.level + 1] + ([base] if base else []))
+    return base
+
+
 def imports(name, path, is_pkg):
     """graphdiff modules that `name` imports anywhere in its file (function-level imports included)."""
     package = name if is_pkg else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                up = package.split(".")
-                base = ".".join(up[:len(up) - node.level + 1] + ([base] if base else []))
+            base = absolute(node, package)
             if base.startswith("graphdiff"):
                 for a in node.names:                # `from .. import ops` imports graphdiff.ops
                     sub = f"{base}.{a.name}"
@@ -109,10 +115,7 @@ def viz_imports(stem, path):
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                up = package.split(".")
-                base = ".".join(up[:len(up) - node.level + 1] + ([base] if base else []))
+            base = absolute(node, package)
             names = [a.name for a in node.names]
             if base == package:
                 subs = [n for n in names if (VIZ / f"{n}.py").exists()]
