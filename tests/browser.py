@@ -17,6 +17,13 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1600,1000"]
 
 
+def missing(what, ci_fix):
+    """A test needs `what`, which is missing: skip here, fail in CI (CI=true), where `ci_fix` provides it."""
+    if IN_CI:
+        pytest.fail(f"{what} is missing in CI; {ci_fix}")
+    pytest.skip(f"{what} is not installed")
+
+
 @pytest.fixture
 def browser():
     """A selenium Chrome driver on headless Chromium, with the browser console log kept."""
@@ -24,13 +31,9 @@ def browser():
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError:
-        if IN_CI:
-            pytest.fail("selenium is missing in CI; it is in the [test] extra")
-        pytest.skip("selenium is not installed")
+        missing("selenium", "it is in the [test] extra")
     if not (CHROMIUM and DRIVER):
-        if IN_CI:
-            pytest.fail("chromium / chromedriver are missing in CI; .ci/run installs chromium chromium-driver")
-        pytest.skip("chromium and chromedriver are not installed")
+        missing("chromium and chromedriver", ".ci/run installs chromium chromium-driver")
     profile = tempfile.mkdtemp(prefix="graphdiff-chromium-")
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM

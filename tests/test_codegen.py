@@ -2,7 +2,6 @@
 literal trace of Version A or B (same edges, same order, same sums), and what cannot be traced is refused."""
 import math
 
-import numpy as np
 import pytest
 
 import graphdiff as gd

@@ -2,8 +2,6 @@
 os.PathLike, models called on array-likes, one model called twice in a loss, parameters in expressions, and
 Nodes that NumPy can read. Gradients are checked against PyTorch (CPU) in float64."""
 import json
-import os
-import pathlib
 import signal
 import subprocess
 import sys

@@ -25,7 +25,7 @@ from graphdiff.lm.unrolled import unroll
 from graphdiff.viz import gallery
 from graphdiff.viz.explorer import ExplorerUnavailable, PortInUse, export_graph, free_port, to_model_explorer
 from graphdiff.viz.graphs import backward_graph, is_backward, select
-from tests.browser import IN_CI, browser  # noqa: F401 (fixture)
+from tests.browser import browser, missing  # noqa: F401 (fixture)
 
 
 def need_explorer():
@@ -33,9 +33,7 @@ def need_explorer():
     try:
         import model_explorer
     except ImportError:
-        if IN_CI:
-            pytest.fail('ai-edge-model-explorer is missing in CI; .ci/run installs the [explore] extra')
-        pytest.skip('the [explore] extra (ai-edge-model-explorer) is not installed')
+        missing("the [explore] extra (ai-edge-model-explorer)", ".ci/run installs it")
     return model_explorer
 
 

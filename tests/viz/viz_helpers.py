@@ -1,16 +1,14 @@
 """Shared helpers for the viz tests: renderers, awkward names, the small hand-counted graphs."""
-import os
 import shutil
 import xml.etree.ElementTree as ET
 
 import numpy as np
-import pytest
 
 import graphdiff as gd
 from graphdiff.viz import gallery
 from graphdiff.viz.renderer import find_renderer
+from tests.browser import missing
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
 SVG = "{http://www.w3.org/2000/svg}"
 # every character that could break DOT text, an HTML-like label, a record label or the SVG
 AWKWARD = 'q"uote <lt> >gt {brace} |pipe\\back\\slash\nnew\tline é ünï 日本 ✓ & amp; \\N \\G \\l \x01'
@@ -19,9 +17,7 @@ AWKWARD = 'q"uote <lt> >gt {brace} |pipe\\back\\slash\nnew\tline é ünï 日本
 def need_renderer(name):
     """Skip when the renderer is missing, except in CI, where .ci/run installs both."""
     if find_renderer(name) is None:
-        if IN_CI:
-            pytest.fail(f"renderer {name!r} is missing in CI; .ci/run must install it")
-        pytest.skip(f"renderer {name!r} is not installed")
+        missing(f"renderer {name!r}", ".ci/run must install it")
 
 
 def svg_texts(path):
