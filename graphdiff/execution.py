@@ -15,7 +15,7 @@ from functools import partial, wraps
 
 import numpy as np
 
-from . import codegen
+from . import batched, codegen
 from .backend import SCALAR
 from .errors import GraphError, NonFiniteError, ShapeError
 from .graph import Node, describe
@@ -258,8 +258,8 @@ def runs_on_floats(graph, order):
 
 def _float_forward(graph, st, kept, stamp, resample):
     """The forward on Python floats: the steps one by one, or, once this order has run a few times, one
-    compiled function (codegen)."""
-    run = compiled_after(kept.compiled, "forward", codegen.compile_forward, kept.nodes)
+    compiled function (batched.py's groups for a big, wide graph, else codegen's straight-line Python)."""
+    run = compiled_after(kept.compiled, "forward", batched.forward_run, kept.nodes)
     if run:
         for n, v in zip(kept.ops, run(kept.nodes)):
             n.out, n.stamp = v, stamp
@@ -273,11 +273,12 @@ def _float_forward(graph, st, kept, stamp, resample):
 
 
 def compiled_after(counts, key, build, *args):
-    """The compiled function kept in counts[key], compiled on the COMPILE_AFTER-th call; None before that
-    (counts[key] counts the calls), False when it cannot be compiled."""
+    """The compiled function kept in counts[key]: build(calls, *args) on each call until it gives one, or
+    False (it cannot be compiled); before that it gives None (not yet) and counts[key] counts the calls."""
     got = counts.get(key, 0)
     if isinstance(got, int):
-        got = counts[key] = got + 1 if got + 1 < codegen.COMPILE_AFTER else codegen.compile_or_none(build, *args)
+        built = build(got + 1, *args)
+        got = counts[key] = got + 1 if built is None else built
     return None if isinstance(got, int) else got
 
 
