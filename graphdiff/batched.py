@@ -41,7 +41,8 @@ from . import codegen
 from .backend import SCALAR, get_backend
 
 BATCH_MIN_NODES = 5_000     # smaller graphs: codegen (its compile time is small, its runs fast enough)
-BATCH_MIN_WIDTH = 24        # op nodes per group (level, op) needed: each group costs a few NumPy calls
+BATCH_MIN_WIDTH = 32        # op nodes per group (level, op) needed: a group costs some 5 to 15 us, a node of
+#                             codegen some 0.1 us a run (but 40 to 70 us to compile, and it compiles later)
 BATCH_AFTER = 1             # the run that builds it: building costs less than one interpreted run
 PROBE = 10_000              # a graph still this thin after this many nodes of its order is a chain: stop
 REDUCTIONS = ("add_n", "sum", "mean", "max")    # besides the elementwise ops: rules that serve 0-d values
