@@ -24,8 +24,8 @@ import numpy as np
 from . import batched
 from .backend import SCALAR
 from .errors import DTypeError, GraphError, NonFiniteError, ShapeError
-from .execution import (FLOATS, SCALAR_FAILS, as_arrays, check_member, compiled_after, gc_paused, ranges,
-                        state)
+from .execution import (FLOATS, SCALAR_FAILS, as_arrays, check_member, compiled_after, gc_paused, order_of,
+                        ranges, state)
 from .graph import Node, describe
 from .ops import NODES, add_n
 from .plans import bound_rules, check_current, plan_for
@@ -341,8 +341,9 @@ def float_backward(plan, variant, seed, kept, emit, retain_grads, residuals):
     loop = LOOPS[variant]
     compiled = None
     if emit is None:
+        forward = order_of(state(plan.y.graph), plan.order).compiled.get("forward")    # (its layout)
         compiled = compiled_after(plan.compiled, (variant, retain_grads), batched.backward_run, plan, loop,
-                                  variant, kept)
+                                  variant, kept, forward)
     events = []                                 # held back until the float run succeeds
     try:
         if compiled:

@@ -144,7 +144,9 @@ class Forward:
     compile_forward's contract). Leaves are read from the nodes; op nodes' values come from the groups."""
 
     def __init__(self, lay):
+        self.layout = lay                       # for the backward of the same order (backward_run)
         self.size = len(lay.order)
+        self.last, self.clock = None, None
         self.leaf_pos = np.flatnonzero(lay.kind == 0)
         self.leaves = [lay.order[k] for k in self.leaf_pos.tolist()]
         self.op_pos = np.flatnonzero(lay.kind)
@@ -154,12 +156,19 @@ class Forward:
             self.steps.append((partial(spec.forward, VECTOR, **dict(attrs)), ks, lay.inputs(ks)))
 
     def values(self):
-        """The value vector of a run: every node's value, by position in order."""
+        """The value vector of a run: every node's value, by position in order. Kept as `last`, with the
+        graph's clock then: while the clock stands still no leaf was fed or assigned since (each such change
+        ticks it), so a backward whose staleness check passed may read these values instead of the nodes'."""
         vals = np.empty(self.size)
         vals[self.leaf_pos] = np.fromiter((n.out for n in self.leaves), dtype=np.float64, count=len(self.leaves))
         for fn, out, ins in self.steps:
             vals[out] = fn(*vals[ins])
+        self.last, self.clock = vals, self.layout.order[0].graph.clock
         return vals
+
+    def current(self):
+        """The values of the last run, or None where a leaf may have changed since."""
+        return self.last if self.clock == self.layout.order[0].graph.clock else None
 
     def __call__(self, nodes):
         return self.values()[self.op_pos].tolist()
@@ -169,7 +178,8 @@ class Backward:
     """The backward of a plan as groups, for one variant: run(nodes, seed) -> {node: adjoint} for the nodes of
     kept with an adjoint (codegen's compile_backward's contract). Values are read from the nodes."""
 
-    def __init__(self, plan, variant, kept, lay):
+    def __init__(self, plan, variant, kept, lay, forward=None):
+        self.forward = forward                  # the batched Forward of the same order: its values
         pos = lay.pos
         self.size, self.variant, self.y = len(lay.order), variant, pos[plan.y]
         # the plan's edges (u, slot i) in the order the variant visits them
@@ -213,7 +223,9 @@ class Backward:
         self.held_pos = np.array([pos[n] for n in self.held], dtype=np.intp)
 
     def __call__(self, nodes, seed):
-        vals = np.fromiter((n.out for n in nodes), dtype=np.float64, count=self.size)
+        vals = None if self.forward is None else self.forward.current()
+        if vals is None:
+            vals = np.fromiter((n.out for n in nodes), dtype=np.float64, count=self.size)
         if self.variant == "parents":
             adj = np.full(self.size, -0.0)      # -0.0 + c is c, for every c (0.0 + -0.0 is 0.0)
             adj[self.y] = seed
@@ -254,12 +266,16 @@ def compile_forward(order):
     return run if suits(order, len(run.op_pos), len(run.steps)) else False
 
 
-def compile_backward(plan, variant, kept):
-    """The batched backward of plan for variant, or False where it does not suit."""
-    lay = layout(plan.order)
-    if lay is None:
-        return False
-    run = Backward(plan, variant, kept, lay)
+def compile_backward(plan, variant, kept, forward=None):
+    """The batched backward of plan for variant, or False where it does not suit. forward: the batched Forward
+    of plan.order, if any (it lends its layout and the values of its runs)."""
+    if forward is None:
+        lay = layout(plan.order)
+        if lay is None:
+            return False
+    else:
+        lay = forward.layout
+    run = Backward(plan, variant, kept, lay, forward)
     return run if suits(plan.order, run.edges, len(run.steps)) else False
 
 
@@ -273,10 +289,12 @@ def forward_run(calls, order):
     return codegen.compile_or_none(codegen.compile_forward, order) if calls >= codegen.COMPILE_AFTER else None
 
 
-def backward_run(calls, plan, loop, variant, kept):
-    """The compiled backward of a float plan, as forward_run chooses (codegen's is the trace of loop)."""
+def backward_run(calls, plan, loop, variant, kept, forward=None):
+    """The compiled backward of a float plan, as forward_run chooses (codegen's is the trace of loop); forward:
+    what the engine compiled for the forward of plan.order (a batched Forward lends its layout)."""
     if calls == BATCH_AFTER and len(plan.order) >= BATCH_MIN_NODES:
-        run = compile_backward(plan, variant, kept)
+        same = isinstance(forward, Forward) and forward.layout.order is plan.order
+        run = compile_backward(plan, variant, kept, forward if same else None)
         if run:
             return run
     if calls < codegen.COMPILE_AFTER:
