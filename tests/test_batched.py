@@ -173,6 +173,25 @@ def test_inf_and_nan_as_on_numpy(anywhere, variant, monkeypatch):
     np.testing.assert_allclose(grads, want_grads, rtol=1e-12)
 
 
+@pytest.mark.parametrize("variant", gd.VARIANTS)
+def test_the_backward_reads_the_forwards_values_only_while_no_leaf_changed(anywhere, variant):
+    """The batched backward of y reads its forward's value vector while the graph's clock stands still; after
+    a feed (here followed by a forward of every node, through another order) it reads the nodes' values."""
+    g, xs, values, y = random_dag(2)
+    g.forward(values, outputs=y)
+    g.backward(y, variant=variant)
+    forward, backward = compiled(g, y, variant)
+    assert backward.forward is forward and forward.current() is not None
+    moved = {x: v * 0.5 - 0.2 for x, v in values.items()}
+    g.forward(moved)                                    # outputs=None: graph.nodes, another order
+    assert forward.current() is None
+    g.backward(y, variant=variant)
+    got = [float(x.grad) for x in xs]
+    h, hxs, _, hy = random_dag(2)
+    _, want = interpreted(h, hxs, {hx: moved[x] for hx, x in zip(hxs, xs)}, hy, variant)
+    close(got, [want[hx] for hx in hxs])
+
+
 def test_staleness_is_refused_after_a_batched_forward(anywhere):
     g, xs, values, y = random_dag(1)
     other = gd.tanh(xs[0] * xs[1])
