@@ -244,7 +244,7 @@ class Backward:
                 contrib[ids] = _contributions(pullback, us, ins, used, vals, adj)
             for _, heads, lo, hi, starts in sums[k:]:           # the leaves (and inputs no step reads)
                 adj[heads] = np.add.reduceat(contrib[lo:hi], starts)
-        return dict(zip(self.held, adj[self.held_pos].tolist()))
+        return dict(zip(self.held, adj[self.held_pos]))       # NumPy float64s, as the engine hands out
 
 
 def _contributions(pullback, us, ins, used, vals, adj):
