@@ -123,7 +123,10 @@ def layout(order):
             if d > top:
                 top = d
             key = (n.spec, len(ps), tuple(sorted(n.attrs.items())) if n.attrs else ())
-            kid = kinds.get(key)
+            try:
+                kid = kinds.get(key)
+            except TypeError:                   # an attribute that cannot be a key: no group to share
+                return None
             if kid is None:
                 kid = kinds[key] = len(kinds) + 1
             kind.append(kid)

@@ -13,7 +13,8 @@ from graphdiff.backend import SCALAR
 from graphdiff.errors import GraphError, ShapeError
 from graphdiff.ops.registry import REGISTRY, VOCABULARY
 
-UNARY = ("tanh", "sigmoid", "exp_tanh", "neg", "relu", "softsqrt")
+UNARY = ("tanh", "sigmoid", "exp_tanh", "neg", "relu", "softsqrt", "gelu", "gelu_tanh", "erf", "softlog", "abs",
+         "sum", "mean", "max")
 BINARY = ("add", "sub", "mul", "square", "div", "max", "min", "pow")
 
 
@@ -26,7 +27,7 @@ def random_dag(seed, leaves=12, layers=8, width=40, smooth=False):
     xs = [g.input(f"x{k}", (), requires_grad=True) for k in range(leaves)]
     values = {x: float(v) for x, v in zip(xs, rng.uniform(-1.5, 1.5, leaves))}
     pool = list(xs)
-    unary = [u for u in UNARY if not (smooth and u == "relu")]
+    unary = [u for u in UNARY if not (smooth and u in ("relu", "abs", "max"))]
     binary = [b for b in BINARY if not (smooth and b in ("max", "min"))]
     for _ in range(layers):
         layer = []
@@ -41,7 +42,10 @@ def random_dag(seed, leaves=12, layers=8, width=40, smooth=False):
             elif kind == "unary":
                 a, op = pick(), unary[int(rng.integers(len(unary)))]
                 node = {"tanh": gd.tanh, "sigmoid": gd.sigmoid, "exp_tanh": lambda v: gd.exp(gd.tanh(v)),
-                        "neg": lambda v: -v, "relu": gd.relu, "softsqrt": lambda v: gd.sqrt(v * v + 1.0)}[op](a)
+                        "neg": lambda v: -v, "relu": gd.relu, "softsqrt": lambda v: gd.sqrt(v * v + 1.0),
+                        "gelu": gd.gelu, "gelu_tanh": lambda v: gd.gelu(v, approximate="tanh"), "erf": gd.erf,
+                        "softlog": lambda v: gd.log(v * v + 1.0), "abs": gd.abs, "sum": gd.sum, "mean": gd.mean,
+                        "max": gd.max}[op](a)
             else:
                 a, b, op = pick(), pick(), binary[int(rng.integers(len(binary)))]
                 node = {"add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b, "square": lambda: a * a,
