@@ -15,7 +15,7 @@ from functools import partial, wraps
 
 import numpy as np
 
-from . import batched, codegen
+from . import batched
 from .backend import SCALAR
 from .errors import GraphError, NonFiniteError, ShapeError
 from .graph import Node, describe
@@ -55,7 +55,7 @@ class Order:
     with residuals and random nodes (built when first asked for); floats: scalar_graph of it (None until
     known); scalar_leaves: the leaves a float run may leave as Python floats; steps: (backend name, check)
     -> the bound forward steps, or False after their first use (_steps); shapes_ok: backends whose run of
-    it passed the shape check; compiled: codegen's compile count or function (compiled_after)."""
+    it passed the shape check; compiled: the compile count or compiled function (compiled_after)."""
 
     __slots__ = ("nodes", "_leaves", "_ops", "_keepers", "_random", "scalar_leaves", "floats", "steps", "shapes_ok",
                  "compiled")
@@ -257,8 +257,8 @@ def runs_on_floats(graph, order):
 
 
 def _float_forward(graph, st, kept, stamp, resample):
-    """The forward on Python floats: the steps one by one, or, once this order has run a few times, one
-    compiled function (batched.py's groups for a big, wide graph, else codegen's straight-line Python)."""
+    """The forward on Python floats: the steps one by one, or one compiled function: batched.py's groups for
+    a big, wide graph (from its first run), else codegen's straight-line Python (from its third)."""
     run = compiled_after(kept.compiled, "forward", batched.forward_run, kept.nodes)
     if run:
         for n, v in zip(kept.ops, run(kept.nodes)):
