@@ -95,6 +95,8 @@ class Layout:
 
     def groups(self, members, *keys):
         """members split by (level, kind, *keys), levels ascending; each group's members in order."""
+        if not len(members):
+            return [], []
         key = self.level[members] * (len(self.kinds) + 1) + self.kind[members]
         for k in keys:
             key = key * (int(k.max()) + 1) + k

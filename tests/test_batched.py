@@ -196,6 +196,19 @@ def test_the_backward_reads_the_forwards_values_only_while_no_leaf_changed(anywh
     close(got, [want[hx] for hx in hxs])
 
 
+@pytest.mark.parametrize("variant", gd.VARIANTS)
+def test_a_backward_with_no_edges(anywhere, variant):
+    """y a leaf (its gradient is the seed), and y a node that depends on no leaf of wrt: no group, no edge."""
+    g = gd.Graph(dtype="float64")
+    x, c = g.input("x", (), requires_grad=True), g.input("c", ())
+    y = gd.tanh(c) * 2.0
+    for _ in range(2):
+        g.forward({x: 0.5, c: 0.25}, outputs=[x, y])
+        assert float(g.backward(x, variant=variant, wrt=[x])[x]) == 1.0
+        assert float(g.backward(y, variant=variant, wrt=[x])[x]) == 0.0
+    assert isinstance(plans.plan_for(g, x, [x], variant).compiled[(variant, False)], batched.Backward)
+
+
 def test_staleness_is_refused_after_a_batched_forward(anywhere):
     g, xs, values, y = random_dag(1)
     other = gd.tanh(xs[0] * xs[1])
