@@ -575,7 +575,7 @@ class Graph:
             self._resize_for(feeds)
         numpy = self.backend.name == "numpy"
         for key, value in feeds.items():
-            node = self._fed_node(key)
+            node = key if type(key) is Node and key.graph is self and key.kind == "input" else self._fed_node(key)
             if type(value) is float and numpy and node.dtype == "float64" and node.shape == () and not node.attrs:
                 node.out = value
             else:
