@@ -254,12 +254,15 @@ class Backward:
 
 def _contributions(pullback, us, ins, used, vals, adj):
     """The group's contributions for its used slots, slot-major: the op's pullback on arrays, once per slot."""
-    m = len(us)
     rule, xs, out = pullback(vals[ins], vals[us], None)
     g = adj[us]
+    if len(used) == 1:                      # an array or a number: assignment and np.add.at broadcast it
+        return rule(used[0], g, xs, out)
     parts = [rule(i, g, xs, out) for i in used]
-    parts = [c if getattr(c, "shape", None) == (m,) else np.broadcast_to(c, (m,)) for c in parts]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    try:
+        return np.concatenate(parts)
+    except ValueError:                      # a rule gave a number for all the group's nodes
+        return np.concatenate([np.broadcast_to(c, g.shape) for c in parts])
 
 
 def compile_forward(order):

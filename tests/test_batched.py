@@ -209,6 +209,31 @@ def test_a_backward_with_no_edges(anywhere, variant):
     assert isinstance(plans.plan_for(g, x, [x], variant).compiled[(variant, False)], batched.Backward)
 
 
+@pytest.mark.parametrize("variant", gd.VARIANTS)
+def test_a_rule_may_give_one_number_for_a_whole_group(anywhere, variant):
+    """A VJP that ignores g (here: 0 for an input the op ignores) gives a 0-d value for all of a group's
+    nodes; the batched run broadcasts it beside the other slot's array. (conftest removes the op again.)"""
+    @gd.op("throwaway_first", arity=2)
+    class First:
+        """a (b ignored)"""
+        shape = gd.ops.registry.broadcast_shapes
+
+        def forward(F, a, b):
+            return a + 0.0 * b
+
+        def vjp(F, i, g, xs, out):
+            return g if i == 0 else F.where(True, 0.0, 0.0)
+
+    g = gd.Graph(dtype="float64")
+    xs = [g.input(f"x{k}", (), requires_grad=True) for k in range(40)]
+    y = gd.add_n([First.builder(a * a, gd.tanh(b)) * (k + 1.0) for k, (a, b) in enumerate(zip(xs, xs[1:] + xs[:1]))])
+    for _ in range(2):
+        g.forward({x: 0.1 * k - 2.0 for k, x in enumerate(xs)}, outputs=y)
+        g.backward(y, variant=variant)
+    assert isinstance(compiled(g, y, variant)[1], batched.Backward)
+    assert [float(x.grad) for x in xs] == pytest.approx([2 * (0.1 * k - 2.0) * (k + 1) for k in range(40)], rel=1e-14)
+
+
 def test_staleness_is_refused_after_a_batched_forward(anywhere):
     g, xs, values, y = random_dag(1)
     other = gd.tanh(xs[0] * xs[1])
