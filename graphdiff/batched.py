@@ -31,7 +31,9 @@ The choice between this and codegen: batched where a graph is big (BATCH_MIN_NOD
 per group, BATCH_MIN_WIDTH); codegen for small graphs and long thin chains, where a group would hold a
 node or two and a NumPy call costs ten times a line of Python. An op whose rule is not elementwise on 0-d
 values (anything but the elementwise ops, add_n and the reductions sum, mean and max of a 0-d value) is
-refused, and the graph goes to codegen (or is interpreted) as before.
+refused, and the graph goes to codegen (or is interpreted) as before. The forward is built on an order's
+first run (building costs less than one interpreted run), and the backward of a batched order with it,
+sharing its layout; the look at a thin graph stops early (PROBE), so a chain pays little for it.
 """
 from functools import partial
 
@@ -43,8 +45,9 @@ from .backend import SCALAR, get_backend
 BATCH_MIN_NODES = 5_000     # smaller graphs: codegen (its compile time is small, its runs fast enough)
 BATCH_MIN_WIDTH = 32        # op nodes per group (level, op) needed: a group costs some 5 to 15 us, a node of
 #                             codegen some 0.1 us a run (but 40 to 70 us to compile, and it compiles later)
-BATCH_AFTER = 1             # the run that builds it: building costs less than one interpreted run
-PROBE = 10_000              # a graph still this thin after this many nodes of its order is a chain: stop
+PROBE = (1024, 8)           # a graph with fewer than 8 nodes per level at the 1024th, 2048th, 4096th ... node of
+#                             its order is thin (a chain): the look at it stops there (a wide graph's order, a
+#                             depth-first one, shows some 20 to 90 nodes per level by its 1024th node)
 REDUCTIONS = ("add_n", "sum", "mean", "max")    # besides the elementwise ops: rules that serve 0-d values
 
 
@@ -93,6 +96,11 @@ class Layout:
         slots = np.arange(self.arity[members[0]]) if slots is None else np.asarray(slots, dtype=np.intp)
         return self.ins[self.start[members][None, :] + slots[:, None]]
 
+    def census(self):
+        """(op nodes, groups of the forward): what suits() weighs."""
+        ops = np.flatnonzero(self.kind)
+        return len(ops), len(np.unique(self.level[ops] * (len(self.kinds) + 1) + self.kind[ops]))
+
     def groups(self, members, *keys):
         """members split by (level, kind, *keys), levels ascending; each group's members in order."""
         if not len(members):
@@ -106,11 +114,11 @@ class Layout:
 
 
 def layout(order):
-    """order's Layout, or None as soon as the order turns out thin (a chain: fewer than BATCH_MIN_WIDTH
-    nodes per level after PROBE nodes) or holds an op the batched run refuses: a chain of a million nodes
-    costs a look at its start."""
+    """order's Layout, or None as soon as the order turns out thin (PROBE) or holds an op the batched run
+    refuses: a chain of a million nodes costs a look at its first 1024."""
     pos, level, kind, kinds, ins, ends = {}, [], [], {}, [], []
     top = 0
+    probe, per_level = PROBE
     for k, n in enumerate(order):
         pos[n] = k
         if n.spec is None:
@@ -134,8 +142,10 @@ def layout(order):
             kind.append(kid)
             ins += ps
         ends.append(len(ins))
-        if k == PROBE and k < BATCH_MIN_WIDTH * top:
-            return None
+        if k == probe:
+            if k < per_level * top:
+                return None
+            probe *= 2
     return Layout(order, pos, level, kind, list(kinds), ins, ends)
 
 
@@ -268,29 +278,22 @@ def _contributions(pullback, us, ins, used, vals, adj):
 def compile_forward(order):
     """The batched forward of order, or False where it does not suit (small, thin, or an op it refuses)."""
     lay = layout(order)
-    if lay is None:
-        return False
-    run = Forward(lay)
-    return run if suits(order, len(run.op_pos), len(run.steps)) else False
+    return Forward(lay) if lay is not None and suits(order, *lay.census()) else False
 
 
 def compile_backward(plan, variant, kept, forward=None):
     """The batched backward of plan for variant, or False where it does not suit. forward: the batched Forward
     of plan.order, if any (it lends its layout and the values of its runs)."""
-    if forward is None:
-        lay = layout(plan.order)
-        if lay is None:
-            return False
-    else:
-        lay = forward.layout
-    run = Backward(plan, variant, kept, lay, forward)
-    return run if suits(plan.order, run.edges, len(run.steps)) else False
+    if forward is not None:
+        return Backward(plan, variant, kept, forward.layout, forward)
+    lay = layout(plan.order)
+    return Backward(plan, variant, kept, lay) if lay is not None and suits(plan.order, *lay.census()) else False
 
 
 def forward_run(calls, order):
     """The compiled forward of a float order on its calls-th run (execution.compiled_after): batched on its
-    BATCH_AFTER-th where it suits, else codegen's on its codegen.COMPILE_AFTER-th; None: not yet; False: never."""
-    if calls == BATCH_AFTER and len(order) >= BATCH_MIN_NODES:
+    first where it suits, else codegen's on its codegen.COMPILE_AFTER-th; None: not yet; False: never."""
+    if calls == 1 and len(order) >= BATCH_MIN_NODES:
         run = compile_forward(order)
         if run:
             return run
@@ -298,13 +301,14 @@ def forward_run(calls, order):
 
 
 def backward_run(calls, plan, loop, variant, kept, forward=None):
-    """The compiled backward of a float plan, as forward_run chooses (codegen's is the trace of loop); forward:
-    what the engine compiled for the forward of plan.order (a batched Forward lends its layout)."""
-    if calls == BATCH_AFTER and len(plan.order) >= BATCH_MIN_NODES:
-        same = isinstance(forward, Forward) and forward.layout.order is plan.order
+    """The compiled backward of a float plan, as forward_run chooses (codegen's is the trace of loop): batched
+    from its first run where the forward of plan.order is batched (forward: what the engine compiled for it),
+    else tried on its codegen.COMPILE_AFTER-th, as codegen is: a graph built and run once without a forward
+    (an eager one) pays for no look at its shape."""
+    same = isinstance(forward, Forward) and forward.layout.order is plan.order
+    if same or (calls == codegen.COMPILE_AFTER and len(plan.order) >= BATCH_MIN_NODES):
         run = compile_backward(plan, variant, kept, forward if same else None)
         if run:
             return run
-    if calls < codegen.COMPILE_AFTER:
-        return None
-    return codegen.compile_or_none(codegen.compile_backward, plan, loop, kept)
+    return codegen.compile_or_none(codegen.compile_backward, plan, loop, kept) if calls >= codegen.COMPILE_AFTER \
+        else None

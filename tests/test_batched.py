@@ -139,8 +139,8 @@ def test_wrt_a_subset_and_a_leaf_y_does_not_reach(anywhere, variant):
     values[stray] = 0.5
     want_vals, want_adj = interpreted(g, xs, values, y, variant)
     wrt = xs[::3] + [stray]
+    g.forward(values, outputs=y)                       # batched: so is every plan's backward of y's order
     got = g.backward(y, variant=variant, wrt=wrt)
-    got = g.backward(y, variant=variant, wrt=wrt)      # the plan for this wrt runs batched from its first run
     backward = plans.plan_for(g, y, wrt, variant).compiled[(variant, False)]
     assert isinstance(backward, batched.Backward)
     assert set(got) == set(wrt) and float(got[stray]) == 0.0
@@ -202,7 +202,7 @@ def test_a_backward_with_no_edges(anywhere, variant):
     g = gd.Graph(dtype="float64")
     x, c = g.input("x", (), requires_grad=True), g.input("c", ())
     y = gd.tanh(c) * 2.0
-    for _ in range(2):
+    for _ in range(codegen.COMPILE_AFTER):      # no batched forward of [x]: tried when codegen would be
         g.forward({x: 0.5, c: 0.25}, outputs=[x, y])
         assert float(g.backward(x, variant=variant, wrt=[x])[x]) == 1.0
         assert float(g.backward(y, variant=variant, wrt=[x])[x]) == 0.0
@@ -234,6 +234,24 @@ def test_a_rule_may_give_one_number_for_a_whole_group(anywhere, variant):
     assert [float(x.grad) for x in xs] == pytest.approx([2 * (0.1 * k - 2.0) * (k + 1) for k in range(40)], rel=1e-14)
 
 
+def test_an_eager_graph_runs_its_backward_batched_from_codegens_run_on():
+    """No forward to lend a layout (eager nodes are computed as they are added): the backward is tried
+    batched when codegen would compile, on its COMPILE_AFTER-th run, and not before."""
+    g = gd.Graph(dtype="float64", eager=True)
+    xs = [g.param(f"x{k}", 0.01 * k) for k in range(200)]
+    hs = xs
+    for _ in range(8):
+        hs = [gd.tanh(a * b + a) for a, b in zip(hs, hs[1:] + hs[:1])]
+    y = gd.add_n(hs)
+    assert len(execution.topological_order(g, [y])) >= batched.BATCH_MIN_NODES
+    for run in range(1, codegen.COMPILE_AFTER + 1):
+        grads = g.backward(y)
+        assert isinstance(compiled(g, y, "children")[1], batched.Backward) == (run == codegen.COMPILE_AFTER)
+        if run == 1:
+            want = [float(grads[x]) for x in xs]
+    close([float(grads[x]) for x in xs], want)
+
+
 def test_staleness_is_refused_after_a_batched_forward(anywhere):
     g, xs, values, y = random_dag(1)
     other = gd.tanh(xs[0] * xs[1])
@@ -258,6 +276,7 @@ def test_the_default_choice_batched_for_big_wide_graphs_codegen_for_chains():
     while len(h.nodes) < 1.4 * batched.BATCH_MIN_NODES:
         z = gd.tanh(z) * 0.9 + x
     assert batched.compile_forward(execution.topological_order(h, [z])) is False       # big but thin
+    assert batched.layout(execution.topological_order(h, [z])) is None     # seen at its 1024th node
     for _ in range(codegen.COMPILE_AFTER):
         h.forward({x: 0.3}, outputs=z)
         h.backward(z)
