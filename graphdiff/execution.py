@@ -276,10 +276,10 @@ def compiled_after(counts, key, build, *args):
     """The compiled function kept in counts[key]: build(calls, *args) on each call until it gives one, or
     False (it cannot be compiled); before that it gives None (not yet) and counts[key] counts the calls."""
     got = counts.get(key, 0)
-    if isinstance(got, int):
+    if type(got) is int:                    # (not False, a bool: what cannot be compiled is not tried again)
         built = build(got + 1, *args)
         got = counts[key] = got + 1 if built is None else built
-    return None if isinstance(got, int) else got
+    return None if type(got) is int else got
 
 
 def _stamp_with_draws(graph, nodes, stamp, resample):

@@ -252,6 +252,20 @@ def test_an_eager_graph_runs_its_backward_batched_from_codegens_run_on():
     close([float(grads[x]) for x in xs], want)
 
 
+def test_a_wide_add_n_that_codegen_cannot_compile_is_interpreted():
+    """codegen traces add_n's rule into ((a + b) + c) ...: past some 200 inputs Python's parser refuses the
+    nesting (SyntaxError), and the graph, too small to run batched, is interpreted as a too-big one is."""
+    g = gd.Graph(dtype="float64")
+    xs = [g.input(f"x{k}", (), requires_grad=True) for k in range(300)]
+    y = gd.add_n([x * x for x in xs])
+    for _ in range(codegen.COMPILE_AFTER + 1):
+        assert float(g.forward({x: 0.5 * k for k, x in enumerate(xs)}, outputs=y)) == sum((0.5 * k) ** 2
+                                                                                          for k in range(300))
+        g.backward(y)
+    assert [float(x.grad) for x in xs] == [k * 1.0 for k in range(300)]
+    assert compiled(g, y, "children")[0] is False
+
+
 def test_staleness_is_refused_after_a_batched_forward(anywhere):
     g, xs, values, y = random_dag(1)
     other = gd.tanh(xs[0] * xs[1])
