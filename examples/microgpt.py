@@ -206,10 +206,13 @@ def linear(x, w):
 
 
 def softmax(xs):
-    """Max-subtracted softmax of a list of scalar nodes."""
-    top = xs[0]
-    for x in xs[1:]:
-        top = gd.maximum(top, x)
+    """Max-subtracted softmax of a list of scalar nodes. The max is taken pairwise, a tree of maximum nodes
+    (the same max, as many nodes as a running max, but a depth of log2(len(xs)) instead of len(xs) - 1: the
+    engine runs the nodes of a level together)."""
+    tops = list(xs)
+    while len(tops) > 1:
+        tops = [gd.maximum(a, b) for a, b in zip(tops[::2], tops[1::2])] + tops[len(tops) // 2 * 2:]
+    top = tops[0]
     exps = [gd.exp(x - top) for x in xs]
     total = gd.add_n(exps)
     return [e / total for e in exps]

@@ -21,11 +21,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import codegen
+from . import batched
 from .backend import SCALAR
 from .errors import DTypeError, GraphError, NonFiniteError, ShapeError
-from .execution import (FLOATS, SCALAR_FAILS, as_arrays, check_member, compiled_after, gc_paused, ranges,
-                        state)
+from .execution import (FLOATS, SCALAR_FAILS, as_arrays, check_member, compiled_after, gc_paused, order_of,
+                        ranges, state)
 from .graph import Node, describe
 from .ops import NODES, add_n
 from .plans import bound_rules, check_current, plan_for
@@ -335,13 +335,15 @@ def _set_grads(graph, plan, adj, retain_grads):
 
 
 def float_backward(plan, variant, seed, kept, emit, retain_grads, residuals):
-    """The backward on Python floats: the variant loop compiled into one function (codegen) or, when
-    traced, run with the float backend; None where floats meet inf or NaN (NumPy takes over)."""
+    """The backward on Python floats: the variant loop compiled (batched.py's groups for a big, wide graph,
+    else codegen's trace of the loop) or, when traced, run with the float backend; None where floats meet inf
+    or NaN (NumPy takes over)."""
     loop = LOOPS[variant]
     compiled = None
     if emit is None:
-        compiled = compiled_after(plan.compiled, (variant, retain_grads), codegen.compile_backward, plan, loop,
-                                  kept)
+        forward = order_of(state(plan.y.graph), plan.order).compiled.get("forward")    # (its layout)
+        compiled = compiled_after(plan.compiled, (variant, retain_grads), batched.backward_run, plan, loop,
+                                  variant, kept, forward)
     events = []                                 # held back until the float run succeeds
     try:
         if compiled:
@@ -356,6 +358,8 @@ def float_backward(plan, variant, seed, kept, emit, retain_grads, residuals):
         return None
     for e in events:
         emit(e)
+    if isinstance(compiled, batched.Backward):  # NumPy's float64s already
+        return adj
     return {k: np.float64(v) for k, v in adj.items()}
 
 

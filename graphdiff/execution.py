@@ -15,7 +15,7 @@ from functools import partial, wraps
 
 import numpy as np
 
-from . import codegen
+from . import batched
 from .backend import SCALAR
 from .errors import GraphError, NonFiniteError, ShapeError
 from .graph import Node, describe
@@ -55,7 +55,7 @@ class Order:
     with residuals and random nodes (built when first asked for); floats: scalar_graph of it (None until
     known); scalar_leaves: the leaves a float run may leave as Python floats; steps: (backend name, check)
     -> the bound forward steps, or False after their first use (_steps); shapes_ok: backends whose run of
-    it passed the shape check; compiled: codegen's compile count or function (compiled_after)."""
+    it passed the shape check; compiled: the compile count or compiled function (compiled_after)."""
 
     __slots__ = ("nodes", "_leaves", "_ops", "_keepers", "_random", "scalar_leaves", "floats", "steps", "shapes_ok",
                  "compiled")
@@ -257,9 +257,9 @@ def runs_on_floats(graph, order):
 
 
 def _float_forward(graph, st, kept, stamp, resample):
-    """The forward on Python floats: the steps one by one, or, once this order has run a few times, one
-    compiled function (codegen)."""
-    run = compiled_after(kept.compiled, "forward", codegen.compile_forward, kept.nodes)
+    """The forward on Python floats: the steps one by one, or one compiled function: batched.py's groups for
+    a big, wide graph (from its first run), else codegen's straight-line Python (from its third)."""
+    run = compiled_after(kept.compiled, "forward", batched.forward_run, kept.nodes)
     if run:
         for n, v in zip(kept.ops, run(kept.nodes)):
             n.out, n.stamp = v, stamp
@@ -273,12 +273,13 @@ def _float_forward(graph, st, kept, stamp, resample):
 
 
 def compiled_after(counts, key, build, *args):
-    """The compiled function kept in counts[key], compiled on the COMPILE_AFTER-th call; None before that
-    (counts[key] counts the calls), False when it cannot be compiled."""
+    """The compiled function kept in counts[key]: build(calls, *args) on each call until it gives one, or
+    False (it cannot be compiled); before that it gives None (not yet) and counts[key] counts the calls."""
     got = counts.get(key, 0)
-    if isinstance(got, int):
-        got = counts[key] = got + 1 if got + 1 < codegen.COMPILE_AFTER else codegen.compile_or_none(build, *args)
-    return None if isinstance(got, int) else got
+    if type(got) is int:                    # (not False, a bool: what cannot be compiled is not tried again)
+        built = build(got + 1, *args)
+        got = counts[key] = got + 1 if built is None else built
+    return None if type(got) is int else got
 
 
 def _stamp_with_draws(graph, nodes, stamp, resample):

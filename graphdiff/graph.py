@@ -568,12 +568,18 @@ class Graph:
         return node
 
     def feed(self, feeds):
-        """Give inputs new values: {input Node or name: array}, each checked, copied and stamped."""
+        """Give inputs new values: {input Node or name: array}, each checked, copied and stamped. A Python
+        float fed to a 0-d float64 input of a NumPy graph is kept as it is, as a float run leaves its leaves
+        (.value gives it as np.float64): a micrograd-style graph feeds thousands of them per run."""
         if self._dynamic:
             self._resize_for(feeds)
+        numpy = self.backend.name == "numpy"
         for key, value in feeds.items():
-            node = self._fed_node(key)
-            node.out = as_value(self.backend, node, value)
+            node = key if type(key) is Node and key.graph is self and key.kind == "input" else self._fed_node(key)
+            if type(value) is float and numpy and node.dtype == "float64" and node.shape == () and not node.attrs:
+                node.out = value
+            else:
+                node.out = as_value(self.backend, node, value)
             node.stamp = self.tick()
 
     def _fed_node(self, key):

@@ -28,14 +28,15 @@ class Plan:
     visits in its sweep over the order; the other and active are built by a sweep of their own the first
     time they are asked for (most plans of a fresh graph are used once, by one variant). order: every node y
     depends on; wrt: the targets; src/dst: positions in order of each edge, for the staleness check, built
-    the second time the plan is checked (a plan used once is checked by a loop)."""
+    the second time the plan is checked (a plan used once is checked by a loop), with inless: the nodes
+    without inputs, whose values no edge checks."""
 
     __slots__ = ("y", "order", "needs", "_active", "_pushes", "_pulls", "wrt", "src", "dst", "checked", "floats",
-                 "rules", "compiled", "shapes_ok", "casts")
+                 "rules", "compiled", "shapes_ok", "casts", "inless")
 
     def __init__(self):
         self._active = self._pushes = self._pulls = None
-        self.src = self.dst = None
+        self.src = self.dst = self.inless = None
         self.checked = False
         self.shapes_ok = set()              # backends whose VJP shapes passed the check once
         self.casts = {}                     # backend -> edges (u, i) whose VJP returns another
@@ -266,6 +267,7 @@ def check_current(y, plan):
         pos[np.fromiter((n.index for n in order), dtype=np.int64, count=len(order))] = np.arange(len(order))
         plan.src = pos[np.fromiter((p.index for u in order for p in u.inputs), dtype=np.int64)]
         plan.dst = pos[np.fromiter((u.index for u in order for _ in u.inputs), dtype=np.int64)]
+        plan.inless = [n for n in order if not n.inputs]
     stamps = np.fromiter((n.stamp for n in order), dtype=np.int64, count=len(order))
     gone = np.flatnonzero(stamps == RELEASED_STAMP)
     if len(gone):                           # a second backward after forward_backward (the nn path)
@@ -275,8 +277,8 @@ def check_current(y, plan):
         stale = _stale_edge(order, ((order[plan.dst[k]], order[plan.src[k]]) for k in bad))
         if stale is not None:
             raise _stale(y, *stale)
-    for n in order:                         # leaves and input-less ops: no edge says they have a value
-        if n.out is None:
+    for n in plan.inless:                   # leaves and input-less ops: no edge says they have a value (an
+        if n.out is None:                   # op node without one has stamp -1: its edges said so above)
             raise GraphError(f"backward: '{n.name}' has no value; run g.forward(...) first")
 
 
