@@ -99,14 +99,30 @@ class NumericRun:
     kept: nodes whose adjoints are not freed.
 
     vjp and free are closures over the run's state rather than methods: they run once per edge and once
-    per node, on graphs a million nodes deep, where a bound-method call per use is measurable."""
+    per node, on graphs a million nodes deep, where a bound-method call per use is measurable. A node of
+    one or two inputs, without attrs, whose op has a per-slot rule (most nodes of a scalar graph) has
+    nothing to bind: its rule is called straight on its input values (rules.slot_rule), with no state kept
+    per node. Runs that bind values their own way (bind overridden: symbolic, releasing) bind every node."""
 
     def __init__(self, F, kept, residuals, rules):
         self.F, self.kept, self.residuals, self.rules = F, kept, residuals, rules
         bound = {}                          # node -> (vjp, xs, out) in this run (OpDef.pullback)
         bound_of, drop, bind = bound.get, bound.pop, self.bind
+        if type(self).bind is NumericRun.bind:
+            direct_of, slot_rule = rules.direct.get, rules.slot_rule
+        else:
+            direct_of = None
 
         def vjp(u, i, g):
+            if direct_of is not None and not u.attrs:
+                ins = u.inputs
+                k = len(ins)
+                if k == 2 or k == 1:
+                    rule = direct_of(u.spec)
+                    if rule is None:
+                        rule = slot_rule(u.spec)
+                    if rule:
+                        return rule(i, g, (ins[0].out, ins[1].out) if k == 2 else (ins[0].out,), u.out)
             b = bound_of(u)
             if b is None:
                 b = bound[u] = bind(u)
@@ -114,7 +130,8 @@ class NumericRun:
             return rule(i, g, xs, out)
 
         def free(adj, u):
-            drop(u, None)
+            if bound:
+                drop(u, None)
             if u not in kept:
                 del adj[u]
         self.vjp, self.free = vjp, free

@@ -12,6 +12,8 @@ A plan is, by definition (plain_edges below, written the plain way):
   of u's inputs in topological order, its last slot if used twice); and v flagged when nothing pulls from it.
 Plan.sweep builds the same lists in one sweep over the order (tests check the two agree).
 """
+from functools import partial
+
 import numpy as np
 
 from .errors import GraphError, ReleasedError
@@ -52,12 +54,6 @@ class Plan:
         if self._pulls is None:
             self.sweep(pulls=True)
         return self._pulls
-
-    def pushers(self):
-        """The nodes that push into an input (have a VJP to call), from whichever edges are built."""
-        if self._pushes is not None:
-            return [u for u, slots in self._pushes if slots]
-        return [v for v, _, unpulled in self._pulls if not unpulled]
 
     @property
     def has_adjoints(self):
@@ -211,21 +207,48 @@ def plain_edges(plan):
 
 
 # --- rules: each pushing node's VJP bound to a backend, once per plan ------------------------------------
+class Rules:
+    """The VJP rules of a plan's nodes bound to one backend F, each bound when first asked for (a plan of a
+    fresh graph is run once, and a pass over its nodes to bind them all would cost as much as the run).
+
+    rules[u]: u's pullback with F and u's attrs bound (OpDef.pullback), shared by the nodes of one op
+    without attrs. slot_rule(spec): the op's per-slot VJP with F bound, called as rule(i, g, xs, out) on
+    a node without attrs, or False for a two-stage rule (make_vjp): what NumericRun calls directly, the
+    pullback's first stage being only (rule, xs, out) for such a rule."""
+
+    __slots__ = ("F", "shared", "per_node", "direct")
+
+    def __init__(self, F):
+        self.F = F
+        self.shared = {}                    # op -> its pullback bound to F, for the nodes without attrs
+        self.per_node = {}                  # node with attrs -> its pullback bound to F and its attrs
+        self.direct = {}                    # op -> slot_rule(op)
+
+    def __getitem__(self, u):
+        if u.attrs:
+            rule = self.per_node.get(u)
+            if rule is None:
+                rule = self.per_node[u] = _bind_rule(u.spec, self.F, u.attrs)
+            return rule
+        rule = self.shared.get(u.spec)
+        if rule is None:
+            rule = self.shared[u.spec] = _bind_rule(u.spec, self.F, {})
+        return rule
+
+    def slot_rule(self, spec):
+        rule = self.direct.get(spec)
+        if rule is None:
+            impl = spec.impl(self.F)            # the backend's fused kernel, or the op's rules
+            rule = self.direct[spec] = (impl.make_vjp is None and impl.vjp is not None
+                                        and partial(impl.vjp, self.F))
+        return rule
+
+
 def bound_rules(plan, F):
-    """{node: its pullback with F and the node's attrs bound}, for the nodes of plan that push or are pulled
-    from; cached on the plan per backend (binding is per node, and plans are reused run after run)."""
+    """The Rules of plan on backend F (kept with the plan: plans are reused run after run)."""
     rules = plan.rules.get(F.name)
     if rules is None:
-        rules = plan.rules[F.name] = {}
-        shared = {}                         # op -> its rule bound to F, for the nodes without attrs
-        for u in plan.pushers():
-            if u.attrs:
-                rules[u] = _bind_rule(u.spec, F, u.attrs)
-            else:
-                rule = shared.get(u.spec)
-                if rule is None:
-                    rule = shared[u.spec] = _bind_rule(u.spec, F, u.attrs)
-                rules[u] = rule
+        rules = plan.rules[F.name] = Rules(F)
     return rules
 
 
