@@ -13,12 +13,18 @@ A plan is, by definition (plain_edges below, written the plain way):
 Plan.sweep builds the same lists in one sweep over the order (tests check the two agree).
 """
 from functools import partial
+from itertools import chain
+from operator import attrgetter
 
 import numpy as np
 
 from .errors import GraphError, ReleasedError
 from .execution import FLOATS, gc_paused, runs_on_floats, state, topological_order
 from .graph import RELEASED_STAMP, released
+
+KEEP_FROM_FIRST_USE = 50_000    # plans of this many nodes or more are kept from their first use (plan_for)
+CHECKS_BY_LOOP = 2          # a plan's first checks loop over its edges; later ones use arrays of them
+_STAMP, _INDEX, _INPUTS = attrgetter("stamp"), attrgetter("index"), attrgetter("inputs")
 
 # --- plans: what the loops visit, computed once per (y, wrt) --------------------------------------------
 class Plan:
@@ -38,7 +44,7 @@ class Plan:
     def __init__(self):
         self._active = self._pushes = self._pulls = None
         self.src = self.dst = None
-        self.checked = False
+        self.checked = 0                    # checks by loop so far (check_current)
         self.shapes_ok = set()              # backends whose VJP shapes passed the check once
         self.casts = {}                     # backend -> edges (u, i) whose VJP returns another
         #                                     dtype than its input's (found by that check; cast from then on)
@@ -167,8 +173,11 @@ def plan_for(graph, y, wrt, variant=None):
     plan.sweep(pushes=variant != "children", pulls=variant != "parents")
     plan.floats = runs_on_floats(graph, order)
     plan.rules = {}
-    if kept is None:                        # its first use
+    if kept is None and len(order) < KEEP_FROM_FIRST_USE:      # its first use
         plan.compiled = plans[key] = {}
+    elif kept is None:                      # a big graph is not built to be run once: keep it now
+        plan.compiled = {}
+        plans[key] = plan
     else:
         plan.compiled = kept
         plans[key] = plan
@@ -263,10 +272,13 @@ def check_current(y, plan):
     be older than one of its inputs' (an input fed or a param assigned since, or an input recomputed by a
     later forward for other outputs), and none may be missing. An input newer than its consumer is only a
     suspect: a forward for other outputs (or hvp's) recomputes shared nodes with its own stamp from the same
-    values; _stale_edge keeps those whose sources (leaves, random draws) did change."""
+    values; _stale_edge keeps those whose sources (leaves, random draws) did change.
+
+    The first CHECKS_BY_LOOP checks of a plan are one loop over its edges (most plans of a fresh graph are
+    checked once); from then on the edges are arrays (built once), checked at once."""
     order = plan.order
-    if plan.src is None and not plan.checked:     # the plan's first check: one loop (most plans of
-        plan.checked = True                        # a fresh graph are used once)
+    if plan.src is None and plan.checked < CHECKS_BY_LOOP:
+        plan.checked += 1
         empty, suspects = None, []
         for u in order:
             s = u.stamp
@@ -284,12 +296,9 @@ def check_current(y, plan):
         if empty is not None:
             raise GraphError(f"backward: '{empty.name}' has no value; run g.forward(...) first")
         return
-    if plan.src is None:                           # used again: the edges as arrays, checked at once
-        pos = np.zeros(len(y.graph.nodes), dtype=np.int64)      # node index -> position in order
-        pos[np.fromiter((n.index for n in order), dtype=np.int64, count=len(order))] = np.arange(len(order))
-        plan.src = pos[np.fromiter((p.index for u in order for p in u.inputs), dtype=np.int64)]
-        plan.dst = pos[np.fromiter((u.index for u in order for _ in u.inputs), dtype=np.int64)]
-    stamps = np.fromiter((n.stamp for n in order), dtype=np.int64, count=len(order))
+    if plan.src is None:                           # used again and again: the edges as arrays
+        plan.src, plan.dst = _edge_arrays(y.graph, order)
+    stamps = np.fromiter(map(_STAMP, order), dtype=np.int64, count=len(order))
     gone = np.flatnonzero(stamps == RELEASED_STAMP)
     if len(gone):                           # a second backward after forward_backward (the nn path)
         raise ReleasedError("backward: " + released(order[gone[0]], f"backward through it to '{y.name}'"))
@@ -301,6 +310,18 @@ def check_current(y, plan):
     for n in order:                         # leaves and input-less ops: no edge says they have a value
         if n.out is None:
             raise GraphError(f"backward: '{n.name}' has no value; run g.forward(...) first")
+
+
+def _edge_arrays(graph, order):
+    """(src, dst): for each edge, u's input p into u, the positions of p and u in order (u in order, its
+    inputs in slot order), with the loops in C (map, chain): a million-node plan builds them in a blink."""
+    index = np.fromiter(map(_INDEX, order), dtype=np.int64, count=len(order))
+    pos = np.zeros(len(graph.nodes), dtype=np.int64)        # node index -> position in order
+    pos[index] = np.arange(len(order))
+    inputs = list(map(_INPUTS, order))
+    src = pos[np.fromiter(map(_INDEX, chain.from_iterable(inputs)), dtype=np.int64)]
+    dst = np.repeat(np.arange(len(order)), np.fromiter(map(len, inputs), dtype=np.int64, count=len(order)))
+    return src, dst
 
 
 def _stale_edge(order, suspects):
