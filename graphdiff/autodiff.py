@@ -11,6 +11,8 @@ edge (u, i) from node u to its input u.inputs[i]. They differ in who does the su
 - "parents" (Version B): adjoints start empty (zero) and dy/dy = seed; at node u, for each input slot i,
   d[u.inputs[i]] += vjp_u_i(du). u pushes into its parents; its own adjoint can go right after.
 
+A run's final (called when an adjoint is complete) may be None: nothing to call (a numeric run untraced).
+
 The two loops below are the whole algorithm. What they do with a contribution is the run's business: a
 NumericRun calls the VJP rules on arrays and adds arrays; a SymbolicRun calls the same rules on Nodes with
 graphdiff's ops, so the backward pass becomes more graph (g.gradients), which can be drawn, run and
@@ -70,8 +72,9 @@ def version_a(plan, seed, run):
                 parts.append(vjp(u, i, adj[u]))
                 if last_pull:                   # u's inputs have all pulled from it
                     free(adj, u)
-            adj[v] = total(parts)
-        final(v)
+            adj[v] = parts[0] if len(parts) == 1 else total(parts)      # (one part: nothing to add)
+        if final is not None:
+            final(v)
         if unpulled:                            # nothing will pull from v
             free(adj, v)
     return adj
@@ -82,7 +85,8 @@ def version_b(plan, seed, run):
     vjp, accumulate, final, free = run.vjp, run.accumulate, run.final, run.free
     adj = {plan.y: seed}
     for u, slots in plan.pushes:                # reverse topological order, y first
-        final(u)
+        if final is not None:
+            final(u)
         for i, p in slots:                      # u.inputs[i] is p
             adj[p] = accumulate(adj.get(p), vjp(u, i, adj[u]))
         free(adj, u)
@@ -155,9 +159,8 @@ class NumericRun:
     def accumulate(prev, c):
         return c if prev is None else prev + c
 
-    @staticmethod
-    def final(v):
-        pass
+    final = None                            # nothing to do when an adjoint is final (tracing does something)
+
 
 class SymbolicRun(NumericRun):
     """A symbolic backward: the same rules on Nodes, with graphdiff's ops as F. Version A gives each node
@@ -227,7 +230,8 @@ def install_tracing(run, emit):
         return c
 
     def traced_final(v):
-        final(v)
+        if final is not None:
+            final(v)
         emit(Final(v))
 
     def traced_free(adj, u):

@@ -169,8 +169,7 @@ class CodeRun:
     def accumulate(self, prev, c):
         return c if prev is None else self.emit(prev + c)
 
-    def final(self, v):
-        pass
+    final = None
 
     def free(self, adj, u):
         self.stages.pop(u, None)
