@@ -10,7 +10,7 @@ A plan is, by definition (plain_edges below, written the plain way):
 - Version A's pulls: for each live node v in the same order, the edges (u, i) with u.inputs[i] is v, u live,
   in topological order of u and slot order, each flagged when it is the last pull from u (from the earliest
   of u's inputs in topological order, its last slot if used twice); and v flagged when nothing pulls from it.
-Plan.sweep builds the same lists in one sweep over the order (tests check the two agree).
+Plan.sweep builds the same lists in one sweep over the order per variant (tests check the two agree).
 """
 from functools import partial
 from itertools import chain
@@ -75,70 +75,144 @@ class Plan:
 
     @gc_paused
     def sweep(self, pushes=False, pulls=False):
-        """Build the pushes and/or pulls: one sweep over the order from y back. A node is live if it is y or
-        a live node pushes into it; a live node pushes into each input that needs a gradient. Version A's pulls
-        of v are complete when the sweep reaches v (its children come after it in topological order): they are
-        collected in reverse, from the children, and turned around then. u's last pull is from the input that
-        Version A reaches last: the earliest of its inputs in topological order (of one used twice, x * x, the
-        later slot: children keep slot order)."""
-        order, needs, y = self.order, self.needs, self.y
-        push, pull, end = [], [], len(needs)
-        if needs[y.index]:
-            live = bytearray(len(needs))
-            live[y.index] = 1
-            if pulls:
-                pos = [0] * len(needs)          # node index -> position in topological order
-                k = 0
-                for n in order:
-                    pos[n.index] = k
-                    k += 1
-                # node index -> its (child u, slot i, last pull from u), u in reverse topological order (and
-                # the slots of one u in reverse too)
-                kids = [None] * len(needs)
-            for u in reversed(order):
-                j = u.index
-                if not live[j]:
-                    continue
-                spec = u.spec
-                slots = [] if pushes else None
-                last_slot, first = -1, end      # the slot of u's last pull and its input's position
-                if spec is not None and spec.differentiable:
-                    i = 0
-                    for p in u.inputs:
-                        k = p.index
-                        if needs[k]:
-                            live[k] = 1
-                            if pushes:
-                                slots.append((i, p))
-                            if pulls and pos[k] <= first:
-                                last_slot, first = i, pos[k]
-                        i += 1
-                if pushes:
-                    push.append((u, slots))
-                if pulls:
-                    children = kids[j]
-                    if children is None:
-                        children = []
-                    else:
-                        children.reverse()
-                    pull.append((u, children, last_slot < 0))
-                    if last_slot < 0:
-                        continue
-                    ins = u.inputs              # its edges, last slot first: reversed with the others at p
-                    i = len(ins)
-                    while i:
-                        i -= 1
-                        p = ins[i]
-                        if needs[p.index]:
-                            edges = kids[p.index]
-                            if edges is None:
-                                kids[p.index] = [(u, i, i == last_slot)]
-                            else:
-                                edges.append((u, i, i == last_slot))
+        """Build the pushes and/or pulls, each by one sweep over the order from y back (_pushes, _pulls)."""
         if pushes:
-            self._pushes = push
+            self._pushes = _pushes(self.order, self.needs, self.y)
         if pulls:
-            self._pulls = pull
+            self._pulls = _pulls(self.order, self.needs, self.y)
+
+
+def _pushes(order, needs, y):
+    """Version B's pushes, from y back: a node is live if it is y or a live node pushes into it; a live
+    node pushes into each input that needs a gradient. (Nodes of one input, most of a scalar graph's
+    or a chain's, are spelled out: the general loop costs more than they do.)"""
+    push = []
+    if not needs[y.index]:
+        return push
+    live = bytearray(len(needs))
+    live[y.index] = 1
+    for u in reversed(order):
+        if not live[u.index]:
+            continue
+        spec = u.spec
+        if spec is None or not spec.differentiable:
+            push.append((u, []))
+            continue
+        ins = u.inputs
+        if len(ins) == 1:
+            p = ins[0]
+            if needs[p.index]:
+                live[p.index] = 1
+                push.append((u, [(0, p)]))
+            else:
+                push.append((u, []))
+            continue
+        slots = []
+        i = 0
+        for p in ins:
+            k = p.index
+            if needs[k]:
+                live[k] = 1
+                slots.append((i, p))
+            i += 1
+        push.append((u, slots))
+    return push
+
+
+def _pulls(order, needs, y):
+    """Version A's pulls, from y back (live as in _pushes). The pulls of v are complete when the sweep
+    reaches v (its children come after it in topological order): they are collected in reverse, from the
+    children, and turned around then. u's last pull is from the input that Version A reaches last: the
+    earliest of its inputs in topological order (of one used twice, x * x, the later slot: children keep
+    slot order). Nodes of one or two inputs are spelled out, as in _pushes."""
+    pull = []
+    if not needs[y.index]:
+        return pull
+    live = bytearray(len(needs))
+    live[y.index] = 1
+    pos = [0] * len(needs)                  # node index -> position in topological order
+    k = 0
+    for n in order:
+        pos[n.index] = k
+        k += 1
+    # node index -> its (child u, slot i, last pull from u), u in reverse topological order (and the slots
+    # of one u in reverse too)
+    kids = [None] * len(needs)
+    end = len(needs)
+    for u in reversed(order):
+        j = u.index
+        if not live[j]:
+            continue
+        children = kids[j]
+        if children is None:
+            children = []
+        else:
+            children.reverse()
+        spec = u.spec
+        if spec is None or not spec.differentiable:
+            pull.append((u, children, True))
+            continue
+        ins = u.inputs
+        n = len(ins)
+        if n == 1:
+            k = ins[0].index
+            if needs[k]:
+                live[k] = 1
+                pull.append((u, children, False))
+                edges = kids[k]
+                if edges is None:
+                    kids[k] = [(u, 0, True)]
+                else:
+                    edges.append((u, 0, True))
+            else:
+                pull.append((u, children, True))
+            continue
+        if n == 2:
+            ka, kb = ins[0].index, ins[1].index
+            na, nb = needs[ka], needs[kb]
+            if not (na or nb):
+                pull.append((u, children, True))
+                continue
+            pull.append((u, children, False))
+            last = (0 if pos[ka] < pos[kb] else 1) if na and nb else (0 if na else 1)
+            if nb:                          # slot 1 first: reversed with the others at its input
+                live[kb] = 1
+                edges = kids[kb]
+                if edges is None:
+                    kids[kb] = [(u, 1, last == 1)]
+                else:
+                    edges.append((u, 1, last == 1))
+            if na:
+                live[ka] = 1
+                edges = kids[ka]
+                if edges is None:
+                    kids[ka] = [(u, 0, last == 0)]
+                else:
+                    edges.append((u, 0, last == 0))
+            continue
+        last, first = -1, end               # the slot of u's last pull and its input's position
+        i = 0
+        for p in ins:
+            k = p.index
+            if needs[k]:
+                live[k] = 1
+                if pos[k] <= first:
+                    last, first = i, pos[k]
+            i += 1
+        pull.append((u, children, last < 0))
+        if last < 0:
+            continue
+        i = n                               # its edges, last slot first: reversed with the others at p
+        while i:
+            i -= 1
+            k = ins[i].index
+            if needs[k]:
+                edges = kids[k]
+                if edges is None:
+                    kids[k] = [(u, i, i == last)]
+                else:
+                    edges.append((u, i, i == last))
+    return pull
 
 
 @gc_paused
