@@ -126,7 +126,7 @@ class NumericRun:
                     if rule is None:
                         rule = slot_rule(u.spec)
                     if rule:
-                        return rule(i, g, (ins[0].out, ins[1].out) if k == 2 else (ins[0].out,), u.out)
+                        return rule(F, i, g, (ins[0].out, ins[1].out) if k == 2 else (ins[0].out,), u.out)
             b = bound_of(u)
             if b is None:
                 b = bound[u] = bind(u)

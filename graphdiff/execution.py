@@ -423,6 +423,8 @@ def compute(node):
                     out = spec.forward(SCALAR, *xs, **node.attrs)
                 elif len(xs) == 2:            # spelled out: a call with * costs more than most ops
                     out = spec.forward(SCALAR, xs[0], xs[1])
+                elif len(xs) == 1:
+                    out = spec.forward(SCALAR, xs[0])
                 else:
                     out = spec.forward(SCALAR, *xs)
             except Exception:                 # inf or nan ahead: NumPy's semantics take over
@@ -458,10 +460,15 @@ def compute(node):
 def _floats(ins):
     """The values of ins as Python floats, or None unless each is a 0-d float64 (a leaf keeps its float, as
     a float forward leaves it)."""
-    if len(ins) == 2:                       # most nodes: two inputs whose values are floats already
+    k = len(ins)
+    if k == 2:                              # most nodes: one or two inputs whose values are floats already
         a, b = ins[0].out, ins[1].out
         if type(a) is float and type(b) is float:
             return a, b
+    elif k == 1:
+        a = ins[0].out
+        if type(a) is float:
+            return (a,)
     xs = []
     for p in ins:
         v = p.out

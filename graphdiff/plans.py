@@ -12,7 +12,6 @@ A plan is, by definition (plain_edges below, written the plain way):
   of u's inputs in topological order, its last slot if used twice); and v flagged when nothing pulls from it.
 Plan.sweep builds the same lists in one sweep over the order per variant (tests check the two agree).
 """
-from functools import partial
 from itertools import chain
 from operator import attrgetter
 
@@ -295,8 +294,8 @@ class Rules:
     fresh graph is run once, and a pass over its nodes to bind them all would cost as much as the run).
 
     rules[u]: u's pullback with F and u's attrs bound (OpDef.pullback), shared by the nodes of one op
-    without attrs. slot_rule(spec): the op's per-slot VJP with F bound, called as rule(i, g, xs, out) on
-    a node without attrs, or False for a two-stage rule (make_vjp): what NumericRun calls directly, the
+    without attrs. slot_rule(spec): the op's per-slot VJP, called as rule(F, i, g, xs, out) on a node
+    without attrs, or False for a two-stage rule (make_vjp): what NumericRun calls directly, the
     pullback's first stage being only (rule, xs, out) for such a rule."""
 
     __slots__ = ("F", "shared", "per_node", "direct")
@@ -322,8 +321,7 @@ class Rules:
         rule = self.direct.get(spec)
         if rule is None:
             impl = spec.impl(self.F)            # the backend's fused kernel, or the op's rules
-            rule = self.direct[spec] = (impl.make_vjp is None and impl.vjp is not None
-                                        and partial(impl.vjp, self.F))
+            rule = self.direct[spec] = impl.make_vjp is None and impl.vjp is not None and impl.vjp
         return rule
 
 
