@@ -12,18 +12,14 @@ A plan is, by definition (plain_edges below, written the plain way):
   of u's inputs in topological order, its last slot if used twice); and v flagged when nothing pulls from it.
 Plan.sweep builds the same lists in one sweep over the order per variant (tests check the two agree).
 """
-from itertools import chain
 from operator import attrgetter
 
-import numpy as np
-
 from .errors import GraphError, ReleasedError
-from .execution import FLOATS, gc_paused, runs_on_floats, state, topological_order
+from .execution import FLOATS, gc_paused, order_of, runs_on_floats, state, topological_order
 from .graph import RELEASED_STAMP, released
 
 KEEP_FROM_FIRST_USE = 50_000    # plans of this many nodes or more are kept from their first use (plan_for)
-CHECKS_BY_LOOP = 2          # a plan's first checks loop over its edges; later ones use arrays of them
-_STAMP, _INDEX, _INPUTS = attrgetter("stamp"), attrgetter("index"), attrgetter("inputs")
+_STAMP = attrgetter("stamp")
 
 # --- plans: what the loops visit, computed once per (y, wrt) --------------------------------------------
 class Plan:
@@ -34,16 +30,13 @@ class Plan:
     Version A; active: the nodes with an adjoint, in topological order. plan_for builds the one its variant
     visits in its sweep over the order; the other and active are built by a sweep of their own the first
     time they are asked for (most plans of a fresh graph are used once, by one variant). order: every node y
-    depends on; wrt: the targets; src/dst: positions in order of each edge, for the staleness check, built
-    the second time the plan is checked (a plan used once is checked by a loop)."""
+    depends on; wrt: the targets."""
 
-    __slots__ = ("y", "order", "needs", "_active", "_pushes", "_pulls", "wrt", "src", "dst", "checked", "floats",
-                 "rules", "compiled", "shapes_ok", "casts")
+    __slots__ = ("y", "order", "needs", "_active", "_pushes", "_pulls", "wrt", "floats", "rules", "compiled",
+                 "shapes_ok", "casts")
 
     def __init__(self):
         self._active = self._pushes = self._pulls = None
-        self.src = self.dst = None
-        self.checked = 0                    # checks by loop so far (check_current)
         self.shapes_ok = set()              # backends whose VJP shapes passed the check once
         self.casts = {}                     # backend -> edges (u, i) whose VJP returns another
         #                                     dtype than its input's (found by that check; cast from then on)
@@ -346,54 +339,33 @@ def check_current(y, plan):
     suspect: a forward for other outputs (or hvp's) recomputes shared nodes with its own stamp from the same
     values; _stale_edge keeps those whose sources (leaves, random draws) did change.
 
-    The first CHECKS_BY_LOOP checks of a plan are one loop over its edges (most plans of a fresh graph are
-    checked once); from then on the edges are arrays (built once), checked at once."""
+    After a forward of the whole order (the usual case) every op node has its stamp and no leaf is newer:
+    then no edge can be stale, and a look at the stamps (in C: map, set) says so without a loop over the
+    edges. (A value is set before its stamp, so a stamp >= 0 means a value.) Anything else is checked edge
+    by edge."""
     order = plan.order
-    if plan.src is None and plan.checked < CHECKS_BY_LOOP:
-        plan.checked += 1
-        empty, suspects = None, []
-        for u in order:
-            s = u.stamp
-            if s == RELEASED_STAMP:                # a second backward after forward_backward (the nn path)
-                raise ReleasedError("backward: " + released(u, f"backward through it to '{y.name}'"))
-            for p in u.inputs:
-                if p.stamp > s or s < 0:
-                    suspects.append((u, p))
-            if empty is None and u.out is None:
-                empty = u
-        if suspects:
-            stale = _stale_edge(order, suspects)
-            if stale is not None:
-                raise _stale(y, *stale)
-        if empty is not None:
-            raise GraphError(f"backward: '{empty.name}' has no value; run g.forward(...) first")
-        return
-    if plan.src is None:                           # used again and again: the edges as arrays
-        plan.src, plan.dst = _edge_arrays(y.graph, order)
-    stamps = np.fromiter(map(_STAMP, order), dtype=np.int64, count=len(order))
-    gone = np.flatnonzero(stamps == RELEASED_STAMP)
-    if len(gone):                           # a second backward after forward_backward (the nn path)
-        raise ReleasedError("backward: " + released(order[gone[0]], f"backward through it to '{y.name}'"))
-    bad = np.flatnonzero((stamps[plan.src] > stamps[plan.dst]) | (stamps[plan.dst] < 0))
-    if len(bad):
-        stale = _stale_edge(order, ((order[plan.dst[k]], order[plan.src[k]]) for k in bad))
+    kept = order_of(state(y.graph), order)
+    stamps = set(map(_STAMP, kept.ops))
+    if len(stamps) <= 1:
+        top = stamps.pop() if stamps else 0
+        if top >= 0 and all(0 <= s <= top for s in map(_STAMP, kept.leaves)):
+            return
+    empty, suspects = None, []
+    for u in order:
+        s = u.stamp
+        if s == RELEASED_STAMP:                # a second backward after forward_backward (the nn path)
+            raise ReleasedError("backward: " + released(u, f"backward through it to '{y.name}'"))
+        for p in u.inputs:
+            if p.stamp > s or s < 0:
+                suspects.append((u, p))
+        if empty is None and u.out is None:
+            empty = u
+    if suspects:
+        stale = _stale_edge(order, suspects)
         if stale is not None:
             raise _stale(y, *stale)
-    for n in order:                         # leaves and input-less ops: no edge says they have a value
-        if n.out is None:
-            raise GraphError(f"backward: '{n.name}' has no value; run g.forward(...) first")
-
-
-def _edge_arrays(graph, order):
-    """(src, dst): for each edge, u's input p into u, the positions of p and u in order (u in order, its
-    inputs in slot order), with the loops in C (map, chain): a million-node plan builds them in a blink."""
-    index = np.fromiter(map(_INDEX, order), dtype=np.int64, count=len(order))
-    pos = np.zeros(len(graph.nodes), dtype=np.int64)        # node index -> position in order
-    pos[index] = np.arange(len(order))
-    inputs = list(map(_INPUTS, order))
-    src = pos[np.fromiter(map(_INDEX, chain.from_iterable(inputs)), dtype=np.int64)]
-    dst = np.repeat(np.arange(len(order)), np.fromiter(map(len, inputs), dtype=np.int64, count=len(order)))
-    return src, dst
+    if empty is not None:
+        raise GraphError(f"backward: '{empty.name}' has no value; run g.forward(...) first")
 
 
 def _stale_edge(order, suspects):
