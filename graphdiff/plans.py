@@ -230,10 +230,19 @@ def plan_for(graph, y, wrt, variant=None):
     for n in order:                         # forward sweep: a node needs a gradient if an input does
         spec = n.spec
         if spec is not None and spec.differentiable and not needs[n.index] and n.dtype in FLOATS:
-            for p in n.inputs:
-                if needs[p.index]:
+            ins = n.inputs
+            k = len(ins)
+            if k == 2:                      # (most nodes: spelled out)
+                if needs[ins[0].index] or needs[ins[1].index]:
                     needs[n.index] = 1
-                    break
+            elif k == 1:
+                if needs[ins[0].index]:
+                    needs[n.index] = 1
+            else:
+                for p in ins:
+                    if needs[p.index]:
+                        needs[n.index] = 1
+                        break
     plan = Plan()
     plan.y, plan.order, plan.wrt, plan.needs = y, order, targets, needs
     plan.sweep(pushes=variant != "children", pulls=variant != "parents")
