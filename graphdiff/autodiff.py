@@ -112,13 +112,16 @@ class NumericRun:
         self.F, self.kept, self.residuals, self.rules = F, kept, residuals, rules
         bound = {}                          # node -> (vjp, xs, out) in this run (OpDef.pullback)
         bound_of, drop, bind = bound.get, bound.pop, self.bind
-        if type(self).bind is NumericRun.bind:
-            direct_of, slot_rule = rules.direct.get, rules.slot_rule
-        else:
-            direct_of = None
+
+        def bound_vjp(u, i, g):
+            b = bound_of(u)
+            if b is None:
+                b = bound[u] = bind(u)
+            rule, xs, out = b
+            return rule(i, g, xs, out)
 
         def vjp(u, i, g):
-            if direct_of is not None and not u.attrs:
+            if not u.attrs:
                 ins = u.inputs
                 k = len(ins)
                 if k == 2 or k == 1:
@@ -127,11 +130,12 @@ class NumericRun:
                         rule = slot_rule(u.spec)
                     if rule:
                         return rule(F, i, g, (ins[0].out, ins[1].out) if k == 2 else (ins[0].out,), u.out)
-            b = bound_of(u)
-            if b is None:
-                b = bound[u] = bind(u)
-            rule, xs, out = b
-            return rule(i, g, xs, out)
+            return bound_vjp(u, i, g)
+
+        if type(self).bind is NumericRun.bind:
+            direct_of, slot_rule = rules.direct.get, rules.slot_rule
+        else:
+            vjp = bound_vjp
 
         def free(adj, u):
             if bound:
