@@ -414,23 +414,22 @@ def compute(node):
     spec = node.spec
     ins = node.inputs
     out = None
-    if (node.shape == () and node.dtype == "float64" and not spec.random and not graph.check_finite
+    if (not node.shape and node.dtype == "float64" and not spec.random and not graph.check_finite
             and graph.backend.name == "numpy"):
-        xs = _floats(ins)
-        if xs is not None:
-            try:
-                if node.attrs:
-                    out = spec.forward(SCALAR, *xs, **node.attrs)
-                elif len(xs) == 2:            # spelled out: a call with * costs more than most ops
-                    out = spec.forward(SCALAR, xs[0], xs[1])
-                elif len(xs) == 1:
-                    out = spec.forward(SCALAR, xs[0])
-                else:
-                    out = spec.forward(SCALAR, *xs)
-            except Exception:                 # inf or nan ahead: NumPy's semantics take over
-                out = None
-            if type(out) is not float:
-                out = None
+        k = len(ins)
+        a = ins[0].out if k else None
+        try:
+            if k == 2 and type(a) is float and not node.attrs:      # most nodes: spelled out, no list
+                b = ins[1].out
+                out = spec.forward(SCALAR, a, b) if type(b) is float else _float_forward_of(node)
+            elif k == 1 and type(a) is float and not node.attrs:
+                out = spec.forward(SCALAR, a)
+            else:
+                out = _float_forward_of(node)
+        except Exception:                     # inf or nan ahead: NumPy's semantics take over
+            out = None
+        if type(out) is not float:
+            out = None
     if out is None:
         kw = {"ctx": graph} if spec.random else {}
         try:
@@ -455,6 +454,14 @@ def compute(node):
         state(graph).residuals.pop(node.index, None)
     if graph.check_finite:
         check_value(node, graph.backend)
+
+
+def _float_forward_of(node):
+    """node's value computed on Python floats (compute), or None when an input is not a 0-d float64."""
+    xs = _floats(node.inputs)
+    if xs is None:
+        return None
+    return node.spec.forward(SCALAR, *xs, **node.attrs)
 
 
 def _floats(ins):
