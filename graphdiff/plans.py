@@ -129,17 +129,14 @@ def _pulls(order, needs, y):
         k += 1
     # node index -> its (child u, slot i, last pull from u), u in reverse topological order (and the slots
     # of one u in reverse too)
-    kids = [None] * len(needs)
+    kids = [[] if f else None for f in needs]        # (lists for the nodes that need a gradient)
     end = len(needs)
     for u in reversed(order):
         j = u.index
         if not live[j]:
             continue
         children = kids[j]
-        if children is None:
-            children = []
-        else:
-            children.reverse()
+        children.reverse()
         spec = u.spec
         if spec is None or not spec.differentiable:
             pull.append((u, children, True))
@@ -151,11 +148,7 @@ def _pulls(order, needs, y):
             if needs[k]:
                 live[k] = 1
                 pull.append((u, children, False))
-                edges = kids[k]
-                if edges is None:
-                    kids[k] = [(u, 0, True)]
-                else:
-                    edges.append((u, 0, True))
+                kids[k].append((u, 0, True))
             else:
                 pull.append((u, children, True))
             continue
@@ -169,18 +162,10 @@ def _pulls(order, needs, y):
             last = (0 if pos[ka] < pos[kb] else 1) if na and nb else (0 if na else 1)
             if nb:                          # slot 1 first: reversed with the others at its input
                 live[kb] = 1
-                edges = kids[kb]
-                if edges is None:
-                    kids[kb] = [(u, 1, last == 1)]
-                else:
-                    edges.append((u, 1, last == 1))
+                kids[kb].append((u, 1, last == 1))
             if na:
                 live[ka] = 1
-                edges = kids[ka]
-                if edges is None:
-                    kids[ka] = [(u, 0, last == 0)]
-                else:
-                    edges.append((u, 0, last == 0))
+                kids[ka].append((u, 0, last == 0))
             continue
         last, first = -1, end               # the slot of u's last pull and its input's position
         i = 0
@@ -199,11 +184,7 @@ def _pulls(order, needs, y):
             i -= 1
             k = ins[i].index
             if needs[k]:
-                edges = kids[k]
-                if edges is None:
-                    kids[k] = [(u, i, i == last)]
-                else:
-                    edges.append((u, i, i == last))
+                kids[k].append((u, i, i == last))
     return pull
 
 
