@@ -194,7 +194,8 @@ def plan_for(graph, y, wrt, variant=None):
     variant's loop visits built (both when None); kept from its second use on. A plan used once (a graph
     built and run once, as eager users run theirs) is not kept: its pushes, pulls and bound rules would only
     leave the collector more objects to scan and free. What it leaves is its compile counts, so the run
-    that compiles is the same either way."""
+    that compiles is the same either way. A plan of KEEP_FROM_FIRST_USE nodes or more is kept from its first
+    use: so big a graph is not built to be run once, and sweeping it again would cost seconds."""
     plans = state(graph).cache.plans
     key = (y.index, None if wrt is None else tuple(n.index for n in wrt))
     kept = plans.get(key)
