@@ -120,22 +120,22 @@ class NumericRun:
             rule, xs, out = b
             return rule(i, g, xs, out)
 
-        def vjp(u, i, g):
-            if not u.attrs:
-                ins = u.inputs
-                k = len(ins)
-                if k == 2 or k == 1:
-                    rule = direct_of(u.spec)
-                    if rule is None:
-                        rule = slot_rule(u.spec)
-                    if rule:
-                        return rule(F, i, g, (ins[0].out, ins[1].out) if k == 2 else (ins[0].out,), u.out)
-            return bound_vjp(u, i, g)
-
-        if type(self).bind is NumericRun.bind:
-            direct_of, slot_rule = rules.direct.get, rules.slot_rule
-        else:
+        if type(self).bind is not NumericRun.bind:
             vjp = bound_vjp
+        else:
+            direct_of, slot_rule = rules.direct.get, rules.slot_rule
+
+            def vjp(u, i, g):
+                if not u.attrs:
+                    ins = u.inputs
+                    k = len(ins)
+                    if k == 2 or k == 1:
+                        rule = direct_of(u.spec)
+                        if rule is None:
+                            rule = slot_rule(u.spec)
+                        if rule:
+                            return rule(F, i, g, (ins[0].out, ins[1].out) if k == 2 else (ins[0].out,), u.out)
+                return bound_vjp(u, i, g)
 
         def free(adj, u):
             if bound:
@@ -254,6 +254,7 @@ def _check_grad(F, c, u, i, p):
     raise NonFiniteError(f"backward: the VJP of {u.op} '{u.name}' for input {i} ('{p.name}') produced NaN or "
                          f"Inf ({ranges(u, F)}); a VJP like 1/x or log(x) at 0, or an adjoint that overflowed "
                          "upstream, causes this")
+
 
 # --- numeric backward ----------------------------------------------------------------------------------------
 def check_args(graph, y, variant, wrt, what):

@@ -21,6 +21,7 @@ from .graph import RELEASED_STAMP, released
 KEEP_FROM_FIRST_USE = 50_000    # plans of this many nodes or more are kept from their first use (plan_for)
 _STAMP = attrgetter("stamp")
 
+
 # --- plans: what the loops visit, computed once per (y, wrt) --------------------------------------------
 class Plan:
     """The nodes on a path from wrt to y and the edges between them, in the order each variant visits.
@@ -401,5 +402,3 @@ def _stale(y, u, p):
     who = f"'{u.name}' ({u.op})" + ("" if u is y else f", which '{y.name}' depends on,")
     return GraphError(f"backward: {who} {why}; run g.forward(feeds, outputs={y.name!r}) again right "
                       "before backward")
-
-
