@@ -88,7 +88,21 @@ class Node:
     __array_ufunc__ = None
 
     def __init__(self, graph, name, kind, shape, dtype, spec=None, inputs=(), attrs=None, scope=""):
-        _fill(self, graph, name, kind, shape, dtype, spec, inputs, attrs, scope)
+        self.graph = graph
+        self._name = name                 # None: named later, in creation order (Graph._name_pending)
+        self.kind = kind
+        self.shape = shape if type(shape) is tuple else tuple(shape)
+        self.dtype = dtype
+        self.spec = spec
+        self.op = spec.name if spec is not None else None
+        self.inputs = inputs if type(inputs) is tuple else tuple(inputs)
+        self.attrs = attrs if attrs is not None else ({} if kind == "input" else NO_ATTRS)
+        self.scope = scope
+        self.out = None
+        self.stamp = -1
+        self.grad = None
+        self.index = len(graph.nodes)
+        self._requires_grad = kind == "param"
 
     @property
     def name(self):
@@ -290,28 +304,9 @@ class Node:
     def sigmoid(self): return _ops.sigmoid(self)
 
 
-def _fill(node, graph, name, kind, shape, dtype, spec, inputs, attrs, scope):
-    """Set a new node's fields (Node.__init__). The graph makes its nodes as _fill(_new(Node), ...): calling
-    the class costs more than a plain function, and a scalar graph pays it per node."""
-    node.graph = graph
-    node._name = name                 # None: named later, in creation order (Graph._name_pending)
-    node.kind = kind
-    node.shape = shape if type(shape) is tuple else tuple(shape)
-    node.dtype = dtype
-    node.spec = spec
-    node.op = spec.name if spec is not None else None
-    node.inputs = inputs if type(inputs) is tuple else tuple(inputs)
-    node.attrs = attrs if attrs is not None else ({} if kind == "input" else NO_ATTRS)
-    node.scope = scope
-    node.out = None
-    node.stamp = -1
-    node.grad = None
-    node.index = len(graph.nodes)
-    node._requires_grad = kind == "param"
-    return node
-
-
-_new = object.__new__
+# the graph makes its nodes as _new(Node), then _init(node, ...): calling the class costs more than a function, and a
+# scalar graph pays it per node
+_new, _init = object.__new__, Node.__init__
 
 
 class Graph:
@@ -565,7 +560,8 @@ class Graph:
         x * 2.0 and micrograd-style graphs make one constant per number, so its cost is per node."""
         scope = self.current_scope
         full = None if name is None else self._claim(f"{scope}/{name}" if scope else name)
-        node = _fill(_new(Node), self, full, "constant", (), self.dtype, None, (), None, scope)
+        node = _new(Node)
+        _init(node, self, full, "constant", (), self.dtype, None, (), None, scope)
         node.out = self.backend.from_host(value, self.dtype)
         node.stamp = 0
         self.nodes.append(node)
@@ -703,7 +699,8 @@ class Graph:
                 full = self._claim(f"{scope}/{spec.name}" if scope else spec.name)
                 shape, dtype = self._rules(spec, inputs, attrs, full)
         follows = self._follows and self._follows_batch(spec, inputs, attrs, full)
-        node = _fill(_new(Node), self, full, "op", shape, dtype, spec, inputs, attrs, scope)
+        node = _new(Node)
+        _init(node, self, full, "op", shape, dtype, spec, inputs, attrs, scope)
         if self.eager:
             for x in inputs:
                 if x.out is None:
