@@ -11,6 +11,8 @@ edge (u, i) from node u to its input u.inputs[i]. They differ in who does the su
 - "parents" (Version B): adjoints start empty (zero) and dy/dy = seed; at node u, for each input slot i,
   d[u.inputs[i]] += vjp_u_i(du). u pushes into its parents; its own adjoint can go right after.
 
+A run's final (called when an adjoint is complete) may be None: nothing to call (a numeric run untraced).
+
 The two loops below are the whole algorithm. What they do with a contribution is the run's business: a
 NumericRun calls the VJP rules on arrays and adds arrays; a SymbolicRun calls the same rules on Nodes with
 graphdiff's ops, so the backward pass becomes more graph (g.gradients), which can be drawn, run and
@@ -70,8 +72,9 @@ def version_a(plan, seed, run):
                 parts.append(vjp(u, i, adj[u]))
                 if last_pull:                   # u's inputs have all pulled from it
                     free(adj, u)
-            adj[v] = total(parts)
-        final(v)
+            adj[v] = parts[0] if len(parts) == 1 else total(parts)      # (one part: nothing to add)
+        if final is not None:
+            final(v)
         if unpulled:                            # nothing will pull from v
             free(adj, v)
     return adj
@@ -82,7 +85,8 @@ def version_b(plan, seed, run):
     vjp, accumulate, final, free = run.vjp, run.accumulate, run.final, run.free
     adj = {plan.y: seed}
     for u, slots in plan.pushes:                # reverse topological order, y first
-        final(u)
+        if final is not None:
+            final(u)
         for i, p in slots:                      # u.inputs[i] is p
             adj[p] = accumulate(adj.get(p), vjp(u, i, adj[u]))
         free(adj, u)
@@ -99,22 +103,43 @@ class NumericRun:
     kept: nodes whose adjoints are not freed.
 
     vjp and free are closures over the run's state rather than methods: they run once per edge and once
-    per node, on graphs a million nodes deep, where a bound-method call per use is measurable."""
+    per node, on graphs a million nodes deep, where a bound-method call per use is measurable. A node of
+    one or two inputs, without attrs, whose op has a per-slot rule (most nodes of a scalar graph) has
+    nothing to bind: its rule is called straight on its input values (rules.slot_rule), with no state kept
+    per node. Runs that bind values their own way (bind overridden: symbolic, releasing) bind every node."""
 
     def __init__(self, F, kept, residuals, rules):
         self.F, self.kept, self.residuals, self.rules = F, kept, residuals, rules
         bound = {}                          # node -> (vjp, xs, out) in this run (OpDef.pullback)
         bound_of, drop, bind = bound.get, bound.pop, self.bind
 
-        def vjp(u, i, g):
+        def bound_vjp(u, i, g):
             b = bound_of(u)
             if b is None:
                 b = bound[u] = bind(u)
             rule, xs, out = b
             return rule(i, g, xs, out)
 
+        if type(self).bind is not NumericRun.bind:
+            vjp = bound_vjp
+        else:
+            direct_of, slot_rule = rules.direct.get, rules.slot_rule
+
+            def vjp(u, i, g):
+                if not u.attrs:
+                    ins = u.inputs
+                    k = len(ins)
+                    if k == 2 or k == 1:
+                        rule = direct_of(u.spec)
+                        if rule is None:
+                            rule = slot_rule(u.spec)
+                        if rule:
+                            return rule(F, i, g, (ins[0].out, ins[1].out) if k == 2 else (ins[0].out,), u.out)
+                return bound_vjp(u, i, g)
+
         def free(adj, u):
-            drop(u, None)
+            if bound:
+                drop(u, None)
             if u not in kept:
                 del adj[u]
         self.vjp, self.free = vjp, free
@@ -138,9 +163,8 @@ class NumericRun:
     def accumulate(prev, c):
         return c if prev is None else prev + c
 
-    @staticmethod
-    def final(v):
-        pass
+    final = None                            # nothing to do when an adjoint is final (tracing does something)
+
 
 class SymbolicRun(NumericRun):
     """A symbolic backward: the same rules on Nodes, with graphdiff's ops as F. Version A gives each node
@@ -210,7 +234,8 @@ def install_tracing(run, emit):
         return c
 
     def traced_final(v):
-        final(v)
+        if final is not None:
+            final(v)
         emit(Final(v))
 
     def traced_free(adj, u):
@@ -229,6 +254,7 @@ def _check_grad(F, c, u, i, p):
     raise NonFiniteError(f"backward: the VJP of {u.op} '{u.name}' for input {i} ('{p.name}') produced NaN or "
                          f"Inf ({ranges(u, F)}); a VJP like 1/x or log(x) at 0, or an adjoint that overflowed "
                          "upstream, causes this")
+
 
 # --- numeric backward ----------------------------------------------------------------------------------------
 def check_args(graph, y, variant, wrt, what):

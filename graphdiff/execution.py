@@ -415,21 +415,22 @@ def compute(node):
     spec = node.spec
     ins = node.inputs
     out = None
-    if (node.shape == () and node.dtype == "float64" and not spec.random and not graph.check_finite
+    if (not node.shape and node.dtype == "float64" and not spec.random and not graph.check_finite
             and graph.backend.name == "numpy"):
-        xs = _floats(ins)
-        if xs is not None:
-            try:
-                if node.attrs:
-                    out = spec.forward(SCALAR, *xs, **node.attrs)
-                elif len(xs) == 2:            # spelled out: a call with * costs more than most ops
-                    out = spec.forward(SCALAR, xs[0], xs[1])
-                else:
-                    out = spec.forward(SCALAR, *xs)
-            except Exception:                 # inf or nan ahead: NumPy's semantics take over
-                out = None
-            if type(out) is not float:
-                out = None
+        k = len(ins)
+        a = ins[0].out if k else None
+        try:
+            if k == 2 and type(a) is float and not node.attrs:      # most nodes: spelled out, no list
+                b = ins[1].out
+                out = spec.forward(SCALAR, a, b) if type(b) is float else _float_forward_of(node)
+            elif k == 1 and type(a) is float and not node.attrs:
+                out = spec.forward(SCALAR, a)
+            else:
+                out = _float_forward_of(node)
+        except Exception:                     # inf or nan ahead: NumPy's semantics take over
+            out = None
+        if type(out) is not float:
+            out = None
     if out is None:
         kw = {"ctx": graph} if spec.random else {}
         try:
@@ -456,13 +457,26 @@ def compute(node):
         check_value(node, graph.backend)
 
 
+def _float_forward_of(node):
+    """node's value computed on Python floats (compute), or None when an input is not a 0-d float64."""
+    xs = _floats(node.inputs)
+    if xs is None:
+        return None
+    return node.spec.forward(SCALAR, *xs, **node.attrs)
+
+
 def _floats(ins):
     """The values of ins as Python floats, or None unless each is a 0-d float64 (a leaf keeps its float, as
     a float forward leaves it)."""
-    if len(ins) == 2:                       # most nodes: two inputs whose values are floats already
+    k = len(ins)
+    if k == 2:                              # most nodes: one or two inputs whose values are floats already
         a, b = ins[0].out, ins[1].out
         if type(a) is float and type(b) is float:
             return a, b
+    elif k == 1:
+        a = ins[0].out
+        if type(a) is float:
+            return (a,)
     xs = []
     for p in ins:
         v = p.out

@@ -26,6 +26,10 @@ from .values import as_value, check_shape, describe, dtype_name, host_array, lea
 # (Graph.forward_backward) gets this stamp, older than any reading, so that nothing computed from it passes
 # for current; Node.released says which values those are. Reading one raises ReleasedError.
 RELEASED_STAMP = -2
+# the attrs of every node without any, except inputs (an embedding's ids input keeps its id checks in
+# attrs): one dict, never written to, instead of an empty dict per node (a 1M-node chain's 64 MB)
+NO_ATTRS = {}
+
 
 def is_float(dtype):
     return dtype in FLOAT_DTYPES
@@ -66,7 +70,8 @@ class Node:
         name: unique within the graph, including the scope ("block0/attn/qk"). A node named after its op
             (or "const") gets its number when a name is first needed (Graph._name_pending): the one it
             would have got when built.
-        op: the op's name ("matmul"), None for leaves.  attrs: the op's static arguments (axis=...).
+        op: the op's name ("matmul"), None for leaves.  attrs: the op's static arguments (axis=...); NO_ATTRS,
+            shared and never written to, where there are none (an input's own dict holds its id checks).
         inputs: tuple of Nodes, one per input slot (x*x has the same node twice).
         shape, dtype: fixed when the node is built ("float32", "int64", ...).
         kind: "input", "param", "constant" or "op".  scope: the name scope it was built in.
@@ -91,7 +96,7 @@ class Node:
         self.spec = spec
         self.op = spec.name if spec is not None else None
         self.inputs = inputs if type(inputs) is tuple else tuple(inputs)
-        self.attrs = attrs if attrs is not None else {}
+        self.attrs = attrs if attrs is not None else ({} if kind == "input" else NO_ATTRS)
         self.scope = scope
         self.out = None
         self.stamp = -1
@@ -297,6 +302,11 @@ class Node:
     def tanh(self): return _ops.tanh(self)
     def relu(self): return _ops.relu(self)
     def sigmoid(self): return _ops.sigmoid(self)
+
+
+# the graph makes its nodes as _new(Node), then _init(node, ...): calling the class costs more than a function, and a
+# scalar graph pays it per node
+_new, _init = object.__new__, Node.__init__
 
 
 class Graph:
@@ -550,7 +560,8 @@ class Graph:
         x * 2.0 and micrograd-style graphs make one constant per number, so its cost is per node."""
         scope = self.current_scope
         full = None if name is None else self._claim(f"{scope}/{name}" if scope else name)
-        node = Node(self, full, "constant", (), self.dtype, None, (), None, scope)
+        node = _new(Node)
+        _init(node, self, full, "constant", (), self.dtype, None, (), None, scope)
         node.out = self.backend.from_host(value, self.dtype)
         node.stamp = 0
         self.nodes.append(node)
@@ -694,7 +705,8 @@ class Graph:
                 full = self._claim(f"{scope}/{spec.name}" if scope else spec.name)
                 shape, dtype = self._rules(spec, inputs, attrs, full)
         follows = self._follows and self._follows_batch(spec, inputs, attrs, full)
-        node = Node(self, full, "op", shape, dtype, spec, inputs, attrs, scope)
+        node = _new(Node)
+        _init(node, self, full, "op", shape, dtype, spec, inputs, attrs, scope)
         if self.eager:
             for x in inputs:
                 if x.out is None:

@@ -10,13 +10,17 @@ A plan is, by definition (plain_edges below, written the plain way):
 - Version A's pulls: for each live node v in the same order, the edges (u, i) with u.inputs[i] is v, u live,
   in topological order of u and slot order, each flagged when it is the last pull from u (from the earliest
   of u's inputs in topological order, its last slot if used twice); and v flagged when nothing pulls from it.
-Plan.sweep builds the same lists in one sweep over the order (tests check the two agree).
+Plan.sweep builds the same lists in one sweep over the order per variant (tests check the two agree).
 """
-import numpy as np
+from operator import attrgetter
 
 from .errors import GraphError, ReleasedError
-from .execution import FLOATS, gc_paused, runs_on_floats, state, topological_order
+from .execution import FLOATS, gc_paused, order_of, runs_on_floats, state, topological_order
 from .graph import RELEASED_STAMP, released
+
+KEEP_FROM_FIRST_USE = 50_000    # plans of this many nodes or more are kept from their first use (plan_for)
+_STAMP = attrgetter("stamp")
+
 
 # --- plans: what the loops visit, computed once per (y, wrt) --------------------------------------------
 class Plan:
@@ -27,17 +31,13 @@ class Plan:
     Version A; active: the nodes with an adjoint, in topological order. plan_for builds the one its variant
     visits in its sweep over the order; the other and active are built by a sweep of their own the first
     time they are asked for (most plans of a fresh graph are used once, by one variant). order: every node y
-    depends on; wrt: the targets; src/dst: positions in order of each edge, for the staleness check, built
-    the second time the plan is checked (a plan used once is checked by a loop), with inless: the nodes
-    without inputs, whose values no edge checks."""
+    depends on; wrt: the targets."""
 
-    __slots__ = ("y", "order", "needs", "_active", "_pushes", "_pulls", "wrt", "src", "dst", "checked", "floats",
-                 "rules", "compiled", "shapes_ok", "casts", "inless")
+    __slots__ = ("y", "order", "needs", "_active", "_pushes", "_pulls", "wrt", "floats", "rules", "compiled",
+                 "shapes_ok", "casts")
 
     def __init__(self):
         self._active = self._pushes = self._pulls = None
-        self.src = self.dst = self.inless = None
-        self.checked = False
         self.shapes_ok = set()              # backends whose VJP shapes passed the check once
         self.casts = {}                     # backend -> edges (u, i) whose VJP returns another
         #                                     dtype than its input's (found by that check; cast from then on)
@@ -54,12 +54,6 @@ class Plan:
             self.sweep(pulls=True)
         return self._pulls
 
-    def pushers(self):
-        """The nodes that push into an input (have a VJP to call), from whichever edges are built."""
-        if self._pushes is not None:
-            return [u for u, slots in self._pushes if slots]
-        return [v for v, _, unpulled in self._pulls if not unpulled]
-
     @property
     def has_adjoints(self):
         """False when y depends on no node of wrt (and is none): no adjoint, nothing for the loops to visit."""
@@ -74,70 +68,125 @@ class Plan:
 
     @gc_paused
     def sweep(self, pushes=False, pulls=False):
-        """Build the pushes and/or pulls: one sweep over the order from y back. A node is live if it is y or
-        a live node pushes into it; a live node pushes into each input that needs a gradient. Version A's pulls
-        of v are complete when the sweep reaches v (its children come after it in topological order): they are
-        collected in reverse, from the children, and turned around then. u's last pull is from the input that
-        Version A reaches last: the earliest of its inputs in topological order (of one used twice, x * x, the
-        later slot: children keep slot order)."""
-        order, needs, y = self.order, self.needs, self.y
-        push, pull, end = [], [], len(needs)
-        if needs[y.index]:
-            live = bytearray(len(needs))
-            live[y.index] = 1
-            if pulls:
-                pos = [0] * len(needs)          # node index -> position in topological order
-                k = 0
-                for n in order:
-                    pos[n.index] = k
-                    k += 1
-                # node index -> its (child u, slot i, last pull from u), u in reverse topological order (and
-                # the slots of one u in reverse too)
-                kids = [None] * len(needs)
-            for u in reversed(order):
-                j = u.index
-                if not live[j]:
-                    continue
-                spec = u.spec
-                slots = [] if pushes else None
-                last_slot, first = -1, end      # the slot of u's last pull and its input's position
-                if spec is not None and spec.differentiable:
-                    i = 0
-                    for p in u.inputs:
-                        k = p.index
-                        if needs[k]:
-                            live[k] = 1
-                            if pushes:
-                                slots.append((i, p))
-                            if pulls and pos[k] <= first:
-                                last_slot, first = i, pos[k]
-                        i += 1
-                if pushes:
-                    push.append((u, slots))
-                if pulls:
-                    children = kids[j]
-                    if children is None:
-                        children = []
-                    else:
-                        children.reverse()
-                    pull.append((u, children, last_slot < 0))
-                    if last_slot < 0:
-                        continue
-                    ins = u.inputs              # its edges, last slot first: reversed with the others at p
-                    i = len(ins)
-                    while i:
-                        i -= 1
-                        p = ins[i]
-                        if needs[p.index]:
-                            edges = kids[p.index]
-                            if edges is None:
-                                kids[p.index] = [(u, i, i == last_slot)]
-                            else:
-                                edges.append((u, i, i == last_slot))
+        """Build the pushes and/or pulls, each by one sweep over the order from y back (_pushes, _pulls)."""
         if pushes:
-            self._pushes = push
+            self._pushes = _pushes(self.order, self.needs, self.y)
         if pulls:
-            self._pulls = pull
+            self._pulls = _pulls(self.order, self.needs, self.y)
+
+
+def _pushes(order, needs, y):
+    """Version B's pushes, from y back: a node is live if it is y or a live node pushes into it; a live
+    node pushes into each input that needs a gradient. (Nodes of one input, most of a scalar graph's
+    or a chain's, are spelled out: the general loop costs more than they do.)"""
+    push = []
+    if not needs[y.index]:
+        return push
+    live = bytearray(len(needs))
+    live[y.index] = 1
+    for u in reversed(order):
+        if not live[u.index]:
+            continue
+        spec = u.spec
+        if spec is None or not spec.differentiable:
+            push.append((u, []))
+            continue
+        ins = u.inputs
+        if len(ins) == 1:
+            p = ins[0]
+            if needs[p.index]:
+                live[p.index] = 1
+                push.append((u, [(0, p)]))
+            else:
+                push.append((u, []))
+            continue
+        slots = []
+        i = 0
+        for p in ins:
+            k = p.index
+            if needs[k]:
+                live[k] = 1
+                slots.append((i, p))
+            i += 1
+        push.append((u, slots))
+    return push
+
+
+def _pulls(order, needs, y):
+    """Version A's pulls, from y back (live as in _pushes). The pulls of v are complete when the sweep
+    reaches v (its children come after it in topological order): they are collected in reverse, from the
+    children, and turned around then. u's last pull is from the input that Version A reaches last: the
+    earliest of its inputs in topological order (of one used twice, x * x, the later slot: children keep
+    slot order). Nodes of one or two inputs are spelled out, as in _pushes."""
+    pull = []
+    if not needs[y.index]:
+        return pull
+    live = bytearray(len(needs))
+    live[y.index] = 1
+    pos = [0] * len(needs)                  # node index -> position in topological order
+    k = 0
+    for n in order:
+        pos[n.index] = k
+        k += 1
+    # node index -> its (child u, slot i, last pull from u), u in reverse topological order (and the slots
+    # of one u in reverse too)
+    kids = [[] if f else None for f in needs]        # (lists for the nodes that need a gradient)
+    end = len(needs)
+    for u in reversed(order):
+        j = u.index
+        if not live[j]:
+            continue
+        children = kids[j]
+        children.reverse()
+        spec = u.spec
+        if spec is None or not spec.differentiable:
+            pull.append((u, children, True))
+            continue
+        ins = u.inputs
+        n = len(ins)
+        if n == 1:
+            k = ins[0].index
+            if needs[k]:
+                live[k] = 1
+                pull.append((u, children, False))
+                kids[k].append((u, 0, True))
+            else:
+                pull.append((u, children, True))
+            continue
+        if n == 2:
+            ka, kb = ins[0].index, ins[1].index
+            na, nb = needs[ka], needs[kb]
+            if not (na or nb):
+                pull.append((u, children, True))
+                continue
+            pull.append((u, children, False))
+            last = (0 if pos[ka] < pos[kb] else 1) if na and nb else (0 if na else 1)
+            if nb:                          # slot 1 first: reversed with the others at its input
+                live[kb] = 1
+                kids[kb].append((u, 1, last == 1))
+            if na:
+                live[ka] = 1
+                kids[ka].append((u, 0, last == 0))
+            continue
+        last, first = -1, end               # the slot of u's last pull and its input's position
+        i = 0
+        for p in ins:
+            k = p.index
+            if needs[k]:
+                live[k] = 1
+                if pos[k] <= first:
+                    last, first = i, pos[k]
+            i += 1
+        pull.append((u, children, last < 0))
+        if last < 0:
+            continue
+        i = n                               # its edges, last slot first: reversed with the others at p
+        while i:
+            i -= 1
+            k = ins[i].index
+            if needs[k]:
+                kids[k].append((u, i, i == last))
+    return pull
 
 
 @gc_paused
@@ -146,7 +195,8 @@ def plan_for(graph, y, wrt, variant=None):
     variant's loop visits built (both when None); kept from its second use on. A plan used once (a graph
     built and run once, as eager users run theirs) is not kept: its pushes, pulls and bound rules would only
     leave the collector more objects to scan and free. What it leaves is its compile counts, so the run
-    that compiles is the same either way."""
+    that compiles is the same either way. A plan of KEEP_FROM_FIRST_USE nodes or more is kept from its first
+    use: so big a graph is not built to be run once, and sweeping it again would cost seconds."""
     plans = state(graph).cache.plans
     key = (y.index, None if wrt is None else tuple(n.index for n in wrt))
     kept = plans.get(key)
@@ -163,17 +213,29 @@ def plan_for(graph, y, wrt, variant=None):
     for n in order:                         # forward sweep: a node needs a gradient if an input does
         spec = n.spec
         if spec is not None and spec.differentiable and not needs[n.index] and n.dtype in FLOATS:
-            for p in n.inputs:
-                if needs[p.index]:
+            ins = n.inputs
+            k = len(ins)
+            if k == 2:                      # (most nodes: spelled out)
+                if needs[ins[0].index] or needs[ins[1].index]:
                     needs[n.index] = 1
-                    break
+            elif k == 1:
+                if needs[ins[0].index]:
+                    needs[n.index] = 1
+            else:
+                for p in ins:
+                    if needs[p.index]:
+                        needs[n.index] = 1
+                        break
     plan = Plan()
     plan.y, plan.order, plan.wrt, plan.needs = y, order, targets, needs
     plan.sweep(pushes=variant != "children", pulls=variant != "parents")
     plan.floats = runs_on_floats(graph, order)
     plan.rules = {}
-    if kept is None:                        # its first use
+    if kept is None and len(order) < KEEP_FROM_FIRST_USE:      # its first use
         plan.compiled = plans[key] = {}
+    elif kept is None:                      # a big graph is not built to be run once: keep it now
+        plan.compiled = {}
+        plans[key] = plan
     else:
         plan.compiled = kept
         plans[key] = plan
@@ -212,21 +274,47 @@ def plain_edges(plan):
 
 
 # --- rules: each pushing node's VJP bound to a backend, once per plan ------------------------------------
+class Rules:
+    """The VJP rules of a plan's nodes bound to one backend F, each bound when first asked for (a plan of a
+    fresh graph is run once, and a pass over its nodes to bind them all would cost as much as the run).
+
+    rules[u]: u's pullback with F and u's attrs bound (OpDef.pullback), shared by the nodes of one op
+    without attrs. slot_rule(spec): the op's per-slot VJP, called as rule(F, i, g, xs, out) on a node
+    without attrs, or False for a two-stage rule (make_vjp): what NumericRun calls directly, the
+    pullback's first stage being only (rule, xs, out) for such a rule."""
+
+    __slots__ = ("F", "shared", "per_node", "direct")
+
+    def __init__(self, F):
+        self.F = F
+        self.shared = {}                    # op -> its pullback bound to F, for the nodes without attrs
+        self.per_node = {}                  # node with attrs -> its pullback bound to F and its attrs
+        self.direct = {}                    # op -> slot_rule(op)
+
+    def __getitem__(self, u):
+        if u.attrs:
+            rule = self.per_node.get(u)
+            if rule is None:
+                rule = self.per_node[u] = _bind_rule(u.spec, self.F, u.attrs)
+            return rule
+        rule = self.shared.get(u.spec)
+        if rule is None:
+            rule = self.shared[u.spec] = _bind_rule(u.spec, self.F, {})
+        return rule
+
+    def slot_rule(self, spec):
+        rule = self.direct.get(spec)
+        if rule is None:
+            impl = spec.impl(self.F)            # the backend's fused kernel, or the op's rules
+            rule = self.direct[spec] = impl.make_vjp is None and impl.vjp is not None and impl.vjp
+        return rule
+
+
 def bound_rules(plan, F):
-    """{node: its pullback with F and the node's attrs bound}, for the nodes of plan that push or are pulled
-    from; cached on the plan per backend (binding is per node, and plans are reused run after run)."""
+    """The Rules of plan on backend F (kept with the plan: plans are reused run after run)."""
     rules = plan.rules.get(F.name)
     if rules is None:
-        rules = plan.rules[F.name] = {}
-        shared = {}                         # op -> its rule bound to F, for the nodes without attrs
-        for u in plan.pushers():
-            if u.attrs:
-                rules[u] = _bind_rule(u.spec, F, u.attrs)
-            else:
-                rule = shared.get(u.spec)
-                if rule is None:
-                    rule = shared[u.spec] = _bind_rule(u.spec, F, u.attrs)
-                rules[u] = rule
+        rules = plan.rules[F.name] = Rules(F)
     return rules
 
 
@@ -241,45 +329,35 @@ def check_current(y, plan):
     be older than one of its inputs' (an input fed or a param assigned since, or an input recomputed by a
     later forward for other outputs), and none may be missing. An input newer than its consumer is only a
     suspect: a forward for other outputs (or hvp's) recomputes shared nodes with its own stamp from the same
-    values; _stale_edge keeps those whose sources (leaves, random draws) did change."""
+    values; _stale_edge keeps those whose sources (leaves, random draws) did change.
+
+    After a forward of the whole order (the usual case) every op node has its stamp and no leaf is newer:
+    then no edge can be stale, and a look at the stamps (in C: map, set) says so without a loop over the
+    edges. (A value is set before its stamp, so a stamp >= 0 means a value.) Anything else is checked edge
+    by edge."""
     order = plan.order
-    if plan.src is None and not plan.checked:     # the plan's first check: one loop (most plans of
-        plan.checked = True                        # a fresh graph are used once)
-        empty, suspects = None, []
-        for u in order:
-            s = u.stamp
-            if s == RELEASED_STAMP:                # a second backward after forward_backward (the nn path)
-                raise ReleasedError("backward: " + released(u, f"backward through it to '{y.name}'"))
-            for p in u.inputs:
-                if p.stamp > s or s < 0:
-                    suspects.append((u, p))
-            if empty is None and u.out is None:
-                empty = u
-        if suspects:
-            stale = _stale_edge(order, suspects)
-            if stale is not None:
-                raise _stale(y, *stale)
-        if empty is not None:
-            raise GraphError(f"backward: '{empty.name}' has no value; run g.forward(...) first")
-        return
-    if plan.src is None:                           # used again: the edges as arrays, checked at once
-        pos = np.zeros(len(y.graph.nodes), dtype=np.int64)      # node index -> position in order
-        pos[np.fromiter((n.index for n in order), dtype=np.int64, count=len(order))] = np.arange(len(order))
-        plan.src = pos[np.fromiter((p.index for u in order for p in u.inputs), dtype=np.int64)]
-        plan.dst = pos[np.fromiter((u.index for u in order for _ in u.inputs), dtype=np.int64)]
-        plan.inless = [n for n in order if not n.inputs]
-    stamps = np.fromiter((n.stamp for n in order), dtype=np.int64, count=len(order))
-    gone = np.flatnonzero(stamps == RELEASED_STAMP)
-    if len(gone):                           # a second backward after forward_backward (the nn path)
-        raise ReleasedError("backward: " + released(order[gone[0]], f"backward through it to '{y.name}'"))
-    bad = np.flatnonzero((stamps[plan.src] > stamps[plan.dst]) | (stamps[plan.dst] < 0))
-    if len(bad):
-        stale = _stale_edge(order, ((order[plan.dst[k]], order[plan.src[k]]) for k in bad))
+    kept = order_of(state(y.graph), order)
+    stamps = set(map(_STAMP, kept.ops))
+    if len(stamps) <= 1:
+        top = stamps.pop() if stamps else 0
+        if top >= 0 and all(0 <= s <= top for s in map(_STAMP, kept.leaves)):
+            return
+    empty, suspects = None, []
+    for u in order:
+        s = u.stamp
+        if s == RELEASED_STAMP:                # a second backward after forward_backward (the nn path)
+            raise ReleasedError("backward: " + released(u, f"backward through it to '{y.name}'"))
+        for p in u.inputs:
+            if p.stamp > s or s < 0:
+                suspects.append((u, p))
+        if empty is None and u.out is None:
+            empty = u
+    if suspects:
+        stale = _stale_edge(order, suspects)
         if stale is not None:
             raise _stale(y, *stale)
-    for n in plan.inless:                   # leaves and input-less ops: no edge says they have a value (an
-        if n.out is None:                   # op node without one has stamp -1: its edges said so above)
-            raise GraphError(f"backward: '{n.name}' has no value; run g.forward(...) first")
+    if empty is not None:
+        raise GraphError(f"backward: '{empty.name}' has no value; run g.forward(...) first")
 
 
 def _stale_edge(order, suspects):
@@ -324,5 +402,3 @@ def _stale(y, u, p):
     who = f"'{u.name}' ({u.op})" + ("" if u is y else f", which '{y.name}' depends on,")
     return GraphError(f"backward: {who} {why}; run g.forward(feeds, outputs={y.name!r}) again right "
                       "before backward")
-
-

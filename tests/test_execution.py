@@ -173,3 +173,44 @@ def test_compute_runs_an_eager_scalar_node_on_floats_and_stamps_it():
     v = g.param("v", np.ones(2))
     d = v * 2.0                           # arrays: the backend computes it
     assert isinstance(d.out, np.ndarray) and np.array_equal(d.out, [2.0, 2.0])
+
+
+def _mixed(g):
+    """Every node a 0-d float64 (so the lazy forward runs on floats too): nodes of one input, two inputs (a
+    float and a NumPy scalar: the param before any float run), attrs (a sum over an axis of a 0-d value),
+    three inputs (add_n) and a power of a number."""
+    x, w = g.param("x", 0.7), g.param("w", -1.3)
+    a = gd.tanh(x)
+    b = a * w
+    c = gd.sum(b, axis=None) + gd.relu(w)
+    d = gd.maximum(c, a * 2.0)
+    return x, w, gd.add_n([d, b ** 2.0, gd.exp(a)])
+
+
+def test_eager_compute_gives_the_lazy_forwards_values():
+    """compute's float paths (one input, two inputs, anything else through _floats) give the values of a
+    lazy graph's forward, bit for bit, and the same gradients in both variants."""
+    eager, lazy = gd.Graph(dtype="float64", eager=True), gd.Graph(dtype="float64")
+    (xe, we, ye), (xl, wl, yl) = _mixed(eager), _mixed(lazy)
+    lazy.forward(outputs=yl)
+    assert [float(n.value) for n in eager.nodes] == [float(n.value) for n in lazy.nodes]
+    assert all(type(n.out) is float for n in eager.nodes if n.spec is not None)
+    for variant in gd.VARIANTS:
+        eager.backward(ye, variant=variant)
+        lazy.backward(yl, variant=variant)
+        assert (float(xe.grad), float(we.grad)) == (float(xl.grad), float(wl.grad))
+
+
+def test_nodes_without_attrs_share_one_dict_that_stays_empty():
+    """NO_ATTRS is shared by every node without attrs (not inputs): nothing may write into it, not even an
+    embedding, which keeps its id checks in its ids input's own dict."""
+    g = gd.Graph(dtype="float64")
+    table = g.param("table", np.ones((4, 2)))
+    ids = g.input("ids", (3,), dtype="int64")
+    y = gd.sum(gd.embedding(table, ids) * 2.0)
+    assert gd.tanh(g.param("p", 1.0)).attrs is gd.graph.NO_ATTRS
+    assert ids.attrs is not gd.graph.NO_ATTRS and "host_checks" in ids.attrs
+    g.forward({ids: np.array([0, 1, 3])}, outputs=y)
+    with pytest.raises(gd.GraphError, match="out-of-range"):
+        g.forward({ids: np.array([0, 1, 4])}, outputs=y)
+    assert gd.graph.NO_ATTRS == {}

@@ -61,7 +61,7 @@ import os
 from functools import partial
 
 from ..errors import GraphError, ShapeError
-from ..graph import Node
+from ..graph import NO_ATTRS, Node
 from ..values import as_ints
 
 REGISTRY = {}
@@ -140,13 +140,13 @@ def _builder(spec, forward):
     if spec.arity == 1:
         def fn(x, name=None):
             if type(x) is Node:
-                return x.graph.add_node(spec, (x,), {}, name)
+                return x.graph.add_node(spec, (x,), NO_ATTRS, name)
             return apply(spec, (x,), name=name)
         fn.__doc__ = f"{doc}. Args: x: a Node. name: optional node name."
     else:
         def fn(a, b, name=None):
             if type(a) is Node and type(b) is Node and a.graph is b.graph:
-                return a.graph.add_node(spec, (a, b), {}, name)
+                return a.graph.add_node(spec, (a, b), NO_ATTRS, name)
             return apply(spec, (a, b), name=name)
         shapes = " (broadcast)" if spec.shape is broadcast_shapes else ""
         fn.__doc__ = f"{doc}. Args: a, b: Nodes, arrays or numbers{shapes}. name: optional node name."
@@ -327,9 +327,9 @@ def apply(spec, args, attrs=None, name=None):
         if len(args) == 2:
             a, b = args
             if type(a) is Node and type(b) is Node and a.graph is b.graph:
-                return a.graph.add_node(spec, args, attrs or {}, name)
+                return a.graph.add_node(spec, args, attrs or NO_ATTRS, name)
         elif len(args) == 1 and type(args[0]) is Node:
-            return args[0].graph.add_node(spec, args, attrs or {}, name)
+            return args[0].graph.add_node(spec, args, attrs or NO_ATTRS, name)
     graph, wrap = None, False
     for a in args:
         if not isinstance(a, Node):
