@@ -8,17 +8,19 @@ per call, so main memory sees one read of each input and one write of each outpu
 
 Each kernel is registered with @kernel(op, "numpy") and keeps the rule's residuals (see registry.kernel);
 tests/ops/test_kernels.py checks every one against its op's rule. Kernels here: gelu, softmax, log_softmax,
-layer_norm, cross_entropy. Inputs outside a kernel's fast path (a dtype other than float32 or
-float64, mixed dtypes, empty arrays, ids checked on the device) go to the op's rule, so a kernel never
-fails where the rule works. benchmarks/bench_kernels.py times each against its rule and PyTorch.
+layer_norm, cross_entropy, and (for small arrays, where NumPy's Python layers cost more than the
+arithmetic) mean and power. Inputs outside a kernel's fast path (a dtype other than float32 or float64,
+mixed dtypes, empty arrays, ids checked on the device) go to the op's rule, so a kernel never fails where
+the rule works. benchmarks/bench_kernels.py times each against its rule and PyTorch.
 """
+import functools
 import math
 
 import numpy as np
 
 from . import fused_numba
 from .fused_maths import GELU_A, GELU_C, INV_SQRT_2, INV_SQRT_2PI, fast_path as _fast
-from .registry import REGISTRY, kernel
+from .registry import REGISTRY, kernel, norm_axis, reduced_shape
 
 NUMBA = {"on": fused_numba.available}   # layer norm and the softmax VJP by Numba's row loops (fused_numba.py)
 BLOCK = 1 << 15          # elements per block: a few float32/float64 scratch blocks stay within L2
@@ -427,11 +429,56 @@ class CrossEntropy:
                 db = dx[a:b]
                 np.subtract(v[a:b], lse[a:b], out=db)
                 np.exp(db, out=db)
-                lo, hi = np.searchsorted(hot, (a, b))
-                flat_dx[hot_at[lo:hi]] -= 1.0
+                if a == 0 and b == R:                  # one block (small logits): every target is in it
+                    flat_dx[hot_at] -= 1.0
+                else:
+                    lo, hi = np.searchsorted(hot, (a, b))
+                    flat_dx[hot_at[lo:hi]] -= 1.0
                 if rows_scale is None:
                     db *= scale
                 else:
                     db *= rows_scale[a:b, None]
             return dx.reshape(logits.shape)
         return vjp
+
+
+# --- small-array kernels: the rule's arithmetic, without the Python layers of np.mean and np.broadcast_to ---
+@functools.lru_cache(maxsize=512)
+def _mean_shapes(shape, axis):
+    """(count of the values each mean averages, the keepdims shape of the means) of x.shape, axis."""
+    axes = norm_axis(axis, len(shape))
+    return math.prod(shape[k] for k in axes), reduced_shape(shape, axis, True)
+
+
+@kernel("mean", "numpy")
+class Mean:
+    """mean as np.mean computes it (one add.reduce, one division by the count) without its Python layer;
+    the VJP writes g * (1 / n) straight into a new array of x's shape (the rule's broadcast_to view and
+    product, in one call). Each costs a few microseconds less per call, which matters at microgpt's size."""
+
+    def forward(F, x, axis=None, keepdims=False):
+        if not _fast(x):
+            return REGISTRY["mean"].forward(F, x, axis=axis, keepdims=keepdims)
+        return np.true_divide(np.add.reduce(x, axis=axis, keepdims=keepdims), _mean_shapes(x.shape, axis)[0])
+
+    def vjp(F, i, g, xs, out, axis=None, keepdims=False):
+        shape = tuple(xs[0].shape)
+        if not shape or not _fast(g) or g.dtype != xs[0].dtype:
+            return REGISTRY["mean"].vjp(F, i, g, xs, out, axis=axis, keepdims=keepdims)
+        n, kept = _mean_shapes(shape, axis)
+        return np.multiply(g.reshape(kept), 1.0 / n, out=np.empty(shape, dtype=g.dtype))
+
+
+@kernel("power", "numpy")
+class Power:
+    """a ** b; the VJP for a with a 0-d exponent b that is not 0 (x ** -0.5 of an RMS norm) skips the rule's
+    where(b == 0, 0, ...), which then picks every element of the same product."""
+
+    def forward(F, a, b):
+        return np.power(a, b)
+
+    def vjp(F, i, g, xs, out):
+        a, b = xs
+        if i == 0 and b.ndim == 0 and b != 0:
+            return F.unbroadcast(g * b * np.power(a, b - 1.0), a)
+        return REGISTRY["power"].vjp(F, i, g, xs, out)
