@@ -463,7 +463,7 @@ class Mean:
 
     def vjp(F, i, g, xs, out, axis=None, keepdims=False):
         shape = tuple(xs[0].shape)
-        if not shape or not _fast(g) or g.dtype != xs[0].dtype:
+        if not shape or 0 in shape or not _fast(g) or g.dtype != xs[0].dtype:     # (empty x: the rule)
             return REGISTRY["mean"].vjp(F, i, g, xs, out, axis=axis, keepdims=keepdims)
         n, kept = _mean_shapes(shape, axis)
         return np.multiply(g.reshape(kept), 1.0 / n, out=np.empty(shape, dtype=g.dtype))

@@ -111,6 +111,7 @@ CASES = {
         ("0d", lambda r, d: ([_x(r, (), d)], {"axis": None, "keepdims": False})),
         ("big", lambda r, d: ([_x(r, (3, BIG // 3), d)], {"axis": 1, "keepdims": False})),
         ("float16", lambda r, d: ([_x(r, (4, 6), "float16")], {"axis": -1, "keepdims": True})),
+        ("empty-axis", lambda r, d: ([_x(r, (2, 0), d)], {"axis": 1, "keepdims": False})),
     ],
     "power": [
         ("rsqrt", lambda r, d: ([np.abs(_x(r, (7, 1), d)) + 0.1, np.asarray(-0.5, dtype=d)], {})),
