@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from . import fused_numba
+from .. import threads
 from .fused_maths import GELU_A, GELU_C, INV_SQRT_2, INV_SQRT_2PI, fast_path as _fast
 from .registry import REGISTRY, kernel, norm_axis, reduced_shape
 
@@ -34,14 +35,31 @@ def flat(x):
     return np.ascontiguousarray(x).reshape(-1)
 
 
-def blocks(n, step=BLOCK):
-    """(start, stop) of consecutive blocks covering range(n)."""
-    return [(s, min(s + step, n)) for s in range(0, n, step)]
+def blocks(n, step=None, start=0):
+    """(start, stop) of consecutive blocks of step (BLOCK) covering range(start, n)."""
+    step = step or BLOCK
+    return [(s, min(s + step, n)) for s in range(start, n, step)]
 
 
-def scratch(k, x):
-    """k scratch blocks of x's dtype."""
-    return [np.empty(min(BLOCK, x.size), dtype=x.dtype) for _ in range(k)]
+def scratch(k, x, size=None):
+    """k scratch blocks of x's dtype (for `size` elements: x.size by default)."""
+    return [np.empty(min(BLOCK, x.size if size is None else size), dtype=x.dtype) for _ in range(k)]
+
+
+def flat_parts(n):
+    """(start, stop) element ranges of a flat array of n, one per thread (graphdiff.threads), each made of
+    whole blocks: every block is the one a single part walks, so the results are the same numbers."""
+    return [(a * BLOCK, min(b * BLOCK, n)) for a, b in threads.parts(-(-n // BLOCK), BLOCK)]
+
+
+def row_parts(R, step, C):
+    """(start, stop) row ranges of R rows of C, one per thread, each made of whole blocks of `step` rows."""
+    return [(a * step, min(b * step, R)) for a, b in threads.parts(-(-R // step), step * C)]
+
+
+def run_parts(fn, ranges):
+    """fn(start, stop) for each range, on the threads (graphdiff.threads.run); their results in order."""
+    return threads.run(fn, ranges)
 
 
 def _erf():
@@ -56,24 +74,7 @@ class Gelu:
     def forward_res(F, x, approximate="none"):
         xf = flat(x)
         y, keep = np.empty_like(xf), np.empty_like(xf)     # keep: the tanh, or Phi(x), as the rule keeps
-        u, = scratch(1, xf)
-        for s, e in blocks(xf.size):
-            xs, us, ks = xf[s:e], u[:e - s], keep[s:e]
-            if approximate == "tanh":
-                np.multiply(xs, xs, out=us)                # x^2
-                us *= _A * _C
-                us += _C
-                us *= xs                                   # _C (x + _A x^3)
-                np.tanh(us, out=ks)
-                np.add(ks, 1.0, out=us)
-                us *= 0.5                                  # 0.5 (1 + t)
-                np.multiply(us, xs, out=y[s:e])
-            else:
-                np.multiply(xs, _INV_SQRT_2, out=us)
-                _erf()(us, out=ks)
-                ks += 1.0
-                ks *= 0.5                                  # Phi(x)
-                np.multiply(ks, xs, out=y[s:e])
+        run_parts(lambda lo, hi: _gelu_part(xf, y, keep, approximate, lo, hi), flat_parts(xf.size))
         return y.reshape(x.shape), keep.reshape(x.shape)
 
     def make_vjp(F, xs, out, res, approximate="none"):
@@ -83,31 +84,58 @@ class Gelu:
         def vjp(i, g):
             xf, kf, gf = flat(x), flat(keep), flat(g)
             dx = np.empty(xf.shape, dtype=np.result_type(xf, gf))
-            u, v = scratch(2, dx)
-            for s, e in blocks(xf.size):
-                xs_, ks, us, vs = xf[s:e], kf[s:e], u[:e - s], v[:e - s]
-                if approximate == "tanh":     # slope = 0.5 (1 + t) + 0.5 x _C (1 + 3 _A x^2) (1 - t^2)
-                    np.multiply(xs_, xs_, out=us)
-                    us *= 3.0 * _A * _C
-                    us += _C
-                    us *= xs_
-                    us *= 0.5
-                    np.multiply(ks, ks, out=vs)
-                    np.subtract(1.0, vs, out=vs)
-                    us *= vs
-                    np.add(ks, 1.0, out=vs)
-                    vs *= 0.5
-                    us += vs
-                else:                         # slope = Phi(x) + x exp(-x^2 / 2) / sqrt(2 pi)
-                    np.multiply(xs_, xs_, out=us)
-                    us *= -0.5
-                    np.exp(us, out=us)
-                    us *= xs_
-                    us *= _INV_SQRT_2PI
-                    us += ks
-                np.multiply(us, gf[s:e], out=dx[s:e])
+            run_parts(lambda lo, hi: _gelu_vjp_part(xf, kf, gf, dx, approximate, lo, hi), flat_parts(xf.size))
             return dx.reshape(x.shape)
         return vjp
+
+
+def _gelu_part(xf, y, keep, approximate, lo, hi):
+    """GELU of xf[lo:hi] into y and keep, block by block."""
+    u, = scratch(1, xf, hi - lo)
+    for s, e in blocks(hi, start=lo):
+        xs, us, ks = xf[s:e], u[:e - s], keep[s:e]
+        if approximate == "tanh":
+            np.multiply(xs, xs, out=us)                # x^2
+            us *= _A * _C
+            us += _C
+            us *= xs                                   # _C (x + _A x^3)
+            np.tanh(us, out=ks)
+            np.add(ks, 1.0, out=us)
+            us *= 0.5                                  # 0.5 (1 + t)
+            np.multiply(us, xs, out=y[s:e])
+        else:
+            np.multiply(xs, _INV_SQRT_2, out=us)
+            _erf()(us, out=ks)
+            ks += 1.0
+            ks *= 0.5                                  # Phi(x)
+            np.multiply(ks, xs, out=y[s:e])
+
+
+def _gelu_vjp_part(xf, kf, gf, dx, approximate, lo, hi):
+    """GELU's VJP of xf[lo:hi] (keep kf, cotangent gf) into dx, block by block."""
+    u, v = scratch(2, dx, hi - lo)
+    for s, e in blocks(hi, start=lo):
+        xs_, ks, us, vs = xf[s:e], kf[s:e], u[:e - s], v[:e - s]
+        if approximate == "tanh":     # slope = 0.5 (1 + t) + 0.5 x _C (1 + 3 _A x^2) (1 - t^2)
+            np.multiply(xs_, xs_, out=us)
+            us *= 3.0 * _A * _C
+            us += _C
+            us *= xs_
+            us *= 0.5
+            np.multiply(ks, ks, out=vs)
+            np.subtract(1.0, vs, out=vs)
+            us *= vs
+            np.add(ks, 1.0, out=vs)
+            vs *= 0.5
+            us += vs
+        else:                         # slope = Phi(x) + x exp(-x^2 / 2) / sqrt(2 pi)
+            np.multiply(xs_, xs_, out=us)
+            us *= -0.5
+            np.exp(us, out=us)
+            us *= xs_
+            us *= _INV_SQRT_2PI
+            us += ks
+        np.multiply(us, gf[s:e], out=dx[s:e])
 
 
 # --- softmax and log_softmax --------------------------------------------------------------------------
@@ -134,8 +162,9 @@ def _lanes(x, axis):
     return v, max(1, BLOCK // max(1, n * post))
 
 
-def _row_blocks(v, step):
-    return [(s, min(s + step, v.shape[0])) for s in range(0, v.shape[0], step)]
+def _row_blocks(v, step, start=0):
+    """(start, stop) of blocks of step rows covering rows start: of v (an array, or its row count)."""
+    return blocks(v if isinstance(v, int) else v.shape[0], step, start)
 
 
 def _exp_shifted(xb, eb, sb, ones):
@@ -162,6 +191,17 @@ def _exp_shifted(xb, eb, sb, ones):
     return shift
 
 
+def _softmax_rows(v, y, step, lo, hi):
+    """softmax of the rows lo:hi of v (R, n) into y, in blocks of step rows from lo."""
+    ones = np.ones(v.shape[1], dtype=v.dtype)
+    s = np.empty(step, dtype=v.dtype)
+    for a, b in _row_blocks(hi, step, lo):
+        xb, yb, sb = v[a:b], y[a:b], s[:b - a]
+        _exp_shifted(xb, yb, sb, ones)
+        np.reciprocal(sb, out=sb)
+        yb *= sb[:, None]
+
+
 @kernel("softmax", "numpy")
 class Softmax:
     """softmax in blocks of whole rows: exp(x - shift), row sums by GEMV, one multiply by 1 / sum."""
@@ -172,13 +212,7 @@ class Softmax:
         v, step = _lanes(x, axis)
         y = np.empty_like(v)
         if v.ndim == 2:
-            ones = np.ones(v.shape[1], dtype=v.dtype)
-            s = np.empty(step, dtype=v.dtype)
-            for a, b in _row_blocks(v, step):
-                xb, yb, sb = v[a:b], y[a:b], s[:b - a]
-                _exp_shifted(xb, yb, sb, ones)
-                np.reciprocal(sb, out=sb)
-                yb *= sb[:, None]
+            run_parts(lambda lo, hi: _softmax_rows(v, y, step, lo, hi), row_parts(v.shape[0], step, v.shape[1]))
         else:
             s = np.empty((step, 1, v.shape[2]), dtype=v.dtype)
             for a, b in _row_blocks(v, step):
@@ -198,7 +232,8 @@ class Softmax:
         ov, _ = _lanes(out, axis)
         dx = np.empty_like(gv)
         if gv.ndim == 2 and NUMBA["on"] and gv.size >= fused_numba.MIN_SIZE:
-            fused_numba.loops().softmax_vjp_rows(gv, ov, dx)
+            rows = fused_numba.loops().softmax_vjp_rows
+            run_parts(lambda lo, hi: rows(gv[lo:hi], ov[lo:hi], dx[lo:hi]), row_parts(gv.shape[0], step, gv.shape[1]))
             return dx.reshape(g.shape)
         for a, b in _row_blocks(gv, step):
             gb, ob, db = gv[a:b], ov[a:b], dx[a:b]
@@ -288,8 +323,10 @@ class LayerNorm:
         rstd = np.empty((R, 1), dtype=v.dtype)
         lead = x.shape[:-1]
         if NUMBA["on"] and v.size >= fused_numba.MIN_SIZE:
-            fused_numba.loops().layer_norm_rows(v, np.ascontiguousarray(gamma), np.ascontiguousarray(beta),
-                                                float(eps), y, xhat, rstd.reshape(-1))
+            rows, r1 = fused_numba.loops().layer_norm_rows, rstd.reshape(-1)
+            gm, bt, eps = np.ascontiguousarray(gamma), np.ascontiguousarray(beta), float(eps)
+            run_parts(lambda lo, hi: rows(v[lo:hi], gm, bt, eps, y[lo:hi], xhat[lo:hi], r1[lo:hi]),
+                      row_parts(R, step, C))
             return y.reshape(x.shape), (xhat.reshape(x.shape), rstd.reshape(lead + (1,)))
         ones = np.ones(C, dtype=v.dtype)
         for a, b in _row_blocks(v, step):
@@ -341,8 +378,16 @@ def _layer_norm_vjp(g, xhat, rstd, gamma):
     dgamma, dbeta = np.zeros(C, dtype=gv.dtype), np.zeros(C, dtype=gv.dtype)
     dx = np.empty_like(gv)
     if NUMBA["on"] and gv.size >= fused_numba.MIN_SIZE:
-        fused_numba.loops().layer_norm_vjp_rows(gv, np.ascontiguousarray(hv), np.ascontiguousarray(rv.reshape(-1)),
-                                                np.ascontiguousarray(gamma), dx, dgamma, dbeta)
+        rows, parts = fused_numba.loops().layer_norm_vjp_rows, row_parts(R, step, C)
+        hv, r1, gm = np.ascontiguousarray(hv), np.ascontiguousarray(rv.reshape(-1)), np.ascontiguousarray(gamma)
+        if len(parts) == 1:
+            rows(gv, hv, r1, gm, dx, dgamma, dbeta)
+        else:                   # each part's column sums in float64, added up, then stored as the one part's
+            def part(lo, hi):
+                sums = np.empty((2, C))
+                rows(gv[lo:hi], hv[lo:hi], r1[lo:hi], gm, dx[lo:hi], sums[0], sums[1])
+                return sums
+            dgamma[:], dbeta[:] = sum(run_parts(part, parts))
         return dx.reshape(g.shape), dgamma, dbeta
     t = np.empty((min(step, R), C), dtype=gv.dtype)
     ones = np.ones(min(step, R), dtype=gv.dtype)
