@@ -4,7 +4,7 @@ BLAS spreads a matmul over its own threads; NumPy's element-wise passes (and the
 fused_numba.py) use one core. With set_threads(n), n > 1, the fused NumPy kernels split a large array
 into n contiguous parts (whole rows where they work on rows) and run them at once: n - 1 on a small pool
 of worker threads, the last on the calling thread. NumPy's ufuncs and the Numba loops (nogil) release the
-GIL, so the parts run in parallel. Every element, and every row, is computed by the same code in the same
+GIL, so the parts run in parallel (fused_numpy.flat_parts: why a part makes few, large NumPy calls). Every element, and every row, is computed by the same code in the same
 order as in one part, so the results are the same numbers as one thread's (a column sum over rows, layer
 norm's gamma and beta gradients, adds its parts' float64 partial sums at the end).
 

@@ -41,15 +41,19 @@ def blocks(n, step=None, start=0):
     return [(s, min(s + step, n)) for s in range(start, n, step)]
 
 
-def scratch(k, x, size=None):
-    """k scratch blocks of x's dtype (for `size` elements: x.size by default)."""
-    return [np.empty(min(BLOCK, x.size if size is None else size), dtype=x.dtype) for _ in range(k)]
+def scratch(k, x, size=None, step=None):
+    """k scratch blocks (of step elements, BLOCK by default) of x's dtype, for `size` elements (x.size)."""
+    return [np.empty(min(step or BLOCK, x.size if size is None else size), dtype=x.dtype) for _ in range(k)]
 
 
 def flat_parts(n):
-    """(start, stop) element ranges of a flat array of n, one per thread (graphdiff.threads), each made of
-    whole blocks: every block is the one a single part walks, so the results are the same numbers."""
-    return [(a * BLOCK, min(b * BLOCK, n)) for a, b in threads.parts(-(-n // BLOCK), BLOCK)]
+    """(start, stop) element ranges of a flat array of n, one per thread (graphdiff.threads), and the block
+    each walks its range in: BLOCK on one thread; on several, each range is one block, so that a part runs
+    each of its NumPy passes as one call. A thread retakes the GIL after every NumPy call, and on two threads
+    block-sized calls spend as long waiting for it as computing (measured: no gain at all on two cores);
+    element-wise maths gives the same numbers in any blocks."""
+    ranges = [(a * BLOCK, min(b * BLOCK, n)) for a, b in threads.parts(-(-n // BLOCK), BLOCK)]
+    return ranges, (None if len(ranges) == 1 else max(b - a for a, b in ranges))
 
 
 def row_parts(R, step, C):
@@ -74,7 +78,8 @@ class Gelu:
     def forward_res(F, x, approximate="none"):
         xf = flat(x)
         y, keep = np.empty_like(xf), np.empty_like(xf)     # keep: the tanh, or Phi(x), as the rule keeps
-        run_parts(lambda lo, hi: _gelu_part(xf, y, keep, approximate, lo, hi), flat_parts(xf.size))
+        ranges, step = flat_parts(xf.size)
+        run_parts(lambda lo, hi: _gelu_part(xf, y, keep, approximate, lo, hi, step), ranges)
         return y.reshape(x.shape), keep.reshape(x.shape)
 
     def make_vjp(F, xs, out, res, approximate="none"):
@@ -84,15 +89,16 @@ class Gelu:
         def vjp(i, g):
             xf, kf, gf = flat(x), flat(keep), flat(g)
             dx = np.empty(xf.shape, dtype=np.result_type(xf, gf))
-            run_parts(lambda lo, hi: _gelu_vjp_part(xf, kf, gf, dx, approximate, lo, hi), flat_parts(xf.size))
+            ranges, step = flat_parts(xf.size)
+            run_parts(lambda lo, hi: _gelu_vjp_part(xf, kf, gf, dx, approximate, lo, hi, step), ranges)
             return dx.reshape(x.shape)
         return vjp
 
 
-def _gelu_part(xf, y, keep, approximate, lo, hi):
-    """GELU of xf[lo:hi] into y and keep, block by block."""
-    u, = scratch(1, xf, hi - lo)
-    for s, e in blocks(hi, start=lo):
+def _gelu_part(xf, y, keep, approximate, lo, hi, step=None):
+    """GELU of xf[lo:hi] into y and keep, in blocks of step (BLOCK)."""
+    u, = scratch(1, xf, hi - lo, step)
+    for s, e in blocks(hi, step, lo):
         xs, us, ks = xf[s:e], u[:e - s], keep[s:e]
         if approximate == "tanh":
             np.multiply(xs, xs, out=us)                # x^2
@@ -111,10 +117,10 @@ def _gelu_part(xf, y, keep, approximate, lo, hi):
             np.multiply(ks, xs, out=y[s:e])
 
 
-def _gelu_vjp_part(xf, kf, gf, dx, approximate, lo, hi):
-    """GELU's VJP of xf[lo:hi] (keep kf, cotangent gf) into dx, block by block."""
-    u, v = scratch(2, dx, hi - lo)
-    for s, e in blocks(hi, start=lo):
+def _gelu_vjp_part(xf, kf, gf, dx, approximate, lo, hi, step=None):
+    """GELU's VJP of xf[lo:hi] (keep kf, cotangent gf) into dx, in blocks of step (BLOCK)."""
+    u, v = scratch(2, dx, hi - lo, step)
+    for s, e in blocks(hi, step, lo):
         xs_, ks, us, vs = xf[s:e], kf[s:e], u[:e - s], v[:e - s]
         if approximate == "tanh":     # slope = 0.5 (1 + t) + 0.5 x _C (1 + 3 _A x^2) (1 - t^2)
             np.multiply(xs_, xs_, out=us)
@@ -162,9 +168,8 @@ def _lanes(x, axis):
     return v, max(1, BLOCK // max(1, n * post))
 
 
-def _row_blocks(v, step, start=0):
-    """(start, stop) of blocks of step rows covering rows start: of v (an array, or its row count)."""
-    return blocks(v if isinstance(v, int) else v.shape[0], step, start)
+def _row_blocks(v, step):
+    return [(s, min(s + step, v.shape[0])) for s in range(0, v.shape[0], step)]
 
 
 def _exp_shifted(xb, eb, sb, ones):
@@ -191,17 +196,6 @@ def _exp_shifted(xb, eb, sb, ones):
     return shift
 
 
-def _softmax_rows(v, y, step, lo, hi):
-    """softmax of the rows lo:hi of v (R, n) into y, in blocks of step rows from lo."""
-    ones = np.ones(v.shape[1], dtype=v.dtype)
-    s = np.empty(step, dtype=v.dtype)
-    for a, b in _row_blocks(hi, step, lo):
-        xb, yb, sb = v[a:b], y[a:b], s[:b - a]
-        _exp_shifted(xb, yb, sb, ones)
-        np.reciprocal(sb, out=sb)
-        yb *= sb[:, None]
-
-
 @kernel("softmax", "numpy")
 class Softmax:
     """softmax in blocks of whole rows: exp(x - shift), row sums by GEMV, one multiply by 1 / sum."""
@@ -212,7 +206,13 @@ class Softmax:
         v, step = _lanes(x, axis)
         y = np.empty_like(v)
         if v.ndim == 2:
-            run_parts(lambda lo, hi: _softmax_rows(v, y, step, lo, hi), row_parts(v.shape[0], step, v.shape[1]))
+            ones = np.ones(v.shape[1], dtype=v.dtype)
+            s = np.empty(step, dtype=v.dtype)
+            for a, b in _row_blocks(v, step):
+                xb, yb, sb = v[a:b], y[a:b], s[:b - a]
+                _exp_shifted(xb, yb, sb, ones)
+                np.reciprocal(sb, out=sb)
+                yb *= sb[:, None]
         else:
             s = np.empty((step, 1, v.shape[2]), dtype=v.dtype)
             for a, b in _row_blocks(v, step):
