@@ -114,3 +114,22 @@ def test_a_gpt_step_on_two_threads_equals_one(restore_threads, monkeypatch):
     assert l2 == pytest.approx(l1, rel=1e-14)
     for k_ in g1:
         np.testing.assert_allclose(g2[k_], g1[k_], rtol=1e-12, atol=1e-14, err_msg=k_)
+
+
+@pytest.mark.parametrize("ashape,bshape", [((8, 4, 64, 16), (8, 4, 16, 64)), ((8, 1, 64, 16), (8, 4, 16, 32)),
+                                           ((6, 64, 48), (6, 48, 40)), ((5, 3, 7), (1, 7, 2))])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_stacked_matmul_on_threads_equals_one_thread(ashape, bshape, dtype, restore_threads, monkeypatch):
+    """F.matmul splits two stacks along their first axis; the same BLAS call per matrix: the same numbers,
+    transposed views (a VJP's) included."""
+    monkeypatch.setattr(threads, "MIN_PART", 1 << 8)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(ashape).astype(dtype), rng.standard_normal(bshape).astype(dtype)
+    for x, y in ((a, b), (a, np.swapaxes(b, -1, -2).copy().swapaxes(-1, -2))):
+        gd.set_threads(1)
+        want = F.matmul(x, y)
+        for n in (2, 3):
+            gd.set_threads(n)
+            got = F.matmul(x, y)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
