@@ -4,9 +4,11 @@ BLAS spreads a matmul over its own threads; NumPy's element-wise passes (and the
 fused_numba.py) use one core. With set_threads(n), n > 1, the fused NumPy kernels split a large array
 into n contiguous parts (whole rows where they work on rows) and run them at once: n - 1 on a small pool
 of worker threads, the last on the calling thread. NumPy's ufuncs and the Numba loops (nogil) release the
-GIL, so the parts run in parallel (fused_numpy.flat_parts: why a part makes few, large NumPy calls). Every element, and every row, is computed by the same code in the same
-order as in one part, so the results are the same numbers as one thread's (a column sum over rows, layer
-norm's gamma and beta gradients, adds its parts' float64 partial sums at the end).
+GIL, so the parts run in parallel (fused_numpy.flat_parts: why a part makes few, large NumPy calls).
+backend.NumpyBackend's matmul splits two stacks of matrices along their first axis the same way. Every
+element, row and matrix is computed by the same code in the same order as in one part, so the results are
+the same numbers as one thread's (a column sum over rows, layer norm's gamma and beta gradients, adds its
+parts' float64 partial sums at the end).
 
 The count: gd.set_threads(n), else the environment variable GRAPHDIFF_THREADS, else 1. With 1 (the
 default), nothing changes: no pool is made, and each kernel runs as one part on the calling thread.
