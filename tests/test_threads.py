@@ -133,3 +133,31 @@ def test_stacked_matmul_on_threads_equals_one_thread(ashape, bshape, dtype, rest
             got = F.matmul(x, y)
             assert got.dtype == want.dtype and got.shape == want.shape
             np.testing.assert_array_equal(got, want)
+
+
+def _softmax_inputs(rng, dtype):
+    """Rows the one-part fast path takes (small scores, masked entries, a fully masked row, a NaN) and rows
+    that need a shift in some blocks only (large scores): every branch of the softmax's parts."""
+    small = rng.standard_normal((700, 64)) * 3
+    small[rng.random(small.shape) < 0.2] = -np.inf
+    small[5] = small[600] = -np.inf
+    small[9, 3] = np.nan
+    spread = rng.standard_normal((700, 64)) * 3
+    spread[300:320] += 60.0
+    spread[400:410] -= 200.0
+    return [x.astype(dtype) for x in (small, spread, rng.standard_normal((701, 64)) * 3)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [2, 3])
+def test_softmax_forward_on_threads_equals_one_thread(dtype, n, restore_threads, monkeypatch):
+    monkeypatch.setattr(threads, "MIN_PART", 1 << 10)
+    monkeypatch.setattr(fused_numpy, "BLOCK", 1 << 10)        # 16 rows of 64 a block: many blocks a part
+    kern = REGISTRY["softmax"].kernels["numpy"]
+    for x in _softmax_inputs(np.random.default_rng(0), dtype):
+        gd.set_threads(1)
+        with np.errstate(invalid="ignore"):
+            want = kern.forward(F, x, axis=-1)
+            gd.set_threads(n)
+            got = kern.forward(F, x, axis=-1)
+        np.testing.assert_array_equal(got, want)

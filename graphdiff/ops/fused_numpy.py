@@ -196,6 +196,41 @@ def _exp_shifted(xb, eb, sb, ones):
     return shift
 
 
+def _softmax_blocks(v, y, step):
+    """softmax of the rows of v (R, n) into y, in blocks of step rows."""
+    ones = np.ones(v.shape[1], dtype=v.dtype)
+    s = np.empty(step, dtype=v.dtype)
+    for a, b in _row_blocks(v, step):
+        xb, yb, sb = v[a:b], y[a:b], s[:b - a]
+        _exp_shifted(xb, yb, sb, ones)
+        np.reciprocal(sb, out=sb)
+        yb *= sb[:, None]
+
+
+def _softmax_part(v, y, step):
+    """_softmax_blocks's numbers for one thread's rows (whole blocks), in fewer NumPy calls (each call retakes
+    the GIL): when no block's maximum calls for a shift, exp, the check of the sums, 1 / sum and the product
+    run once over the part (element- and row-wise: the same numbers); the row sums stay one GEMV per block,
+    as there. A block that needs a shift sends the part to _softmax_blocks."""
+    R, n = v.shape
+    full = R - R % step
+    maxima = v[:full].reshape(-1, step * n).max(axis=1)         # each whole block's, exactly
+    if not (np.all(maxima <= _NO_SHIFT) and (full == R or v[full:].max() <= _NO_SHIFT)):    # (NaN: no)
+        return _softmax_blocks(v, y, step)
+    np.exp(v, out=y)
+    ones, s = np.ones(n, dtype=v.dtype), np.empty(R, dtype=v.dtype)
+    for a, b in _row_blocks(v, step):
+        np.matmul(y[a:b], ones, out=s[a:b])
+    bad = ~(s >= _TINY_SUM)
+    if bad.any():                                  # those rows redone with their own maximum, as there
+        rows = np.flatnonzero(bad)
+        xr = v[rows]
+        er = np.exp(xr - np.max(xr, axis=1, keepdims=True))
+        y[rows], s[rows] = er, np.sum(er, axis=1)
+    np.reciprocal(s, out=s)
+    y *= s[:, None]
+
+
 @kernel("softmax", "numpy")
 class Softmax:
     """softmax in blocks of whole rows: exp(x - shift), row sums by GEMV, one multiply by 1 / sum."""
@@ -206,13 +241,11 @@ class Softmax:
         v, step = _lanes(x, axis)
         y = np.empty_like(v)
         if v.ndim == 2:
-            ones = np.ones(v.shape[1], dtype=v.dtype)
-            s = np.empty(step, dtype=v.dtype)
-            for a, b in _row_blocks(v, step):
-                xb, yb, sb = v[a:b], y[a:b], s[:b - a]
-                _exp_shifted(xb, yb, sb, ones)
-                np.reciprocal(sb, out=sb)
-                yb *= sb[:, None]
+            ranges = row_parts(v.shape[0], step, v.shape[1])
+            if len(ranges) == 1:
+                _softmax_blocks(v, y, step)
+            else:
+                run_parts(lambda lo, hi: _softmax_part(v[lo:hi], y[lo:hi], step), ranges)
         else:
             s = np.empty((step, 1, v.shape[2]), dtype=v.dtype)
             for a, b in _row_blocks(v, step):
