@@ -48,7 +48,10 @@ def blas_info():
 
 
 def set_threads(n):
-    """n BLAS / OpenMP threads in every library threadpoolctl sees, and n intra-op threads for torch."""
+    """n BLAS / OpenMP threads in every library threadpoolctl sees, n intra-op threads for torch, and n
+    threads for graphdiff's NumPy kernels (gd.set_threads)."""
+    import graphdiff
+    graphdiff.set_threads(n)
     try:
         from threadpoolctl import threadpool_limits
         threadpool_limits(n)

@@ -20,6 +20,7 @@ from .autodiff import Contribution, Final, Freed, VARIANTS  # noqa: F401
 from .execution import topological_order  # noqa: F401
 from .higher import hessian, hvp, jvp  # noqa: F401
 from .gradcheck import gradcheck, numeric_grads  # noqa: F401
+from .threads import get_threads, set_threads  # noqa: F401
 from . import ops  # noqa: F401
 from .ops import *  # noqa: F401,F403
 from .ops import op, REGISTRY  # noqa: F401

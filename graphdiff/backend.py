@@ -22,6 +22,7 @@ import threading
 
 import numpy as np
 
+from . import threads
 from .errors import BackendUnavailable
 
 BACKENDS = ("numpy", "cupy", "array_api_strict")
@@ -214,6 +215,36 @@ class _HostRNG:
 SCATTER_CSR_MIN = 1 << 14      # NumpyBackend.scatter_rows: elements of g from which the CSR product pays
 
 
+def _reshape(x, shape):
+    return x.reshape(shape)
+
+
+def _matmul(a, b):
+    """np.matmul; two stacks of matrices with the same first axis are split along it over graphdiff's threads
+    (gd.set_threads): OpenBLAS runs an attention's small GEMMs on one thread, whatever its own count. Each
+    matrix goes through the same BLAS call either way, so the numbers are the same."""
+    if a.ndim < 3 or b.ndim < 3 or a.shape[0] != b.shape[0] or a.shape[0] < 2:
+        return np.matmul(a, b)
+    n = a.shape[0]
+    ranges = threads.parts(n, (a.size + b.size) // n)
+    if len(ranges) == 1:
+        return np.matmul(a, b)
+    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    out = np.empty(shape, dtype=np.result_type(a, b))
+    threads.run(lambda lo, hi: np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi]), ranges)
+    return out
+
+
+def _permute_dims(x, axes):
+    return x.transpose(axes)
+
+
+def _matrix_transpose(x):
+    if x.ndim < 2:
+        raise ValueError(f"matrix_transpose needs at least 2 axes, got shape {x.shape}")
+    return x.swapaxes(-1, -2)
+
+
 class NumpyBackend(Backend):
     name = "numpy"
     array_type = (np.ndarray, np.generic)
@@ -221,6 +252,11 @@ class NumpyBackend(Backend):
     def __init__(self):
         # NumPy >= 2's main namespace is an array API namespace; using it directly skips a wrapper layer
         super().__init__(np)
+        # the array methods, without np.reshape's and np.matrix_transpose's Python layers (about a
+        # microsecond a call, several times over per op at small sizes): the same results
+        self.reshape, self.matrix_transpose = _reshape, _matrix_transpose
+        self.transpose = self.permute_dims = _permute_dims
+        self.matmul = _matmul
 
     def getitem(self, x, idx):
         return x[idx]
@@ -233,6 +269,12 @@ class NumpyBackend(Backend):
         """g summed down to `like`; a sum over leading axes only (a bias's gradient) as a GEMV, ones @ g on
         g's 2-d view: ~2x NumPy's reduction over the leading axes of a (4096, 128) float32 array."""
         shape = like if isinstance(like, tuple) else tuple(like.shape)
+        if g.shape == shape:                # most calls: nothing was broadcast
+            return g
+        if g.ndim == len(shape) and g.dtype in (np.float32, np.float64):   # size-1 axes summed (keepdims)
+            axes = tuple(k for k, n in enumerate(shape) if n == 1 and g.shape[k] != 1)
+            if axes:
+                return np.add.reduce(g, axis=axes, keepdims=True)
         lead = g.ndim - len(shape)
         if (lead > 0 and shape and tuple(g.shape[lead:]) == shape and g.size > 0
                 and g.dtype in (np.float32, np.float64)):

@@ -6,11 +6,12 @@ import networkx as nx
 import pytest
 
 PKG = pathlib.Path(__file__).resolve().parents[1] / "graphdiff"
-# lower layers never import higher ones: backend <- values <- graph <- ops <- codegen, batched, execution, plans
-# <- autodiff, lifetimes, higher, engine <- nn <- lm <- distributed <- cli
-LAYERS = {"errors": 0, "backend": 0, "values": 0, "graph": 1, "ops": 2, "codegen": 3, "batched": 3, "execution": 3, "plans": 3,
-          "autodiff": 4, "lifetimes": 4, "higher": 4, "engine": 4, "gradcheck": 5, "nn": 6, "lm": 7, "distributed": 8,
-          "demo": 9, "cli": 9, "__main__": 10, "__init__": 10}
+# lower layers never import higher ones: backend, threads <- values <- graph <- ops <- codegen, batched, execution,
+# plans <- autodiff, lifetimes, higher, engine <- nn <- lm <- distributed <- cli
+LAYERS = {"errors": 0, "backend": 0, "values": 0, "threads": 0, "graph": 1, "ops": 2, "codegen": 3,
+          "batched": 3, "execution": 3, "plans": 3, "autodiff": 4, "lifetimes": 4, "higher": 4, "engine": 4,
+          "gradcheck": 5, "nn": 6, "lm": 7, "distributed": 8, "demo": 9, "cli": 9, "__main__": 10,
+          "__init__": 10}
 
 
 def modules():

@@ -8,14 +8,18 @@ from ..cli import POSITIVE, add_backend_argument, add_tf32_argument, number as _
 
 def add_threads_argument(p):
     p.add_argument("--threads", type=int, default=1,
-                   help="BLAS threads (default 1: the matrices here are small, and busy-waiting BLAS threads "
-                        "run up to 10x slower when the cores are shared; 0 keeps the library default)")
+                   help="BLAS threads and graphdiff's kernel threads (gd.set_threads) (default 1: the matrices "
+                        "here are small, and busy-waiting BLAS threads run up to 10x slower when the cores are "
+                        "shared; 0 keeps the library default)")
 
 
 def set_threads(n):
-    """Limit the BLAS thread pool (through threadpoolctl, when installed)."""
+    """n threads for graphdiff's NumPy kernels (gd.set_threads) and the BLAS thread pool (through
+    threadpoolctl, when installed)."""
     if not n:
         return
+    from ..threads import set_threads as kernel_threads
+    kernel_threads(n)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

@@ -8,17 +8,20 @@ per call, so main memory sees one read of each input and one write of each outpu
 
 Each kernel is registered with @kernel(op, "numpy") and keeps the rule's residuals (see registry.kernel);
 tests/ops/test_kernels.py checks every one against its op's rule. Kernels here: gelu, softmax, log_softmax,
-layer_norm, cross_entropy. Inputs outside a kernel's fast path (a dtype other than float32 or
-float64, mixed dtypes, empty arrays, ids checked on the device) go to the op's rule, so a kernel never
-fails where the rule works. benchmarks/bench_kernels.py times each against its rule and PyTorch.
+layer_norm, cross_entropy, and (for small arrays, where NumPy's Python layers cost more than the
+arithmetic) mean and power. Inputs outside a kernel's fast path (a dtype other than float32 or float64,
+mixed dtypes, empty arrays, ids checked on the device) go to the op's rule, so a kernel never fails where
+the rule works. benchmarks/bench_kernels.py times each against its rule and PyTorch.
 """
+import functools
 import math
 
 import numpy as np
 
 from . import fused_numba
+from .. import threads
 from .fused_maths import GELU_A, GELU_C, INV_SQRT_2, INV_SQRT_2PI, fast_path as _fast
-from .registry import REGISTRY, kernel
+from .registry import REGISTRY, kernel, norm_axis, reduced_shape
 
 NUMBA = {"on": fused_numba.available}   # layer norm and the softmax VJP by Numba's row loops (fused_numba.py)
 BLOCK = 1 << 15          # elements per block: a few float32/float64 scratch blocks stay within L2
@@ -32,14 +35,35 @@ def flat(x):
     return np.ascontiguousarray(x).reshape(-1)
 
 
-def blocks(n, step=BLOCK):
-    """(start, stop) of consecutive blocks covering range(n)."""
-    return [(s, min(s + step, n)) for s in range(0, n, step)]
+def blocks(n, step=None, start=0):
+    """(start, stop) of consecutive blocks of step (BLOCK) covering range(start, n)."""
+    step = step or BLOCK
+    return [(s, min(s + step, n)) for s in range(start, n, step)]
 
 
-def scratch(k, x):
-    """k scratch blocks of x's dtype."""
-    return [np.empty(min(BLOCK, x.size), dtype=x.dtype) for _ in range(k)]
+def scratch(k, x, size=None, step=None):
+    """k scratch blocks (of step elements, BLOCK by default) of x's dtype, for `size` elements (x.size)."""
+    return [np.empty(min(step or BLOCK, x.size if size is None else size), dtype=x.dtype) for _ in range(k)]
+
+
+def flat_parts(n):
+    """(start, stop) element ranges of a flat array of n, one per thread (graphdiff.threads), and the block
+    each walks its range in: BLOCK on one thread; on several, each range is one block, so that a part runs
+    each of its NumPy passes as one call. A thread retakes the GIL after every NumPy call, and on two threads
+    block-sized calls spend as long waiting for it as computing (measured: no gain at all on two cores);
+    element-wise maths gives the same numbers in any blocks."""
+    ranges = [(a * BLOCK, min(b * BLOCK, n)) for a, b in threads.parts(-(-n // BLOCK), BLOCK)]
+    return ranges, (None if len(ranges) == 1 else max(b - a for a, b in ranges))
+
+
+def row_parts(R, step, C):
+    """(start, stop) row ranges of R rows of C, one per thread, each made of whole blocks of `step` rows."""
+    return [(a * step, min(b * step, R)) for a, b in threads.parts(-(-R // step), step * C)]
+
+
+def run_parts(fn, ranges):
+    """fn(start, stop) for each range, on the threads (graphdiff.threads.run); their results in order."""
+    return threads.run(fn, ranges)
 
 
 def _erf():
@@ -54,24 +78,8 @@ class Gelu:
     def forward_res(F, x, approximate="none"):
         xf = flat(x)
         y, keep = np.empty_like(xf), np.empty_like(xf)     # keep: the tanh, or Phi(x), as the rule keeps
-        u, = scratch(1, xf)
-        for s, e in blocks(xf.size):
-            xs, us, ks = xf[s:e], u[:e - s], keep[s:e]
-            if approximate == "tanh":
-                np.multiply(xs, xs, out=us)                # x^2
-                us *= _A * _C
-                us += _C
-                us *= xs                                   # _C (x + _A x^3)
-                np.tanh(us, out=ks)
-                np.add(ks, 1.0, out=us)
-                us *= 0.5                                  # 0.5 (1 + t)
-                np.multiply(us, xs, out=y[s:e])
-            else:
-                np.multiply(xs, _INV_SQRT_2, out=us)
-                _erf()(us, out=ks)
-                ks += 1.0
-                ks *= 0.5                                  # Phi(x)
-                np.multiply(ks, xs, out=y[s:e])
+        ranges, step = flat_parts(xf.size)
+        run_parts(lambda lo, hi: _gelu_part(xf, y, keep, approximate, lo, hi, step), ranges)
         return y.reshape(x.shape), keep.reshape(x.shape)
 
     def make_vjp(F, xs, out, res, approximate="none"):
@@ -81,31 +89,59 @@ class Gelu:
         def vjp(i, g):
             xf, kf, gf = flat(x), flat(keep), flat(g)
             dx = np.empty(xf.shape, dtype=np.result_type(xf, gf))
-            u, v = scratch(2, dx)
-            for s, e in blocks(xf.size):
-                xs_, ks, us, vs = xf[s:e], kf[s:e], u[:e - s], v[:e - s]
-                if approximate == "tanh":     # slope = 0.5 (1 + t) + 0.5 x _C (1 + 3 _A x^2) (1 - t^2)
-                    np.multiply(xs_, xs_, out=us)
-                    us *= 3.0 * _A * _C
-                    us += _C
-                    us *= xs_
-                    us *= 0.5
-                    np.multiply(ks, ks, out=vs)
-                    np.subtract(1.0, vs, out=vs)
-                    us *= vs
-                    np.add(ks, 1.0, out=vs)
-                    vs *= 0.5
-                    us += vs
-                else:                         # slope = Phi(x) + x exp(-x^2 / 2) / sqrt(2 pi)
-                    np.multiply(xs_, xs_, out=us)
-                    us *= -0.5
-                    np.exp(us, out=us)
-                    us *= xs_
-                    us *= _INV_SQRT_2PI
-                    us += ks
-                np.multiply(us, gf[s:e], out=dx[s:e])
+            ranges, step = flat_parts(xf.size)
+            run_parts(lambda lo, hi: _gelu_vjp_part(xf, kf, gf, dx, approximate, lo, hi, step), ranges)
             return dx.reshape(x.shape)
         return vjp
+
+
+def _gelu_part(xf, y, keep, approximate, lo, hi, step=None):
+    """GELU of xf[lo:hi] into y and keep, in blocks of step (BLOCK)."""
+    u, = scratch(1, xf, hi - lo, step)
+    for s, e in blocks(hi, step, lo):
+        xs, us, ks = xf[s:e], u[:e - s], keep[s:e]
+        if approximate == "tanh":
+            np.multiply(xs, xs, out=us)                # x^2
+            us *= _A * _C
+            us += _C
+            us *= xs                                   # _C (x + _A x^3)
+            np.tanh(us, out=ks)
+            np.add(ks, 1.0, out=us)
+            us *= 0.5                                  # 0.5 (1 + t)
+            np.multiply(us, xs, out=y[s:e])
+        else:
+            np.multiply(xs, _INV_SQRT_2, out=us)
+            _erf()(us, out=ks)
+            ks += 1.0
+            ks *= 0.5                                  # Phi(x)
+            np.multiply(ks, xs, out=y[s:e])
+
+
+def _gelu_vjp_part(xf, kf, gf, dx, approximate, lo, hi, step=None):
+    """GELU's VJP of xf[lo:hi] (keep kf, cotangent gf) into dx, in blocks of step (BLOCK)."""
+    u, v = scratch(2, dx, hi - lo, step)
+    for s, e in blocks(hi, step, lo):
+        xs_, ks, us, vs = xf[s:e], kf[s:e], u[:e - s], v[:e - s]
+        if approximate == "tanh":     # slope = 0.5 (1 + t) + 0.5 x _C (1 + 3 _A x^2) (1 - t^2)
+            np.multiply(xs_, xs_, out=us)
+            us *= 3.0 * _A * _C
+            us += _C
+            us *= xs_
+            us *= 0.5
+            np.multiply(ks, ks, out=vs)
+            np.subtract(1.0, vs, out=vs)
+            us *= vs
+            np.add(ks, 1.0, out=vs)
+            vs *= 0.5
+            us += vs
+        else:                         # slope = Phi(x) + x exp(-x^2 / 2) / sqrt(2 pi)
+            np.multiply(xs_, xs_, out=us)
+            us *= -0.5
+            np.exp(us, out=us)
+            us *= xs_
+            us *= _INV_SQRT_2PI
+            us += ks
+        np.multiply(us, gf[s:e], out=dx[s:e])
 
 
 # --- softmax and log_softmax --------------------------------------------------------------------------
@@ -160,6 +196,41 @@ def _exp_shifted(xb, eb, sb, ones):
     return shift
 
 
+def _softmax_blocks(v, y, step):
+    """softmax of the rows of v (R, n) into y, in blocks of step rows."""
+    ones = np.ones(v.shape[1], dtype=v.dtype)
+    s = np.empty(step, dtype=v.dtype)
+    for a, b in _row_blocks(v, step):
+        xb, yb, sb = v[a:b], y[a:b], s[:b - a]
+        _exp_shifted(xb, yb, sb, ones)
+        np.reciprocal(sb, out=sb)
+        yb *= sb[:, None]
+
+
+def _softmax_part(v, y, step):
+    """_softmax_blocks's numbers for one thread's rows (whole blocks), in fewer NumPy calls (each call retakes
+    the GIL): when no block's maximum calls for a shift, exp, the check of the sums, 1 / sum and the product
+    run once over the part (element- and row-wise: the same numbers); the row sums stay one GEMV per block,
+    as there. A block that needs a shift sends the part to _softmax_blocks."""
+    R, n = v.shape
+    full = R - R % step
+    maxima = v[:full].reshape(-1, step * n).max(axis=1)         # each whole block's, exactly
+    if not (np.all(maxima <= _NO_SHIFT) and (full == R or v[full:].max() <= _NO_SHIFT)):    # (NaN: no)
+        return _softmax_blocks(v, y, step)
+    np.exp(v, out=y)
+    ones, s = np.ones(n, dtype=v.dtype), np.empty(R, dtype=v.dtype)
+    for a, b in _row_blocks(v, step):
+        np.matmul(y[a:b], ones, out=s[a:b])
+    bad = ~(s >= _TINY_SUM)
+    if bad.any():                                  # those rows redone with their own maximum, as there
+        rows = np.flatnonzero(bad)
+        xr = v[rows]
+        er = np.exp(xr - np.max(xr, axis=1, keepdims=True))
+        y[rows], s[rows] = er, np.sum(er, axis=1)
+    np.reciprocal(s, out=s)
+    y *= s[:, None]
+
+
 @kernel("softmax", "numpy")
 class Softmax:
     """softmax in blocks of whole rows: exp(x - shift), row sums by GEMV, one multiply by 1 / sum."""
@@ -170,13 +241,11 @@ class Softmax:
         v, step = _lanes(x, axis)
         y = np.empty_like(v)
         if v.ndim == 2:
-            ones = np.ones(v.shape[1], dtype=v.dtype)
-            s = np.empty(step, dtype=v.dtype)
-            for a, b in _row_blocks(v, step):
-                xb, yb, sb = v[a:b], y[a:b], s[:b - a]
-                _exp_shifted(xb, yb, sb, ones)
-                np.reciprocal(sb, out=sb)
-                yb *= sb[:, None]
+            ranges = row_parts(v.shape[0], step, v.shape[1])
+            if len(ranges) == 1:
+                _softmax_blocks(v, y, step)
+            else:
+                run_parts(lambda lo, hi: _softmax_part(v[lo:hi], y[lo:hi], step), ranges)
         else:
             s = np.empty((step, 1, v.shape[2]), dtype=v.dtype)
             for a, b in _row_blocks(v, step):
@@ -196,7 +265,8 @@ class Softmax:
         ov, _ = _lanes(out, axis)
         dx = np.empty_like(gv)
         if gv.ndim == 2 and NUMBA["on"] and gv.size >= fused_numba.MIN_SIZE:
-            fused_numba.loops().softmax_vjp_rows(gv, ov, dx)
+            rows = fused_numba.loops().softmax_vjp_rows
+            run_parts(lambda lo, hi: rows(gv[lo:hi], ov[lo:hi], dx[lo:hi]), row_parts(gv.shape[0], step, gv.shape[1]))
             return dx.reshape(g.shape)
         for a, b in _row_blocks(gv, step):
             gb, ob, db = gv[a:b], ov[a:b], dx[a:b]
@@ -286,8 +356,10 @@ class LayerNorm:
         rstd = np.empty((R, 1), dtype=v.dtype)
         lead = x.shape[:-1]
         if NUMBA["on"] and v.size >= fused_numba.MIN_SIZE:
-            fused_numba.loops().layer_norm_rows(v, np.ascontiguousarray(gamma), np.ascontiguousarray(beta),
-                                                float(eps), y, xhat, rstd.reshape(-1))
+            rows, r1 = fused_numba.loops().layer_norm_rows, rstd.reshape(-1)
+            gm, bt, eps = np.ascontiguousarray(gamma), np.ascontiguousarray(beta), float(eps)
+            run_parts(lambda lo, hi: rows(v[lo:hi], gm, bt, eps, y[lo:hi], xhat[lo:hi], r1[lo:hi]),
+                      row_parts(R, step, C))
             return y.reshape(x.shape), (xhat.reshape(x.shape), rstd.reshape(lead + (1,)))
         ones = np.ones(C, dtype=v.dtype)
         for a, b in _row_blocks(v, step):
@@ -339,8 +411,16 @@ def _layer_norm_vjp(g, xhat, rstd, gamma):
     dgamma, dbeta = np.zeros(C, dtype=gv.dtype), np.zeros(C, dtype=gv.dtype)
     dx = np.empty_like(gv)
     if NUMBA["on"] and gv.size >= fused_numba.MIN_SIZE:
-        fused_numba.loops().layer_norm_vjp_rows(gv, np.ascontiguousarray(hv), np.ascontiguousarray(rv.reshape(-1)),
-                                                np.ascontiguousarray(gamma), dx, dgamma, dbeta)
+        rows, parts = fused_numba.loops().layer_norm_vjp_rows, row_parts(R, step, C)
+        hv, r1, gm = np.ascontiguousarray(hv), np.ascontiguousarray(rv.reshape(-1)), np.ascontiguousarray(gamma)
+        if len(parts) == 1:
+            rows(gv, hv, r1, gm, dx, dgamma, dbeta)
+        else:                   # each part's column sums in float64, added up, then stored as the one part's
+            def part(lo, hi):
+                sums = np.empty((2, C))
+                rows(gv[lo:hi], hv[lo:hi], r1[lo:hi], gm, dx[lo:hi], sums[0], sums[1])
+                return sums
+            dgamma[:], dbeta[:] = sum(run_parts(part, parts))
         return dx.reshape(g.shape), dgamma, dbeta
     t = np.empty((min(step, R), C), dtype=gv.dtype)
     ones = np.ones(min(step, R), dtype=gv.dtype)
@@ -427,11 +507,56 @@ class CrossEntropy:
                 db = dx[a:b]
                 np.subtract(v[a:b], lse[a:b], out=db)
                 np.exp(db, out=db)
-                lo, hi = np.searchsorted(hot, (a, b))
-                flat_dx[hot_at[lo:hi]] -= 1.0
+                if a == 0 and b == R:                  # one block (small logits): every target is in it
+                    flat_dx[hot_at] -= 1.0
+                else:
+                    lo, hi = np.searchsorted(hot, (a, b))
+                    flat_dx[hot_at[lo:hi]] -= 1.0
                 if rows_scale is None:
                     db *= scale
                 else:
                     db *= rows_scale[a:b, None]
             return dx.reshape(logits.shape)
         return vjp
+
+
+# --- small-array kernels: the rule's arithmetic, without the Python layers of np.mean and np.broadcast_to ---
+@functools.lru_cache(maxsize=512)
+def _mean_shapes(shape, axis):
+    """(count of the values each mean averages, the keepdims shape of the means) of x.shape, axis."""
+    axes = norm_axis(axis, len(shape))
+    return math.prod(shape[k] for k in axes), reduced_shape(shape, axis, True)
+
+
+@kernel("mean", "numpy")
+class Mean:
+    """mean as np.mean computes it (one add.reduce, one division by the count) without its Python layer;
+    the VJP writes g * (1 / n) straight into a new array of x's shape (the rule's broadcast_to view and
+    product, in one call). Each costs a few microseconds less per call, which matters at microgpt's size."""
+
+    def forward(F, x, axis=None, keepdims=False):
+        if not _fast(x):
+            return REGISTRY["mean"].forward(F, x, axis=axis, keepdims=keepdims)
+        return np.true_divide(np.add.reduce(x, axis=axis, keepdims=keepdims), _mean_shapes(x.shape, axis)[0])
+
+    def vjp(F, i, g, xs, out, axis=None, keepdims=False):
+        shape = tuple(xs[0].shape)
+        if not shape or 0 in shape or not _fast(g) or g.dtype != xs[0].dtype:     # (empty x: the rule)
+            return REGISTRY["mean"].vjp(F, i, g, xs, out, axis=axis, keepdims=keepdims)
+        n, kept = _mean_shapes(shape, axis)
+        return np.multiply(g.reshape(kept), 1.0 / n, out=np.empty(shape, dtype=g.dtype))
+
+
+@kernel("power", "numpy")
+class Power:
+    """a ** b; the VJP for a with a 0-d exponent b that is not 0 (x ** -0.5 of an RMS norm) skips the rule's
+    where(b == 0, 0, ...), which then picks every element of the same product."""
+
+    def forward(F, a, b):
+        return np.power(a, b)
+
+    def vjp(F, i, g, xs, out):
+        a, b = xs
+        if i == 0 and b.ndim == 0 and b != 0:
+            return F.unbroadcast(g * b * np.power(a, b - 1.0), a)
+        return REGISTRY["power"].vjp(F, i, g, xs, out)

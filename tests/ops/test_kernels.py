@@ -103,6 +103,23 @@ CASES = {
         ("checked", lambda r, d: ([_x(r, (5, 9), d), _ids(r, (5,), 9)], {"ignore_index": None, "check_ids": True})),
         ("float16", lambda r, d: ([_x(r, (5, 9), "float16"), _ids(r, (5,), 9)], {"ignore_index": None})),
     ],
+    "mean": [
+        ("rows-keepdims", lambda r, d: ([_x(r, (7, 16), d)], {"axis": -1, "keepdims": True})),
+        ("all", lambda r, d: ([_x(r, (3, 4, 5), d)], {"axis": None, "keepdims": False})),
+        ("axes", lambda r, d: ([_x(r, (3, 4, 5), d)], {"axis": (0, 2), "keepdims": False})),
+        ("view", lambda r, d: ([_noncontiguous(r, (6, 9), d)], {"axis": 0, "keepdims": True})),
+        ("0d", lambda r, d: ([_x(r, (), d)], {"axis": None, "keepdims": False})),
+        ("big", lambda r, d: ([_x(r, (3, BIG // 3), d)], {"axis": 1, "keepdims": False})),
+        ("float16", lambda r, d: ([_x(r, (4, 6), "float16")], {"axis": -1, "keepdims": True})),
+        ("empty-axis", lambda r, d: ([_x(r, (2, 0), d)], {"axis": 1, "keepdims": False})),
+    ],
+    "power": [
+        ("rsqrt", lambda r, d: ([np.abs(_x(r, (7, 1), d)) + 0.1, np.asarray(-0.5, dtype=d)], {})),
+        ("square-with-zeros", lambda r, d: ([np.where(_x(r, (5, 6), d) > 1, 0, _x(r, (5, 6), d)),
+                                              np.asarray(2.0, dtype=d)], {})),
+        ("zero-exponent", lambda r, d: ([_x(r, (5, 6), d), np.asarray(0.0, dtype=d)], {})),
+        ("array-exponent", lambda r, d: ([np.abs(_x(r, (5, 6), d)) + 0.1, _x(r, (6,), d, 1.0)], {})),
+    ],
 }
 
 TOL = {"float64": dict(rtol=1e-12, atol=1e-12), "float32": dict(rtol=2e-5, atol=2e-6)}
@@ -398,3 +415,31 @@ def test_cupy_out_of_memory_is_not_a_kernel_error(monkeypatch):
     with pytest.raises(MemoryError) as info:
         f(np.ones(3))
     assert not isinstance(info.value, gd.KernelError)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name,case,make", [(n, c, m) for n in ("mean", "power") for c, m in CASES[n]],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_small_kernels_equal_the_rule_bitwise(name, case, make, dtype):
+    """mean's and power's kernels do the rule's arithmetic in the rule's order: equal, not just close."""
+    spec = REGISTRY[name]
+    xs, attrs = make(np.random.default_rng(1), dtype)
+    out_r, _ = _forward(spec, xs, attrs)
+    out_k, _ = _forward(spec.kernels["numpy"], xs, attrs)
+    assert np.asarray(out_k).dtype == np.asarray(out_r).dtype
+    np.testing.assert_array_equal(out_k, out_r)
+    g = np.random.default_rng(2).standard_normal(np.shape(out_r)).astype(np.asarray(out_r).dtype)
+    want = _vjps(spec, xs, out_r, None, attrs, g, len(xs))
+    got = _vjps(spec.kernels["numpy"], xs, out_r, None, attrs, g, len(xs))
+    for w, k in zip(want, got):
+        assert np.shape(k) == np.shape(w) and np.asarray(k).dtype == np.asarray(w).dtype
+        np.testing.assert_array_equal(k, w)
+
+
+@pytest.mark.parametrize("gshape,shape", [((5, 7), (5, 1)), ((5, 7), (1, 7)), ((2, 5, 7), (2, 1, 1)),
+                                          ((2, 5, 7), (1, 5, 1)), ((4, 3), (4, 3))])
+def test_numpy_unbroadcast_keepdims_path_is_exact(gshape, shape):
+    """The same-rank path (one add.reduce with keepdims) equals the generic sum and reshape bitwise."""
+    from graphdiff.backend import unbroadcast
+    g = np.random.default_rng(3).standard_normal(gshape)
+    np.testing.assert_array_equal(F.unbroadcast(g, shape), unbroadcast(F, g, shape))
