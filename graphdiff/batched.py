@@ -297,16 +297,7 @@ def forward_run(calls, order):
         run = compile_forward(order)
         if run:
             return run
-    return _code(codegen.compile_forward, order) if calls >= codegen.COMPILE_AFTER else None
-
-
-def _code(build, *args):
-    """codegen's compiled function (compile_or_none), or False where Python's parser refuses the source too:
-    the rule of an add_n of some 200 inputs, traced, nests more parentheses than it takes."""
-    try:
-        return codegen.compile_or_none(build, *args)
-    except SyntaxError:
-        return False
+    return codegen.compile_or_none(codegen.compile_forward, order) if calls >= codegen.COMPILE_AFTER else None
 
 
 def backward_run(calls, plan, loop, variant, kept, forward=None):
@@ -319,4 +310,4 @@ def backward_run(calls, plan, loop, variant, kept, forward=None):
         run = compile_backward(plan, variant, kept, forward if same else None)
         if run:
             return run
-    return _code(codegen.compile_backward, plan, loop, kept) if calls >= codegen.COMPILE_AFTER else None
+    return codegen.compile_or_none(codegen.compile_backward, plan, loop, kept) if calls >= codegen.COMPILE_AFTER else None

@@ -19,13 +19,20 @@ MAX_NODES = 50_000          # beyond this, one compile takes seconds: the engine
 COMPILE_AFTER = 3
 
 
+# Python's parser takes some 200 nested parentheses, its compiler a few thousand nested operations: an
+# expression that nests deeper (an add_n of many inputs traced into ((a + b) + c) ...) is cut into statements
+MAX_DEPTH = 50
+
+
 class Expr:
-    """A float known only by the Python source that computes it."""
+    """A float known only by the Python source that computes it; depth: how deep its source nests; lines: the
+    Lines it is written into, where it spills into a statement of its own when it nests MAX_DEPTH deep (the
+    same operations in the same order: the same floats)."""
 
-    __slots__ = ("src",)
+    __slots__ = ("src", "depth", "lines")
 
-    def __init__(self, src):
-        self.src = src
+    def __init__(self, src, depth=0, lines=None):
+        self.src, self.depth, self.lines = src, depth, lines
 
     def __bool__(self):             # a rule that branches on a value cannot be traced: interpret instead
         raise TypeError("a data-dependent branch cannot be compiled")
@@ -33,7 +40,7 @@ class Expr:
     def _op(op, swap=False):
         def f(a, b):
             x, y = (b, a) if swap else (a, b)
-            return Expr(f"({src(x)} {op} {src(y)})")
+            return nest(f"({src(x)} {op} {src(y)})", x, y)
         return f
 
     __add__, __radd__ = _op("+"), _op("+", True)
@@ -50,7 +57,19 @@ class Expr:
         return call("pow_", a, self)
 
     def __neg__(self):
-        return Expr(f"(-{self.src})")
+        return nest(f"(-{self.src})", self)
+
+
+def nest(text, *parts):
+    """The Expr of source text made of parts (Exprs or numbers) inside one more level of parentheses: a
+    statement of its own (Lines.emit) once it nests MAX_DEPTH deep."""
+    depth, lines = 0, None
+    for p in parts:
+        if isinstance(p, Expr):
+            depth = max(depth, p.depth)
+            lines = lines or p.lines
+    out = Expr(text, depth + 1, lines)
+    return lines.emit(out) if depth + 1 >= MAX_DEPTH and lines is not None else out
 
 
 def src(x):
@@ -63,7 +82,24 @@ def src(x):
 
 
 def call(name, *args):
-    return Expr(f"{name}({', '.join(src(a) for a in args)})")
+    return nest(f"{name}({', '.join(src(a) for a in args)})", *args)
+
+
+class Lines:
+    """The statements of a function being written: emit(expr) adds `tK = expr` and gives the Expr of tK."""
+
+    def __init__(self, head):
+        self.lines, self.count = [head], 0
+
+    def emit(self, expr):
+        self.count += 1
+        name = f"t{self.count}"
+        self.lines.append(f" {name} = {src(expr)}")
+        return Expr(name, 0, self)
+
+    def name(self, text):
+        """The Expr of a name this function defines (a statement's target or an argument)."""
+        return Expr(text, 0, self)
 
 
 class Code:
@@ -78,15 +114,15 @@ class Code:
 
     @staticmethod
     def where(cond, a, b):
-        return Expr(f"({src(a)} if {src(cond)} else {src(b)})")
+        return nest(f"({src(a)} if {src(cond)} else {src(b)})", a, cond, b)
 
     @staticmethod
     def equal(a, b):
-        return Expr(f"({src(a)} == {src(b)})")
+        return nest(f"({src(a)} == {src(b)})", a, b)
 
     @staticmethod
     def logical_and(a, b):
-        return Expr(f"({src(a)} and {src(b)})")
+        return nest(f"({src(a)} and {src(b)})", a, b)
 
     shape, unbroadcast = staticmethod(SCALAR.shape), staticmethod(SCALAR.unbroadcast)
     reshape = broadcast_to = staticmethod(SCALAR.reshape)
@@ -125,37 +161,33 @@ def _compile(lines, name):
 
 def compile_forward(order):
     """run(N) -> the values of order's op nodes, computed on floats from the leaves' values (N: order)."""
-    lines, names, outs = ["def run(N):"], {}, []
+    code, names, outs = Lines("def run(N):"), {}, []
+    lines = code.lines
     for k, n in enumerate(order):
         names[n] = v = f"x{k}"
         if n.spec is None:
             lines.append(f" {v} = float(N[{k}].out)")
         else:
-            out = n.spec.forward(CODE, *[Expr(names[p]) for p in n.inputs], **n.attrs)
+            out = n.spec.forward(CODE, *[code.name(names[p]) for p in n.inputs], **n.attrs)
             lines.append(f" {v} = {src(out)}")
             outs.append(v)
     lines.append(f" return ({''.join(v + ', ' for v in outs)})")
     return _compile(lines, "forward")
 
 
-class CodeRun:
+class CodeRun(Lines):
     """The Run a variant loop traces into code: each contribution, sum and += becomes one statement."""
 
     def __init__(self, plan, kept):
+        super().__init__("def run(N, seed):")
         self.kept = kept
         self.pos = {n: k for k, n in enumerate(plan.order)}
-        self.lines, self.loads, self.stages, self.count = [], set(), {}, 0
+        self.loads, self.stages = set(), {}
 
     def value(self, n):
         k = self.pos[n]
         self.loads.add(k)
-        return Expr(f"x{k}")
-
-    def emit(self, expr):
-        self.count += 1
-        name = f"t{self.count}"
-        self.lines.append(f" {name} = {src(expr)}")
-        return Expr(name)
+        return self.name(f"x{k}")
 
     def vjp(self, u, i, g):
         bound = self.stages.get(u)
@@ -165,8 +197,13 @@ class CodeRun:
         rule, xs, out = bound
         return self.emit(rule(i, g, xs, out))
 
-    def total(self, parts):
-        return self.emit(Expr(" + ".join(src(p) for p in parts))) if len(parts) > 1 else parts[0]
+    def total(self, parts):                 # left to right, as NumericRun.total: nested, so it spills
+        if len(parts) == 1:
+            return parts[0]
+        total = parts[0]
+        for c in parts[1:]:
+            total = total + c
+        return self.emit(total)
 
     def accumulate(self, prev, c):
         return c if prev is None else self.emit(prev + c)
@@ -182,9 +219,9 @@ class CodeRun:
 def compile_backward(plan, loop, kept):
     """run(N, seed) -> {node: adjoint} for the nodes in kept: `loop` (Version A or B) traced into code."""
     run = CodeRun(plan, kept)
-    adj = loop(plan, Expr("seed"), run)
+    adj = loop(plan, run.name("seed"), run)
     held = [n for n in plan.order if n in adj]
-    body = [f" x{k} = float(N[{k}].out)" for k in sorted(run.loads)] + run.lines
+    body = run.lines[:1] + [f" x{k} = float(N[{k}].out)" for k in sorted(run.loads)] + run.lines[1:]
     body.append(f" return ({''.join(src(adj[n]) + ', ' for n in held)})")
-    fn = _compile(["def run(N, seed):"] + body, "backward")
+    fn = _compile(body, "backward")
     return lambda nodes, seed: dict(zip(held, fn(nodes, seed)))

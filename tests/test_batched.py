@@ -252,18 +252,42 @@ def test_an_eager_graph_runs_its_backward_batched_from_codegens_run_on():
     close([float(grads[x]) for x in xs], want)
 
 
-def test_a_wide_add_n_that_codegen_cannot_compile_is_interpreted():
-    """codegen traces add_n's rule into ((a + b) + c) ...: past some 200 inputs Python's parser refuses the
-    nesting (SyntaxError), and the graph, too small to run batched, is interpreted as a too-big one is."""
+@pytest.mark.parametrize("variant", gd.VARIANTS)
+def test_a_wide_add_n_compiles_and_sums_as_the_interpreted_run(variant):
+    """codegen traces add_n's rule into ((a + b) + c) ..., deeper than Python's parser takes (some 200
+    parentheses) for 1,000 inputs: cut into statements, it compiles, and sums in the same order, so its
+    values and gradients are the interpreted run's bit for bit."""
     g = gd.Graph(dtype="float64")
-    xs = [g.input(f"x{k}", (), requires_grad=True) for k in range(300)]
-    y = gd.add_n([x * x for x in xs])
-    for _ in range(codegen.COMPILE_AFTER + 1):
-        assert float(g.forward({x: 0.5 * k for k, x in enumerate(xs)}, outputs=y)) == sum((0.5 * k) ** 2
-                                                                                          for k in range(300))
-        g.backward(y)
-    assert [float(x.grad) for x in xs] == [k * 1.0 for k in range(300)]
-    assert compiled(g, y, "children")[0] is False
+    xs = [g.input(f"x{k}", (), requires_grad=True) for k in range(1000)]
+    y = gd.add_n([x * x for x in xs] + [x * 0.1 for x in xs[::-1]])       # x_k's adjoint: a sum of two
+    values = {x: 0.37 * k - 40.1 + 1e-3 * math.sin(k) for k, x in enumerate(xs)}
+    want, want_adj = interpreted(g, xs, values, y, variant)
+    for _ in range(codegen.COMPILE_AFTER):
+        out = float(g.forward(values, outputs=y))
+        g.backward(y, variant=variant)
+    forward, backward = compiled(g, y, variant)
+    assert callable(forward) and not isinstance(forward, batched.Forward)             # codegen's
+    assert callable(backward) and not isinstance(backward, batched.Backward)
+    assert out == want[y]
+    assert [float(x.grad) for x in xs] == [want_adj[x] for x in xs]
+
+
+@pytest.mark.parametrize("variant", gd.VARIANTS)
+def test_a_node_with_thousands_of_consumers_compiles(variant, monkeypatch):
+    """Version A sums x's 3,000 contributions in one total, which Python's compiler would refuse as one flat
+    sum (too deep): cut into statements, the same sum in the same order as the interpreted run (codegen's,
+    not batched: the graph is big enough for batched)."""
+    monkeypatch.setattr(batched, "BATCH_MIN_NODES", 10 ** 9)
+    g = gd.Graph(dtype="float64")
+    x = g.input("x", (), requires_grad=True)
+    y = gd.add_n([gd.tanh(x * (0.001 * k)) for k in range(3000)])
+    want, want_adj = interpreted(g, [x], {x: 0.7}, y, variant)
+    for _ in range(codegen.COMPILE_AFTER):
+        out = float(g.forward({x: 0.7}, outputs=y))
+        g.backward(y, variant=variant)
+    forward, backward = compiled(g, y, variant)
+    assert callable(forward) and callable(backward) and not isinstance(backward, batched.Backward)
+    assert out == want[y] and float(x.grad) == want_adj[x]
 
 
 def test_staleness_is_refused_after_a_batched_forward(anywhere):
