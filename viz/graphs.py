@@ -128,9 +128,20 @@ def _roles(graph, y, events, adj, mark):
     for k, r in roles.items():
         node = graph.nodes[k]
         scope = graph.node(r.of[0] if r.of else r.edge[0]).scope
-        names = {i: short_name(q, scope) for i, q in roles.items()}
+        names = _Names(roles, scope)       # only the node's inputs are looked up: not a dict of every role
         out[k] = (node.name, Role(*r[:5], _formula(node, names, scope), scope))
     return out
+
+
+class _Names:
+    """{node index: its role's short name relative to scope}, computed when asked (formulas read a few)."""
+
+    def __init__(self, roles, scope):
+        self.roles, self.scope = roles, scope
+
+    def get(self, index):
+        role = self.roles.get(index)
+        return None if role is None else short_name(role, self.scope)
 
 
 def relative(name, scope):
