@@ -350,7 +350,8 @@ def draw(docs, out_dir, name="jo", seed=42, formats=("svg", "png")):
     tg.g.forward({tg.ids: ids[:-1], tg.targets: ids[1:]}, outputs=tg.loss)
     tg.g.backward(tg.loss, retain_grads=True)
     nodes = viz.backward_graph(tg.g, tg.loss, "children")
-    title = f"microgpt, tensor mode, the name '{name}': forward and backward graph (g.gradients, yellow), whole"
+    title = (f"microgpt, tensor mode, the name '{name}': forward and backward graph (g.gradients, pink; dashed: "
+             "forward values the backward reads), whole")
     dot = viz.to_dot(nodes, rankdir="TB", max_nodes=None, title=title)
     paths += [viz.render(dot, os.path.join(out_dir, "microgpt_tensor"), format=f) for f in formats]
     return paths

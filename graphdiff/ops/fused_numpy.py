@@ -61,11 +61,6 @@ def row_parts(R, step, C):
     return [(a * step, min(b * step, R)) for a, b in threads.parts(-(-R // step), step * C)]
 
 
-def run_parts(fn, ranges):
-    """fn(start, stop) for each range, on the threads (graphdiff.threads.run); their results in order."""
-    return threads.run(fn, ranges)
-
-
 def _erf():
     from scipy.special import erf      # a ufunc (out= works); NumPy has no erf
     return erf
@@ -79,7 +74,7 @@ class Gelu:
         xf = flat(x)
         y, keep = np.empty_like(xf), np.empty_like(xf)     # keep: the tanh, or Phi(x), as the rule keeps
         ranges, step = flat_parts(xf.size)
-        run_parts(lambda lo, hi: _gelu_part(xf, y, keep, approximate, lo, hi, step), ranges)
+        threads.run(lambda lo, hi: _gelu_part(xf, y, keep, approximate, lo, hi, step), ranges)
         return y.reshape(x.shape), keep.reshape(x.shape)
 
     def make_vjp(F, xs, out, res, approximate="none"):
@@ -90,7 +85,7 @@ class Gelu:
             xf, kf, gf = flat(x), flat(keep), flat(g)
             dx = np.empty(xf.shape, dtype=np.result_type(xf, gf))
             ranges, step = flat_parts(xf.size)
-            run_parts(lambda lo, hi: _gelu_vjp_part(xf, kf, gf, dx, approximate, lo, hi, step), ranges)
+            threads.run(lambda lo, hi: _gelu_vjp_part(xf, kf, gf, dx, approximate, lo, hi, step), ranges)
             return dx.reshape(x.shape)
         return vjp
 
@@ -245,7 +240,7 @@ class Softmax:
             if len(ranges) == 1:
                 _softmax_blocks(v, y, step)
             else:
-                run_parts(lambda lo, hi: _softmax_part(v[lo:hi], y[lo:hi], step), ranges)
+                threads.run(lambda lo, hi: _softmax_part(v[lo:hi], y[lo:hi], step), ranges)
         else:
             s = np.empty((step, 1, v.shape[2]), dtype=v.dtype)
             for a, b in _row_blocks(v, step):
@@ -266,7 +261,7 @@ class Softmax:
         dx = np.empty_like(gv)
         if gv.ndim == 2 and NUMBA["on"] and gv.size >= fused_numba.MIN_SIZE:
             rows = fused_numba.loops().softmax_vjp_rows
-            run_parts(lambda lo, hi: rows(gv[lo:hi], ov[lo:hi], dx[lo:hi]), row_parts(gv.shape[0], step, gv.shape[1]))
+            threads.run(lambda lo, hi: rows(gv[lo:hi], ov[lo:hi], dx[lo:hi]), row_parts(gv.shape[0], step, gv.shape[1]))
             return dx.reshape(g.shape)
         for a, b in _row_blocks(gv, step):
             gb, ob, db = gv[a:b], ov[a:b], dx[a:b]
@@ -358,7 +353,7 @@ class LayerNorm:
         if NUMBA["on"] and v.size >= fused_numba.MIN_SIZE:
             rows, r1 = fused_numba.loops().layer_norm_rows, rstd.reshape(-1)
             gm, bt, eps = np.ascontiguousarray(gamma), np.ascontiguousarray(beta), float(eps)
-            run_parts(lambda lo, hi: rows(v[lo:hi], gm, bt, eps, y[lo:hi], xhat[lo:hi], r1[lo:hi]),
+            threads.run(lambda lo, hi: rows(v[lo:hi], gm, bt, eps, y[lo:hi], xhat[lo:hi], r1[lo:hi]),
                       row_parts(R, step, C))
             return y.reshape(x.shape), (xhat.reshape(x.shape), rstd.reshape(lead + (1,)))
         ones = np.ones(C, dtype=v.dtype)
@@ -420,7 +415,7 @@ def _layer_norm_vjp(g, xhat, rstd, gamma):
                 sums = np.empty((2, C))
                 rows(gv[lo:hi], hv[lo:hi], r1[lo:hi], gm, dx[lo:hi], sums[0], sums[1])
                 return sums
-            dgamma[:], dbeta[:] = sum(run_parts(part, parts))
+            dgamma[:], dbeta[:] = sum(threads.run(part, parts))
         return dx.reshape(g.shape), dgamma, dbeta
     t = np.empty((min(step, R), C), dtype=gv.dtype)
     ones = np.ones(min(step, R), dtype=gv.dtype)
